@@ -1,0 +1,134 @@
+//! Where undecodable payloads go: counted per reason, logged (rate-limited), and
+//! optionally written to a dead-letter file and/or published to a dead-letter topic.
+//! Nothing here stops the pipeline.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use smartgrid_runtime::Message;
+use smartgrid_runtime::metrics::{Counter, Metrics};
+
+use super::DecodeError;
+
+/// How often a reason is logged at most, after its first occurrence.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Publishes one dead letter (JSON bytes) somewhere, e.g. an MQTT topic.
+pub type Publish = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
+
+/// Dead-letter destinations shared by every worker of a decode node.
+#[derive(Clone, Default)]
+pub struct DeadLetters {
+    /// An open JSON-lines file.
+    pub file: Option<Arc<Mutex<std::io::BufWriter<std::fs::File>>>>,
+    /// A publisher (dead-letter topic).
+    pub publish: Option<Publish>,
+}
+
+/// One worker's error handling for one decode node.
+pub struct ErrorSink {
+    node: String,
+    metrics: Metrics,
+    total: Counter,
+    by_reason: BTreeMap<&'static str, Counter>,
+    dead_letters: DeadLetters,
+    logged_at: BTreeMap<&'static str, Instant>,
+    suppressed: BTreeMap<&'static str, u64>,
+    dirty: bool,
+}
+
+impl ErrorSink {
+    /// Errors of `node`, counted as `<node>.errors` and `<node>.errors.<reason>`.
+    pub fn new(node: &str, metrics: &Metrics, dead_letters: DeadLetters) -> Self {
+        ErrorSink {
+            node: node.to_string(),
+            metrics: metrics.clone(),
+            total: metrics.counter(format!("{node}.errors")),
+            by_reason: BTreeMap::new(),
+            dead_letters,
+            logged_at: BTreeMap::new(),
+            suppressed: BTreeMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// Count, log and dead-letter one failure.
+    pub fn record(&mut self, error: &DecodeError, message: &Message) {
+        let reason = error.reason();
+        self.total.inc();
+        let node = &self.node;
+        let metrics = &self.metrics;
+        self.by_reason.entry(reason).or_insert_with(|| metrics.counter(format!("{node}.errors.{reason}"))).inc();
+
+        let now = Instant::now();
+        match self.logged_at.get(reason) {
+            Some(at) if now.duration_since(*at) < LOG_EVERY => *self.suppressed.entry(reason).or_default() += 1,
+            _ => {
+                tracing::warn!(node = %self.node, topic = %message.topic, reason, "undecodable payload: {error}");
+                self.logged_at.insert(reason, now);
+            }
+        }
+
+        if self.dead_letters.file.is_none() && self.dead_letters.publish.is_none() {
+            return;
+        }
+        let letter = serde_json::json!({
+            "time": super::super::sink::format::rfc3339(
+                i64::try_from(std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis()))
+                .unwrap_or(0)
+            ),
+            "node": self.node,
+            "topic": &*message.topic,
+            "reason": reason,
+            "error": error.to_string(),
+            "payload_hex": hex::encode(&message.payload),
+        });
+        let mut line = letter.to_string().into_bytes();
+        if let Some(publish) = &self.dead_letters.publish {
+            publish(line.clone());
+        }
+        if let Some(file) = &self.dead_letters.file {
+            line.push(b'\n');
+            let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = f.write_all(&line) {
+                tracing::error!(node = %self.node, "cannot write a dead letter: {e}");
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Log what was suppressed once its interval has passed; flush the file.
+    pub fn tick(&mut self, now: Instant) {
+        let due: Vec<&'static str> = self
+            .suppressed
+            .keys()
+            .copied()
+            .filter(|r| self.logged_at.get(r).is_none_or(|at| now.duration_since(*at) >= LOG_EVERY))
+            .collect();
+        for reason in due {
+            if let Some(n) = self.suppressed.remove(reason) {
+                tracing::warn!(node = %self.node, reason, "{n} more undecodable payloads in the last {}s", LOG_EVERY.as_secs());
+                self.logged_at.insert(reason, now);
+            }
+        }
+        self.flush();
+    }
+
+    /// Flush the dead-letter file.
+    pub fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if let Some(file) = &self.dead_letters.file {
+            let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = f.flush() {
+                tracing::error!(node = %self.node, "cannot flush dead letters: {e}");
+            }
+        }
+        self.dirty = false;
+    }
+}

@@ -1,0 +1,702 @@
+//! `decode`: raw payloads → readings.
+//!
+//! A [`PayloadDecoder`] turns one payload into one reading (sensor, event time, row) or
+//! a [`DecodeError`] with a short machine-readable reason. The operator counts errors
+//! per reason, logs them rate-limited, optionally dead-letters them, and goes on.
+//!
+//! Three formats exist, chosen by a node's `format:` key ([`FormatConfig`]):
+//!
+//! * `clemap`: the Clemap binary messages ([`clemap`]), feature type 16 or 17;
+//! * `struct`: any fixed-size binary record described in YAML ([`structs`]);
+//! * `json`: JSON objects with a field mapping ([`json`]).
+
+pub mod clemap;
+pub mod errors;
+pub mod json;
+pub mod node;
+pub mod operator;
+pub mod structs;
+
+use serde::Deserialize;
+use smartgrid_runtime::record::{Row, SensorId};
+use smartgrid_runtime::schema::Schema;
+
+pub use clemap::{ClemapConfig, ClemapDecoder};
+pub use json::{JsonConfig, JsonDecoder};
+pub use structs::{StructConfig, StructDecoder};
+
+/// What a successful decode yields besides the row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decoded {
+    /// The reading's sensor.
+    pub sensor: SensorId,
+    /// Event time, ms since the Unix epoch.
+    pub time_ms: i64,
+}
+
+/// Why a payload could not be decoded.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Zero bytes.
+    #[error("empty payload")]
+    Empty,
+    /// Shorter than its type's layout.
+    #[error("truncated: feature type {feature_type} needs {expected} bytes, got {got}")]
+    Truncated {
+        feature_type: u8,
+        expected: usize,
+        got: usize,
+    },
+    /// Longer than its type's layout.
+    #[error("extra bytes: feature type {feature_type} needs {expected} bytes, got {got}")]
+    Extra {
+        feature_type: u8,
+        expected: usize,
+        got: usize,
+    },
+    /// A feature type with no layout.
+    #[error("unknown feature type {0}")]
+    UnknownType(u8),
+    /// A NaN or infinite value where a number is required.
+    #[error("field `{0}` is not a finite number")]
+    NonFinite(String),
+    /// Anything else the format rejects (bad JSON, missing field, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// Shorter than a `struct` layout (which has no feature type to name).
+    #[error("truncated: the layout needs {expected} bytes, got {got}")]
+    LayoutTruncated { expected: usize, got: usize },
+    /// Longer than a `struct` layout.
+    #[error("extra bytes: the layout needs {expected} bytes, got {got}")]
+    LayoutExtra { expected: usize, got: usize },
+}
+
+impl DecodeError {
+    /// A short stable reason, used as the counter name and in dead letters:
+    /// `empty`, `truncated`, `extra`, `unknown_type`, `non_finite`, `invalid`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::Truncated { .. } | DecodeError::LayoutTruncated { .. } => "truncated",
+            DecodeError::Extra { .. } | DecodeError::LayoutExtra { .. } => "extra",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::NonFinite(_) => "non_finite",
+            DecodeError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Turns payloads of one format into readings of one schema.
+pub trait PayloadDecoder: Send + Sync {
+    /// The names of the values written into the row, in order.
+    fn schema(&self) -> Schema;
+
+    /// Decode `payload` (received on `topic`) into `row` (which is empty on entry).
+    /// `Ok(None)` means a valid payload this decoder was told to skip (another
+    /// feature type); it is counted, not an error.
+    fn decode(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        row: &mut Row,
+    ) -> Result<Option<Decoded>, DecodeError>;
+}
+
+/// Which payload format a `decode` node reads, and how: the node's `format:` key picks the
+/// variant, the other keys are that format's settings. For example
+///
+/// ```yaml
+/// format: clemap          # Clemap binary, ten-second records
+/// feature_type: 16
+/// ```
+/// ```yaml
+/// format: struct          # any fixed-size binary record
+/// byte_order: little
+/// fields:
+///   - { name: kind, type: u8, role: skip }
+///   - { name: ts,   type: f64, role: timestamp, unit: s }
+///   - { name: id,   type: bytes, len: 12, role: sensor_id, encoding: hex }
+///   - { name: p_l1, type: i64, divide_by: 1000 }
+/// match: { field: kind, value: 16 }
+/// ```
+/// ```yaml
+/// format: json            # JSON objects
+/// sensor_id: /device
+/// timestamp: /ts
+/// timestamp_unit: ms
+/// fields:
+///   p_l1: /power/l1
+///   p_l2: /power/l2
+/// ```
+///
+/// Unknown keys are refused. Errors point at the key or value at fault when `format:` is
+/// the mapping's first key (otherwise the mapping is read whole first and errors point at
+/// the mapping).
+///
+/// A node config can embed it with `#[serde(flatten)]` (then the node's own struct must
+/// not use `deny_unknown_fields`; the format still refuses keys nobody claims, but serde
+/// buffers flattened keys, so those errors point at the node rather than the key).
+#[derive(Clone, Debug, PartialEq)]
+pub enum FormatConfig {
+    /// `format: clemap`: Clemap three-phase monitor messages.
+    Clemap(ClemapConfig),
+    /// `format: struct`: a fixed-size binary record described field by field.
+    Struct(StructConfig),
+    /// `format: json`: JSON objects, values picked by JSON pointers.
+    Json(JsonConfig),
+}
+
+/// The value of `format:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FormatName {
+    Clemap,
+    Struct,
+    Json,
+}
+
+impl FormatName {
+    /// The format's settings from the rest of the mapping.
+    fn settings<'de, D: serde::Deserializer<'de>>(self, rest: D) -> Result<FormatConfig, D::Error> {
+        Ok(match self {
+            FormatName::Clemap => FormatConfig::Clemap(ClemapConfig::deserialize(rest)?),
+            FormatName::Struct => FormatConfig::Struct(StructConfig::deserialize(rest)?),
+            FormatName::Json => FormatConfig::Json(JsonConfig::deserialize(rest)?),
+        })
+    }
+}
+
+// Internally tagged on `format`, like `#[serde(tag = "format")]`, but without serde's
+// buffering when `format:` comes first, so the pipeline file's deserializer still knows
+// where each setting stands.
+impl<'de> Deserialize<'de> for FormatConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor, value::MapAccessDeserializer};
+
+        struct FormatVisitor;
+
+        impl<'de> Visitor<'de> for FormatVisitor {
+            type Value = FormatConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping with a `format:` key (clemap, struct or json)")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FormatConfig, A::Error> {
+                let Some(first) = map.next_key::<String>()? else {
+                    return Err(A::Error::missing_field("format"));
+                };
+                if first == "format" {
+                    let name: FormatName = map.next_value()?;
+                    return name.settings(MapAccessDeserializer::new(map));
+                }
+                let mut buffered = serde_json::Map::new();
+                buffered.insert(first, map.next_value()?);
+                while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    buffered.insert(key, value);
+                }
+                let name = buffered
+                    .remove("format")
+                    .ok_or_else(|| A::Error::missing_field("format"))?;
+                let name = FormatName::deserialize(name).map_err(A::Error::custom)?;
+                name.settings(serde_json::Value::Object(buffered))
+                    .map_err(A::Error::custom)
+            }
+        }
+
+        deserializer.deserialize_map(FormatVisitor)
+    }
+}
+
+impl FormatConfig {
+    /// Check the settings and build the decoder. The message says what is wrong and
+    /// where (which field); the caller adds the file position.
+    pub fn build(&self) -> Result<Box<dyn PayloadDecoder>, String> {
+        Ok(match self {
+            FormatConfig::Clemap(c) => Box::new(ClemapDecoder::new(c.feature_type)?),
+            FormatConfig::Struct(c) => Box::new(StructDecoder::new(c)?),
+            FormatConfig::Json(c) => Box::new(JsonDecoder::new(c)?),
+        })
+    }
+
+    /// The format's name, as written after `format:`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FormatConfig::Clemap(_) => "clemap",
+            FormatConfig::Struct(_) => "struct",
+            FormatConfig::Json(_) => "json",
+        }
+    }
+}
+
+/// The unit of a timestamp value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    /// Seconds since the Unix epoch (may be fractional). The default.
+    #[default]
+    S,
+    /// Milliseconds since the Unix epoch.
+    Ms,
+    /// Microseconds since the Unix epoch.
+    Us,
+}
+
+/// The largest magnitude up to which every integer is an exact `f64` (2^53).
+const MAX_EXACT_INT: u64 = 1 << 53;
+
+/// A float timestamp in `unit` → event time in whole ms, rounded to the nearest ms
+/// (halves away from zero).
+///
+/// Rounding, not truncating: Clemap timestamps step by 1/12 s and are stored as the
+/// nearest `f64` (e.g. 1661972765.083333), and `ts * 1000.0` may land just below a whole
+/// ms (…764.9999998 for a reading taken at …765 ms). Truncation would move such readings
+/// one ms early, into the previous window when they sit on a window edge; rounding gives
+/// the ms the device meant. NaN and ±inf are refused (`non_finite`), and so are values
+/// whose ms do not fit an `i64` (`invalid`), so the cast never saturates silently.
+#[inline]
+pub(crate) fn float_time_ms(value: f64, unit: TimeUnit, name: &str) -> Result<i64, DecodeError> {
+    if !value.is_finite() {
+        return Err(DecodeError::NonFinite(name.to_owned()));
+    }
+    let ms = match unit {
+        TimeUnit::S => (value * 1000.0).round(),
+        TimeUnit::Ms => value.round(),
+        TimeUnit::Us => (value / 1000.0).round(),
+    };
+    // 2^63 is exactly representable; every finite f64 below it in magnitude fits.
+    if ms.abs() < 9_223_372_036_854_775_808.0 {
+        Ok(ms as i64)
+    } else {
+        Err(DecodeError::Invalid(format!(
+            "field `{name}`: timestamp {value} is out of range"
+        )))
+    }
+}
+
+/// An integer timestamp in `unit` → event time in whole ms; microseconds are rounded to
+/// the nearest ms (halves away from zero), like [`float_time_ms`].
+pub(crate) fn int_time_ms(value: i128, unit: TimeUnit, name: &str) -> Result<i64, DecodeError> {
+    let ms = match unit {
+        TimeUnit::S => value.checked_mul(1000),
+        TimeUnit::Ms => Some(value),
+        TimeUnit::Us => {
+            let (q, r) = (value / 1000, value % 1000);
+            Some(if r >= 500 {
+                q + 1
+            } else if r <= -500 {
+                q - 1
+            } else {
+                q
+            })
+        }
+    };
+    ms.and_then(|ms| i64::try_from(ms).ok()).ok_or_else(|| {
+        DecodeError::Invalid(format!("field `{name}`: timestamp {value} is out of range"))
+    })
+}
+
+/// `n / d` as the nearest `f64` (ties to even): exactly Python's `int / int` true
+/// division, for `1 <= d <= 2^53`. Up to 2^53 in magnitude `n` and `d` are exact `f64`s
+/// and one IEEE division is correctly rounded; beyond, [`div_exact_slow`] corrects the
+/// double rounding `n as f64` would add.
+#[inline]
+pub(crate) fn div_exact_i64(n: i64, d: u64) -> f64 {
+    if n.unsigned_abs() <= MAX_EXACT_INT {
+        n as f64 / d as f64
+    } else {
+        div_exact_slow(n < 0, n.unsigned_abs(), d)
+    }
+}
+
+/// [`div_exact_i64`] for unsigned values.
+#[inline]
+pub(crate) fn div_exact_u64(n: u64, d: u64) -> f64 {
+    if n <= MAX_EXACT_INT {
+        n as f64 / d as f64
+    } else {
+        div_exact_slow(false, n, d)
+    }
+}
+
+/// The nearest `f64` to `±mag / d` for `mag > 2^53`, `1 <= d <= 2^53`: the float
+/// quotient is within 3 ulp of the true one; of the candidates around it, the one with the
+/// smallest exact error (computed in `u128`) wins, ties to the even mantissa.
+#[cold]
+fn div_exact_slow(negative: bool, mag: u64, d: u64) -> f64 {
+    let approx = mag as f64 / d as f64;
+    let mut cands = [approx; 7];
+    for i in 1..=3 {
+        cands[3 + i] = cands[2 + i].next_up();
+        cands[3 - i] = cands[4 - i].next_down();
+    }
+    // Every candidate is a positive normal float (≥ 1 since mag > d), value = m · 2^e.
+    let parts = cands.map(|c| {
+        let bits = c.to_bits();
+        let m = (bits & ((1 << 52) - 1)) | (1 << 52);
+        let e = ((bits >> 52) & 0x7ff) as i32 - 1075;
+        (m, e)
+    });
+    // Scale everything by 2^k so all values are integers: k ≤ 55, |terms| < 2^120.
+    let k = parts.iter().map(|&(_, e)| (-e).max(0)).max().unwrap_or(0);
+    let target = u128::from(mag) << k;
+    let mut best = approx;
+    let mut best_err = u128::MAX;
+    for (&c, &(m, e)) in cands.iter().zip(parts.iter()) {
+        let value = (u128::from(m) * u128::from(d)) << (e + k);
+        let err = value.abs_diff(target);
+        if err < best_err || (err == best_err && m % 2 == 0) {
+            best = c;
+            best_err = err;
+        }
+    }
+    if negative { -best } else { best }
+}
+
+/// The `N` bytes of `p` at `at`; zeros if they are out of range (callers check the
+/// payload's length first, so that never happens, but no input can make this panic).
+#[inline(always)]
+pub(crate) fn bytes_at<const N: usize>(p: &[u8], at: usize) -> [u8; N] {
+    match p.get(at..at.saturating_add(N)) {
+        Some(s) => <[u8; N]>::try_from(s).unwrap_or([0; N]),
+        None => [0; N],
+    }
+}
+
+/// A sensor id from an integer, in decimal, without allocating.
+pub(crate) fn sensor_from_int(value: i128) -> Result<SensorId, DecodeError> {
+    let mut buf = [0u8; 40];
+    let mut at = buf.len();
+    let mut mag = value.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (mag % 10) as u8;
+        mag /= 10;
+        if mag == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    let text = std::str::from_utf8(&buf[at..]).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    SensorId::new(text).map_err(|e| DecodeError::Invalid(e.to_string()))
+}
+
+/// The sensor id taken from level `level` (0-based, `/`-separated) of `topic`.
+pub(crate) fn sensor_from_topic(topic: &str, level: usize) -> Result<SensorId, DecodeError> {
+    match topic.split('/').nth(level) {
+        Some(part) if !part.is_empty() => SensorId::new(part)
+            .map_err(|e| DecodeError::Invalid(format!("topic `{topic}`, level {level}: {e}"))),
+        Some(_) => Err(DecodeError::Invalid(format!(
+            "topic `{topic}`: level {level} is empty"
+        ))),
+        None => Err(DecodeError::Invalid(format!(
+            "topic `{topic}` has no level {level} (levels count from 0)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_division_matches_python_for_large_integers() {
+        // Expected values printed by CPython 3 (`repr(n / d)`).
+        let cases: &[(i64, u64, f64)] = PYTHON_DIVISIONS;
+        for &(n, d, want) in cases {
+            let got = div_exact_i64(n, d);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{n} / {d}: got {got:e}, want {want:e}"
+            );
+        }
+        // The slow path matters: a plain float division gets some of these wrong.
+        assert!(
+            cases
+                .iter()
+                .any(|&(n, d, want)| n as f64 / d as f64 != want)
+        );
+        assert_eq!(div_exact_u64(u64::MAX, 1000), 18_446_744_073_709_552.0);
+        assert_eq!(div_exact_u64(u64::MAX, 1), 18_446_744_073_709_551_616.0);
+        assert_eq!(div_exact_i64(-1_539_906, 1000), -1539.906);
+    }
+
+    /// `(n, d, n / d)` as CPython 3 computes it (`int / int` is correctly rounded).
+    const PYTHON_DIVISIONS: &[(i64, u64, f64)] = &[
+        (9007199254740993, 1000, 9007199254740.992),
+        (9007199254740995, 1000, 9007199254740.994),
+        (-9007199254740997, 1000, -9007199254740.996),
+        (9223372036854775807, 1000, 9223372036854776.0),
+        (-9223372036854775808, 1000, -9223372036854776.0),
+        (4611686018427400249, 1000, 4611686018427400.0),
+        (9007199254740993000, 1000, 9007199254740992.0),
+        (12345678901234567, 1000, 12345678901234.566),
+        (-98765432109876543, 1000, -98765432109876.55),
+        (1152921504606847476, 1000, 1152921504606847.5),
+        (1152921504606848476, 1000, 1152921504606848.5),
+        (18014398509483984, 1000, 18014398509483.984),
+        (8751522060614153272, 9007199254740992, 971.6141292208828),
+        (454370880871703632, 1000, 454370880871703.6),
+        (5384277854032611832, 3, 1.7947592846775373e+18),
+        (-801730537304183000, 9007199254740992, -89.0099702060202),
+        (2228731587588131727, 9007199254740992, 247.43891242497227),
+        (7635371956029742518, 3, 2.5451239853432474e+18),
+        (5796057243379086136, 9007199254740992, 643.4916203644876),
+        (9013371251807347356, 1000, 9013371251807348.0),
+        (7926981193680131902, 7, 1.1324258848114474e+18),
+        (1339525474502357570, 7, 1.9136078207176538e+17),
+        (7536444224106726744, 1000, 7536444224106727.0),
+        (5277437786102939537, 1000000, 5277437786102.939),
+        (5061058156284687826, 1000, 5061058156284688.0),
+        (-1908641064788912561, 9007199254740992, -211.9017255873726),
+        (-2906503427372119832, 999999937, -2906503610.4818473),
+        (2773869745950206296, 10, 2.7738697459502064e+17),
+        (7201665993724218516, 1000, 7201665993724219.0),
+        (-2778316532664331951, 1000000, -2778316532664.332),
+        (-4148771959611387168, 1000, -4148771959611387.0),
+        (-4730754186100707088, 10, -4.730754186100707e+17),
+        (3163915179705761023, 999999937, 3163915379.0324297),
+        (370630300494228585, 1000000, 370630300494.2286),
+        (-6421975045359419970, 999999937, -6421975449.943873),
+        (-7359038396711568155, 1000, -7359038396711568.0),
+    ];
+
+    #[test]
+    fn timestamps_round_to_the_nearest_ms() {
+        assert_eq!(
+            float_time_ms(1661972765.083333, TimeUnit::S, "t"),
+            Ok(1661972765083)
+        );
+        assert_eq!(float_time_ms(1.0005, TimeUnit::S, "t"), Ok(1001));
+        assert_eq!(float_time_ms(-0.0015, TimeUnit::S, "t"), Ok(-2));
+        assert_eq!(float_time_ms(1500.5, TimeUnit::Ms, "t"), Ok(1501));
+        assert_eq!(float_time_ms(1_500_499.0, TimeUnit::Us, "t"), Ok(1500));
+        assert_eq!(
+            float_time_ms(f64::NAN, TimeUnit::S, "t"),
+            Err(DecodeError::NonFinite("t".into()))
+        );
+        assert_eq!(
+            float_time_ms(1e300, TimeUnit::S, "t").map_err(|e| e.reason()),
+            Err("invalid")
+        );
+        assert_eq!(
+            int_time_ms(1_700_000_000, TimeUnit::S, "t"),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(int_time_ms(1_500_500, TimeUnit::Us, "t"), Ok(1501));
+        assert_eq!(int_time_ms(-1_500_500, TimeUnit::Us, "t"), Ok(-1501));
+        assert_eq!(int_time_ms(1_500_499, TimeUnit::Us, "t"), Ok(1500));
+        assert_eq!(
+            int_time_ms(i128::from(u64::MAX), TimeUnit::Ms, "t").map_err(|e| e.reason()),
+            Err("invalid")
+        );
+        assert_eq!(
+            int_time_ms(i128::from(i64::MAX), TimeUnit::S, "t").map_err(|e| e.reason()),
+            Err("invalid")
+        );
+    }
+
+    #[test]
+    fn format_config_is_tagged_by_format() {
+        use serde_json::json;
+        let c: FormatConfig = serde_json::from_value(json!({ "format": "clemap" })).expect("valid");
+        assert_eq!(c, FormatConfig::Clemap(ClemapConfig { feature_type: 16 }));
+        let c: FormatConfig =
+            serde_json::from_value(json!({ "format": "clemap", "feature_type": 17 }))
+                .expect("valid");
+        assert_eq!(c.name(), "clemap");
+        assert_eq!(c.build().expect("valid").schema().len(), 25);
+        let c: FormatConfig =
+            serde_json::from_value(json!({ "format": "clemap", "feature_type": 18 }))
+                .expect("parses");
+        assert!(c.build().err().expect("refused").contains("16"));
+        // Unknown keys and formats are refused.
+        let e = serde_json::from_value::<FormatConfig>(json!({ "format": "clemap", "type": 17 }))
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("type"), "{e}");
+        let e = serde_json::from_value::<FormatConfig>(json!({ "format": "xml" }))
+            .expect_err("unknown format");
+        assert!(e.to_string().contains("clemap"), "{e}");
+        assert!(serde_json::from_value::<FormatConfig>(json!({ "feature_type": 16 })).is_err());
+        assert!(serde_json::from_value::<FormatConfig>(json!({})).is_err());
+        assert!(serde_json::from_value::<FormatConfig>(json!("clemap")).is_err());
+        // `format` need not come first.
+        let c: FormatConfig = serde_json::from_value(json!({
+            "sensor_id": "/d", "timestamp": "/t", "fields": { "b": "/b", "a": "/a" }, "format": "json",
+        }))
+        .expect("valid");
+        assert_eq!(
+            c.build()
+                .expect("valid")
+                .schema()
+                .fields()
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        let e = serde_json::from_value::<FormatConfig>(
+            json!({ "feature_type": 16, "format": "clemap", "x": 1 }),
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains('x'), "{e}");
+    }
+
+    #[test]
+    fn format_config_can_be_flattened_into_a_node_config() {
+        use serde_json::json;
+        #[derive(Debug, Deserialize)]
+        struct Node {
+            #[serde(default)]
+            dead_letter: Option<String>,
+            #[serde(flatten)]
+            format: FormatConfig,
+        }
+        let n: Node = serde_json::from_value(json!({
+            "format": "clemap", "feature_type": 17, "dead_letter": "bad",
+        }))
+        .expect("valid");
+        assert_eq!(n.dead_letter.as_deref(), Some("bad"));
+        assert_eq!(
+            n.format,
+            FormatConfig::Clemap(ClemapConfig { feature_type: 17 })
+        );
+        // The format still refuses keys nobody claims.
+        let e = serde_json::from_value::<Node>(json!({ "format": "clemap", "dead_leter": "bad" }))
+            .expect_err("typo");
+        assert!(e.to_string().contains("dead_leter"), "{e}");
+        let n: Node = serde_json::from_value(json!({
+            "format": "json", "sensor_id": "/d", "timestamp": "/t", "fields": { "b": "/b", "a": "/a" },
+        }))
+        .expect("valid");
+        assert_eq!(
+            n.format
+                .build()
+                .expect("valid")
+                .schema()
+                .fields()
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+    }
+
+    /// The three formats as a pipeline file writes them, read by the runtime's own
+    /// deserializer (YAML core schema, positions).
+    #[test]
+    fn format_configs_from_a_pipeline_file() {
+        use smartgrid_runtime::spec::{Env, parse_str};
+        let text = r#"
+pipeline: test
+nodes:
+  ten:
+    type: decode
+    format: clemap
+  one:
+    type: decode
+    format: clemap
+    feature_type: 17
+  custom:
+    type: decode
+    format: struct
+    byte_order: big
+    fields:
+      - { name: kind, type: u8, role: skip }
+      - { name: ts,   type: u64, role: timestamp, unit: ms }
+      - { name: id,   type: bytes, len: 8, role: sensor_id, encoding: utf8 }
+      - { type: pad, len: 3 }
+      - { name: p,    type: i32, divide_by: 1000 }
+      - { name: v,    type: f32 }
+    match: { field: kind, value: 2 }
+  js:
+    type: decode
+    format: json
+    sensor_id_from_topic: 1
+    timestamp: /ts
+    timestamp_unit: ms
+    fields:
+      z: /power/z
+      a: { path: /a, divide_by: 10 }
+  bad:
+    type: decode
+    format: struct
+    fields:
+      - { name: kind, type: u24 }
+  typo:
+    type: decode
+    format: clemap
+    feature_typ: 17
+"#;
+        let spec =
+            parse_str(text, "p.yaml", std::path::PathBuf::new(), Env::default()).expect("parses");
+        let schemas: Vec<String> = spec
+            .nodes
+            .iter()
+            .filter(|n| n.name != "bad" && n.name != "typo")
+            .map(|n| {
+                let config: FormatConfig =
+                    n.settings().unwrap_or_else(|e| panic!("{}: {e:?}", n.name));
+                config
+                    .build()
+                    .unwrap_or_else(|e| panic!("{}: {e}", n.name))
+                    .schema()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(schemas[0], "phase, p_l1, p_l2, p_l3, q_l1, q_l2, q_l3");
+        assert!(schemas[1].ends_with("avg_energy_l3"));
+        assert_eq!(schemas[2], "p, v");
+        assert_eq!(schemas[3], "z, a");
+        // Errors point at the value at fault.
+        let bad = spec.nodes.iter().find(|n| n.name == "bad").expect("node");
+        let errors = bad.settings::<FormatConfig>().expect_err("unknown type");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("u24"), "{errors:?}");
+        assert_eq!(
+            (errors[0].at.line, errors[0].at.column),
+            (36, 29),
+            "{errors:?}"
+        );
+        let typo = spec.nodes.iter().find(|n| n.name == "typo").expect("node");
+        let errors = typo.settings::<FormatConfig>().expect_err("unknown key");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            (errors[0].at.line, errors[0].at.column),
+            (40, 5),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0]
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains("feature_type")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn sensor_ids_from_integers_and_topics() {
+        assert_eq!(sensor_from_int(0).map(|s| s.to_string()), Ok("0".into()));
+        assert_eq!(
+            sensor_from_int(-42).map(|s| s.to_string()),
+            Ok("-42".into())
+        );
+        assert_eq!(
+            sensor_from_int(i128::from(u64::MAX)).map(|s| s.to_string()),
+            Ok("18446744073709551615".into())
+        );
+        assert_eq!(
+            sensor_from_topic("data/realtime/feature/abc", 3).map(|s| s.to_string()),
+            Ok("abc".into())
+        );
+        assert_eq!(
+            sensor_from_topic("data/realtime/", 2).map_err(|e| e.reason()),
+            Err("invalid")
+        );
+        assert_eq!(
+            sensor_from_topic("data", 1).map_err(|e| e.reason()),
+            Err("invalid")
+        );
+    }
+}

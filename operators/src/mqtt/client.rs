@@ -1,0 +1,673 @@
+//! The subscriber: a background thread that keeps an MQTT connection alive and hands
+//! every received message to a bounded channel the pipeline's source drains.
+//!
+//! ```text
+//!  broker ──TCP/TLS──▶ rumqttc EventLoop ──▶ bounded channel ──▶ Subscriber::try_recv
+//!                       (own thread,          (channel_capacity;     (timely source,
+//!                        tokio current-        full = stop reading    never blocks)
+//!                        thread runtime)       from the broker)
+//! ```
+//!
+//! * **Acknowledgement.** With QoS 1 a message is acknowledged to the broker only after
+//!   it is in the channel, so a message the broker considers delivered is never lost
+//!   by this layer (a crash before the ack means the broker sends it again:
+//!   at-least-once).
+//! * **Backpressure.** When the channel is full the thread waits for room before it
+//!   reads the next packet; the broker's in-flight window then fills and it stops
+//!   sending. Memory stays bounded. (No pings go out while waiting: a pipeline stalled
+//!   for longer than 1.5 × `keep_alive` gets disconnected, reconnects, and receives the
+//!   unacknowledged messages again.)
+//! * **Reconnects.** After a connection error the thread waits `reconnect_min`,
+//!   doubling up to `reconnect_max`, and resets the wait after a successful connect.
+//!   It subscribes on the first connect and whenever the broker has no session for
+//!   this client (`session_present` false, e.g. a broker restarted without
+//!   persistence).
+//! * **Stopping.** When the shutdown flag (or [`Subscriber::stop`]) is set, the thread
+//!   sends DISCONNECT, exits, and the channel closes once drained, so the source can
+//!   finish.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, Outgoing, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode,
+};
+use smartgrid_runtime::record::Message;
+
+use super::config::{MqttConfig, Qos};
+use super::error::MqttError;
+use super::options::mqtt_options;
+
+/// Capacity of rumqttc's request channel (subscribe requests, acks, disconnect). The
+/// broker sends at most its in-flight window (mosquitto: 20, the embedded broker: 100)
+/// of unacknowledged QoS 1 messages, so acks never come close to this.
+const REQUEST_CAPACITY: usize = 1024;
+
+/// How often the thread looks at the stop flags while it waits.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// At most this many distinct topic strings are kept for reuse (one `Arc<str>` per
+/// sensor topic instead of an allocation per message).
+const TOPIC_CACHE: usize = 4096;
+
+/// A snapshot of a subscriber's state.
+#[derive(Debug, Clone)]
+pub struct SubscriberStats {
+    /// Connected to the broker right now.
+    pub connected: bool,
+    /// Connected and the subscriptions are in place (acknowledged, or kept by the
+    /// broker's session).
+    pub subscribed: bool,
+    /// Successful connects after the first one.
+    pub reconnects: u64,
+    /// Failed connection attempts and dropped connections.
+    pub connection_errors: u64,
+    /// Messages handed into the channel.
+    pub messages: u64,
+    /// The most recent connection error, if any.
+    pub last_error: Option<MqttError>,
+}
+
+type Wake = Box<dyn Fn() + Send>;
+
+/// State shared between the connection thread and the [`Subscriber`] handle.
+#[derive(Default)]
+struct Shared {
+    connected: AtomicBool,
+    subscribed: AtomicBool,
+    reconnects: AtomicU64,
+    connection_errors: AtomicU64,
+    messages: AtomicU64,
+    last_error: Mutex<Option<MqttError>>,
+    wake: Mutex<Option<Wake>>,
+}
+
+impl Shared {
+    fn wake(&self) {
+        if let Some(wake) = lock(&self.wake).as_ref() {
+            wake();
+        }
+    }
+
+    fn set_error(&self, error: MqttError) {
+        *lock(&self.last_error) = Some(error);
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while it was held cannot leave these simple values
+/// half-updated, so a poisoned lock is used as is.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The flags that end a connection thread: the pipeline's shutdown flag and the
+/// handle's own stop flag.
+#[derive(Clone)]
+pub(super) struct StopFlags {
+    pub(super) shutdown: Arc<AtomicBool>,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+impl StopFlags {
+    pub(super) fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps for `duration`, returning early (with `true`) if a stop flag is set.
+    pub(super) async fn pause(&self, duration: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + duration;
+        loop {
+            if self.stopping() {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep((deadline - now).min(STOP_POLL)).await;
+        }
+    }
+
+    /// Waits until a stop flag is set, then asks for a DISCONNECT through `disconnect`
+    /// (retrying while the request channel is full). The event loop sends it next
+    /// time it is polled, so a stop never cancels a poll half-way.
+    pub(super) async fn disconnect_on_stop(self, disconnect: impl Fn() -> bool) {
+        let mut tick = tokio::time::interval(STOP_POLL);
+        loop {
+            tick.tick().await;
+            if self.stopping() && disconnect() {
+                return;
+            }
+        }
+    }
+}
+
+/// The next wait after a failed attempt that waited `current`.
+pub(super) fn next_backoff(current: Duration, max: Duration) -> Duration {
+    current.saturating_mul(2).min(max)
+}
+
+/// A running subscription; see the [module docs](self).
+///
+/// Dropping it stops the connection thread (without waiting for it).
+pub struct Subscriber {
+    rx: Receiver<Message>,
+    shared: Arc<Shared>,
+    flags: StopFlags,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Connects to the broker of `cfg` as `client_id` in a background thread and
+/// subscribes to `cfg.topics`.
+///
+/// Returns at once; the connection is made (and remade) in the background, so an
+/// unreachable broker is not an error here (see [`Subscriber::stats`] and
+/// [`Subscriber::wait_subscribed`]). Errors are invalid settings, unreadable TLS files,
+/// an embedded broker that cannot start, or a thread that cannot be spawned. Setting
+/// `shutdown` stops the thread.
+pub fn spawn_subscriber(
+    cfg: &MqttConfig,
+    client_id: String,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Subscriber, MqttError> {
+    let (mut options, broker) = mqtt_options(cfg, &client_id)?;
+    let qos = cfg.qos();
+    // QoS 1 messages are acknowledged by us, after they are in the channel.
+    options.set_manual_acks(qos == Qos::AtLeastOnce);
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    let (tx, rx) = crossbeam_channel::bounded(cfg.channel_capacity);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
+    let shared = Arc::new(Shared::default());
+    let flags = StopFlags {
+        shutdown,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let worker = Worker {
+        client,
+        broker,
+        filters: cfg
+            .topics
+            .iter()
+            .map(|topic| SubscribeFilter::new(topic.clone(), qos.to_rumqttc()))
+            .collect(),
+        reconnect_min: cfg.reconnect_min.0,
+        reconnect_max: cfg.reconnect_max.0,
+        tx: Some(tx),
+        shared: Arc::clone(&shared),
+        flags: flags.clone(),
+        topics: HashMap::new(),
+        pending_acks: VecDeque::new(),
+    };
+    let thread = thread::Builder::new()
+        .name(format!("mqtt-sub-{client_id}"))
+        .spawn(move || runtime.block_on(worker.run(eventloop)))
+        .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
+    Ok(Subscriber {
+        rx,
+        shared,
+        flags,
+        thread: Some(thread),
+    })
+}
+
+impl Subscriber {
+    /// The next message, without blocking. `Err(Empty)`: nothing yet;
+    /// `Err(Disconnected)`: the thread has stopped and every message was taken.
+    pub fn try_recv(&self) -> Result<Message, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// The next message, waiting up to `timeout` (for tests and simple consumers).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// The channel itself, e.g. to `select!` on it or to drain it with `try_iter`.
+    pub fn receiver(&self) -> &Receiver<Message> {
+        &self.rx
+    }
+
+    /// Calls `wake` after each message is pushed into the channel, and once when the
+    /// channel closes (hand in timely's `SyncActivator` here). Replaces an earlier
+    /// callback. If messages are already waiting, `wake` is called right away.
+    pub fn set_wake(&self, wake: Box<dyn Fn() + Send>) {
+        let mut slot = lock(&self.shared.wake);
+        if !self.rx.is_empty() || self.is_finished() {
+            wake();
+        }
+        *slot = Some(wake);
+    }
+
+    /// Connection state and counters.
+    pub fn stats(&self) -> SubscriberStats {
+        SubscriberStats {
+            connected: self.shared.connected.load(Ordering::Relaxed),
+            subscribed: self.shared.subscribed.load(Ordering::Relaxed),
+            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            connection_errors: self.shared.connection_errors.load(Ordering::Relaxed),
+            messages: self.shared.messages.load(Ordering::Relaxed),
+            last_error: lock(&self.shared.last_error).clone(),
+        }
+    }
+
+    /// Waits until connected with the subscriptions in place. On timeout returns the
+    /// last connection error (e.g. the broker's refusal) if there was one.
+    pub fn wait_subscribed(&self, timeout: Duration) -> Result<(), MqttError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.shared.subscribed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if self.is_finished() {
+                return Err(lock(&self.shared.last_error)
+                    .clone()
+                    .unwrap_or(MqttError::Closed));
+            }
+            if Instant::now() >= deadline {
+                return Err(lock(&self.shared.last_error).clone().unwrap_or_else(|| {
+                    MqttError::Timeout {
+                        after: timeout,
+                        waiting_for: "the MQTT subscription".into(),
+                    }
+                }));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the connection thread has ended (after a stop or shutdown).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Disconnects and waits for the thread to end. Messages already in the channel
+    /// can still be taken; then [`try_recv`](Self::try_recv) reports `Disconnected`.
+    pub fn stop(&mut self) {
+        self.flags.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the MQTT subscriber thread panicked");
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.flags.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("stats", &self.stats())
+            .field("queued", &self.rx.len())
+            .finish()
+    }
+}
+
+/// What happened to a received message.
+enum Delivery {
+    /// It is in the channel.
+    Delivered,
+    /// A stop flag was set while waiting for room; it was not delivered.
+    Stopping,
+    /// The receiver was dropped; nobody wants messages any more.
+    ReceiverGone,
+}
+
+/// The connection thread's state.
+struct Worker {
+    client: AsyncClient,
+    broker: String,
+    filters: Vec<SubscribeFilter>,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    /// `None` once the thread is done, so the channel closes before the last wake.
+    tx: Option<Sender<Message>>,
+    shared: Arc<Shared>,
+    flags: StopFlags,
+    /// Topic strings seen recently, shared by their messages.
+    topics: HashMap<String, Arc<str>>,
+    /// Acks that did not fit into rumqttc's request channel yet, in receive order.
+    pending_acks: VecDeque<Publish>,
+}
+
+impl Worker {
+    async fn run(mut self, mut eventloop: EventLoop) {
+        let client = self.client.clone();
+        let watcher = tokio::spawn(
+            self.flags
+                .clone()
+                .disconnect_on_stop(move || client.try_disconnect().is_ok()),
+        );
+        let mut backoff = self.reconnect_min;
+        let mut first_connect = true;
+        let mut connected = false;
+        let mut need_subscribe = false;
+        loop {
+            if self.flags.stopping() && !connected {
+                break;
+            }
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    connected = true;
+                    backoff = self.reconnect_min;
+                    self.shared.connected.store(true, Ordering::Relaxed);
+                    if first_connect {
+                        tracing::info!(broker = %self.broker, "MQTT connected");
+                    } else {
+                        self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            broker = %self.broker,
+                            session_present = ack.session_present,
+                            "MQTT reconnected"
+                        );
+                    }
+                    // A broker without our session has no subscriptions for us. On
+                    // the first connect we subscribe anyway, so a changed `topics`
+                    // list takes effect even when the broker kept the old session.
+                    if ack.session_present && !first_connect {
+                        self.shared.subscribed.store(true, Ordering::Relaxed);
+                    } else {
+                        need_subscribe = true;
+                    }
+                    first_connect = false;
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    if self.flags.stopping() {
+                        // Not acknowledged: the broker keeps it for the next session.
+                        continue;
+                    }
+                    match self.deliver(&publish) {
+                        Delivery::Delivered => self.ack(&publish),
+                        Delivery::Stopping => {}
+                        Delivery::ReceiverGone => {
+                            self.flags.stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(suback))) => {
+                    self.check_suback(&suback.return_codes);
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(error) => {
+                    connected = false;
+                    self.shared.connected.store(false, Ordering::Relaxed);
+                    self.shared.subscribed.store(false, Ordering::Relaxed);
+                    // rumqttc drops queued acks on a connection error; the broker
+                    // resends the unacknowledged messages instead.
+                    self.pending_acks.clear();
+                    need_subscribe = false;
+                    if self.flags.stopping() {
+                        break;
+                    }
+                    self.connection_failed(&error, backoff);
+                    if self.flags.pause(backoff).await {
+                        break;
+                    }
+                    backoff = next_backoff(backoff, self.reconnect_max);
+                }
+            }
+            if need_subscribe && connected {
+                match self.client.try_subscribe_many(self.filters.clone()) {
+                    Ok(()) => need_subscribe = false,
+                    Err(_) => tracing::debug!("request channel full; subscribing later"),
+                }
+            }
+            self.flush_acks();
+        }
+        watcher.abort();
+        self.shared.connected.store(false, Ordering::Relaxed);
+        self.shared.subscribed.store(false, Ordering::Relaxed);
+        // Close the channel, then wake the consumer so it sees the end.
+        self.tx = None;
+        self.shared.wake();
+        tracing::debug!(broker = %self.broker, "MQTT subscriber stopped");
+    }
+
+    fn connection_failed(&self, error: &ConnectionError, backoff: Duration) {
+        let errors = self
+            .shared
+            .connection_errors
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let error = MqttError::from_connection(&self.broker, error);
+        tracing::warn!(
+            broker = %self.broker,
+            %error,
+            failures = errors,
+            retry_in = ?backoff,
+            "MQTT connection failed"
+        );
+        self.shared.set_error(error);
+    }
+
+    fn check_suback(&self, codes: &[SubscribeReasonCode]) {
+        let mut ok = true;
+        for (code, filter) in codes.iter().zip(&self.filters) {
+            if matches!(code, SubscribeReasonCode::Failure) {
+                ok = false;
+                let error = MqttError::Connection {
+                    broker: self.broker.clone(),
+                    message: format!("the broker refused the subscription to `{}`", filter.path),
+                };
+                tracing::error!(%error, "MQTT subscription refused");
+                self.shared.set_error(error);
+            }
+        }
+        if ok {
+            self.shared.subscribed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts the message into the channel, waiting for room (that wait is the
+    /// backpressure) but not past a stop.
+    fn deliver(&mut self, publish: &Publish) -> Delivery {
+        let Some(tx) = self.tx.as_ref() else {
+            return Delivery::ReceiverGone;
+        };
+        let topic = intern(&mut self.topics, &publish.topic);
+        let mut message = Message {
+            topic,
+            payload: publish.payload.clone(),
+        };
+        loop {
+            match tx.send_timeout(message, STOP_POLL) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if self.flags.stopping() {
+                        return Delivery::Stopping;
+                    }
+                    message = back;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return Delivery::ReceiverGone,
+            }
+        }
+        self.shared.messages.fetch_add(1, Ordering::Relaxed);
+        self.shared.wake();
+        Delivery::Delivered
+    }
+
+    /// Acknowledges a delivered QoS 1 message (in receive order, as MQTT requires).
+    fn ack(&mut self, publish: &Publish) {
+        if publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        if self.pending_acks.is_empty() && self.client.try_ack(publish).is_ok() {
+            return;
+        }
+        // Only pkid and QoS matter for an ack.
+        let mut ack = Publish::from_bytes(String::new(), publish.qos, Bytes::new());
+        ack.pkid = publish.pkid;
+        self.pending_acks.push_back(ack);
+    }
+
+    fn flush_acks(&mut self) {
+        while let Some(ack) = self.pending_acks.front() {
+            if self.client.try_ack(ack).is_err() {
+                return;
+            }
+            self.pending_acks.pop_front();
+        }
+    }
+}
+
+/// The shared `Arc<str>` for `topic`.
+fn intern(cache: &mut HashMap<String, Arc<str>>, topic: &str) -> Arc<str> {
+    if let Some(shared) = cache.get(topic) {
+        return Arc::clone(shared);
+    }
+    if cache.len() >= TOPIC_CACHE {
+        cache.clear();
+    }
+    let shared: Arc<str> = Arc::from(topic);
+    cache.insert(topic.to_string(), Arc::clone(&shared));
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::embedded::start_embedded_broker;
+    use crate::mqtt::publisher::{Publisher, PublisherOptions};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let max = Duration::from_secs(300);
+        let mut wait = Duration::from_secs(1);
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            seen.push(wait.as_secs());
+            wait = next_backoff(wait, max);
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+    }
+
+    #[test]
+    fn topics_are_shared() {
+        let mut cache = HashMap::new();
+        let a = intern(&mut cache, "data/realtime/feature/1");
+        let b = intern(&mut cache, "data/realtime/feature/1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*a, "data/realtime/feature/1");
+    }
+
+    /// Publisher → embedded broker → subscriber, with the wake callback and a clean
+    /// stop that closes the channel.
+    #[test]
+    fn embedded_round_trip() {
+        let broker = start_embedded_broker(0).expect("embedded broker");
+        let mut cfg = MqttConfig::new(broker.url());
+        cfg.topics = vec!["test/roundtrip/+".into()];
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let mut sub =
+            spawn_subscriber(&cfg, "rt-sub".into(), Arc::clone(&shutdown)).expect("spawn");
+        let wakes = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&wakes);
+        sub.set_wake(Box::new(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }));
+        sub.wait_subscribed(WAIT).expect("subscribed");
+
+        let publisher = Publisher::connect(&broker.url(), "rt-pub", PublisherOptions::default())
+            .expect("publisher");
+        for i in 0..20u8 {
+            publisher
+                .publish(
+                    &format!("test/roundtrip/{}", i % 3),
+                    vec![i],
+                    Qos::AtLeastOnce,
+                )
+                .expect("publish");
+        }
+        publisher.flush_and_close(WAIT).expect("all acknowledged");
+
+        for i in 0..20u8 {
+            let message = sub.recv_timeout(WAIT).expect("message");
+            assert_eq!(&*message.topic, format!("test/roundtrip/{}", i % 3));
+            assert_eq!(message.payload.as_ref(), &[i]);
+        }
+        assert!(wakes.load(Ordering::Relaxed) >= 20);
+        let stats = sub.stats();
+        assert!(stats.connected);
+        assert_eq!(stats.messages, 20);
+
+        shutdown.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + WAIT;
+        while !sub.is_finished() {
+            assert!(Instant::now() < deadline, "thread did not stop");
+            thread::sleep(Duration::from_millis(10));
+        }
+        sub.stop();
+        assert_eq!(sub.try_recv(), Err(TryRecvError::Disconnected));
+        assert!(!sub.stats().connected);
+    }
+
+    /// The shared embedded broker via `url: embedded`.
+    #[test]
+    fn url_embedded_uses_the_shared_broker() {
+        let mut cfg = MqttConfig::new("embedded");
+        cfg.topics = vec!["test/shared/#".into()];
+        cfg.qos = 0;
+        let mut sub = spawn_subscriber(&cfg, "shared-sub".into(), Arc::default()).expect("spawn");
+        sub.wait_subscribed(WAIT).expect("subscribed");
+        let publisher =
+            Publisher::connect("embedded", "shared-pub", PublisherOptions::default()).expect("pub");
+        publisher
+            .publish(
+                "test/shared/a/b",
+                Bytes::from_static(b"hello"),
+                Qos::AtMostOnce,
+            )
+            .expect("publish");
+        publisher.flush_and_close(WAIT).expect("flushed");
+        let message = sub.recv_timeout(WAIT).expect("message");
+        assert_eq!(&*message.topic, "test/shared/a/b");
+        assert_eq!(message.payload.as_ref(), b"hello");
+        sub.stop();
+    }
+
+    /// An unreachable broker: the subscriber keeps retrying with backoff, reports the
+    /// error, and still stops promptly.
+    #[test]
+    fn unreachable_broker_is_retried_and_stop_is_prompt() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        let mut cfg = MqttConfig::new(format!("mqtt://127.0.0.1:{port}"));
+        cfg.reconnect_min = smartgrid_runtime::spec::Duration(Duration::from_secs(1));
+        let mut sub = spawn_subscriber(&cfg, "nobody".into(), Arc::default()).expect("spawn");
+        let err = sub
+            .wait_subscribed(Duration::from_millis(500))
+            .expect_err("nothing listens");
+        assert!(matches!(err, MqttError::Connection { .. }), "{err}");
+        let stats = sub.stats();
+        assert!(!stats.connected);
+        assert!(stats.connection_errors >= 1);
+        let started = Instant::now();
+        sub.stop();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(sub.try_recv(), Err(TryRecvError::Disconnected));
+    }
+}

@@ -1,0 +1,323 @@
+//! The MQTT client layer against a real mosquitto on a free loopback port.
+//!
+//! Each test skips (printing `SKIP: …`) when mosquitto is not installed and `CI` is
+//! unset; under `CI=true` a missing mosquitto fails the test.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use smartgrid_operators::mqtt::{
+    MqttConfig, MqttError, Publisher, PublisherOptions, Qos, Subscriber, spawn_subscriber,
+};
+use smartgrid_runtime::record::Message;
+use smartgrid_runtime::spec::Duration as SpecDuration;
+use testkit::Mosquitto;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A subscriber config with quick reconnects, so tests do not wait for the defaults.
+fn config(url: &str, topic: &str) -> MqttConfig {
+    let mut cfg = MqttConfig::new(url);
+    cfg.topics = vec![topic.to_string()];
+    cfg.reconnect_min = SpecDuration(Duration::from_millis(100));
+    cfg.reconnect_max = SpecDuration(Duration::from_millis(800));
+    cfg
+}
+
+fn subscribe(cfg: &MqttConfig, client_id: &str) -> Subscriber {
+    let sub = spawn_subscriber(cfg, client_id.to_string(), Arc::new(AtomicBool::new(false)))
+        .expect("spawn subscriber");
+    sub.wait_subscribed(WAIT).expect("subscribed");
+    sub
+}
+
+fn publisher(url: &str, client_id: &str) -> Publisher {
+    let publisher =
+        Publisher::connect(url, client_id, PublisherOptions::default()).expect("publisher");
+    publisher.wait_connected(WAIT).expect("publisher connected");
+    publisher
+}
+
+fn publish_numbered(url: &str, topic: &str, range: std::ops::Range<u32>) {
+    let publisher = publisher(url, "test-publisher");
+    for i in range {
+        publisher
+            .publish(topic, i.to_be_bytes().to_vec(), Qos::AtLeastOnce)
+            .expect("publish");
+    }
+    publisher.flush_and_close(WAIT).expect("all acknowledged");
+}
+
+fn number(message: &Message) -> u32 {
+    let bytes: [u8; 4] = message.payload.as_ref().try_into().expect("4-byte payload");
+    u32::from_be_bytes(bytes)
+}
+
+fn receive(sub: &Subscriber, count: usize) -> Vec<u32> {
+    (0..count)
+        .map(|i| {
+            let message = sub
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|e| panic!("message {i} of {count}: {e:?}; {:?}", sub.stats()));
+            number(&message)
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn subscribe_and_receive() {
+    if !testkit::require_binary("mosquitto") {
+        return;
+    }
+    let broker = Mosquitto::start();
+    let sub = subscribe(&config(&broker.url(), "data/realtime/feature/+"), "receive");
+    let publisher = publisher(&broker.url(), "receive-pub");
+    publisher
+        .publish(
+            "data/realtime/feature/meter-1",
+            b"\x01\x02".to_vec(),
+            Qos::AtLeastOnce,
+        )
+        .expect("publish");
+    publisher
+        .publish("data/other", b"ignored".to_vec(), Qos::AtLeastOnce)
+        .expect("publish");
+    publisher
+        .publish(
+            "data/realtime/feature/meter-2",
+            b"\x03".to_vec(),
+            Qos::AtMostOnce,
+        )
+        .expect("publish");
+    publisher.flush_and_close(WAIT).expect("flushed");
+
+    let first = sub.recv_timeout(WAIT).expect("first");
+    assert_eq!(&*first.topic, "data/realtime/feature/meter-1");
+    assert_eq!(first.payload.as_ref(), b"\x01\x02");
+    let second = sub.recv_timeout(WAIT).expect("second");
+    assert_eq!(&*second.topic, "data/realtime/feature/meter-2");
+    assert!(
+        sub.recv_timeout(Duration::from_millis(200)).is_err(),
+        "nothing else"
+    );
+    let stats = sub.stats();
+    assert!(stats.connected && stats.subscribed);
+    assert_eq!(stats.messages, 2);
+}
+
+#[test]
+fn persistent_session_keeps_messages_published_while_down() {
+    if !testkit::require_binary("mosquitto") {
+        return;
+    }
+    let broker = Mosquitto::start();
+    let cfg = config(&broker.url(), "meters/#");
+    assert!(!cfg.clean_session, "persistent session is the default");
+
+    let mut sub = subscribe(&cfg, "persistent-1");
+    publish_numbered(&broker.url(), "meters/a", 0..10);
+    assert_eq!(receive(&sub, 10), (0..10).collect::<Vec<_>>());
+    sub.stop();
+
+    // Published while the subscriber is down: the broker queues them for its session.
+    publish_numbered(&broker.url(), "meters/a", 10..60);
+
+    let sub = subscribe(&cfg, "persistent-1");
+    assert_eq!(receive(&sub, 50), (10..60).collect::<Vec<_>>());
+    assert!(
+        sub.recv_timeout(Duration::from_millis(300)).is_err(),
+        "no duplicates"
+    );
+}
+
+#[test]
+fn reconnects_and_resubscribes_after_broker_restart() {
+    if !testkit::require_binary("mosquitto") {
+        return;
+    }
+    let mut broker = Mosquitto::start();
+    let sub = subscribe(&config(&broker.url(), "meters/+"), "restart");
+    publish_numbered(&broker.url(), "meters/x", 0..5);
+    assert_eq!(receive(&sub, 5), (0..5).collect::<Vec<_>>());
+
+    broker.stop();
+    wait_for("the subscriber to notice", || !sub.stats().connected);
+    // Stay down for a few backoff rounds.
+    thread::sleep(Duration::from_millis(600));
+    assert!(sub.stats().connection_errors >= 2, "{:?}", sub.stats());
+
+    // Without persistence the restarted broker has no session for us
+    // (session_present = false), so the subscriber must subscribe again.
+    broker.restart();
+    sub.wait_subscribed(WAIT).expect("resubscribed");
+    publish_numbered(&broker.url(), "meters/x", 5..15);
+    assert_eq!(receive(&sub, 10), (5..15).collect::<Vec<_>>());
+    let stats = sub.stats();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert!(stats.last_error.is_some());
+}
+
+#[test]
+fn bounded_channel_applies_backpressure_without_loss() {
+    if !testkit::require_binary("mosquitto") {
+        return;
+    }
+    let broker = Mosquitto::start_with("max_queued_messages 10000");
+    let mut cfg = config(&broker.url(), "burst/+");
+    cfg.channel_capacity = 10;
+    let sub = subscribe(&cfg, "slow-consumer");
+
+    let url = broker.url();
+    let producer = thread::spawn(move || publish_numbered(&url, "burst/1", 0..1000));
+
+    let mut received = Vec::with_capacity(1000);
+    let mut max_queued = 0;
+    while received.len() < 1000 {
+        max_queued = max_queued.max(sub.receiver().len());
+        let message = sub
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("after {} messages: {e:?}", received.len()));
+        received.push(number(&message));
+        if received.len() % 10 == 0 {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    producer.join().expect("producer");
+    assert_eq!(received, (0..1000).collect::<Vec<_>>());
+    assert!(max_queued <= 10, "channel held {max_queued}");
+    assert!(
+        max_queued >= 5,
+        "the consumer was slow enough to fill the channel"
+    );
+}
+
+/// Writes the CA, the server certificate (for 127.0.0.1 and localhost) and its key.
+fn make_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "smartgrid test CA");
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+
+    let mut server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("params");
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server_key = KeyPair::generate().expect("server key");
+    let server_cert = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    std::fs::write(dir.join("server.pem"), server_cert.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
+
+    // A second, unrelated CA, to check that verification really happens.
+    let mut other_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other_key = KeyPair::generate().expect("key");
+    let other = other_params.self_signed(&other_key).expect("other CA");
+    std::fs::write(dir.join("other-ca.pem"), other.pem()).expect("write");
+}
+
+fn make_password_file(path: &Path, user: &str, password: &str) {
+    let status = Command::new(testkit::find_binary("mosquitto_passwd").expect("found"))
+        .arg("-c")
+        .arg("-b")
+        .arg(path)
+        .arg(user)
+        .arg(password)
+        .status()
+        .expect("run mosquitto_passwd");
+    assert!(status.success(), "mosquitto_passwd failed: {status}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+}
+
+#[test]
+fn mqtts_with_password() {
+    if !testkit::require_binary("mosquitto") || !testkit::require_binary("mosquitto_passwd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_certificates(dir.path());
+    let passwd = dir.path().join("passwd");
+    make_password_file(&passwd, "meter", "s3cret");
+    let broker = Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\npassword_file {}\nallow_anonymous false\n",
+        dir.path().join("ca.pem").display(),
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display(),
+        passwd.display(),
+    ));
+    let url = format!("mqtts://127.0.0.1:{}", broker.port());
+
+    let mut cfg = config(&url, "secure/+");
+    cfg.ca_file = Some(dir.path().join("ca.pem"));
+    cfg.username = Some("meter".into());
+    cfg.password = Some("s3cret".into());
+    let sub = spawn_subscriber(&cfg, "tls-sub".into(), Arc::default()).expect("spawn");
+    sub.wait_subscribed(WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", broker.log_tail()));
+
+    let publisher = Publisher::connect(
+        &url,
+        "tls-pub",
+        PublisherOptions {
+            ca_file: cfg.ca_file.clone(),
+            username: cfg.username.clone(),
+            password: cfg.password.clone(),
+            ..PublisherOptions::default()
+        },
+    )
+    .expect("publisher");
+    publisher
+        .publish("secure/1", 7u32.to_be_bytes().to_vec(), Qos::AtLeastOnce)
+        .expect("publish");
+    publisher
+        .flush_and_close(WAIT)
+        .expect("acknowledged over TLS");
+    assert_eq!(receive(&sub, 1), vec![7]);
+
+    // Wrong password: the broker's refusal comes back with its reason.
+    let mut wrong = cfg.clone();
+    wrong.password = Some("guess".into());
+    let sub = spawn_subscriber(&wrong, "tls-wrong".into(), Arc::default()).expect("spawn");
+    let err = sub
+        .wait_subscribed(Duration::from_secs(3))
+        .expect_err("refused");
+    assert!(
+        matches!(err, MqttError::Refused { code: 4 | 5, .. }),
+        "unexpected: {err}"
+    );
+
+    // A CA that did not sign the server's certificate: the handshake fails.
+    let mut untrusted = cfg.clone();
+    untrusted.ca_file = Some(dir.path().join("other-ca.pem"));
+    let sub = spawn_subscriber(&untrusted, "tls-untrusted".into(), Arc::default()).expect("spawn");
+    let err = sub
+        .wait_subscribed(Duration::from_secs(3))
+        .expect_err("untrusted");
+    assert!(matches!(err, MqttError::Tls(_)), "unexpected: {err}");
+}

@@ -1,0 +1,21 @@
+//! Process-wide services shared by every worker of a run.
+
+use std::path::PathBuf;
+
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// What every node may use, once per process.
+#[derive(Clone, Debug)]
+pub struct ProcessContext {
+    /// The pipeline's name (a tag on stored points).
+    pub pipeline: String,
+    /// The pipeline file's directory; relative paths resolve against it.
+    pub base_dir: PathBuf,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The stop flag.
+    pub shutdown: Shutdown,
+    /// Workers per process.
+    pub workers: usize,
+}

@@ -1,0 +1,137 @@
+//! The pipeline file: YAML with positions → [`PipelineSpec`]. Nothing runs here.
+//!
+//! A pipeline file looks like
+//! ```yaml
+//! pipeline: home            # the pipeline's name (a tag on every stored point)
+//! nodes:
+//!   meters:                 # a node's name
+//!     type: mqtt            # its kind, looked up in the registry
+//!     url: ${BROKER:-embedded}
+//!   readings:
+//!     type: decode
+//!     input: meters         # one input, or `inputs: [a, b]`
+//!     format: clemap
+//! ```
+//! Every scalar may use `${VAR}` / `${VAR:-default}`; the substitution happens while a
+//! node's settings are deserialized, so an unset variable is reported at its own
+//! line and column, and secrets never appear in the spec's debug output.
+//!
+//! Each node's own settings (every key but `type`, `input`, `inputs`) stay as a YAML
+//! tree with positions until the node's factory asks for them as its config type with
+//! [`NodeSpec::settings`]; errors then point at the offending key or value.
+
+mod de;
+mod duration;
+mod env;
+mod spanned;
+mod yaml;
+
+pub use de::error_with_hint;
+pub use duration::{Duration, ParseDurationError};
+pub use spanned::Spanned;
+pub use yaml::{Node, NodeValue, ScalarStyle};
+
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{Diagnostic, Location};
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    /// The file name used in diagnostics.
+    pub file: String,
+    /// The directory relative paths in the pipeline are resolved against.
+    pub base_dir: PathBuf,
+    /// The `pipeline:` name (defaults to the file stem).
+    pub name: String,
+    /// The nodes, in file order.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// One node of the pipeline, before its factory has looked at its settings.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// The node's name (its key under `nodes:`).
+    pub name: String,
+    /// Where the name stands.
+    pub at: Location,
+    /// The `type:` value.
+    pub kind: Spanned<String>,
+    /// The `input:` / `inputs:` names (empty for sources).
+    pub inputs: Vec<Spanned<String>>,
+    /// The remaining keys, a YAML mapping with positions.
+    pub settings: Node,
+    /// The file name, for diagnostics.
+    pub file: String,
+    /// Environment lookup used for `${VAR}` substitution.
+    pub env: Env,
+}
+
+/// How `${VAR}` is resolved: the process environment, or a fixed map (tests).
+#[derive(Debug, Clone, Default)]
+pub enum Env {
+    /// `std::env::var`.
+    #[default]
+    Process,
+    /// A fixed set of variables.
+    Fixed(std::collections::BTreeMap<String, String>),
+}
+
+impl Env {
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        match self {
+            Env::Process => std::env::var(name).ok(),
+            Env::Fixed(map) => map.get(name).cloned(),
+        }
+    }
+}
+
+impl NodeSpec {
+    /// Deserialize this node's settings into its config type (usually a struct with
+    /// `#[serde(deny_unknown_fields)]`). Every error names this node, points at the key
+    /// or value at fault, and carries a hint (an unknown key gets "did you mean …?" and
+    /// the list of valid keys).
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, Vec<Diagnostic>> {
+        de::from_node(&self.settings, &self.env)
+            .map_err(|errors| errors.into_iter().map(|d| d.node(&self.name).in_file(&self.file)).collect())
+    }
+
+    /// This node with only the settings whose key passes `keep`. A kind whose settings
+    /// come in groups (common keys plus a format's own) deserializes each group into its
+    /// own struct, keeping exact positions and `deny_unknown_fields` for both.
+    pub fn select(&self, keep: impl Fn(&str) -> bool) -> NodeSpec {
+        let mut part = self.clone();
+        if let yaml::NodeValue::Mapping(entries) = &mut part.settings.value {
+            entries.retain(|(k, _)| keep(&k.value));
+        }
+        part
+    }
+
+    /// Where `key` stands in this node's settings (the node's name if it is absent),
+    /// for checks made after deserializing.
+    pub fn key_at(&self, key: &str) -> Location {
+        self.settings.entries().iter().find(|(k, _)| k.value == key).map_or(self.at, |(k, _)| k.at)
+    }
+
+    /// A diagnostic at `at` for this node, with the file filled in.
+    pub fn error(&self, at: Location, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(at, message).node(&self.name).in_file(&self.file)
+    }
+}
+
+/// Read and parse a pipeline file. Structural problems (bad YAML, unknown top-level
+/// keys, a node without `type`) are all reported together.
+pub fn parse_file(path: &Path, env: Env) -> Result<PipelineSpec, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic::new(Location { line: 1, column: 1 }, format!("cannot read the file: {e}"))
+            .in_file(path.display().to_string())]
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_str(&text, &path.display().to_string(), base_dir, env)
+}
+
+/// Parse pipeline text; `file` is the name shown in diagnostics.
+pub fn parse_str(text: &str, file: &str, base_dir: PathBuf, env: Env) -> Result<PipelineSpec, Vec<Diagnostic>> {
+    yaml::parse_pipeline(text, file, base_dir, env)
+}

@@ -1,0 +1,135 @@
+//! Argument parsing and dispatch; each command lives in `commands`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use smartgrid_runtime::Registry;
+
+use crate::commands;
+
+/// Stream processor for smart-grid energy monitoring.
+#[derive(Debug, Parser)]
+#[command(name = "smartgrid", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline until its sources end or SIGINT/SIGTERM (then drain and exit).
+    Run {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Worker threads in this process.
+        #[arg(short, long, default_value_t = 1)]
+        workers: usize,
+        /// Stop after this long (e.g. `30s`, `5m`), draining like on SIGTERM.
+        #[arg(long = "for", value_name = "DURATION")]
+        run_for: Option<String>,
+        /// This process's index in a cluster run (with --hosts).
+        #[arg(long, default_value_t = 0, requires = "hosts")]
+        process: usize,
+        /// A file listing every process's `host:port`, one per line (cluster mode).
+        #[arg(long)]
+        hosts: Option<PathBuf>,
+    },
+    /// Check a pipeline file and report every problem (exit code 2 if any).
+    Validate {
+        /// The pipeline file.
+        file: PathBuf,
+    },
+    /// Print the compiled graph (Graphviz DOT, or Mermaid with --mermaid).
+    Graph {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Mermaid flowchart instead of DOT.
+        #[arg(long)]
+        mermaid: bool,
+    },
+    /// List the node kinds this build knows.
+    Kinds,
+    /// Decode hex payloads (one per line on stdin) to JSON lines.
+    Decode {
+        /// The payload format.
+        #[arg(long, default_value = "clemap")]
+        format: String,
+    },
+    /// Measure decode → 10 s and 1 min window throughput on pre-encoded payloads.
+    Bench {
+        /// Simulated sensors.
+        #[arg(long, default_value_t = 1000)]
+        sensors: u32,
+        /// Seconds of 12 Hz data per sensor.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Worker threads.
+        #[arg(short, long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Publish simulated Clemap readings to an MQTT broker.
+    Simulate {
+        /// Broker URL (`mqtt://host:port`, `mqtts://…`).
+        #[arg(long)]
+        broker: String,
+        /// Number of sensors.
+        #[arg(long, default_value_t = 5)]
+        sensors: u32,
+        /// Readings per second per sensor.
+        #[arg(long, default_value_t = 12)]
+        rate: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Topic; `{sensor}` is replaced by the sensor id.
+        #[arg(long, default_value = "data/realtime/feature/{sensor}")]
+        topic: String,
+        /// Stop after this much simulated time (e.g. `1m`); default: run until Ctrl-C.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Publish as fast as possible instead of in real time.
+        #[arg(long)]
+        fast: bool,
+    },
+}
+
+/// Run the command line with the given operator kinds. Returns the exit code:
+/// 0 success, 1 failure, 2 invalid pipeline file.
+pub fn main_with(registry: Registry) -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { file, workers, run_for, process, hosts } => {
+            commands::run(&registry, &file, workers, run_for.as_deref(), process, hosts.as_deref())
+        }
+        Command::Validate { file } => commands::validate(&registry, &file),
+        Command::Graph { file, mermaid } => commands::graph(&registry, &file, mermaid),
+        Command::Kinds => commands::kinds(&registry),
+        Command::Decode { format } => commands::decode(&format),
+        Command::Bench { sensors, seconds, workers } => crate::bench::bench(sensors, seconds, workers),
+        Command::Simulate { broker, sensors, rate, seed, topic, duration, fast } => {
+            commands::simulate(&broker, sensors, rate, seed, &topic, duration.as_deref(), fast)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(invalid) = e.downcast_ref::<commands::InvalidPipeline>() {
+                eprintln!("{invalid}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // the embedded broker (rumqttd) logs every connection and disconnection, even as
+    // errors; it is internal plumbing here, so it is silent unless asked for.
+    let filter = EnvFilter::try_from_env("SMARTGRID_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

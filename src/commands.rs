@@ -1,0 +1,166 @@
+//! One function per command.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use smartgrid_runtime::context::ProcessContext;
+use smartgrid_runtime::diagnostic::Diagnostics;
+use smartgrid_runtime::metrics::Metrics;
+use smartgrid_runtime::plan::{Plan, plan};
+use smartgrid_runtime::render::{Cluster, run as run_plan};
+use smartgrid_runtime::shutdown::Shutdown;
+use smartgrid_runtime::spec::{self, Env};
+use smartgrid_runtime::Registry;
+
+/// A pipeline file with problems; printed as its diagnostics, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{diagnostics}\n{count} problem{s} found; nothing was started", count = diagnostics.0.len(), s = if diagnostics.0.len() == 1 { "" } else { "s" })]
+pub struct InvalidPipeline {
+    diagnostics: Diagnostics,
+}
+
+fn load(registry: &Registry, file: &Path) -> Result<Plan, InvalidPipeline> {
+    let spec = spec::parse_file(file, Env::Process).map_err(|d| InvalidPipeline { diagnostics: Diagnostics(d) })?;
+    plan(&spec, registry).map_err(|diagnostics| InvalidPipeline { diagnostics })
+}
+
+/// `smartgrid validate FILE`
+pub fn validate(registry: &Registry, file: &Path) -> anyhow::Result<ExitCode> {
+    let plan = load(registry, file)?;
+    println!("{}: ok ({} nodes)", file.display(), plan.nodes.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smartgrid graph FILE [--mermaid]`
+pub fn graph(registry: &Registry, file: &Path, mermaid: bool) -> anyhow::Result<ExitCode> {
+    let plan = load(registry, file)?;
+    let text = if mermaid {
+        smartgrid_runtime::graph::to_mermaid(&plan)
+    } else {
+        smartgrid_runtime::graph::to_dot(&plan)
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smartgrid kinds`
+pub fn kinds(registry: &Registry) -> anyhow::Result<ExitCode> {
+    for factory in registry.factories() {
+        println!("{:<18} {}", factory.kind(), factory.summary());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smartgrid run FILE`
+pub fn run(
+    registry: &Registry,
+    file: &Path,
+    workers: usize,
+    run_for: Option<&str>,
+    process: usize,
+    hosts: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let run_for = run_for.map(parse_duration).transpose().context("--for")?;
+    let plan = Arc::new(load(registry, file)?);
+    let mut cluster = Cluster::local(workers);
+    if let Some(hosts) = hosts {
+        let text = std::fs::read_to_string(hosts).with_context(|| format!("cannot read {}", hosts.display()))?;
+        cluster.addresses = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        cluster.process = process;
+        if process >= cluster.addresses.len() {
+            bail!("--process {process} is not listed in {} ({} hosts)", hosts.display(), cluster.addresses.len());
+        }
+    }
+    let shutdown = Shutdown::new();
+    shutdown.on_signals().context("cannot install the signal handlers")?;
+    if let Some(after) = run_for {
+        shutdown.after(after);
+    }
+    let metrics = Metrics::default();
+    let ctx = ProcessContext {
+        pipeline: plan.name.clone(),
+        base_dir: plan.base_dir.clone(),
+        metrics: metrics.clone(),
+        shutdown,
+        workers: cluster.workers,
+    };
+    tracing::info!(pipeline = %plan.name, nodes = plan.nodes.len(), workers = cluster.workers, "running");
+    let started = std::time::Instant::now();
+    run_plan(Arc::clone(&plan), &cluster, ctx).context("the pipeline failed")?;
+    let counters: Vec<String> = metrics.snapshot().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), "stopped; {}", counters.join(" "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Durations on the command line use the pipeline file's syntax (`30s`, `5m`).
+pub fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let parsed: spec::Duration = text.parse().map_err(|e: spec::ParseDurationError| anyhow::anyhow!("{e}"))?;
+    Ok(parsed.0)
+}
+
+/// `smartgrid decode --format clemap`: hex payloads on stdin → JSON lines.
+/// Exit 0 when every line decoded, 1 when some did not.
+pub fn decode(format: &str) -> anyhow::Result<ExitCode> {
+    if format != "clemap" {
+        bail!("unknown format `{format}` (this command knows: clemap)");
+    }
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut all_ok = true;
+    for line in stdin.lock().lines() {
+        let line = line.context("cannot read stdin")?;
+        let hex_text = line.trim();
+        let value = match hex::decode(hex_text) {
+            Err(e) => {
+                all_ok = false;
+                tracing::debug!("line is not hex: {e}");
+                serde_json::json!({ "error": "invalid_hex" })
+            }
+            Ok(bytes) => match smartgrid_operators::decode::clemap::decode_fields(&bytes) {
+                Ok(fields) => serde_json::Value::Object(fields),
+                Err(e) => {
+                    all_ok = false;
+                    tracing::debug!("cannot decode: {e}");
+                    serde_json::json!({ "error": e.reason() })
+                }
+            },
+        };
+        writeln!(out, "{value}")?;
+    }
+    out.flush()?;
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `smartgrid simulate --broker URL`
+pub fn simulate(
+    broker: &str,
+    sensors: u32,
+    rate: u32,
+    seed: u64,
+    topic: &str,
+    duration: Option<&str>,
+    fast: bool,
+) -> anyhow::Result<ExitCode> {
+    use smartgrid_operators::simulate::{PublishPlan, SimulatorConfig, publish_to_broker};
+    let duration = duration.map(parse_duration).transpose().context("--duration")?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals().context("cannot install the signal handlers")?;
+    let plan = PublishPlan {
+        simulator: SimulatorConfig {
+            sensors,
+            rate,
+            seed,
+            realtime: !fast,
+            duration: duration.map(spec::Duration),
+            ..SimulatorConfig::default()
+        },
+        topic: topic.to_string(),
+        qos: 1,
+    };
+    let published = publish_to_broker(broker, &plan, &shutdown).context("simulate")?;
+    eprintln!("published {published} readings to {broker}");
+    Ok(ExitCode::SUCCESS)
+}

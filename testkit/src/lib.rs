@@ -1,0 +1,549 @@
+//! Test harness: starts real servers on loopback on free ports and stops them on drop.
+//!
+//! Everything here is for tests: failures panic with a message that says what went wrong
+//! (and, for a server, the tail of its log), instead of returning errors.
+//!
+//! * [`free_port`]: a TCP port on 127.0.0.1 that was free a moment ago.
+//! * [`require_binary`]: the rule for tests that need an external program: skip with a
+//!   printed note when it is missing on a developer machine, fail when it is missing in CI.
+//! * [`Server`]: the shared lifecycle of an external server process: spawn it with its
+//!   output in a temporary directory, wait until its port accepts connections, show the
+//!   tail of its logs on failure, stop/restart it, and kill it on drop. Starters for
+//!   particular servers ([`Mosquitto`], later InfluxDB, VictoriaMetrics, …) are thin
+//!   wrappers that write a config file and describe the command.
+//!
+//! ```no_run
+//! if !testkit::require_binary("mosquitto") {
+//!     return; // skipped (printed "SKIP: …")
+//! }
+//! let broker = testkit::Mosquitto::start();
+//! println!("connect to {}", broker.url()); // mqtt://127.0.0.1:PORT
+//! ```
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long [`Server`] waits for a server's port to accept connections.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many log lines a failure message shows.
+const TAIL_LINES: usize = 40;
+
+/// A TCP port on 127.0.0.1 that was free when this was called.
+///
+/// It binds port 0, reads the port the OS picked and closes the socket, so another
+/// process could take it in between. The OS may hand the same port to two binds in a
+/// row, so this remembers the ports it returned and never returns one twice in a
+/// process: tests running in parallel threads get distinct ports.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap_or_else(|e| panic!("cannot bind a socket on 127.0.0.1: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("cannot read the address of a bound socket: {e}"))
+            .port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!("the OS keeps returning ports this process already used");
+}
+
+/// Whether the environment variable `CI` is set (to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// Where `name` is installed: the first match in `PATH`, then in the `sbin` directories
+/// (Debian installs `mosquitto` in `/usr/sbin`, which a non-root `PATH` often lacks).
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+/// Whether a test that needs the program `name` can run.
+///
+/// * installed: `true`;
+/// * missing and `CI` unset: prints `SKIP: <name> not installed …` and returns `false`,
+///   so the test returns early and passes (a developer without the program is not
+///   blocked);
+/// * missing and `CI` set: panics, because CI installs every program the tests need
+///   and a missing one means the CI setup is broken (a silently skipped test would hide
+///   that).
+pub fn require_binary(name: &str) -> bool {
+    if find_binary(name).is_some() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{name} is not installed, but CI is set: the CI script must install it");
+    }
+    println!("SKIP: {name} not installed (install it to run this test; under CI=true this fails)");
+    false
+}
+
+/// How to run a server: the program, its arguments and extra environment variables.
+#[derive(Debug, Clone)]
+pub struct ServerCommand {
+    /// The program to run (a path, or a name looked up with [`find_binary`]).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Environment variables to set for it.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl ServerCommand {
+    /// `program` with no arguments. A bare name is looked up with [`find_binary`].
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        let program = program.into();
+        let program = match program.to_str() {
+            Some(name) if !name.contains('/') => find_binary(name).unwrap_or(program),
+            _ => program,
+        };
+        ServerCommand {
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// An external server process listening on a loopback port, killed on drop.
+///
+/// It owns a temporary directory (removed on drop) for its config, data and logs. The
+/// child's stdout and stderr go to `<name>.stdout.log` / `<name>.stderr.log` there;
+/// further log files (a server's own log file) can be registered so that failure
+/// messages show their tails too.
+pub struct Server {
+    name: String,
+    command: ServerCommand,
+    port: u16,
+    dir: TempDir,
+    logs: Vec<PathBuf>,
+    ready_timeout: Duration,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// A server that is not running yet, with a fresh temporary directory. Write its
+    /// config into [`dir`](Self::dir), then call [`start`](Self::start).
+    pub fn new(name: &str, command: ServerCommand, port: u16) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("testkit-{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for {name}: {e}"));
+        Server {
+            name: name.to_string(),
+            command,
+            port,
+            dir,
+            logs: Vec::new(),
+            ready_timeout: READY_TIMEOUT,
+            child: None,
+        }
+    }
+
+    /// Also show the tail of `path` (the server's own log file) in failure messages.
+    pub fn with_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.logs.push(path.into());
+        self
+    }
+
+    /// Wait this long for the port to accept connections (default [`READY_TIMEOUT`]).
+    pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Spawns the process (if not running) and waits until the port accepts TCP
+    /// connections. Panics with the logs' tails if the process exits or the port is not
+    /// ready within the timeout.
+    pub fn start(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let out = self.open_output("stdout");
+        let err = self.open_output("stderr");
+        let mut cmd = Command::new(&self.command.program);
+        cmd.args(&self.command.args)
+            .envs(self.command.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} ({}): {e}",
+                self.name,
+                self.command.program.display()
+            )
+        });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn open_output(&self, stream: &str) -> fs::File {
+        let path = self.output_path(stream);
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+    }
+
+    fn output_path(&self, stream: &str) -> PathBuf {
+        self.dir.path().join(format!("{}.{stream}.log", self.name))
+    }
+
+    fn wait_ready(&mut self) {
+        let addr = self.addr();
+        let deadline = Instant::now() + self.ready_timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                panic!(
+                    "{} exited ({status}) before accepting connections on {addr}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let tail = self.log_tail();
+                self.stop();
+                panic!(
+                    "{} did not accept connections on {addr} within {:?}\n{tail}",
+                    self.name, self.ready_timeout
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process and waits for it to exit. Does nothing if it is not running.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts the process again, on the same port with the same config.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    /// Whether the process is running (it was started and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The server's temporary directory (config, data, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last lines of each log (stdout, stderr and registered log files), with
+    /// headers, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        let files = [self.output_path("stdout"), self.output_path("stderr")];
+        for path in files.iter().chain(&self.logs) {
+            let Some(tail) = tail_of(path, TAIL_LINES) else {
+                continue;
+            };
+            if tail.trim().is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "--- {} (last {TAIL_LINES} lines) ---", path.display());
+            out.push_str(&tail);
+            if !tail.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        if out.is_empty() {
+            out.push_str("(no log output)\n");
+        }
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .field("dir", &self.dir.path())
+            .field("running", &self.child.is_some())
+            .finish()
+    }
+}
+
+/// The last `lines` lines of a file (reads at most its last 64 KiB).
+fn tail_of(path: &Path, lines: usize) -> Option<String> {
+    const MAX: u64 = 64 * 1024;
+    let mut file = fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(MAX))).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    Some(all[start..].join("\n"))
+}
+
+/// A mosquitto broker on a free loopback port, with persistence off, killed on drop.
+///
+/// ```no_run
+/// # if !testkit::require_binary("mosquitto") { return; }
+/// let mut broker = testkit::Mosquitto::start();
+/// let url = broker.url();
+/// broker.restart(); // same port; sessions are gone (persistence false)
+/// ```
+#[derive(Debug)]
+pub struct Mosquitto {
+    server: Server,
+}
+
+impl Mosquitto {
+    /// A broker allowing anonymous clients on `127.0.0.1:<free port>`.
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A broker with `config_extra` appended to its config file, after the
+    /// `listener PORT 127.0.0.1` line, so listener options such as `cafile`, `certfile`,
+    /// `keyfile` apply to that listener. `allow_anonymous true` is written unless
+    /// `config_extra` sets `allow_anonymous` itself. Files the extra lines name must
+    /// be readable by the broker (tests usually keep them in a temp dir).
+    pub fn start_with(config_extra: &str) -> Self {
+        let port = free_port();
+        let mut server = Server::new("mosquitto", Self::command(), port);
+        let log = server.dir().join("mosquitto.log");
+        let conf = server.dir().join("mosquitto.conf");
+        fs::write(&conf, Self::config(port, &log, config_extra))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
+        server.command = server.command.clone().arg("-c").arg(conf);
+        let mut server = server.with_log(log);
+        server.start();
+        Mosquitto { server }
+    }
+
+    fn command() -> ServerCommand {
+        ServerCommand::new("mosquitto")
+    }
+
+    fn config(port: u16, log: &Path, extra: &str) -> String {
+        let mut conf = String::new();
+        // Run as root only when started as root: mosquitto otherwise drops to the
+        // `mosquitto` user, which cannot read files in a root-owned temp dir. For a
+        // non-root user the option has no effect.
+        if running_as_root() {
+            conf.push_str("user root\n");
+        }
+        let _ = writeln!(conf, "persistence false");
+        let _ = writeln!(conf, "log_dest file {}", log.display());
+        let _ = writeln!(
+            conf,
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information"
+        );
+        let _ = writeln!(conf, "listener {port} 127.0.0.1");
+        if !extra.contains("allow_anonymous") {
+            conf.push_str("allow_anonymous true\n");
+        }
+        conf.push_str(extra);
+        conf.push('\n');
+        conf
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port())
+    }
+
+    /// Kills the broker (clients see the connection drop).
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts it again on the same port with the same config (and, since persistence is
+    /// off, without any session state). Works after [`stop`](Self::stop) too.
+    pub fn restart(&mut self) {
+        self.server.restart();
+    }
+
+    /// Its temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.server.dir()
+    }
+
+    /// The tail of its logs, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        self.server.log_tail()
+    }
+
+    /// The underlying [`Server`].
+    pub fn server(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
+fn running_as_root() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of /proc/self is the process's effective user.
+        fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_is_bindable() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("the port is free");
+    }
+
+    #[test]
+    fn missing_binary_skips_locally_and_fails_in_ci() {
+        let name = "smartgrid-testkit-no-such-program";
+        let outcome = std::panic::catch_unwind(|| require_binary(name));
+        if in_ci() {
+            let message = *outcome
+                .expect_err("a missing program fails under CI")
+                .downcast::<String>()
+                .expect("a formatted panic message");
+            assert!(message.contains(name), "{message}");
+        } else {
+            assert_eq!(outcome.ok(), Some(false));
+        }
+        assert!(require_binary("sh") || find_binary("sh").is_none());
+    }
+
+    #[test]
+    fn tail_shows_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        fs::write(&path, text).expect("write");
+        let tail = tail_of(&path, 3).expect("tail");
+        assert_eq!(tail, "line 97\nline 98\nline 99");
+    }
+
+    #[test]
+    fn server_that_exits_reports_its_stderr() {
+        let Some(sh) = find_binary("sh") else {
+            return;
+        };
+        let mut server = Server::new(
+            "failing",
+            ServerCommand::new(sh)
+                .arg("-c")
+                .arg("echo broken config >&2; exit 3"),
+            free_port(),
+        );
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.start()));
+        let message = *result
+            .expect_err("start must panic")
+            .downcast::<String>()
+            .expect("a formatted panic message");
+        assert!(message.contains("exited"), "{message}");
+        assert!(message.contains("broken config"), "{message}");
+    }
+
+    #[test]
+    fn mosquitto_starts_stops_and_restarts_on_the_same_port() {
+        if !require_binary("mosquitto") {
+            return;
+        }
+        let mut broker = Mosquitto::start();
+        let port = broker.port();
+        assert_eq!(broker.url(), format!("mqtt://127.0.0.1:{port}"));
+        TcpStream::connect(("127.0.0.1", port)).expect("running");
+        broker.stop();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "stopped");
+        broker.restart();
+        TcpStream::connect(("127.0.0.1", port)).expect("running again");
+    }
+}

@@ -1,0 +1,216 @@
+//! End to end: a real mosquitto (started here on a free loopback port) → `smartgrid run`
+//! → files; and the embedded default pipeline as a newcomer runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn smartgrid() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_smartgrid"))
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// Forward a child's stderr lines to a channel (and to our stderr, for failures).
+fn watch_stderr(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[smartgrid] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no line containing {needle:?} within {timeout:?}");
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "smartgrid did not stop within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn seed_vector(kind: &str) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/seed/clemap_vectors.jsonl");
+    let text = std::fs::read_to_string(path).expect("the seed vectors beside the repository");
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|v| v["error"] == kind)
+        .and_then(|v| hex::decode(v["hex"].as_str()?).ok())
+        .unwrap_or_else(|| panic!("a `{kind}` vector"))
+}
+
+#[test]
+fn mosquitto_to_files_with_dead_letters_and_clean_shutdown() {
+    if !testkit::require_binary("mosquitto") || !testkit::require_binary("mosquitto_pub") {
+        return;
+    }
+    let broker = testkit::Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = format!(
+        r#"
+pipeline: e2e
+nodes:
+  clemap:
+    type: mqtt
+    url: {url}
+    topics: [data/realtime/feature/+]
+    qos: 1
+    client_id: e2e-test
+  readings:
+    type: decode
+    input: clemap
+    format: clemap
+    dead_letter:
+      file: dead.jsonl
+  means_10s:
+    type: window_mean
+    input: readings
+    size: 10s
+  raw:
+    type: file
+    input: readings
+    path: raw.jsonl
+    format: json
+  out:
+    type: file
+    input: means_10s
+    path: means.jsonl
+    format: json
+"#,
+        url = broker.url()
+    );
+    std::fs::write(dir.path().join("p.yaml"), pipeline).expect("write");
+    let mut run = smartgrid()
+        .args(["run", "p.yaml"])
+        .current_dir(dir.path())
+        .env("SMARTGRID_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smartgrid");
+    let log = watch_stderr(&mut run);
+    wait_for_line(&log, "subscribed", Duration::from_secs(20));
+
+    // Two malformed payloads from a real MQTT client, then a minute of three sensors.
+    for (i, kind) in ["truncated", "unknown_type"].iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.bin"));
+        std::fs::write(&file, seed_vector(kind)).expect("write payload");
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-q", "1", "-t", "data/realtime/feature/bad", "-f"])
+            .arg(&file)
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success());
+    }
+    let sim = smartgrid()
+        .args(["simulate", "--broker", &broker.url(), "--sensors", "3", "--seed", "5", "--duration", "1m", "--fast"])
+        .env("SMARTGRID_LOG", "warn")
+        .output()
+        .expect("simulate");
+    assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
+    let published = 3 * 60 * 12;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&dir.path().join("raw.jsonl")).len() < published && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = terminate(&mut run);
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+
+    let raw = lines(&dir.path().join("raw.jsonl"));
+    assert_eq!(raw.len(), published, "every published reading arrived and decoded exactly once");
+    let dead = lines(&dir.path().join("dead.jsonl"));
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().expect("reason")).collect();
+    assert_eq!(reasons, ["truncated", "unknown_type"]);
+    assert_eq!(dead[0]["payload_hex"], hex::encode(seed_vector("truncated")));
+    assert_eq!(dead[0]["topic"], "data/realtime/feature/bad");
+
+    // Window means (flushed on shutdown) against the raw readings.
+    let means = lines(&dir.path().join("means.jsonl"));
+    let mut expected: std::collections::BTreeMap<(String, i64), (f64, f64)> = Default::default();
+    for r in &raw {
+        let t = r["time_ms"].as_i64().expect("time");
+        let e = expected.entry((r["sensor_id"].as_str().expect("id").into(), t - t.rem_euclid(10_000))).or_default();
+        e.0 += r["p_l1"].as_f64().expect("p_l1");
+        e.1 += 1.0;
+    }
+    assert_eq!(means.len(), expected.len(), "one mean per sensor and window, none lost at shutdown");
+    for m in &means {
+        let key = (m["sensor_id"].as_str().expect("id").to_string(), m["time_ms"].as_i64().expect("time"));
+        let (sum, n) = expected[&key];
+        assert_eq!(m["count"].as_f64(), Some(n));
+        assert!((m["p_l1"].as_f64().expect("p_l1") - sum / n).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn the_embedded_default_shows_10_second_means_within_15_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let default = concat!(env!("CARGO_MANIFEST_DIR"), "/pipeline.yaml");
+    std::fs::copy(default, dir.path().join("pipeline.yaml")).expect("copy the default pipeline");
+    let started = Instant::now();
+    let mut run = smartgrid()
+        .args(["run", "pipeline.yaml", "--for", "25s"])
+        .current_dir(dir.path())
+        .env("SMARTGRID_LOG", "info")
+        .env_remove("MQTT_URL")
+        .env_remove("SENSORS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smartgrid");
+    let _log = watch_stderr(&mut run);
+    let stdout = run.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).expect("a 10-second mean on stdout");
+    assert!(started.elapsed() < Duration::from_secs(17), "first mean after {:?}", started.elapsed());
+    assert!(first.contains("means_10s") && first.contains("p_l1="), "{first}");
+    let status = run.wait().expect("wait");
+    assert!(status.success());
+
+    let stored = std::fs::read_to_string(dir.path().join("data/means_10s.lp")).expect("10 s means stored");
+    let sensors: std::collections::BTreeSet<&str> = stored
+        .lines()
+        .map(|l| l.split(',').find_map(|kv| kv.strip_prefix("sensor_id=")).expect("sensor tag"))
+        .collect();
+    assert_eq!(sensors.len(), 5, "the default simulates 5 monitors");
+    for line in stored.lines() {
+        assert!(line.starts_with("means_10s,pipeline=smartgrid-default,sensor_id="), "{line}");
+    }
+    let minute = std::fs::read_to_string(dir.path().join("data/means_1m.lp")).expect("1 min means stored");
+    assert!(minute.lines().count() >= 5, "open 1-minute windows flushed at shutdown");
+    let dead = std::fs::read_to_string(dir.path().join("data/dead-letters.jsonl")).unwrap_or_default();
+    assert!(dead.is_empty(), "the simulator sends no malformed payloads by default");
+}
