@@ -82,7 +82,11 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                 (Arity::Many, _) => {}
             },
         }
+        let is_source = registry.get(&node.kind.value).is_some_and(|f| f.arity() == Arity::Source);
         for input in &node.inputs {
+            if is_source {
+                break; // already reported above; its inputs would only add noise (cycles)
+            }
             match by_name.get(input.value.as_str()) {
                 Some(&j) if j == i => {
                     errors.push(node.error(input.at, "a node cannot read its own output").hint("name another node"));

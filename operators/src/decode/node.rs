@@ -92,13 +92,23 @@ impl OperatorFactory for DecodeFactory {
         let common: DecodeConfig = ctx.node.select(|k| COMMON.contains(&k)).settings()?;
         input?;
         let own = ctx.node.select(|k| !COMMON.contains(&k));
-        let decoder = build_decoder(&own, &common.format)?;
+        let decoder = build_decoder(&own, &common.format);
         let dead_letter = common.dead_letter.map(|d| DeadLetterConfig { file: d.file.map(|f| ctx.resolve(&f)), ..d });
-        if let Some(DeadLetterConfig { file: None, topic: None, .. }) = dead_letter {
-            return Err(vec![
-                ctx.node.error(ctx.node.key_at("dead_letter"), "dead_letter names no destination").hint("add `file:` and/or `topic:`"),
-            ]);
-        }
+        let no_destination = matches!(dead_letter, Some(DeadLetterConfig { file: None, topic: None, .. }));
+        let decoder = match (decoder, no_destination) {
+            (Ok(decoder), false) => decoder,
+            (result, _) => {
+                let mut errors = result.err().unwrap_or_default();
+                if no_destination {
+                    errors.push(
+                        ctx.node
+                            .error(ctx.node.key_at("dead_letter"), "dead_letter names no destination")
+                            .hint("add `file:` and/or `topic:`"),
+                    );
+                }
+                return Err(errors);
+            }
+        };
         Ok(Arc::new(DecodeNode {
             schema: decoder.schema(),
             decoder: Arc::from(decoder),
@@ -116,17 +126,18 @@ fn build_decoder(own: &NodeSpec, format: &Spanned<String>) -> Result<Box<dyn Pay
     fn boxed<D: PayloadDecoder + 'static>(d: Result<D, String>) -> Result<Box<dyn PayloadDecoder>, String> {
         d.map(|d| Box::new(d) as Box<dyn PayloadDecoder>)
     }
-    let built = match format.value.as_str() {
-        "clemap" => boxed(ClemapDecoder::new(own.settings::<ClemapConfig>()?.feature_type)),
-        "struct" => boxed(StructDecoder::new(&own.settings::<StructConfig>()?)),
-        "json" => boxed(JsonDecoder::new(&own.settings::<JsonConfig>()?)),
+    // Where a setting the format refuses is shown: its main key.
+    let (built, at) = match format.value.as_str() {
+        "clemap" => (boxed(ClemapDecoder::new(own.settings::<ClemapConfig>()?.feature_type)), own.key_at("feature_type")),
+        "struct" => (boxed(StructDecoder::new(&own.settings::<StructConfig>()?)), own.key_at("fields")),
+        "json" => (boxed(JsonDecoder::new(&own.settings::<JsonConfig>()?)), format.at),
         other => {
             return Err(vec![
                 own.error(format.at, format!("unknown format `{other}`")).hint(format!("formats: {FORMATS}")),
             ]);
         }
     };
-    built.map_err(|message| vec![own.error(format.at, message).hint("see the format's settings in the README")])
+    built.map_err(|message| vec![own.error(at, message).hint("see the format's settings in the README")])
 }
 
 struct DecodeNode {

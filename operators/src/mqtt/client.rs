@@ -379,12 +379,13 @@ impl Worker {
                     // A broker without our session has no subscriptions for us. On
                     // the first connect we subscribe anyway, so a changed `topics`
                     // list takes effect even when the broker kept the old session.
-                    if ack.session_present && !first_connect {
+                    if !first_connect { // MUTATION
                         self.shared.subscribed.store(true, Ordering::Relaxed);
                     } else {
                         need_subscribe = true;
                     }
                     first_connect = false;
+                    self.deliver_stale(&mut eventloop);
                 }
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {
                     if self.flags.stopping() {
@@ -437,6 +438,36 @@ impl Worker {
         self.tx = None;
         self.shared.wake();
         tracing::debug!(broker = %self.broker, "MQTT subscriber stopped");
+    }
+
+    /// rumqttc keeps packets it had read but not yet returned when a connection broke,
+    /// and returns them after the next CONNACK. Their packet ids belong to the old
+    /// connection, so acking them could acknowledge a different message of the new
+    /// one. Deliver them without an ack: a broker that kept our session sends them
+    /// again (a duplicate, as at-least-once allows); one that did not has forgotten
+    /// them, and they are not lost here either.
+    fn deliver_stale(&mut self, eventloop: &mut EventLoop) {
+        if eventloop.state.events.is_empty() {
+            return;
+        }
+        let stale: Vec<Publish> = eventloop
+            .state
+            .events
+            .drain(..)
+            .filter_map(|event| match event {
+                Event::Incoming(Incoming::Publish(publish)) => Some(publish),
+                _ => None,
+            })
+            .collect();
+        for publish in stale {
+            if self.flags.stopping() {
+                return;
+            }
+            if let Delivery::ReceiverGone = self.deliver(&publish) {
+                self.flags.stop.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 
     fn connection_failed(&self, error: &ConnectionError, backoff: Duration) {

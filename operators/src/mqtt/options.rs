@@ -194,6 +194,16 @@ mod tests {
     }
 
     #[test]
+    fn without_ca_file_the_system_roots_are_used() {
+        let cfg = MqttConfig::new("mqtts://localhost:8883");
+        match tls_client_config(&cfg) {
+            Ok(_) => {}
+            // A machine without a CA bundle: the error must say what to do.
+            Err(e) => assert!(e.to_string().contains("ca_file"), "{e}"),
+        }
+    }
+
+    #[test]
     fn invalid_config_is_refused_before_connecting() {
         let mut cfg = MqttConfig::new("mqtt://127.0.0.1:1883");
         cfg.qos = 2;

@@ -506,6 +506,30 @@ mod tests {
     }
 
     #[test]
+    fn resend_gets_fresh_packet_ids_and_drops_old_acks() {
+        let options = rumqttc::MqttOptions::new("id", "127.0.0.1", 1883);
+        let mut eventloop = EventLoop::new(options, 10);
+        let mut publish = rumqttc::Publish::new("a/b", rumqttc::QoS::AtLeastOnce, vec![1]);
+        publish.pkid = 7;
+        publish.dup = true;
+        eventloop.pending.extend([
+            Request::Publish(publish),
+            Request::PubAck(rumqttc::PubAck::new(3)),
+            Request::PingReq(rumqttc::PingReq),
+            Request::Disconnect(rumqttc::Disconnect),
+        ]);
+        let resend = resendable(&eventloop);
+        assert_eq!(resend.len(), 2);
+        match &resend[0] {
+            Request::Publish(p) => {
+                assert_eq!((p.pkid, p.dup, p.topic.as_str()), (0, false, "a/b"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(resend[1], Request::Disconnect(_)));
+    }
+
+    #[test]
     fn options_debug_redacts_the_password() {
         let options = PublisherOptions {
             password: Some("hunter2".into()),

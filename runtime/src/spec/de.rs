@@ -362,12 +362,14 @@ impl de::Error for Error {
     }
 
     fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
+        let expected = expected(exp);
+        let hint = type_hint(&expected);
         Error::new(
             Kind::InvalidType {
                 found: found(&unexp),
-                expected: expected(exp),
+                expected,
             },
-            None,
+            hint,
         )
     }
 
@@ -1675,4 +1677,19 @@ mod tests {
         let e: serde_json::Error = error_with_hint("bad", "do this");
         assert_eq!(e.to_string(), "bad\nhint: do this");
     }
+}
+
+/// What to write instead, for the common scalar types.
+fn type_hint(expected: &str) -> Option<String> {
+    let hint = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "write a whole number, e.g. 5",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "write a whole number, e.g. -5 or 5",
+        "f32" | "f64" => "write a number, e.g. 0.5",
+        "a boolean" => "write true or false",
+        "a string" => "write text; quote it if it looks like a number",
+        "a list" => "write a list: [a, b] or one `- item` per line",
+        "a mapping" => "write `key: value` pairs, indented under this key",
+        _ => return None,
+    };
+    Some(hint.to_owned())
 }

@@ -181,7 +181,10 @@ pub(crate) fn parse_tree(text: &str) -> Result<(Node, Vec<Diagnostic>), Vec<Diag
                 line: e.marker().line(),
                 column: e.marker().col() + 1,
             };
-            vec![Diagnostic::new(at, format!("invalid YAML: {}", e.info()))]
+            vec![
+                Diagnostic::new(at, format!("invalid YAML: {}", e.info()))
+                    .hint("check the indentation, quotes and brackets here and on the line above"),
+            ]
         })?;
         builder.event(event, span).map_err(|fatal| vec![fatal])?;
     }
