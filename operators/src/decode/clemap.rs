@@ -31,6 +31,7 @@ use smartgrid_runtime::schema::Schema;
 
 use super::{
     DecodeError, Decoded, PayloadDecoder, TimeUnit, bytes_at, div_exact_i64, float_time_ms,
+    object_id_sensor,
 };
 
 /// Feature type of the ten-second record (`TenSecData`).
@@ -357,7 +358,7 @@ impl<'a> Layout<'a> {
 
     #[inline(always)]
     fn sensor(self) -> SensorId {
-        SensorId::from_object_id(&bytes_at(&self.header(), ID_AT))
+        object_id_sensor(&bytes_at(&self.header(), ID_AT))
     }
 
     /// Append the row to `row` (which is empty).

@@ -60,11 +60,16 @@ impl ErrorSink {
         self.total.inc();
         let node = &self.node;
         let metrics = &self.metrics;
-        self.by_reason.entry(reason).or_insert_with(|| metrics.counter(format!("{node}.errors.{reason}"))).inc();
+        self.by_reason
+            .entry(reason)
+            .or_insert_with(|| metrics.counter(format!("{node}.errors.{reason}")))
+            .inc();
 
         let now = Instant::now();
         match self.logged_at.get(reason) {
-            Some(at) if now.duration_since(*at) < LOG_EVERY => *self.suppressed.entry(reason).or_default() += 1,
+            Some(at) if now.duration_since(*at) < LOG_EVERY => {
+                *self.suppressed.entry(reason).or_default() += 1
+            }
             _ => {
                 tracing::warn!(node = %self.node, topic = %message.topic, reason, "undecodable payload: {error}");
                 self.logged_at.insert(reason, now);
@@ -93,7 +98,9 @@ impl ErrorSink {
         }
         if let Some(file) = &self.dead_letters.file {
             line.push(b'\n');
-            let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut f = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(e) = f.write_all(&line) {
                 tracing::error!(node = %self.node, "cannot write a dead letter: {e}");
             }
@@ -107,7 +114,11 @@ impl ErrorSink {
             .suppressed
             .keys()
             .copied()
-            .filter(|r| self.logged_at.get(r).is_none_or(|at| now.duration_since(*at) >= LOG_EVERY))
+            .filter(|r| {
+                self.logged_at
+                    .get(r)
+                    .is_none_or(|at| now.duration_since(*at) >= LOG_EVERY)
+            })
             .collect();
         for reason in due {
             if let Some(n) = self.suppressed.remove(reason) {
@@ -124,7 +135,9 @@ impl ErrorSink {
             return;
         }
         if let Some(file) = &self.dead_letters.file {
-            let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut f = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(e) = f.flush() {
                 tracing::error!(node = %self.node, "cannot flush dead letters: {e}");
             }

@@ -21,8 +21,8 @@ use std::time::Duration as StdDuration;
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, NodeSpec, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType, ProcessContext,
-    RenderContext, RenderError, Schema,
+    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
+    ProcessContext, RenderContext, RenderError, Schema,
 };
 
 use super::errors::{DeadLetters, ErrorSink};
@@ -93,8 +93,18 @@ impl OperatorFactory for DecodeFactory {
         input?;
         let own = ctx.node.select(|k| !COMMON.contains(&k));
         let decoder = build_decoder(&own, &common.format);
-        let dead_letter = common.dead_letter.map(|d| DeadLetterConfig { file: d.file.map(|f| ctx.resolve(&f)), ..d });
-        let no_destination = matches!(dead_letter, Some(DeadLetterConfig { file: None, topic: None, .. }));
+        let dead_letter = common.dead_letter.map(|d| DeadLetterConfig {
+            file: d.file.map(|f| ctx.resolve(&f)),
+            ..d
+        });
+        let no_destination = matches!(
+            dead_letter,
+            Some(DeadLetterConfig {
+                file: None,
+                topic: None,
+                ..
+            })
+        );
         let decoder = match (decoder, no_destination) {
             (Ok(decoder), false) => decoder,
             (result, _) => {
@@ -102,7 +112,10 @@ impl OperatorFactory for DecodeFactory {
                 if no_destination {
                     errors.push(
                         ctx.node
-                            .error(ctx.node.key_at("dead_letter"), "dead_letter names no destination")
+                            .error(
+                                ctx.node.key_at("dead_letter"),
+                                "dead_letter names no destination",
+                            )
                             .hint("add `file:` and/or `topic:`"),
                     );
                 }
@@ -113,8 +126,12 @@ impl OperatorFactory for DecodeFactory {
             schema: decoder.schema(),
             decoder: Arc::from(decoder),
             clock: EventClock {
-                delay: common.watermark_delay.map_or(StdDuration::from_secs(1), |d| d.0),
-                idle: common.idle_timeout.map_or(StdDuration::from_secs(5), |d| d.0),
+                delay: common
+                    .watermark_delay
+                    .map_or(StdDuration::from_secs(1), |d| d.0),
+                idle: common
+                    .idle_timeout
+                    .map_or(StdDuration::from_secs(5), |d| d.0),
             },
             dead_letter,
             dead_letters: OnceLock::new(),
@@ -122,22 +139,44 @@ impl OperatorFactory for DecodeFactory {
     }
 }
 
-fn build_decoder(own: &NodeSpec, format: &Spanned<String>) -> Result<Box<dyn PayloadDecoder>, Vec<Diagnostic>> {
-    fn boxed<D: PayloadDecoder + 'static>(d: Result<D, String>) -> Result<Box<dyn PayloadDecoder>, String> {
+fn build_decoder(
+    own: &NodeSpec,
+    format: &Spanned<String>,
+) -> Result<Box<dyn PayloadDecoder>, Vec<Diagnostic>> {
+    fn boxed<D: PayloadDecoder + 'static>(
+        d: Result<D, String>,
+    ) -> Result<Box<dyn PayloadDecoder>, String> {
         d.map(|d| Box::new(d) as Box<dyn PayloadDecoder>)
     }
     // Where a setting the format refuses is shown: its main key.
     let (built, at) = match format.value.as_str() {
-        "clemap" => (boxed(ClemapDecoder::new(own.settings::<ClemapConfig>()?.feature_type)), own.key_at("feature_type")),
-        "struct" => (boxed(StructDecoder::new(&own.settings::<StructConfig>()?)), own.key_at("fields")),
-        "json" => (boxed(JsonDecoder::new(&own.settings::<JsonConfig>()?)), format.at),
+        "clemap" => (
+            boxed(ClemapDecoder::new(
+                own.settings::<ClemapConfig>()?.feature_type,
+            )),
+            own.key_at("feature_type"),
+        ),
+        "struct" => (
+            boxed(StructDecoder::new(&own.settings::<StructConfig>()?)),
+            own.key_at("fields"),
+        ),
+        "json" => (
+            boxed(JsonDecoder::new(&own.settings::<JsonConfig>()?)),
+            format.at,
+        ),
         other => {
             return Err(vec![
-                own.error(format.at, format!("unknown format `{other}`")).hint(format!("formats: {FORMATS}")),
+                own.error(format.at, format!("unknown format `{other}`"))
+                    .hint(format!("formats: {FORMATS}")),
             ]);
         }
     };
-    built.map_err(|message| vec![own.error(at, message).hint("see the format's settings in the README")])
+    built.map_err(|message| {
+        vec![
+            own.error(at, message)
+                .hint("see the format's settings in the README"),
+        ]
+    })
 }
 
 struct DecodeNode {
@@ -159,27 +198,41 @@ impl NodeOperator for DecodeNode {
         if let Some(config) = &self.dead_letter {
             if let Some(path) = &config.file {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|source| RenderError::Io { context: format!("cannot create {}", dir.display()), source })?;
+                    std::fs::create_dir_all(dir).map_err(|source| RenderError::Io {
+                        context: format!("cannot create {}", dir.display()),
+                        source,
+                    })?;
                 }
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| RenderError::Io { context: format!("cannot open {}", path.display()), source })?;
+                    .map_err(|source| RenderError::Io {
+                        context: format!("cannot open {}", path.display()),
+                        source,
+                    })?;
                 letters.file = Some(Arc::new(Mutex::new(std::io::BufWriter::new(file))));
             }
             if let Some(topic) = &config.topic {
                 let url = config.url.as_deref().unwrap_or("embedded");
-                let publisher = Publisher::connect(url, format!("smartgrid-{}-dead-letters", ctx.pipeline), PublisherOptions::default())
-                    .map_err(|e| RenderError::Other(format!("dead-letter topic: {e}")))?;
+                let publisher = Publisher::connect(
+                    url,
+                    format!("smartgrid-{}-dead-letters", ctx.pipeline),
+                    PublisherOptions::default(),
+                )
+                .map_err(|e| RenderError::Other(format!("dead-letter topic: {e}")))?;
                 let dropped = ctx.metrics.counter("dead_letters.dropped");
                 let topic = topic.clone();
                 let publisher = Mutex::new(publisher);
                 letters.publish = Some(Arc::new(move |letter: Vec<u8>| {
-                    let publisher = publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let publisher = publisher
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     // Never block the dataflow on a slow broker: a full queue drops and counts.
-                    if !matches!(publisher.try_publish(&topic, letter, Qos::AtLeastOnce), Ok(true)) {
+                    if !matches!(
+                        publisher.try_publish(&topic, letter, Qos::AtLeastOnce),
+                        Ok(true)
+                    ) {
                         dropped.inc();
                     }
                 }));
@@ -194,7 +247,11 @@ impl NodeOperator for DecodeNode {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs.into_iter().next().ok_or(RenderError::PortMismatch("raw payloads", "nothing"))?.into_messages()?;
+        let input = inputs
+            .into_iter()
+            .next()
+            .ok_or(RenderError::PortMismatch("raw payloads", "nothing"))?
+            .into_messages()?;
         let metrics = &ctx.process.metrics;
         let counters = DecodeCounters {
             readings: metrics.counter(format!("{}.readings", ctx.node)),
@@ -202,7 +259,13 @@ impl NodeOperator for DecodeNode {
         };
         let letters = self.dead_letters.get().cloned().unwrap_or_default();
         let errors = ErrorSink::new(ctx.node, metrics, letters);
-        let readings = input.decode(ctx.node, Arc::clone(&self.decoder), self.clock, counters, errors);
+        let readings = input.decode(
+            ctx.node,
+            Arc::clone(&self.decoder),
+            self.clock,
+            counters,
+            errors,
+        );
         Ok(Some(AnyStream::Readings(readings)))
     }
 }

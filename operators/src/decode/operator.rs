@@ -19,8 +19,8 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::Antichain;
 
-use super::errors::ErrorSink;
 use super::PayloadDecoder;
+use super::errors::ErrorSink;
 
 /// Counters of one decode node.
 #[derive(Clone, Debug, Default)]
@@ -78,7 +78,9 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                 let now = Instant::now();
                 let mut out = output.activate();
                 input.for_each(|_time, data| {
-                    let Some(cap) = capability.as_ref() else { return };
+                    let Some(cap) = capability.as_ref() else {
+                        return;
+                    };
                     let mut session = out.session(cap);
                     for message in data.drain(..) {
                         let mut values = Row::new();
@@ -86,7 +88,11 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                             Ok(Some(d)) => {
                                 watermark.observe(d.time_ms, now);
                                 counters.readings.inc();
-                                session.give(Reading { sensor: d.sensor, time_ms: d.time_ms, values });
+                                session.give(Reading {
+                                    sensor: d.sensor,
+                                    time_ms: d.time_ms,
+                                    values,
+                                });
                             }
                             Ok(None) => counters.skipped.inc(),
                             Err(e) => errors.record(&e, &message),

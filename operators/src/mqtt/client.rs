@@ -379,7 +379,7 @@ impl Worker {
                     // A broker without our session has no subscriptions for us. On
                     // the first connect we subscribe anyway, so a changed `topics`
                     // list takes effect even when the broker kept the old session.
-                    if !first_connect { // MUTATION
+                    if ack.session_present && !first_connect {
                         self.shared.subscribed.store(true, Ordering::Relaxed);
                     } else {
                         need_subscribe = true;
