@@ -30,10 +30,13 @@ fn encode(sensors: u32, seconds: u32, w: usize, workers: usize) -> anyhow::Resul
         seed: 1,
         start: Some(StartTime(1_700_000_000_000)),
         realtime: false,
-        duration: Some(smartgrid_runtime::spec::Duration(Duration::from_secs(u64::from(seconds)))),
+        duration: Some(smartgrid_runtime::spec::Duration(Duration::from_secs(
+            u64::from(seconds),
+        ))),
         ..SimulatorConfig::default()
     };
-    let mut sim = Simulator::new(&config, config.worker_sensors(w, workers)).context("simulator")?;
+    let mut sim =
+        Simulator::new(&config, config.worker_sensors(w, workers)).context("simulator")?;
     let count = (sensors as usize).div_ceil(workers) * seconds as usize * 12;
     let mut buffer = BytesMut::with_capacity(count * 70);
     let mut lengths = Vec::with_capacity(count);
@@ -49,24 +52,34 @@ fn encode(sensors: u32, seconds: u32, w: usize, workers: usize) -> anyhow::Resul
         .map(|len| {
             let payload = buffer.slice(at..at + len);
             at += len;
-            Message { topic: Arc::clone(&topic), payload }
+            Message {
+                topic: Arc::clone(&topic),
+                payload,
+            }
         })
         .collect())
 }
 
 pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitCode> {
     let workers = workers.max(1);
-    let inputs: Vec<Vec<Message>> =
-        (0..workers).map(|w| encode(sensors, seconds, w, workers)).collect::<anyhow::Result<_>>()?;
+    let inputs: Vec<Vec<Message>> = (0..workers)
+        .map(|w| encode(sensors, seconds, w, workers))
+        .collect::<anyhow::Result<_>>()?;
     let total: usize = inputs.iter().map(Vec::len).sum();
-    eprintln!("encoded {total} payloads for {sensors} sensors × {seconds} s; running on {workers} worker(s)");
+    eprintln!(
+        "encoded {total} payloads for {sensors} sensors × {seconds} s; running on {workers} worker(s)"
+    );
     let inputs = Arc::new(Mutex::new(inputs.into_iter().map(Some).collect::<Vec<_>>()));
     let metrics = Metrics::default();
     let windows = metrics.counter("windows");
     let readings = metrics.counter("readings");
 
     let started = Instant::now();
-    let config = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
+    let config = if workers == 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
     let guards = {
         let (metrics, windows, readings) = (metrics.clone(), windows.clone(), readings.clone());
         timely::execute(config, move |worker| {
@@ -81,19 +94,38 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                 let mut pending = mine.into_iter();
                 let payloads = poll_source(scope, "payloads", move |out: &mut Vec<Message>| {
                     out.extend(pending.by_ref().take(BATCH));
-                    if out.is_empty() { Poll::Done } else { Poll::More }
+                    if out.is_empty() {
+                        Poll::Done
+                    } else {
+                        Poll::More
+                    }
                 });
-                let counters = DecodeCounters { readings, skipped: Counter::default() };
+                let counters = DecodeCounters {
+                    readings,
+                    skipped: Counter::default(),
+                };
                 let decoded = payloads.decode(
                     "readings",
                     Arc::new(ClemapDecoder::new(16).expect("16 is a Clemap feature type")),
-                    EventClock { delay: Duration::from_secs(1), idle: Duration::from_secs(3600) },
+                    EventClock {
+                        delay: Duration::from_secs(1),
+                        idle: Duration::from_secs(3600),
+                    },
                     counters,
                     ErrorSink::new("readings", &metrics, DeadLetters::default()),
                 );
-                let window = |size_s: u64| WindowMean { size_ms: size_s * 1000, lateness_ms: 0, fields: (0..7).collect() };
+                let window = |size_s: u64| WindowMean {
+                    size_ms: size_s * 1000,
+                    lateness_ms: 0,
+                    fields: (0..7).collect(),
+                };
                 let late = metrics.counter("late");
-                let w10 = decoded.clone().window_mean(window(10), late.clone(), windows.clone(), "means_10s");
+                let w10 = decoded.clone().window_mean(
+                    window(10),
+                    late.clone(),
+                    windows.clone(),
+                    "means_10s",
+                );
                 let w60 = decoded.window_mean(window(60), late, windows.clone(), "means_1m");
                 w10.probe();
                 w60.probe();
@@ -106,8 +138,14 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
     }
     let elapsed = started.elapsed().as_secs_f64();
     let decoded = readings.get();
-    anyhow::ensure!(decoded == total as u64, "decoded {decoded} of {total} readings");
-    println!("readings={total} windows={} workers={workers} seconds={elapsed:.3}", windows.get());
+    anyhow::ensure!(
+        decoded == total as u64,
+        "decoded {decoded} of {total} readings"
+    );
+    println!(
+        "readings={total} windows={} workers={workers} seconds={elapsed:.3}",
+        windows.get()
+    );
     println!("readings_per_s={:.0}", total as f64 / elapsed);
     Ok(ExitCode::SUCCESS)
 }

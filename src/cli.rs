@@ -100,17 +100,46 @@ pub fn main_with(registry: Registry) -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, workers, run_for, process, hosts } => {
-            commands::run(&registry, &file, workers, run_for.as_deref(), process, hosts.as_deref())
-        }
+        Command::Run {
+            file,
+            workers,
+            run_for,
+            process,
+            hosts,
+        } => commands::run(
+            &registry,
+            &file,
+            workers,
+            run_for.as_deref(),
+            process,
+            hosts.as_deref(),
+        ),
         Command::Validate { file } => commands::validate(&registry, &file),
         Command::Graph { file, mermaid } => commands::graph(&registry, &file, mermaid),
         Command::Kinds => commands::kinds(&registry),
         Command::Decode { format } => commands::decode(&format),
-        Command::Bench { sensors, seconds, workers } => crate::bench::bench(sensors, seconds, workers),
-        Command::Simulate { broker, sensors, rate, seed, topic, duration, fast } => {
-            commands::simulate(&broker, sensors, rate, seed, &topic, duration.as_deref(), fast)
-        }
+        Command::Bench {
+            sensors,
+            seconds,
+            workers,
+        } => crate::bench::bench(sensors, seconds, workers),
+        Command::Simulate {
+            broker,
+            sensors,
+            rate,
+            seed,
+            topic,
+            duration,
+            fast,
+        } => commands::simulate(
+            &broker,
+            sensors,
+            rate,
+            seed,
+            &topic,
+            duration.as_deref(),
+            fast,
+        ),
     };
     match result {
         Ok(code) => code,
@@ -131,5 +160,9 @@ fn init_logging() {
     // errors; it is internal plumbing here, so it is silent unless asked for.
     let filter = EnvFilter::try_from_env("SMARTGRID_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

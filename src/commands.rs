@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use smartgrid_runtime::Registry;
 use smartgrid_runtime::context::ProcessContext;
 use smartgrid_runtime::diagnostic::Diagnostics;
 use smartgrid_runtime::metrics::Metrics;
@@ -13,7 +14,6 @@ use smartgrid_runtime::plan::{Plan, plan};
 use smartgrid_runtime::render::{Cluster, run as run_plan};
 use smartgrid_runtime::shutdown::Shutdown;
 use smartgrid_runtime::spec::{self, Env};
-use smartgrid_runtime::Registry;
 
 /// A pipeline file with problems; printed as its diagnostics, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +23,9 @@ pub struct InvalidPipeline {
 }
 
 fn load(registry: &Registry, file: &Path) -> Result<Plan, InvalidPipeline> {
-    let spec = spec::parse_file(file, Env::Process).map_err(|d| InvalidPipeline { diagnostics: Diagnostics(d) })?;
+    let spec = spec::parse_file(file, Env::Process).map_err(|d| InvalidPipeline {
+        diagnostics: Diagnostics(d),
+    })?;
     plan(&spec, registry).map_err(|diagnostics| InvalidPipeline { diagnostics })
 }
 
@@ -67,15 +69,27 @@ pub fn run(
     let plan = Arc::new(load(registry, file)?);
     let mut cluster = Cluster::local(workers);
     if let Some(hosts) = hosts {
-        let text = std::fs::read_to_string(hosts).with_context(|| format!("cannot read {}", hosts.display()))?;
-        cluster.addresses = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let text = std::fs::read_to_string(hosts)
+            .with_context(|| format!("cannot read {}", hosts.display()))?;
+        cluster.addresses = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
         cluster.process = process;
         if process >= cluster.addresses.len() {
-            bail!("--process {process} is not listed in {} ({} hosts)", hosts.display(), cluster.addresses.len());
+            bail!(
+                "--process {process} is not listed in {} ({} hosts)",
+                hosts.display(),
+                cluster.addresses.len()
+            );
         }
     }
     let shutdown = Shutdown::new();
-    shutdown.on_signals().context("cannot install the signal handlers")?;
+    shutdown
+        .on_signals()
+        .context("cannot install the signal handlers")?;
     if let Some(after) = run_for {
         shutdown.after(after);
     }
@@ -90,14 +104,24 @@ pub fn run(
     tracing::info!(pipeline = %plan.name, nodes = plan.nodes.len(), workers = cluster.workers, "running");
     let started = std::time::Instant::now();
     run_plan(Arc::clone(&plan), &cluster, ctx).context("the pipeline failed")?;
-    let counters: Vec<String> = metrics.snapshot().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    tracing::info!(elapsed_s = started.elapsed().as_secs_f64(), "stopped; {}", counters.join(" "));
+    let counters: Vec<String> = metrics
+        .snapshot()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    tracing::info!(
+        elapsed_s = started.elapsed().as_secs_f64(),
+        "stopped; {}",
+        counters.join(" ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// Durations on the command line use the pipeline file's syntax (`30s`, `5m`).
 pub fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
-    let parsed: spec::Duration = text.parse().map_err(|e: spec::ParseDurationError| anyhow::anyhow!("{e}"))?;
+    let parsed: spec::Duration = text
+        .parse()
+        .map_err(|e: spec::ParseDurationError| anyhow::anyhow!("{e}"))?;
     Ok(parsed.0)
 }
 
@@ -131,7 +155,11 @@ pub fn decode(format: &str) -> anyhow::Result<ExitCode> {
         writeln!(out, "{value}")?;
     }
     out.flush()?;
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `smartgrid simulate --broker URL`
@@ -145,9 +173,14 @@ pub fn simulate(
     fast: bool,
 ) -> anyhow::Result<ExitCode> {
     use smartgrid_operators::simulate::{PublishPlan, SimulatorConfig, publish_to_broker};
-    let duration = duration.map(parse_duration).transpose().context("--duration")?;
+    let duration = duration
+        .map(parse_duration)
+        .transpose()
+        .context("--duration")?;
     let shutdown = Shutdown::new();
-    shutdown.on_signals().context("cannot install the signal handlers")?;
+    shutdown
+        .on_signals()
+        .context("cannot install the signal handlers")?;
     let plan = PublishPlan {
         simulator: SimulatorConfig {
             sensors,

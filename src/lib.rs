@@ -3,9 +3,11 @@
 //! a three-line `main`.
 //!
 //! ```no_run
-//! let mut registry = smartgrid::builtin_registry();
-//! // registry.register(MyOperatorFactory);
-//! std::process::exit(smartgrid::main_with(registry) as i32 as i32);
+//! fn main() -> std::process::ExitCode {
+//!     let registry = smartgrid::builtin_registry();
+//!     // registry.register(MyOperatorFactory);
+//!     smartgrid::main_with(registry)
+//! }
 //! ```
 
 mod bench;

@@ -6,7 +6,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn vectors() -> Vec<serde_json::Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/seed/clemap_vectors.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/seed/clemap_vectors.jsonl"
+    );
     std::fs::read_to_string(path)
         .expect("the seed vectors beside the repository")
         .lines()
@@ -22,7 +25,12 @@ fn decode(input: &str) -> (Option<i32>, Vec<serde_json::Value>) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("run smartgrid");
-    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
     let lines = String::from_utf8(out.stdout)
         .expect("utf-8")
@@ -35,7 +43,10 @@ fn decode(input: &str) -> (Option<i32>, Vec<serde_json::Value>) {
 #[test]
 fn every_seed_vector_decodes_as_the_seed_decoder_did() {
     let vectors = vectors();
-    let input: String = vectors.iter().map(|v| format!("{}\n", v["hex"].as_str().expect("hex"))).collect();
+    let input: String = vectors
+        .iter()
+        .map(|v| format!("{}\n", v["hex"].as_str().expect("hex")))
+        .collect();
     let (code, out) = decode(&input);
     assert_eq!(out.len(), vectors.len(), "one line out per line in");
     assert_eq!(code, Some(1), "some vectors are malformed on purpose");
@@ -45,7 +56,10 @@ fn every_seed_vector_decodes_as_the_seed_decoder_did() {
             let expect = expect.as_object().expect("object");
             let got_keys: Vec<&String> = got.keys().collect();
             let expect_keys: Vec<&String> = expect.keys().collect();
-            assert_eq!(got_keys, expect_keys, "vector {i}: the seed's field names, in layout order");
+            assert_eq!(
+                got_keys, expect_keys,
+                "vector {i}: the seed's field names, in layout order"
+            );
             for (k, want) in expect {
                 match (want.as_f64(), got[k].as_f64()) {
                     (Some(w), Some(g)) => assert!(w == g, "vector {i} `{k}`: {g} != {w}"),
@@ -53,7 +67,11 @@ fn every_seed_vector_decodes_as_the_seed_decoder_did() {
                 }
             }
         } else {
-            assert_eq!(got, &serde_json::json!({ "error": v["error"] }), "vector {i}");
+            assert_eq!(
+                got,
+                &serde_json::json!({ "error": v["error"] }),
+                "vector {i}"
+            );
         }
     }
 }

@@ -45,20 +45,29 @@ fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, timeout: Duration) {
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
         }
-        assert!(Instant::now() < deadline, "smartgrid did not stop within 20 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "smartgrid did not stop within 20 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn seed_vector(kind: &str) -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/seed/clemap_vectors.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/seed/clemap_vectors.jsonl"
+    );
     let text = std::fs::read_to_string(path).expect("the seed vectors beside the repository");
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
@@ -123,18 +132,43 @@ nodes:
         let file = dir.path().join(format!("bad{i}.bin"));
         std::fs::write(&file, seed_vector(kind)).expect("write payload");
         let status = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-q", "1", "-t", "data/realtime/feature/bad", "-f"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port().to_string(),
+                "-q",
+                "1",
+                "-t",
+                "data/realtime/feature/bad",
+                "-f",
+            ])
             .arg(&file)
             .status()
             .expect("mosquitto_pub");
         assert!(status.success());
     }
     let sim = smartgrid()
-        .args(["simulate", "--broker", &broker.url(), "--sensors", "3", "--seed", "5", "--duration", "1m", "--fast"])
+        .args([
+            "simulate",
+            "--broker",
+            &broker.url(),
+            "--sensors",
+            "3",
+            "--seed",
+            "5",
+            "--duration",
+            "1m",
+            "--fast",
+        ])
         .env("SMARTGRID_LOG", "warn")
         .output()
         .expect("simulate");
-    assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
     let published = 3 * 60 * 12;
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -145,11 +179,21 @@ nodes:
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 
     let raw = lines(&dir.path().join("raw.jsonl"));
-    assert_eq!(raw.len(), published, "every published reading arrived and decoded exactly once");
+    assert_eq!(
+        raw.len(),
+        published,
+        "every published reading arrived and decoded exactly once"
+    );
     let dead = lines(&dir.path().join("dead.jsonl"));
-    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().expect("reason")).collect();
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|d| d["reason"].as_str().expect("reason"))
+        .collect();
     assert_eq!(reasons, ["truncated", "unknown_type"]);
-    assert_eq!(dead[0]["payload_hex"], hex::encode(seed_vector("truncated")));
+    assert_eq!(
+        dead[0]["payload_hex"],
+        hex::encode(seed_vector("truncated"))
+    );
     assert_eq!(dead[0]["topic"], "data/realtime/feature/bad");
 
     // Window means (flushed on shutdown) against the raw readings.
@@ -157,13 +201,25 @@ nodes:
     let mut expected: std::collections::BTreeMap<(String, i64), (f64, f64)> = Default::default();
     for r in &raw {
         let t = r["time_ms"].as_i64().expect("time");
-        let e = expected.entry((r["sensor_id"].as_str().expect("id").into(), t - t.rem_euclid(10_000))).or_default();
+        let e = expected
+            .entry((
+                r["sensor_id"].as_str().expect("id").into(),
+                t - t.rem_euclid(10_000),
+            ))
+            .or_default();
         e.0 += r["p_l1"].as_f64().expect("p_l1");
         e.1 += 1.0;
     }
-    assert_eq!(means.len(), expected.len(), "one mean per sensor and window, none lost at shutdown");
+    assert_eq!(
+        means.len(),
+        expected.len(),
+        "one mean per sensor and window, none lost at shutdown"
+    );
     for m in &means {
-        let key = (m["sensor_id"].as_str().expect("id").to_string(), m["time_ms"].as_i64().expect("time"));
+        let key = (
+            m["sensor_id"].as_str().expect("id").to_string(),
+            m["time_ms"].as_i64().expect("time"),
+        );
         let (sum, n) = expected[&key];
         assert_eq!(m["count"].as_f64(), Some(n));
         assert!((m["p_l1"].as_f64().expect("p_l1") - sum / n).abs() < 1e-6);
@@ -194,23 +250,48 @@ fn the_embedded_default_shows_10_second_means_within_15_seconds() {
             let _ = tx.send(line);
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(20)).expect("a 10-second mean on stdout");
-    assert!(started.elapsed() < Duration::from_secs(17), "first mean after {:?}", started.elapsed());
-    assert!(first.contains("means_10s") && first.contains("p_l1="), "{first}");
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a 10-second mean on stdout");
+    assert!(
+        started.elapsed() < Duration::from_secs(17),
+        "first mean after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        first.contains("means_10s") && first.contains("p_l1="),
+        "{first}"
+    );
     let status = run.wait().expect("wait");
     assert!(status.success());
 
-    let stored = std::fs::read_to_string(dir.path().join("data/means_10s.lp")).expect("10 s means stored");
+    let stored =
+        std::fs::read_to_string(dir.path().join("data/means_10s.lp")).expect("10 s means stored");
     let sensors: std::collections::BTreeSet<&str> = stored
         .lines()
-        .map(|l| l.split(',').find_map(|kv| kv.strip_prefix("sensor_id=")).expect("sensor tag"))
+        .map(|l| {
+            l.split(',')
+                .find_map(|kv| kv.strip_prefix("sensor_id="))
+                .expect("sensor tag")
+        })
         .collect();
     assert_eq!(sensors.len(), 5, "the default simulates 5 monitors");
     for line in stored.lines() {
-        assert!(line.starts_with("means_10s,pipeline=smartgrid-default,sensor_id="), "{line}");
+        assert!(
+            line.starts_with("means_10s,pipeline=smartgrid-default,sensor_id="),
+            "{line}"
+        );
     }
-    let minute = std::fs::read_to_string(dir.path().join("data/means_1m.lp")).expect("1 min means stored");
-    assert!(minute.lines().count() >= 5, "open 1-minute windows flushed at shutdown");
-    let dead = std::fs::read_to_string(dir.path().join("data/dead-letters.jsonl")).unwrap_or_default();
-    assert!(dead.is_empty(), "the simulator sends no malformed payloads by default");
+    let minute =
+        std::fs::read_to_string(dir.path().join("data/means_1m.lp")).expect("1 min means stored");
+    assert!(
+        minute.lines().count() >= 5,
+        "open 1-minute windows flushed at shutdown"
+    );
+    let dead =
+        std::fs::read_to_string(dir.path().join("data/dead-letters.jsonl")).unwrap_or_default();
+    assert!(
+        dead.is_empty(),
+        "the simulator sends no malformed payloads by default"
+    );
 }

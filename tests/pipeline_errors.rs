@@ -20,7 +20,11 @@ fn validate(dir: &Path, file: &str) -> (Option<i32>, String, String) {
         .env_remove("SMARTGRID_TEST_UNSET_VAR")
         .output()
         .expect("run smartgrid");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -32,7 +36,11 @@ fn every_broken_pipeline_is_refused_with_its_exact_diagnostics() {
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 20, "the corpus has {} files; it should have at least 20", files.len());
+    assert!(
+        files.len() >= 20,
+        "the corpus has {} files; it should have at least 20",
+        files.len()
+    );
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     for file in &files {
@@ -42,16 +50,33 @@ fn every_broken_pipeline_is_refused_with_its_exact_diagnostics() {
             std::fs::write(&expected_path, &stderr).expect("write golden");
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|_| panic!("{} has no .expected file (UPDATE_GOLDEN=1 creates it)", file));
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "{} has no .expected file (UPDATE_GOLDEN=1 creates it)",
+                file
+            )
+        });
         if code != Some(2) {
-            failures.push(format!("{file}: exit code {code:?}, expected 2\nstdout: {stdout}\nstderr: {stderr}"));
+            failures.push(format!(
+                "{file}: exit code {code:?}, expected 2\nstdout: {stdout}\nstderr: {stderr}"
+            ));
         } else if stderr != expected {
-            failures.push(format!("{file}:\n--- expected\n{expected}--- got\n{stderr}"));
+            failures.push(format!(
+                "{file}:\n--- expected\n{expected}--- got\n{stderr}"
+            ));
         }
-        assert!(stdout.is_empty(), "{file}: nothing may be printed on stdout: {stdout}");
+        assert!(
+            stdout.is_empty(),
+            "{file}: nothing may be printed on stdout: {stdout}"
+        );
     }
-    assert!(failures.is_empty(), "{} of {} files differ:\n\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} files differ:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -66,12 +91,21 @@ fn every_diagnostic_names_a_position_and_the_run_command_refuses_too() {
         .expect("run smartgrid");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let located: Vec<&str> = stderr.lines().filter(|l| l.starts_with("many_errors.yaml:")).collect();
-    assert!(located.len() >= 3, "all problems reported at once, each located:\n{stderr}");
+    let located: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("many_errors.yaml:"))
+        .collect();
+    assert!(
+        located.len() >= 3,
+        "all problems reported at once, each located:\n{stderr}"
+    );
     for line in located {
         let mut parts = line.splitn(4, ':');
         parts.next();
-        let line_no: usize = parts.next().and_then(|s| s.parse().ok()).expect("line number");
+        let line_no: usize = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("line number");
         let col: usize = parts.next().and_then(|s| s.parse().ok()).expect("column");
         assert!(line_no >= 1 && col >= 1, "{line}");
     }
@@ -82,7 +116,11 @@ fn the_shipped_pipelines_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in [root.join("pipeline.yaml")]
         .into_iter()
-        .chain(std::fs::read_dir(root.join("tests/pipelines/good")).expect("good dir").filter_map(|e| Some(e.ok()?.path())))
+        .chain(
+            std::fs::read_dir(root.join("tests/pipelines/good"))
+                .expect("good dir")
+                .filter_map(|e| Some(e.ok()?.path())),
+        )
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
     {
         let out = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
@@ -91,6 +129,12 @@ fn the_shipped_pipelines_are_valid() {
             .env("SMARTGRID_LOG", "off")
             .output()
             .expect("run smartgrid");
-        assert_eq!(out.status.code(), Some(0), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -64,7 +64,11 @@ fn run(workers: usize) -> tempfile::TempDir {
         .env("SMARTGRID_LOG", "warn")
         .output()
         .expect("run smartgrid");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir
 }
 
@@ -73,8 +77,13 @@ fn oracle(raw: &[serde_json::Value], size_ms: i64, fields: &[&str]) -> BTreeMap<
     let mut sums: BTreeMap<Key, (Vec<f64>, f64)> = BTreeMap::new();
     for r in raw {
         let t = r["time_ms"].as_i64().expect("time");
-        let key = (r["sensor_id"].as_str().expect("sensor").to_string(), t - t.rem_euclid(size_ms));
-        let e = sums.entry(key).or_insert_with(|| (vec![0.0; fields.len()], 0.0));
+        let key = (
+            r["sensor_id"].as_str().expect("sensor").to_string(),
+            t - t.rem_euclid(size_ms),
+        );
+        let e = sums
+            .entry(key)
+            .or_insert_with(|| (vec![0.0; fields.len()], 0.0));
         for (s, f) in e.0.iter_mut().zip(fields) {
             *s += r[*f].as_f64().expect("field");
         }
@@ -92,18 +101,35 @@ fn oracle(raw: &[serde_json::Value], size_ms: i64, fields: &[&str]) -> BTreeMap<
 fn windows(out: &[serde_json::Value], fields: &[&str]) -> BTreeMap<Key, Vec<f64>> {
     let mut map = BTreeMap::new();
     for w in out {
-        let key = (w["sensor_id"].as_str().expect("sensor").to_string(), w["time_ms"].as_i64().expect("time"));
-        let values = fields.iter().chain(["count"].iter()).map(|f| w[*f].as_f64().expect("field")).collect();
-        assert!(map.insert(key.clone(), values).is_none(), "window {key:?} emitted twice");
+        let key = (
+            w["sensor_id"].as_str().expect("sensor").to_string(),
+            w["time_ms"].as_i64().expect("time"),
+        );
+        let values = fields
+            .iter()
+            .chain(["count"].iter())
+            .map(|f| w[*f].as_f64().expect("field"))
+            .collect();
+        assert!(
+            map.insert(key.clone(), values).is_none(),
+            "window {key:?} emitted twice"
+        );
     }
     map
 }
 
 fn assert_close(got: &BTreeMap<Key, Vec<f64>>, want: &BTreeMap<Key, Vec<f64>>) {
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "the same windows");
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same windows"
+    );
     for (k, w) in want {
         for (a, b) in got[k].iter().zip(w) {
-            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{k:?}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                "{k:?}: {a} vs {b}"
+            );
         }
     }
 }
@@ -127,6 +153,12 @@ fn window_means_match_an_oracle_and_do_not_depend_on_the_worker_count() {
     assert_eq!(got_1m.len(), 7 * 6);
 
     let two = run(2);
-    assert_eq!(windows(&lines(&two.path().join("means_10s.jsonl")), &all), got_10s);
-    assert_eq!(windows(&lines(&two.path().join("means_1m.jsonl")), &p), got_1m);
+    assert_eq!(
+        windows(&lines(&two.path().join("means_10s.jsonl")), &all),
+        got_10s
+    );
+    assert_eq!(
+        windows(&lines(&two.path().join("means_1m.jsonl")), &p),
+        got_1m
+    );
 }

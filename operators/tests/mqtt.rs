@@ -425,14 +425,13 @@ fn embedded_memory_footprint() {
         }
     }
     publisher.flush_and_close(WAIT).expect("flushed");
-    thread::sleep(Duration::from_secs(1));
+    let elapsed = started.elapsed();
+    consumer.join().expect("consumer");
     println!(
-        "sent {} in {:?}; received {}; {}; {}",
+        "sent {} in {elapsed:?}; received {}; {}; {}",
         seconds * 12 * 1000,
-        started.elapsed(),
         counter.load(std::sync::atomic::Ordering::Relaxed),
         status("VmRSS"),
         status("VmHWM"),
     );
-    drop(consumer);
 }

@@ -127,7 +127,10 @@ mod tests {
     #[test]
     fn closest_finds_typos_only() {
         assert_eq!(closest("sise", ["size", "lateness"]), Some("size"));
-        assert_eq!(closest("window_maen", ["window_mean", "decode"]), Some("window_mean"));
+        assert_eq!(
+            closest("window_maen", ["window_mean", "decode"]),
+            Some("window_mean")
+        );
         assert_eq!(closest("zzzz", ["size", "lateness"]), None);
     }
 }

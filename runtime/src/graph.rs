@@ -17,7 +17,10 @@ fn edge_label(port: &Option<PortType>) -> String {
 pub fn to_dot(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", plan.name.replace('"', "\\\""));
-    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];");
+    let _ = writeln!(
+        out,
+        "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];"
+    );
     for node in &plan.nodes {
         let shape = if node.inputs.is_empty() {
             ", shape=invhouse"
@@ -26,7 +29,11 @@ pub fn to_dot(plan: &Plan) -> String {
         } else {
             ""
         };
-        let _ = writeln!(out, "  \"{}\" [label=\"{}\\n({})\"{shape}];", node.name, node.name, node.kind);
+        let _ = writeln!(
+            out,
+            "  \"{}\" [label=\"{}\\n({})\"{shape}];",
+            node.name, node.name, node.kind
+        );
     }
     for node in &plan.nodes {
         for &i in &node.inputs {
@@ -49,12 +56,24 @@ pub fn to_mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart LR\n");
     let id = |name: &str| name.replace('-', "_");
     for node in &plan.nodes {
-        let _ = writeln!(out, "  {}[\"{}<br/>({})\"]", id(&node.name), node.name, node.kind);
+        let _ = writeln!(
+            out,
+            "  {}[\"{}<br/>({})\"]",
+            id(&node.name),
+            node.name,
+            node.kind
+        );
     }
     for node in &plan.nodes {
         for &i in &node.inputs {
             let from = &plan.nodes[i];
-            let _ = writeln!(out, "  {} -->|{}| {}", id(&from.name), edge_label(&from.output), id(&node.name));
+            let _ = writeln!(
+                out,
+                "  {} -->|{}| {}",
+                id(&from.name),
+                edge_label(&from.output),
+                id(&node.name)
+            );
         }
     }
     out

@@ -29,7 +29,10 @@ pub mod watermark;
 
 pub use context::ProcessContext;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
-pub use operator::{AnyStream, Arity, NodeOperator, OperatorFactory, PlanContext, PortType, RenderContext, RenderError};
+pub use operator::{
+    AnyStream, Arity, NodeOperator, OperatorFactory, PlanContext, PortType, RenderContext,
+    RenderError,
+};
 pub use record::{Message, Reading, Row, SensorId};
 pub use registry::Registry;
 pub use schema::Schema;

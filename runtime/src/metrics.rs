@@ -40,13 +40,19 @@ impl Metrics {
     /// The counter called `name`, created at zero on first use. Every worker asking
     /// for the same name shares one counter.
     pub fn counter(&self, name: impl Into<String>) -> Counter {
-        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(name.into()).or_default().clone()
     }
 
     /// A snapshot of every counter, sorted by name.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
-        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.iter().map(|(k, v)| (k.clone(), v.get())).collect()
     }
 }

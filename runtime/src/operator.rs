@@ -99,11 +99,17 @@ impl PlanContext<'_> {
             Some(PortType::Readings(schema)) => Ok(schema.clone()),
             Some(PortType::Messages) => {
                 let at = self.node.inputs.first().map_or(self.node.at, |i| i.at);
-                Err(vec![self.node.error(at, "this input carries raw payloads, not readings").hint(
-                    "put a `decode` node between the source and this node",
-                )])
+                Err(vec![
+                    self.node
+                        .error(at, "this input carries raw payloads, not readings")
+                        .hint("put a `decode` node between the source and this node"),
+                ])
             }
-            None => Err(vec![self.node.error(self.node.at, "this node needs an input").hint("add `input: <node>`")]),
+            None => Err(vec![
+                self.node
+                    .error(self.node.at, "this node needs an input")
+                    .hint("add `input: <node>`"),
+            ]),
         }
     }
 
@@ -115,17 +121,28 @@ impl PlanContext<'_> {
                 let at = self.node.inputs.first().map_or(self.node.at, |i| i.at);
                 Err(vec![
                     self.node
-                        .error(at, format!("this input carries readings [{schema}], not raw payloads"))
+                        .error(
+                            at,
+                            format!("this input carries readings [{schema}], not raw payloads"),
+                        )
                         .hint("a decoder reads from a source node (mqtt, simulate)"),
                 ])
             }
-            None => Err(vec![self.node.error(self.node.at, "this node needs an input").hint("add `input: <node>`")]),
+            None => Err(vec![
+                self.node
+                    .error(self.node.at, "this node needs an input")
+                    .hint("add `input: <node>`"),
+            ]),
         }
     }
 
     /// Resolve a path from the pipeline file against its directory.
     pub fn resolve(&self, path: &std::path::Path) -> std::path::PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
     }
 }
 

@@ -33,11 +33,18 @@ pub struct PlannedNode {
     pub output: Option<PortType>,
 }
 
+/// A planned operator and its output type.
+type Planned = (Arc<dyn NodeOperator>, Option<PortType>);
+
 /// Check `spec` against the registry and plan it.
 pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostics> {
     let mut errors: Vec<Diagnostic> = Vec::new();
-    let by_name: HashMap<&str, usize> =
-        spec.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let by_name: HashMap<&str, usize> = spec
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
 
     // Kinds, arities and input names: all independent of each other, so check all.
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); spec.nodes.len()];
@@ -45,10 +52,16 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     for (i, node) in spec.nodes.iter().enumerate() {
         match registry.get(&node.kind.value) {
             None => {
-                let mut d = node.error(node.kind.at, format!("unknown node type `{}`", node.kind.value));
+                let mut d = node.error(
+                    node.kind.at,
+                    format!("unknown node type `{}`", node.kind.value),
+                );
                 let kinds: Vec<&str> = registry.kinds().collect();
                 d = match closest(&node.kind.value, kinds.iter().copied()) {
-                    Some(k) => d.hint(format!("did you mean `{k}`? known types: {}", kinds.join(", "))),
+                    Some(k) => d.hint(format!(
+                        "did you mean `{k}`? known types: {}",
+                        kinds.join(", ")
+                    )),
                     None => d.hint(format!("known types: {}", kinds.join(", "))),
                 };
                 errors.push(d);
@@ -60,15 +73,24 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                 (Arity::Source, _) => {
                     let at = node.inputs[0].at;
                     errors.push(
-                        node.error(at, format!("a `{}` node is a source and takes no input", node.kind.value))
-                            .hint("remove `input:`"),
+                        node.error(
+                            at,
+                            format!(
+                                "a `{}` node is a source and takes no input",
+                                node.kind.value
+                            ),
+                        )
+                        .hint("remove `input:`"),
                     );
                     usable[i] = false;
                 }
                 (Arity::One | Arity::Many, 0) => {
                     errors.push(
-                        node.error(node.at, format!("a `{}` node needs an input", node.kind.value))
-                            .hint("add `input: <node>` naming the node it reads from"),
+                        node.error(
+                            node.at,
+                            format!("a `{}` node needs an input", node.kind.value),
+                        )
+                        .hint("add `input: <node>` naming the node it reads from"),
                     );
                     usable[i] = false;
                 }
@@ -82,25 +104,37 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                 (Arity::Many, _) => {}
             },
         }
-        let is_source = registry.get(&node.kind.value).is_some_and(|f| f.arity() == Arity::Source);
+        let is_source = registry
+            .get(&node.kind.value)
+            .is_some_and(|f| f.arity() == Arity::Source);
         for input in &node.inputs {
             if is_source {
                 break; // already reported above; its inputs would only add noise (cycles)
             }
             match by_name.get(input.value.as_str()) {
                 Some(&j) if j == i => {
-                    errors.push(node.error(input.at, "a node cannot read its own output").hint("name another node"));
+                    errors.push(
+                        node.error(input.at, "a node cannot read its own output")
+                            .hint("name another node"),
+                    );
                     usable[i] = false;
                 }
                 Some(&j) => edges[i].push(j),
                 None => {
-                    let d = node.error(input.at, format!("input `{}` is not a node of this pipeline", input.value));
+                    let d = node.error(
+                        input.at,
+                        format!("input `{}` is not a node of this pipeline", input.value),
+                    );
                     let names = spec.nodes.iter().map(|n| n.name.as_str());
                     let d = match closest(&input.value, names) {
                         Some(n) => d.hint(format!("did you mean `{n}`?")),
                         None => d.hint(format!(
                             "nodes are: {}",
-                            spec.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                            spec.nodes
+                                .iter()
+                                .map(|n| n.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )),
                     };
                     errors.push(d);
@@ -117,7 +151,14 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
             let first = &spec.nodes[cycle[0]];
             errors.push(
                 first
-                    .error(first.at, format!("the inputs form a cycle: {} → {}", names.join(" → "), names[0]))
+                    .error(
+                        first.at,
+                        format!(
+                            "the inputs form a cycle: {} → {}",
+                            names.join(" → "),
+                            names[0]
+                        ),
+                    )
                     .hint("a pipeline is a DAG: remove one of these inputs"),
             );
             errors.sort_by_key(|d| d.at);
@@ -127,7 +168,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
 
     // Plan in dependency order so each factory sees its inputs' schemas. A node whose
     // input failed is skipped rather than reported again.
-    let mut planned: Vec<Option<(Arc<dyn NodeOperator>, Option<PortType>)>> = vec![None; spec.nodes.len()];
+    let mut planned: Vec<Option<Planned>> = vec![None; spec.nodes.len()];
     for &i in &order {
         let node = &spec.nodes[i];
         if !usable[i] {
@@ -140,8 +181,11 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                 Some((_, Some(port))) => inputs.push(port.clone()),
                 Some((_, None)) => {
                     errors.push(
-                        node.error(node.inputs[k].at, format!("`{}` is a sink and has no output", spec.nodes[j].name))
-                            .hint("read from the node that feeds that sink"),
+                        node.error(
+                            node.inputs[k].at,
+                            format!("`{}` is a sink and has no output", spec.nodes[j].name),
+                        )
+                        .hint("read from the node that feeds that sink"),
                     );
                     ready = false;
                 }
@@ -151,19 +195,32 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         if !ready {
             continue;
         }
-        let Some(factory) = registry.get(&node.kind.value) else { continue };
-        let ctx = PlanContext { node, inputs: &inputs, pipeline: &spec.name, base_dir: &spec.base_dir };
+        let Some(factory) = registry.get(&node.kind.value) else {
+            continue;
+        };
+        let ctx = PlanContext {
+            node,
+            inputs: &inputs,
+            pipeline: &spec.name,
+            base_dir: &spec.base_dir,
+        };
         match factory.plan(&ctx) {
             Ok(op) => {
                 let output = op.output();
-                if let Some(PortType::Readings(schema)) = &output {
-                    if schema.len() > MAX_FIELDS {
-                        errors.push(
-                            node.error(node.at, format!("this node emits {} fields; at most {MAX_FIELDS} are allowed", schema.len()))
-                                .hint("select fewer fields"),
-                        );
-                        continue;
-                    }
+                if let Some(PortType::Readings(schema)) = &output
+                    && schema.len() > MAX_FIELDS
+                {
+                    errors.push(
+                        node.error(
+                            node.at,
+                            format!(
+                                "this node emits {} fields; at most {MAX_FIELDS} are allowed",
+                                schema.len()
+                            ),
+                        )
+                        .hint("select fewer fields"),
+                    );
+                    continue;
                 }
                 planned[i] = Some((op, output));
             }
@@ -186,7 +243,9 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         .map(|&i| {
             let node = &spec.nodes[i];
             // Every usable node was planned (no errors were found), so the slot is full.
-            let (operator, output) = planned[i].clone().expect("all nodes planned when no error was found");
+            let (operator, output) = planned[i]
+                .clone()
+                .expect("all nodes planned when no error was found");
             PlannedNode {
                 name: node.name.clone(),
                 kind: node.kind.value.clone(),
@@ -196,7 +255,11 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
             }
         })
         .collect();
-    Ok(Plan { name: spec.name.clone(), base_dir: spec.base_dir.clone(), nodes })
+    Ok(Plan {
+        name: spec.name.clone(),
+        base_dir: spec.base_dir.clone(),
+        nodes,
+    })
 }
 
 /// Kahn's algorithm, keeping file order among ready nodes so plans are stable.
@@ -210,7 +273,8 @@ fn topological_order(edges: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
             readers[j].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -226,17 +290,26 @@ fn topological_order(edges: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
     }
     // Walk inputs from any node left over until a node repeats: that loop is a cycle.
     let left: Vec<bool> = (0..n).map(|i| indegree[i] > 0).collect();
-    let mut at = (0..n).find(|&i| left[i]).expect("a node is left when the order is short");
+    let mut at = (0..n)
+        .find(|&i| left[i])
+        .expect("a node is left when the order is short");
     let mut seen = vec![usize::MAX; n];
     let mut path = Vec::new();
     while seen[at] == usize::MAX {
         seen[at] = path.len();
         path.push(at);
-        at = *edges[at].iter().find(|&&j| left[j]).expect("a node in a cycle has an input in the cycle");
+        at = *edges[at]
+            .iter()
+            .find(|&&j| left[j])
+            .expect("a node in a cycle has an input in the cycle");
     }
     let mut cycle = path.split_off(seen[at]);
     cycle.reverse(); // inputs were followed backwards; show data flow order
-    let start = cycle.iter().enumerate().min_by_key(|(_, i)| **i).map_or(0, |(k, _)| k);
+    let start = cycle
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, i)| **i)
+        .map_or(0, |(k, _)| k);
     cycle.rotate_left(start);
     Err(cycle)
 }
@@ -247,8 +320,17 @@ mod tests {
 
     #[test]
     fn orders_inputs_first_and_finds_cycles() {
-        assert_eq!(topological_order(&[vec![], vec![0], vec![1]]), Ok(vec![0, 1, 2]));
-        assert_eq!(topological_order(&[vec![2], vec![0], vec![1]]), Err(vec![0, 1, 2]));
-        assert_eq!(topological_order(&[vec![], vec![0, 2], vec![1]]), Err(vec![1, 2]));
+        assert_eq!(
+            topological_order(&[vec![], vec![0], vec![1]]),
+            Ok(vec![0, 1, 2])
+        );
+        assert_eq!(
+            topological_order(&[vec![2], vec![0], vec![1]]),
+            Err(vec![0, 1, 2])
+        );
+        assert_eq!(
+            topological_order(&[vec![], vec![0, 2], vec![1]]),
+            Err(vec![1, 2])
+        );
     }
 }

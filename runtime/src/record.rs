@@ -8,20 +8,125 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrayvec::ArrayVec;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
-/// The most values one reading may carry. A Clemap one-minute record (type 17) has 22
-/// numeric fields; the largest window output adds a count. A plan with a wider schema is
-/// refused at validation.
+/// The most values one reading may carry (a Clemap one-minute record, type 17, has 25
+/// plus a window's count). A plan with a wider schema is refused at validation.
 pub const MAX_FIELDS: usize = 32;
 
+/// Values a row holds without a heap allocation: every type-16 reading (7 fields) and
+/// its window means (8). Wider rows (type 17) spill to the heap. Keeping the inline part
+/// small keeps a [`Reading`] at 112 bytes, which is what the hot path copies.
+pub const INLINE_FIELDS: usize = 8;
+
 /// A dense row of values, in the order of the stream's schema.
-pub type Row = ArrayVec<f64, MAX_FIELDS>;
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Row(SmallVec<[f64; INLINE_FIELDS]>);
+
+/// A row already holds [`MAX_FIELDS`] values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a row holds at most {MAX_FIELDS} values")]
+pub struct RowFull;
+
+impl Row {
+    /// An empty row.
+    #[inline]
+    pub fn new() -> Self {
+        Row(SmallVec::new())
+    }
+
+    /// Append a value, up to [`MAX_FIELDS`].
+    #[inline]
+    pub fn try_push(&mut self, value: f64) -> Result<(), RowFull> {
+        if self.0.len() >= MAX_FIELDS {
+            return Err(RowFull);
+        }
+        self.0.push(value);
+        Ok(())
+    }
+
+    /// Append values, all or none, up to [`MAX_FIELDS`] in all.
+    #[inline]
+    pub fn try_extend_from_slice(&mut self, values: &[f64]) -> Result<(), RowFull> {
+        if self.0.len() + values.len() > MAX_FIELDS {
+            return Err(RowFull);
+        }
+        self.0.extend_from_slice(values);
+        Ok(())
+    }
+
+    /// Append a value. Operators that add one field to a schema the plan has checked
+    /// (a window's count) use this; the plan refuses schemas wider than [`MAX_FIELDS`].
+    #[inline]
+    pub fn push(&mut self, value: f64) {
+        self.0.push(value);
+    }
+
+    /// Remove every value.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The values.
+    #[inline]
+    pub fn as_slice(&self) -> &[f64] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Row {
+    type Target = [f64];
+    #[inline]
+    fn deref(&self) -> &[f64] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Row {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [f64] {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Row {
+    type Item = &'a f64;
+    type IntoIter = std::slice::Iter<'a, f64>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<f64> for Row {
+    fn from_iter<I: IntoIterator<Item = f64>>(iter: I) -> Self {
+        Row(iter.into_iter().collect())
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
 
 /// The longest sensor key, in bytes: a Clemap ObjectId shown as 24 hex characters.
 pub const SENSOR_ID_MAX: usize = 24;
+
+/// Every byte value as two lowercase hex digits, so encoding an ObjectId is 12 lookups.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [HEX[i >> 4], HEX[i & 0x0f]];
+        i += 1;
+    }
+    table
+};
 
 /// A sensor's key: up to [`SENSOR_ID_MAX`] bytes of text, stored inline so it is `Copy`
 /// and hashing it touches no heap.
@@ -52,12 +157,11 @@ impl SensorId {
     }
 
     /// A 12-byte ObjectId, shown as 24 lowercase hex characters (as the seed decoder did).
+    #[inline]
     pub fn from_object_id(id: &[u8; 12]) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = [0u8; SENSOR_ID_MAX];
-        for (i, b) in id.iter().enumerate() {
-            bytes[2 * i] = HEX[usize::from(b >> 4)];
-            bytes[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+        for (pair, b) in bytes.chunks_exact_mut(2).zip(id) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
         }
         SensorId { len: 24, bytes }
     }
@@ -129,11 +233,30 @@ mod tests {
     }
 
     #[test]
+    fn a_reading_stays_small_and_rows_stop_at_the_limit() {
+        assert!(
+            std::mem::size_of::<Reading>() <= 112,
+            "{}",
+            std::mem::size_of::<Reading>()
+        );
+        let mut row = Row::new();
+        for i in 0..MAX_FIELDS {
+            row.try_push(i as f64).expect("room");
+        }
+        assert_eq!(row.try_push(0.0), Err(RowFull));
+        assert_eq!(row.try_extend_from_slice(&[1.0]), Err(RowFull));
+        assert_eq!(row.len(), MAX_FIELDS);
+    }
+
+    #[test]
     fn too_long_names_are_refused() {
         assert_eq!(
             SensorId::new("abcdefghijklmnopqrstuvwxyz"),
             Err(SensorIdTooLong(26))
         );
-        assert_eq!(SensorId::new("meter-7").map(|s| s.to_string()).as_deref(), Ok("meter-7"));
+        assert_eq!(
+            SensorId::new("meter-7").map(|s| s.to_string()).as_deref(),
+            Ok("meter-7")
+        );
     }
 }

@@ -24,7 +24,11 @@ pub struct Cluster {
 impl Cluster {
     /// `workers` threads in one process.
     pub fn local(workers: usize) -> Self {
-        Cluster { workers: workers.max(1), process: 0, addresses: Vec::new() }
+        Cluster {
+            workers: workers.max(1),
+            process: 0,
+            addresses: Vec::new(),
+        }
     }
 
     fn timely_config(&self) -> timely::Config {
@@ -41,7 +45,10 @@ impl Cluster {
         } else {
             CommunicationConfig::Process(self.workers)
         };
-        timely::Config { communication, worker: timely::WorkerConfig::default() }
+        timely::Config {
+            communication,
+            worker: timely::WorkerConfig::default(),
+        }
     }
 }
 
@@ -78,7 +85,10 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
     for node in &plan.nodes {
         node.operator
             .start(&process)
-            .map_err(|source| RunError::Start { node: node.name.clone(), source })?;
+            .map_err(|source| RunError::Start {
+                node: node.name.clone(),
+                source,
+            })?;
     }
     let failure: Arc<Mutex<Option<RunError>>> = Arc::new(Mutex::new(None));
     let process = Arc::new(process);
@@ -90,7 +100,9 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
             worker.dataflow::<crate::operator::Time, _, _>(|scope| {
                 if let Err(e) = render(&plan, scope, worker_index, peers, &process) {
                     process.shutdown.trigger();
-                    let mut slot = failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut slot = failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     slot.get_or_insert(e);
                 }
             });
@@ -100,7 +112,9 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
     for result in guards.join() {
         result.map_err(RunError::WorkerPanic)?;
     }
-    let mut slot = failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut slot = failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match slot.take() {
         Some(e) => Err(e),
         None => Ok(()),
@@ -124,15 +138,27 @@ fn render(
                 Some(AnyStream::Messages(s)) => Ok(AnyStream::Messages(s.clone())),
                 None => Err(RunError::Render {
                     node: node.name.clone(),
-                    source: RenderError::Other(format!("input `{}` has no output", plan.nodes[i].name)),
+                    source: RenderError::Other(format!(
+                        "input `{}` has no output",
+                        plan.nodes[i].name
+                    )),
                 }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let ctx = RenderContext { scope, node: &node.name, worker, peers, process };
+        let ctx = RenderContext {
+            scope,
+            node: &node.name,
+            worker,
+            peers,
+            process,
+        };
         let out = node
             .operator
             .render(&ctx, inputs)
-            .map_err(|source| RunError::Render { node: node.name.clone(), source })?;
+            .map_err(|source| RunError::Render {
+                node: node.name.clone(),
+                source,
+            })?;
         streams.push(out);
     }
     Ok(())

@@ -58,7 +58,9 @@ where
         let mut capability = Some(capability);
         let mut buffer: Vec<D> = Vec::new();
         move |output| {
-            let Some(cap) = capability.as_mut() else { return };
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
             let state = poll(&mut buffer);
             if !buffer.is_empty() {
                 output.session(&*cap).give_container(&mut buffer);
@@ -80,7 +82,9 @@ where
 }
 
 fn advance_to_now(cap: &mut timely::dataflow::operators::Capability<Time>) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     if now > *cap.time() {
         cap.downgrade(&now);
     }

@@ -87,8 +87,16 @@ mod tests {
         let mut w = Watermark::new(Duration::from_millis(0), Duration::from_secs(5));
         w.observe(100_000, t0);
         assert_eq!(w.at(t0 + Duration::from_secs(4)), 100_000, "not idle yet");
-        assert_eq!(w.at(t0 + Duration::from_secs(6)), 106_000, "idle: follows the clock");
+        assert_eq!(
+            w.at(t0 + Duration::from_secs(6)),
+            106_000,
+            "idle: follows the clock"
+        );
         w.observe(101_000, t0 + Duration::from_secs(6)); // late, below the watermark
-        assert_eq!(w.at(t0 + Duration::from_secs(6)), 106_000, "never backwards");
+        assert_eq!(
+            w.at(t0 + Duration::from_secs(6)),
+            106_000,
+            "never backwards"
+        );
     }
 }

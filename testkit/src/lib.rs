@@ -186,6 +186,12 @@ impl Server {
         }
     }
 
+    /// The command, to add arguments that name files in [`dir`](Self::dir) (which
+    /// exists only once the `Server` does), e.g. a config file written there.
+    pub fn command_mut(&mut self) -> &mut ServerCommand {
+        &mut self.command
+    }
+
     /// Also show the tail of `path` (the server's own log file) in failure messages.
     pub fn with_log(mut self, path: impl Into<PathBuf>) -> Self {
         self.logs.push(path.into());
@@ -391,7 +397,7 @@ impl Mosquitto {
         let conf = server.dir().join("mosquitto.conf");
         fs::write(&conf, Self::config(port, &log, config_extra))
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
-        server.command = server.command.clone().arg("-c").arg(conf);
+        server.command_mut().args.extend(["-c".into(), conf.into()]);
         let mut server = server.with_log(log);
         server.start();
         Mosquitto { server }

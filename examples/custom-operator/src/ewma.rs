@@ -18,8 +18,8 @@ use serde::Deserialize;
 use smartgrid_runtime::operator::Readings;
 use smartgrid_runtime::spec::Spanned;
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType, Reading, RenderContext,
-    RenderError, Row, Schema, SensorId,
+    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType, Reading,
+    RenderContext, RenderError, Row, Schema, SensorId,
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -57,7 +57,11 @@ impl OperatorFactory for EwmaFactory {
         let mut errors = Vec::new();
         let alpha = *config.alpha;
         if !(alpha > 0.0 && alpha <= 1.0) {
-            errors.push(ctx.node.error(config.alpha.at, format!("alpha {alpha} is outside (0, 1]")).hint("try 0.1"));
+            errors.push(
+                ctx.node
+                    .error(config.alpha.at, format!("alpha {alpha} is outside (0, 1]"))
+                    .hint("try 0.1"),
+            );
         }
         let mut smooth = vec![config.fields.is_none(); schema.len()];
         for name in config.fields.iter().flatten() {
@@ -65,7 +69,10 @@ impl OperatorFactory for EwmaFactory {
                 Some(i) => smooth[i] = true,
                 None => errors.push(
                     ctx.node
-                        .error(name.at, format!("no upstream node produces a field `{}`", name.value))
+                        .error(
+                            name.at,
+                            format!("no upstream node produces a field `{}`", name.value),
+                        )
                         .hint(format!("the input has: {schema}")),
                 ),
             }
@@ -73,7 +80,11 @@ impl OperatorFactory for EwmaFactory {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Arc::new(Ewma { alpha, smooth: smooth.into(), schema }))
+        Ok(Arc::new(Ewma {
+            alpha,
+            smooth: smooth.into(),
+            schema,
+        }))
     }
 }
 
@@ -93,8 +104,16 @@ impl NodeOperator for Ewma {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs.into_iter().next().ok_or(RenderError::PortMismatch("readings", "nothing"))?.into_readings()?;
-        Ok(Some(AnyStream::Readings(input.ewma(self.alpha, Arc::clone(&self.smooth), ctx.node))))
+        let input = inputs
+            .into_iter()
+            .next()
+            .ok_or(RenderError::PortMismatch("readings", "nothing"))?
+            .into_readings()?;
+        Ok(Some(AnyStream::Readings(input.ewma(
+            self.alpha,
+            Arc::clone(&self.smooth),
+            ctx.node,
+        ))))
     }
 }
 
@@ -114,8 +133,15 @@ impl<'s> EwmaExt<'s> for Readings<'s> {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
                     for mut reading in data.drain(..) {
-                        let avg = state.entry(reading.sensor).or_insert_with(|| reading.values.clone());
-                        for ((v, a), on) in reading.values.iter_mut().zip(avg.iter_mut()).zip(smooth.iter()) {
+                        let avg = state
+                            .entry(reading.sensor)
+                            .or_insert_with(|| reading.values.clone());
+                        for ((v, a), on) in reading
+                            .values
+                            .iter_mut()
+                            .zip(avg.iter_mut())
+                            .zip(smooth.iter())
+                        {
                             if *on {
                                 *a = alpha * *v + (1.0 - alpha) * *a;
                                 *v = *a;

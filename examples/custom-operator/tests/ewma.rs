@@ -33,7 +33,9 @@ fn the_custom_ewma_operator_runs_in_a_pipeline_and_matches_an_oracle() {
     let by_sensor = |rows: &[serde_json::Value]| {
         let mut map: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
         for r in rows {
-            map.entry(r["sensor_id"].as_str().expect("sensor").to_string()).or_default().push(r.clone());
+            map.entry(r["sensor_id"].as_str().expect("sensor").to_string())
+                .or_default()
+                .push(r.clone());
         }
         for v in map.values_mut() {
             v.sort_by_key(|r| r["time_ms"].as_i64());
@@ -42,7 +44,10 @@ fn the_custom_ewma_operator_runs_in_a_pipeline_and_matches_an_oracle() {
     };
     let raw = by_sensor(&raw);
     let smooth = by_sensor(&smooth);
-    assert_eq!(raw.keys().collect::<Vec<_>>(), smooth.keys().collect::<Vec<_>>());
+    assert_eq!(
+        raw.keys().collect::<Vec<_>>(),
+        smooth.keys().collect::<Vec<_>>()
+    );
     let alpha = 0.2;
     for (sensor, readings) in &raw {
         let mut avg: Option<[f64; 3]> = None;
@@ -56,7 +61,11 @@ fn the_custom_ewma_operator_runs_in_a_pipeline_and_matches_an_oracle() {
             avg = Some(next);
             for (i, f) in ["p_l1", "p_l2", "p_l3"].iter().enumerate() {
                 let got = s[*f].as_f64().expect("number");
-                assert!((got - next[i]).abs() <= 1e-9 * next[i].abs().max(1.0), "{sensor} {f}: {got} vs {}", next[i]);
+                assert!(
+                    (got - next[i]).abs() <= 1e-9 * next[i].abs().max(1.0),
+                    "{sensor} {f}: {got} vs {}",
+                    next[i]
+                );
             }
             // Fields not listed pass through unchanged.
             assert_eq!(r["q_l1"], s["q_l1"]);

@@ -31,7 +31,6 @@ use smartgrid_runtime::schema::Schema;
 
 use super::{
     DecodeError, Decoded, PayloadDecoder, TimeUnit, bytes_at, div_exact_i64, float_time_ms,
-    object_id_sensor,
 };
 
 /// Feature type of the ten-second record (`TenSecData`).
@@ -266,7 +265,7 @@ pub fn decode_fields(payload: &[u8]) -> Result<Map<String, Value>, DecodeError> 
     out.insert("feature_type".into(), Value::from(layout.feature_type()));
     out.insert("timestamp".into(), Value::from(layout.timestamp()));
     out.insert("sensor_id".into(), Value::from(layout.sensor().as_str()));
-    for (name, value) in layout.names().iter().zip(row) {
+    for (name, value) in layout.names().iter().zip(row.iter().copied()) {
         // `phase` is a byte, shown as an int like the seed did; the rest are floats.
         let value = if *name == "phase" {
             Value::from(value as u8)
@@ -358,7 +357,7 @@ impl<'a> Layout<'a> {
 
     #[inline(always)]
     fn sensor(self) -> SensorId {
-        object_id_sensor(&bytes_at(&self.header(), ID_AT))
+        SensorId::from_object_id(&bytes_at(&self.header(), ID_AT))
     }
 
     /// Append the row to `row` (which is empty).

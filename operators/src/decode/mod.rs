@@ -381,29 +381,6 @@ pub(crate) fn bytes_at<const N: usize>(p: &[u8], at: usize) -> [u8; N] {
     }
 }
 
-/// A 12-byte ObjectId as a sensor id: 24 lowercase hex characters, exactly
-/// [`SensorId::from_object_id`], but branch-free and inlined (that one is a byte loop
-/// behind a call and was a fifth of a Clemap decode).
-#[inline(always)]
-pub(crate) fn object_id_sensor(id: &[u8; 12]) -> SensorId {
-    let mut text = [0u8; 24];
-    for (pair, &b) in text.chunks_exact_mut(2).zip(id) {
-        pair[0] = hex_digit(b >> 4);
-        pair[1] = hex_digit(b & 0x0f);
-    }
-    match std::str::from_utf8(&text) {
-        Ok(text) => SensorId::new(text).unwrap_or_else(|_| SensorId::from_object_id(id)),
-        Err(_) => SensorId::from_object_id(id),
-    }
-}
-
-/// The lowercase hex digit of a nibble (0..=15).
-#[inline(always)]
-pub(crate) fn hex_digit(n: u8) -> u8 {
-    // b'0' + n, plus 39 to skip from b'9' + 1 to b'a' when n > 9.
-    b'0' + n + (((9u8.wrapping_sub(n) as i8) >> 7) as u8 & 39)
-}
-
 /// A sensor id from an integer, in decimal, without allocating.
 pub(crate) fn sensor_from_int(value: i128) -> Result<SensorId, DecodeError> {
     let mut buf = [0u8; 40];

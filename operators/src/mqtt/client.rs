@@ -1,30 +1,4 @@
-//! The subscriber: a background thread that keeps an MQTT connection alive and hands
-//! every received message to a bounded channel the pipeline's source drains.
-//!
-//! ```text
-//!  broker ──TCP/TLS──▶ rumqttc EventLoop ──▶ bounded channel ──▶ Subscriber::try_recv
-//!                       (own thread,          (channel_capacity;     (timely source,
-//!                        tokio current-        full = stop reading    never blocks)
-//!                        thread runtime)       from the broker)
-//! ```
-//!
-//! * **Acknowledgement.** With QoS 1 a message is acknowledged to the broker only after
-//!   it is in the channel, so a message the broker considers delivered is never lost
-//!   by this layer (a crash before the ack means the broker sends it again:
-//!   at-least-once).
-//! * **Backpressure.** When the channel is full the thread waits for room before it
-//!   reads the next packet; the broker's in-flight window then fills and it stops
-//!   sending. Memory stays bounded. (No pings go out while waiting: a pipeline stalled
-//!   for longer than 1.5 × `keep_alive` gets disconnected, reconnects, and receives the
-//!   unacknowledged messages again.)
-//! * **Reconnects.** After a connection error the thread waits `reconnect_min`,
-//!   doubling up to `reconnect_max`, and resets the wait after a successful connect.
-//!   It subscribes on the first connect and whenever the broker has no session for
-//!   this client (`session_present` false, e.g. a broker restarted without
-//!   persistence).
-//! * **Stopping.** When the shutdown flag (or [`Subscriber::stop`]) is set, the thread
-//!   sends DISCONNECT, exits, and the channel closes once drained, so the source can
-//!   finish.
+//! The subscriber: see [`Subscriber`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,7 +129,33 @@ pub(super) fn next_backoff(current: Duration, max: Duration) -> Duration {
     current.saturating_mul(2).min(max)
 }
 
-/// A running subscription; see the [module docs](self).
+/// The subscriber: a background thread that keeps an MQTT connection alive and hands
+/// every received message to a bounded channel the pipeline's source drains.
+///
+/// ```text
+///  broker ──TCP/TLS──▶ rumqttc EventLoop ──▶ bounded channel ──▶ Subscriber::try_recv
+///                       (own thread,          (channel_capacity;     (timely source,
+///                        tokio current-        full = stop reading    never blocks)
+///                        thread runtime)       from the broker)
+/// ```
+///
+/// * **Acknowledgement.** With QoS 1 a message is acknowledged to the broker only after
+///   it is in the channel, so a message the broker considers delivered is never lost
+///   by this layer (a crash before the ack means the broker sends it again:
+///   at-least-once).
+/// * **Backpressure.** When the channel is full the thread waits for room before it
+///   reads the next packet; the broker's in-flight window then fills and it stops
+///   sending. Memory stays bounded. (No pings go out while waiting: a pipeline stalled
+///   for longer than 1.5 × `keep_alive` gets disconnected, reconnects, and receives the
+///   unacknowledged messages again.)
+/// * **Reconnects.** After a connection error the thread waits `reconnect_min`,
+///   doubling up to `reconnect_max`, and resets the wait after a successful connect.
+///   It subscribes on the first connect and whenever the broker has no session for
+///   this client (`session_present` false, e.g. a broker restarted without
+///   persistence).
+/// * **Stopping.** When the shutdown flag (or [`Subscriber::stop`]) is set, the thread
+///   sends DISCONNECT, exits, and the channel closes once drained, so the source can
+///   finish.
 ///
 /// Dropping it stops the connection thread (without waiting for it).
 pub struct Subscriber {
@@ -269,18 +269,29 @@ impl Subscriber {
             if self.shared.subscribed.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            if let Some(refused @ MqttError::SubscriptionRefused { .. }) =
+                &*lock(&self.shared.last_error)
+            {
+                return Err(refused.clone());
+            }
             if self.is_finished() {
                 return Err(lock(&self.shared.last_error)
                     .clone()
                     .unwrap_or(MqttError::Closed));
             }
             if Instant::now() >= deadline {
-                return Err(lock(&self.shared.last_error).clone().unwrap_or_else(|| {
-                    MqttError::Timeout {
-                        after: timeout,
-                        waiting_for: "the MQTT subscription".into(),
-                    }
-                }));
+                let timed_out = MqttError::Timeout {
+                    after: timeout,
+                    waiting_for: "the MQTT subscription".into(),
+                };
+                let last_error = lock(&self.shared.last_error).clone();
+                let connected = self.shared.connected.load(Ordering::Relaxed);
+                return Err(match last_error {
+                    // Not connected: the last connection error says why.
+                    Some(error) if !connected => error,
+                    // Connected (an earlier error is not the reason), or no error.
+                    _ => timed_out,
+                });
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -366,6 +377,12 @@ impl Worker {
                     connected = true;
                     backoff = self.reconnect_min;
                     self.shared.connected.store(true, Ordering::Relaxed);
+                    // A refusal belongs to the subscription of the previous connection.
+                    let mut last_error = lock(&self.shared.last_error);
+                    if matches!(*last_error, Some(MqttError::SubscriptionRefused { .. })) {
+                        *last_error = None;
+                    }
+                    drop(last_error);
                     if first_connect {
                         tracing::info!(broker = %self.broker, "MQTT connected");
                     } else {
@@ -492,9 +509,8 @@ impl Worker {
         for (code, filter) in codes.iter().zip(&self.filters) {
             if matches!(code, SubscribeReasonCode::Failure) {
                 ok = false;
-                let error = MqttError::Connection {
-                    broker: self.broker.clone(),
-                    message: format!("the broker refused the subscription to `{}`", filter.path),
+                let error = MqttError::SubscriptionRefused {
+                    filter: filter.path.clone(),
                 };
                 tracing::error!(%error, "MQTT subscription refused");
                 self.shared.set_error(error);
@@ -672,6 +688,63 @@ mod tests {
         assert_eq!(&*message.topic, "test/shared/a/b");
         assert_eq!(message.payload.as_ref(), b"hello");
         sub.stop();
+    }
+
+    /// Reads one MQTT packet: the first header byte and the body.
+    fn read_packet(stream: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte)?;
+        let header = byte[0];
+        let (mut length, mut shift) = (0usize, 0);
+        loop {
+            stream.read_exact(&mut byte)?;
+            length |= usize::from(byte[0] & 0x7f) << shift;
+            shift += 7;
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body)?;
+        Ok((header, body))
+    }
+
+    /// A broker that refuses the second of two subscriptions (mosquitto grants every
+    /// subscription and applies its ACL on delivery, so it cannot show this).
+    #[test]
+    fn refused_subscription_is_reported() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let broker = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let (connect, _) = read_packet(&mut stream).expect("CONNECT");
+            assert_eq!(connect >> 4, 1);
+            stream
+                .write_all(&[0x20, 0x02, 0x00, 0x00])
+                .expect("CONNACK");
+            let (subscribe, body) = read_packet(&mut stream).expect("SUBSCRIBE");
+            assert_eq!(subscribe >> 4, 8);
+            // Packet id, then granted QoS 1 for the first filter, failure for the second.
+            stream
+                .write_all(&[0x90, 0x04, body[0], body[1], 0x01, 0x80])
+                .expect("SUBACK");
+            // Serve until the client disconnects.
+            while read_packet(&mut stream).is_ok() {}
+        });
+
+        let mut cfg = MqttConfig::new(format!("mqtt://127.0.0.1:{port}"));
+        cfg.topics = vec!["allowed/+".into(), "denied/+".into()];
+        let mut sub = spawn_subscriber(&cfg, "refused".into(), Arc::default()).expect("spawn");
+        let err = sub.wait_subscribed(WAIT).expect_err("refused");
+        match err {
+            MqttError::SubscriptionRefused { filter } => assert_eq!(filter, "denied/+"),
+            other => panic!("unexpected: {other}"),
+        }
+        assert!(sub.stats().connected);
+        sub.stop();
+        broker.join().expect("fake broker");
     }
 
     /// An unreachable broker: the subscriber keeps retrying with backoff, reports the

@@ -519,6 +519,53 @@ mod tests {
         assert_eq!(cfg.validate(), Ok(()));
     }
 
+    /// Through the pipeline file's own deserializer: durations with units, `${VAR}`
+    /// for the password, paths.
+    #[test]
+    fn from_a_pipeline_file() {
+        use smartgrid_runtime::spec::{Env, parse_str};
+        let yaml = r#"
+pipeline: home
+nodes:
+  meters:
+    type: mqtt
+    url: mqtts://broker.local:8883
+    topics: [a/+, b/#]
+    qos: 0
+    clean_session: true
+    username: meter
+    password: ${MQTT_PASSWORD}
+    ca_file: certs/ca.pem
+    keep_alive: 1m
+    channel_capacity: 500
+    reconnect_min: 500ms
+    reconnect_max: 1m
+"#;
+        let env = Env::Fixed([("MQTT_PASSWORD".to_string(), "hunter2".to_string())].into());
+        let spec = parse_str(yaml, "pipeline.yaml", ".".into(), env).expect("parses");
+        let node = spec.nodes.first().expect("one node");
+        let cfg: MqttConfig = node.settings().expect("valid settings");
+        assert_eq!(cfg.password.as_deref(), Some("hunter2"));
+        assert_eq!(cfg.topics, ["a/+", "b/#"]);
+        assert_eq!(cfg.qos(), Qos::AtMostOnce);
+        assert_eq!(cfg.keep_alive.0, StdDuration::from_secs(60));
+        assert_eq!(cfg.reconnect_min.0, StdDuration::from_millis(500));
+        assert_eq!(cfg.ca_file, Some(PathBuf::from("certs/ca.pem")));
+        assert_eq!(cfg.validate(), Ok(()));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+
+        let typo = yaml.replace("clean_session", "clean_sesion");
+        let spec = parse_str(
+            &typo,
+            "pipeline.yaml",
+            ".".into(),
+            Env::Fixed(Default::default()),
+        )
+        .expect("parses");
+        let node = spec.nodes.first().expect("one node");
+        assert!(node.settings::<MqttConfig>().is_err());
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let err = serde_json::from_str::<MqttConfig>(r#"{"url": "embedded", "qso": 1}"#)

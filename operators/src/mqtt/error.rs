@@ -74,6 +74,13 @@ pub enum MqttError {
         message: String,
     },
 
+    /// The broker refused a subscription (e.g. an ACL forbids the topic filter).
+    #[error("the broker refused the subscription to `{filter}`")]
+    SubscriptionRefused {
+        /// The topic filter.
+        filter: String,
+    },
+
     /// A topic cannot be published to (empty, or with `+`/`#` wildcards).
     #[error("cannot publish to topic `{0}`: a topic name must be non-empty and without `+` or `#`")]
     InvalidTopic(String),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, Message, NodeOperator, OperatorFactory, PlanContext, PortType, ProcessContext,
-    RenderContext, RenderError,
+    AnyStream, Arity, Diagnostic, Message, NodeOperator, OperatorFactory, PlanContext, PortType,
+    ProcessContext, RenderContext, RenderError,
 };
 
 use super::{MqttConfig, TryRecvError, embedded_broker, spawn_subscriber};
@@ -35,10 +35,19 @@ impl OperatorFactory for MqttSourceFactory {
         if let Err(issues) = config.validate() {
             return Err(issues
                 .into_iter()
-                .map(|(key, message, hint)| ctx.node.error(ctx.node.key_at(key), message).hint(hint))
+                .map(|(key, message, hint)| {
+                    ctx.node.error(ctx.node.key_at(key), message).hint(hint)
+                })
                 .collect());
         }
-        for path in [&mut config.ca_file, &mut config.client_cert, &mut config.client_key].into_iter().flatten() {
+        for path in [
+            &mut config.ca_file,
+            &mut config.client_cert,
+            &mut config.client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
             *path = ctx.resolve(path);
         }
         let client_id = config.client_id(ctx.pipeline, &ctx.node.name);
@@ -58,7 +67,9 @@ impl NodeOperator for MqttSource {
 
     fn start(&self, _ctx: &ProcessContext) -> Result<(), RenderError> {
         if self.config.url == "embedded" {
-            embedded_broker().map_err(|e| RenderError::Other(format!("cannot start the embedded broker: {e}")))?;
+            embedded_broker().map_err(|e| {
+                RenderError::Other(format!("cannot start the embedded broker: {e}"))
+            })?;
         }
         Ok(())
     }
@@ -74,9 +85,16 @@ impl NodeOperator for MqttSource {
             let empty = poll_source(ctx.scope, ctx.node, |_: &mut Vec<Message>| Poll::Done);
             return Ok(Some(AnyStream::Messages(empty)));
         }
-        let subscriber = spawn_subscriber(&self.config, self.client_id.clone(), ctx.process.shutdown.flag())
-            .map_err(|e| RenderError::Other(e.to_string()))?;
-        let received = ctx.process.metrics.counter(format!("{}.messages", ctx.node));
+        let subscriber = spawn_subscriber(
+            &self.config,
+            self.client_id.clone(),
+            ctx.process.shutdown.flag(),
+        )
+        .map_err(|e| RenderError::Other(e.to_string()))?;
+        let received = ctx
+            .process
+            .metrics
+            .counter(format!("{}.messages", ctx.node));
         let node = ctx.node.to_string();
         let mut announced = false;
         let stream = poll_source(ctx.scope, ctx.node, move |out: &mut Vec<Message>| {
@@ -90,14 +108,21 @@ impl NodeOperator for MqttSource {
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         received.add(out.len() as u64);
-                        return if out.is_empty() { Poll::Done } else { Poll::More };
+                        return if out.is_empty() {
+                            Poll::Done
+                        } else {
+                            Poll::More
+                        };
                     }
                 }
             }
             received.add(out.len() as u64);
-            if out.len() == BATCH { Poll::More } else { Poll::Idle }
+            if out.len() == BATCH {
+                Poll::More
+            } else {
+                Poll::Idle
+            }
         });
         Ok(Some(AnyStream::Messages(stream)))
     }
 }
-

@@ -1,13 +1,4 @@
-//! A small blocking publisher, for the simulator, the dead-letter topic and
-//! `smartgrid simulate --broker URL`.
-//!
-//! [`Publisher::publish`] puts a message into a bounded queue and returns; a background
-//! thread sends it. When the queue is full, `publish` blocks until there is room (or use
-//! [`Publisher::try_publish`]). The connection is remade with the same exponential
-//! backoff as the subscriber's, and messages that were queued or unacknowledged when a
-//! connection dropped are sent again on the next one, even when the broker lost the
-//! session. [`Publisher::flush_and_close`] waits until every QoS 1 message is
-//! acknowledged by the broker (and every QoS 0 message written), then disconnects.
+//! The publisher: see [`Publisher`].
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -134,8 +125,18 @@ struct Shared {
     last_error: Mutex<Option<MqttError>>,
 }
 
-/// A blocking MQTT publisher; see the [module docs](self). Dropping it disconnects
-/// without waiting for outstanding messages.
+/// A small blocking publisher, for the simulator, the dead-letter topic and
+/// `smartgrid simulate --broker URL`.
+///
+/// [`Publisher::publish`] puts a message into a bounded queue and returns; a background
+/// thread sends it. When the queue is full, `publish` blocks until there is room (or use
+/// [`Publisher::try_publish`]). The connection is remade with the same exponential
+/// backoff as the subscriber's, and messages that were queued or unacknowledged when a
+/// connection dropped are sent again on the next one, even when the broker lost the
+/// session. [`Publisher::flush_and_close`] waits until every QoS 1 message is
+/// acknowledged by the broker (and every QoS 0 message written), then disconnects.
+///
+/// Dropping it disconnects without waiting for outstanding messages.
 pub struct Publisher {
     client: Client,
     shared: Arc<Shared>,

@@ -88,7 +88,11 @@ impl Encoder {
         sorted.sort();
         let (mut tags_before, mut tags_after) = (String::new(), String::new());
         for (k, v) in sorted {
-            let text = if k.as_str() < "sensor_id" { &mut tags_before } else { &mut tags_after };
+            let text = if k.as_str() < "sensor_id" {
+                &mut tags_before
+            } else {
+                &mut tags_after
+            };
             text.push(',');
             escape_key(text, k);
             text.push('=');
@@ -161,7 +165,10 @@ impl Encoder {
         obj.insert("time".into(), rfc3339(r.time_ms).into());
         for (name, value) in self.names.iter().zip(r.values.iter()) {
             // JSON has no NaN: such a value is written as null.
-            obj.insert(name.clone(), serde_json::Number::from_f64(*value).map_or(serde_json::Value::Null, Into::into));
+            obj.insert(
+                name.clone(),
+                serde_json::Number::from_f64(*value).map_or(serde_json::Value::Null, Into::into),
+            );
         }
         let _ = writeln!(out, "{}", serde_json::Value::Object(obj));
     }
@@ -178,7 +185,9 @@ impl Encoder {
 /// Epoch milliseconds as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH
-        .checked_add(std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+        .checked_add(std::time::Duration::from_millis(
+            u64::try_from(ms).unwrap_or(0),
+        ))
         .unwrap_or(std::time::UNIX_EPOCH);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -232,7 +241,10 @@ mod tests {
         );
         let mut out = String::new();
         enc.encode(&reading(&[1.5, f64::NAN, 12.0]), &mut out);
-        assert_eq!(out, "means\\,1m,a=b,sensor_id=s\\ 1,site=home\\ 2 p\\ l1=1.5,count=12.0 1700000000123\n");
+        assert_eq!(
+            out,
+            "means\\,1m,a=b,sensor_id=s\\ 1,site=home\\ 2 p\\ l1=1.5,count=12.0 1700000000123\n"
+        );
     }
 
     #[test]

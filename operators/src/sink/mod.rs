@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType, ProcessContext,
-    RenderContext, RenderError,
+    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
+    ProcessContext, RenderContext, RenderError,
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -93,7 +93,13 @@ fn encoder(
     if !tags.iter().any(|(k, _)| k == "pipeline") {
         tags.push(("pipeline".into(), ctx.pipeline.to_string()));
     }
-    Ok(Encoder::new(format, precision, &measurement, &tags, &schema))
+    Ok(Encoder::new(
+        format,
+        precision,
+        &measurement,
+        &tags,
+        &schema,
+    ))
 }
 
 impl OperatorFactory for FileSinkFactory {
@@ -108,10 +114,19 @@ impl OperatorFactory for FileSinkFactory {
     }
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
         let config: FileSinkConfig = ctx.node.settings()?;
-        let encoder = encoder(ctx, config.format, config.precision, config.measurement, config.tags)?;
+        let encoder = encoder(
+            ctx,
+            config.format,
+            config.precision,
+            config.measurement,
+            config.tags,
+        )?;
         Ok(Arc::new(WriterSink {
             encoder,
-            target: Target::File { path: ctx.resolve(&config.path), truncate: config.truncate },
+            target: Target::File {
+                path: ctx.resolve(&config.path),
+                truncate: config.truncate,
+            },
             writer: OnceLock::new(),
         }))
     }
@@ -130,8 +145,18 @@ impl OperatorFactory for StdoutSinkFactory {
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
         let config: StdoutSinkConfig = ctx.node.settings()?;
         let format = config.format.unwrap_or(Format::Text);
-        let encoder = encoder(ctx, format, config.precision, config.measurement, config.tags)?;
-        Ok(Arc::new(WriterSink { encoder, target: Target::Stdout, writer: OnceLock::new() }))
+        let encoder = encoder(
+            ctx,
+            format,
+            config.precision,
+            config.measurement,
+            config.tags,
+        )?;
+        Ok(Arc::new(WriterSink {
+            encoder,
+            target: Target::Stdout,
+            writer: OnceLock::new(),
+        }))
     }
 }
 
@@ -170,7 +195,10 @@ impl NodeOperator for WriterSink {
                     .append(!truncate)
                     .truncate(*truncate)
                     .open(path)
-                    .map_err(|source| RenderError::Io { context: format!("cannot open {}", path.display()), source })?;
+                    .map_err(|source| RenderError::Io {
+                        context: format!("cannot open {}", path.display()),
+                        source,
+                    })?;
                 Box::new(std::io::BufWriter::new(file))
             }
         };
@@ -183,9 +211,15 @@ impl NodeOperator for WriterSink {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs.into_iter().next().ok_or(RenderError::PortMismatch("readings", "nothing"))?.into_readings()?;
+        let input = inputs
+            .into_iter()
+            .next()
+            .ok_or(RenderError::PortMismatch("readings", "nothing"))?
+            .into_readings()?;
         let writer = Arc::clone(
-            self.writer.get().ok_or_else(|| RenderError::Other("sink rendered before it was started".into()))?,
+            self.writer
+                .get()
+                .ok_or_else(|| RenderError::Other("sink rendered before it was started".into()))?,
         );
         let encoder = self.encoder.clone();
         let written = ctx.process.metrics.counter(format!("{}.written", ctx.node));
@@ -204,7 +238,9 @@ impl NodeOperator for WriterSink {
             if text.is_empty() && !frontier.is_empty() {
                 return;
             }
-            let mut w = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut w = writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let result = w.write_all(text.as_bytes()).and_then(|()| w.flush());
             text.clear();
             match result {

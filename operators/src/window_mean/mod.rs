@@ -21,8 +21,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType, RenderContext, RenderError,
-    Schema,
+    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
+    RenderContext, RenderError, Schema,
 };
 
 /// Settings of a `window_mean` node.
@@ -62,7 +62,11 @@ impl OperatorFactory for WindowMeanFactory {
         let mut errors = Vec::new();
         let size_ms = config.size.value.as_millis_u64();
         if size_ms == 0 {
-            errors.push(ctx.node.error(config.size.at, "a window cannot be empty").hint("use a size such as 10s or 1m"));
+            errors.push(
+                ctx.node
+                    .error(config.size.at, "a window cannot be empty")
+                    .hint("use a size such as 10s or 1m"),
+            );
         }
         let fields: Vec<usize> = match &config.fields {
             None => (0..input.len()).collect(),
@@ -73,7 +77,10 @@ impl OperatorFactory for WindowMeanFactory {
                     None => {
                         errors.push(
                             ctx.node
-                                .error(name.at, format!("no upstream node produces a field `{}`", name.value))
+                                .error(
+                                    name.at,
+                                    format!("no upstream node produces a field `{}`", name.value),
+                                )
                                 .hint(format!("the input has: {input}")),
                         );
                         None
@@ -84,7 +91,11 @@ impl OperatorFactory for WindowMeanFactory {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let names: Vec<&str> = fields.iter().map(|&i| input.name(i)).chain(["count"]).collect();
+        let names: Vec<&str> = fields
+            .iter()
+            .map(|&i| input.name(i))
+            .chain(["count"])
+            .collect();
         Ok(Arc::new(WindowMeanNode {
             output: Schema::new(names),
             window: WindowMean {
@@ -111,10 +122,19 @@ impl NodeOperator for WindowMeanNode {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs.into_iter().next().ok_or(RenderError::PortMismatch("readings", "nothing"))?.into_readings()?;
+        let input = inputs
+            .into_iter()
+            .next()
+            .ok_or(RenderError::PortMismatch("readings", "nothing"))?
+            .into_readings()?;
         let late = ctx.process.metrics.counter(format!("{}.late", ctx.node));
         let windows = ctx.process.metrics.counter(format!("{}.windows", ctx.node));
         use operator::WindowMeanExt;
-        Ok(Some(AnyStream::Readings(input.window_mean(self.window.clone(), late, windows, ctx.node))))
+        Ok(Some(AnyStream::Readings(input.window_mean(
+            self.window.clone(),
+            late,
+            windows,
+            ctx.node,
+        ))))
     }
 }

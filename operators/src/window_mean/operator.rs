@@ -68,13 +68,28 @@ pub trait WindowMeanExt<'s> {
     /// assert_eq!(means[1].values.as_slice(), &[5.0, 1.0]);
     /// assert_eq!((means[0].time_ms, means[1].time_ms), (0, 10_000));
     /// ```
-    fn window_mean(self, window: WindowMean, late: Counter, emitted: Counter, name: &str) -> Readings<'s>;
+    fn window_mean(
+        self,
+        window: WindowMean,
+        late: Counter,
+        emitted: Counter,
+        name: &str,
+    ) -> Readings<'s>;
 }
 
 impl<'s> WindowMeanExt<'s> for Readings<'s> {
-    fn window_mean(self, window: WindowMean, late: Counter, emitted: Counter, name: &str) -> Readings<'s> {
+    fn window_mean(
+        self,
+        window: WindowMean,
+        late: Counter,
+        emitted: Counter,
+        name: &str,
+    ) -> Readings<'s> {
         let size = i64::try_from(window.size_ms).unwrap_or(i64::MAX).max(1);
-        let hold = window.size_ms.saturating_sub(1).saturating_add(window.lateness_ms);
+        let hold = window
+            .size_ms
+            .saturating_sub(1)
+            .saturating_add(window.lateness_ms);
         let fields = window.fields;
         let pact = Exchange::new(|r: &Reading| r.sensor.route_hash());
         self.unary_frontier(pact, name, move |_capability, _info| {
@@ -101,10 +116,13 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                             capability: capability.delayed(&close, 0),
                             sensors: FxHashMap::default(),
                         });
-                        let sums = window.sensors.entry(reading.sensor).or_insert_with(|| Sums {
-                            count: 0,
-                            sums: fields.iter().map(|_| 0.0).collect(),
-                        });
+                        let sums = window
+                            .sensors
+                            .entry(reading.sensor)
+                            .or_insert_with(|| Sums {
+                                count: 0,
+                                sums: fields.iter().map(|_| 0.0).collect(),
+                            });
                         sums.count += 1;
                         for (sum, &i) in sums.sums.iter_mut().zip(fields.iter()) {
                             *sum += reading.values.get(i).copied().unwrap_or(f64::NAN);
@@ -119,13 +137,17 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                     }
                     let window = entry.remove();
                     emit.extend(window.sensors);
-                    emit.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    emit.sort_unstable_by_key(|(sensor, _)| *sensor);
                     let mut session = output.session(&window.capability);
                     for (sensor, s) in emit.drain(..) {
                         let n = s.count as f64;
                         let mut values: Row = s.sums.iter().map(|sum| sum / n).collect();
                         values.push(n);
-                        session.give(Reading { sensor, time_ms: window.start_ms, values });
+                        session.give(Reading {
+                            sensor,
+                            time_ms: window.start_ms,
+                            values,
+                        });
                         emitted.inc();
                     }
                 }
@@ -142,7 +164,11 @@ mod tests {
     use timely::dataflow::operators::{Input, Inspect, Probe};
 
     fn reading(sensor: &str, ms: i64, p: f64) -> Reading {
-        Reading { sensor: SensorId::new(sensor).expect("short"), time_ms: ms, values: Row::from_iter([p]) }
+        Reading {
+            sensor: SensorId::new(sensor).expect("short"),
+            time_ms: ms,
+            values: Row::from_iter([p]),
+        }
     }
 
     /// Feeds `batches` of (input time, readings), advancing the input after each, and
@@ -154,14 +180,21 @@ mod tests {
         timely::execute_directly(move |worker| {
             let mut input = InputHandle::new();
             let probe = worker.dataflow::<u64, _, _>(|scope| {
-                let window = WindowMean { size_ms: 10_000, lateness_ms, fields: vec![0].into() };
+                let window = WindowMean {
+                    size_ms: 10_000,
+                    lateness_ms,
+                    fields: vec![0].into(),
+                };
                 scope
                     .input_from(&mut input)
                     .window_mean(window, late2, Counter::default(), "test")
                     .inspect_core(move |event| {
                         if let Ok((stamp, data)) = event {
                             let t = *stamp.least().expect("stamped");
-                            seen2.lock().expect("lock").extend(data.iter().map(|r| (t, r.clone())));
+                            seen2
+                                .lock()
+                                .expect("lock")
+                                .extend(data.iter().map(|r| (t, r.clone())));
                         }
                     })
                     .probe()
@@ -198,7 +231,10 @@ mod tests {
         assert_eq!(late, 1);
         let first: Vec<_> = out.iter().filter(|(_, r)| r.time_ms == 0).collect();
         assert_eq!(first.len(), 2);
-        assert_eq!(first[0].0, 9_999, "emitted at the window's last millisecond");
+        assert_eq!(
+            first[0].0, 9_999,
+            "emitted at the window's last millisecond"
+        );
         assert_eq!(first[0].1.values.as_slice(), &[2.0, 2.0]);
         assert_eq!(first[1].1.values.as_slice(), &[10.0, 1.0]);
         // The input closes: the open window [10 s, 20 s) flushes with its one reading.

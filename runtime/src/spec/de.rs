@@ -1208,6 +1208,21 @@ impl<'de, D: Deserializer<'de, Error = Error>> SeqAccess<'de> for SpannedSeq<D> 
     }
 }
 
+/// What to write instead, for the common scalar types.
+fn type_hint(expected: &str) -> Option<String> {
+    let hint = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "write a whole number, e.g. 5",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "write a whole number, e.g. -5 or 5",
+        "f32" | "f64" => "write a number, e.g. 0.5",
+        "a boolean" => "write true or false",
+        "a string" => "write text; quote it if it looks like a number",
+        "a list" => "write a list: [a, b] or one `- item` per line",
+        "a mapping" => "write `key: value` pairs, indented under this key",
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashMap};
@@ -1321,7 +1336,12 @@ mod tests {
         let found = errors::<Mqtt>("url: x\nport: abc\n", &[]);
         assert_eq!(
             found,
-            vec![(2, 7, "expected u16, found a string `abc`".to_owned(), None)]
+            vec![(
+                2,
+                7,
+                "expected u16, found a string `abc`".to_owned(),
+                Some("write a whole number, e.g. 5".to_owned())
+            )]
         );
         let found = errors::<Mqtt>("url: x\nport: 70000\n", &[]);
         assert_eq!(
@@ -1334,17 +1354,32 @@ mod tests {
         );
         assert_eq!(
             found,
-            vec![(3, 32, "expected a string, found a list".to_owned(), None)]
+            vec![(
+                3,
+                32,
+                "expected a string, found a list".to_owned(),
+                Some("write text; quote it if it looks like a number".to_owned())
+            )]
         );
         let found = errors::<Mqtt>("url: [x]\nport: 1\n", &[]);
         assert_eq!(
             found,
-            vec![(1, 6, "expected a string, found a list".to_owned(), None)]
+            vec![(
+                1,
+                6,
+                "expected a string, found a list".to_owned(),
+                Some("write text; quote it if it looks like a number".to_owned())
+            )]
         );
         let found = errors::<Mqtt>("- 1\n", &[]);
         assert_eq!(
             found,
-            vec![(1, 1, "expected a mapping, found a list".to_owned(), None)]
+            vec![(
+                1,
+                1,
+                "expected a mapping, found a list".to_owned(),
+                Some("write `key: value` pairs, indented under this key".to_owned())
+            )]
         );
     }
 
@@ -1677,19 +1712,4 @@ mod tests {
         let e: serde_json::Error = error_with_hint("bad", "do this");
         assert_eq!(e.to_string(), "bad\nhint: do this");
     }
-}
-
-/// What to write instead, for the common scalar types.
-fn type_hint(expected: &str) -> Option<String> {
-    let hint = match expected {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "write a whole number, e.g. 5",
-        "i8" | "i16" | "i32" | "i64" | "isize" => "write a whole number, e.g. -5 or 5",
-        "f32" | "f64" => "write a number, e.g. 0.5",
-        "a boolean" => "write true or false",
-        "a string" => "write text; quote it if it looks like a number",
-        "a list" => "write a list: [a, b] or one `- item` per line",
-        "a mapping" => "write `key: value` pairs, indented under this key",
-        _ => return None,
-    };
-    Some(hint.to_owned())
 }

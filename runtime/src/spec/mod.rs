@@ -93,8 +93,12 @@ impl NodeSpec {
     /// or value at fault, and carries a hint (an unknown key gets "did you mean …?" and
     /// the list of valid keys).
     pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, Vec<Diagnostic>> {
-        de::from_node(&self.settings, &self.env)
-            .map_err(|errors| errors.into_iter().map(|d| d.node(&self.name).in_file(&self.file)).collect())
+        de::from_node(&self.settings, &self.env).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|d| d.node(&self.name).in_file(&self.file))
+                .collect()
+        })
     }
 
     /// This node with only the settings whose key passes `keep`. A kind whose settings
@@ -111,12 +115,18 @@ impl NodeSpec {
     /// Where `key` stands in this node's settings (the node's name if it is absent),
     /// for checks made after deserializing.
     pub fn key_at(&self, key: &str) -> Location {
-        self.settings.entries().iter().find(|(k, _)| k.value == key).map_or(self.at, |(k, _)| k.at)
+        self.settings
+            .entries()
+            .iter()
+            .find(|(k, _)| k.value == key)
+            .map_or(self.at, |(k, _)| k.at)
     }
 
     /// A diagnostic at `at` for this node, with the file filled in.
     pub fn error(&self, at: Location, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(at, message).node(&self.name).in_file(&self.file)
+        Diagnostic::new(at, message)
+            .node(&self.name)
+            .in_file(&self.file)
     }
 }
 
@@ -124,14 +134,24 @@ impl NodeSpec {
 /// keys, a node without `type`) are all reported together.
 pub fn parse_file(path: &Path, env: Env) -> Result<PipelineSpec, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic::new(Location { line: 1, column: 1 }, format!("cannot read the file: {e}"))
-            .in_file(path.display().to_string())]
+        vec![
+            Diagnostic::new(
+                Location { line: 1, column: 1 },
+                format!("cannot read the file: {e}"),
+            )
+            .in_file(path.display().to_string()),
+        ]
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse_str(&text, &path.display().to_string(), base_dir, env)
 }
 
 /// Parse pipeline text; `file` is the name shown in diagnostics.
-pub fn parse_str(text: &str, file: &str, base_dir: PathBuf, env: Env) -> Result<PipelineSpec, Vec<Diagnostic>> {
+pub fn parse_str(
+    text: &str,
+    file: &str,
+    base_dir: PathBuf,
+    env: Env,
+) -> Result<PipelineSpec, Vec<Diagnostic>> {
     yaml::parse_pipeline(text, file, base_dir, env)
 }

@@ -952,7 +952,10 @@ nodes:
                 4,
                 None,
                 "invalid YAML: mapping values are not allowed in this context".to_owned(),
-                None
+                Some(
+                    "check the indentation, quotes and brackets here and on the line above"
+                        .to_owned()
+                )
             )]
         );
         let found = problems("a:\n\tb: 2\n");
