@@ -46,10 +46,10 @@ pub trait WindowMeanExt<'s> {
     /// use smartgrid_runtime::metrics::Counter;
     /// use smartgrid_runtime::{Reading, Row, SensorId};
     /// use timely::dataflow::operators::{Capture, ToStream};
-    /// use timely::dataflow::operators::capture::Extract;
+    /// use timely::dataflow::operators::capture::Event;
     ///
     /// let sensor = SensorId::new("meter-1").expect("short name");
-    /// let reading = |ms: i64, p: f64| Reading { sensor, time_ms: ms, values: Row::from_iter([p]) };
+    /// let reading = move |ms: i64, p: f64| Reading { sensor, time_ms: ms, values: Row::from_iter([p]) };
     /// let captured = timely::example(move |scope| {
     ///     vec![reading(1_000, 10.0), reading(9_000, 20.0), reading(12_000, 5.0)]
     ///         .to_stream(scope)
@@ -62,7 +62,14 @@ pub trait WindowMeanExt<'s> {
     ///         )
     ///         .capture()
     /// });
-    /// let means: Vec<Reading> = captured.extract().into_iter().flat_map(|(_, r)| r).collect();
+    /// let means: Vec<Reading> = captured
+    ///     .try_iter()
+    ///     .filter_map(|event| match event {
+    ///         Event::Messages(_, data) => Some(data),
+    ///         Event::Progress(_) => None,
+    ///     })
+    ///     .flatten()
+    ///     .collect();
     /// // [0 s, 10 s): mean of 10 and 20 over 2 readings; [10 s, 20 s): one reading.
     /// assert_eq!(means[0].values.as_slice(), &[15.0, 2.0]);
     /// assert_eq!(means[1].values.as_slice(), &[5.0, 1.0]);
