@@ -21,7 +21,7 @@ use smartgrid_runtime::source::{Poll, poll_source};
 use timely::dataflow::operators::Probe;
 
 /// Messages handed to the dataflow per source activation.
-const BATCH: usize = 4096;
+const BATCH: usize = 16384;
 
 /// Pre-encode `seconds` of 12 Hz readings for the sensors worker `w` of `workers` owns.
 fn encode(sensors: u32, seconds: u32, w: usize, workers: usize) -> anyhow::Result<Vec<Message>> {

@@ -18,7 +18,7 @@ pub const MAX_FIELDS: usize = 32;
 
 /// Values a row holds without a heap allocation: every type-16 reading (7 fields) and
 /// its window means (8). Wider rows (type 17) spill to the heap. Keeping the inline part
-/// small keeps a [`Reading`] at 112 bytes, which is what the hot path copies.
+/// small keeps a [`Reading`] at 120 bytes, which is what the hot path copies.
 pub const INLINE_FIELDS: usize = 8;
 
 /// A dense row of values, in the order of the stream's schema.
@@ -129,9 +129,11 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 /// A sensor's key: up to [`SENSOR_ID_MAX`] bytes of text, stored inline so it is `Copy`
-/// and hashing it touches no heap.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// and hashing it touches no heap. Its hash is computed once, when the id is made:
+/// every keyed operator hashes each reading's sensor, so that is the hot path.
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct SensorId {
+    hash: u64,
     len: u8,
     bytes: [u8; SENSOR_ID_MAX],
 }
@@ -142,6 +144,14 @@ pub struct SensorId {
 pub struct SensorIdTooLong(pub usize);
 
 impl SensorId {
+    fn from_parts(len: u8, bytes: [u8; SENSOR_ID_MAX]) -> Self {
+        SensorId {
+            hash: stable_hash(len, &bytes),
+            len,
+            bytes,
+        }
+    }
+
     /// A sensor id from text (a name, or an ObjectId already in hex).
     pub fn new(text: &str) -> Result<Self, SensorIdTooLong> {
         let src = text.as_bytes();
@@ -150,10 +160,7 @@ impl SensorId {
         }
         let mut bytes = [0u8; SENSOR_ID_MAX];
         bytes[..src.len()].copy_from_slice(src);
-        Ok(SensorId {
-            len: src.len() as u8,
-            bytes,
-        })
+        Ok(Self::from_parts(src.len() as u8, bytes))
     }
 
     /// A 12-byte ObjectId, shown as 24 lowercase hex characters (as the seed decoder did).
@@ -163,7 +170,7 @@ impl SensorId {
         for (pair, b) in bytes.chunks_exact_mut(2).zip(id) {
             pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
         }
-        SensorId { len: 24, bytes }
+        Self::from_parts(24, bytes)
     }
 
     /// The id as text.
@@ -174,17 +181,59 @@ impl SensorId {
             .expect("SensorId holds UTF-8 by construction")
     }
 
-    /// A stable hash, the same on every worker and process, used to route a sensor to
-    /// the worker that owns it.
+    /// A stable hash, the same on every worker, process and build, used to route a
+    /// sensor to the worker that owns it.
+    #[inline]
     pub fn route_hash(&self) -> u64 {
-        // FNV-1a: tiny, stable across builds (unlike `DefaultHasher`'s seed-free but
-        // unspecified algorithm), and good enough to spread sensor ids.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in &self.bytes[..usize::from(self.len)] {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+        self.hash
+    }
+}
+
+/// A stable hash of an id's bytes: three 8-byte words and the length, mixed with the
+/// SplitMix64 finalizer (a few multiplies; `DefaultHasher` is neither stable across
+/// builds nor this cheap).
+fn stable_hash(len: u8, bytes: &[u8; SENSOR_ID_MAX]) -> u64 {
+    let mut h = u64::from(len).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for word in bytes.chunks_exact(8) {
+        let w = u64::from_le_bytes(word.try_into().expect("chunks of 8 bytes"));
+        h = mix(h ^ w);
+    }
+    h
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl PartialEq for SensorId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.len == other.len && self.bytes == other.bytes
+    }
+}
+
+impl Eq for SensorId {}
+
+impl std::hash::Hash for SensorId {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for SensorId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Ids sort by their text, so output sorted by sensor reads naturally.
+impl Ord for SensorId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -235,7 +284,7 @@ mod tests {
     #[test]
     fn a_reading_stays_small_and_rows_stop_at_the_limit() {
         assert!(
-            std::mem::size_of::<Reading>() <= 112,
+            std::mem::size_of::<Reading>() <= 120,
             "{}",
             std::mem::size_of::<Reading>()
         );
@@ -246,6 +295,24 @@ mod tests {
         assert_eq!(row.try_push(0.0), Err(RowFull));
         assert_eq!(row.try_extend_from_slice(&[1.0]), Err(RowFull));
         assert_eq!(row.len(), MAX_FIELDS);
+    }
+
+    #[test]
+    fn the_same_id_made_two_ways_is_equal_and_hashes_alike() {
+        let raw = [
+            0x41, 0x1e, 0x7e, 0xc2, 0x73, 0x78, 0xa6, 0x61, 0xc9, 0x35, 0x18, 0x7c,
+        ];
+        let a = SensorId::from_object_id(&raw);
+        let b = SensorId::new("411e7ec27378a661c935187c").expect("24 chars");
+        assert_eq!(a, b);
+        assert_eq!(a.route_hash(), b.route_hash());
+        assert_ne!(
+            a.route_hash(),
+            SensorId::new("411e7ec27378a661c935187d")
+                .expect("24")
+                .route_hash()
+        );
+        assert!(SensorId::new("a").expect("1") < SensorId::new("b").expect("1"));
     }
 
     #[test]

@@ -243,11 +243,18 @@ impl SimulatorConfig {
         })
     }
 
-    /// The sensor indices worker `worker` of `peers` simulates: every `peers`-th index,
-    /// starting at `worker`. The workers together cover `0..sensors` exactly once.
+    /// The sensor indices worker `worker` of `peers` simulates: those whose sensor id
+    /// routes to that worker. The workers together cover `0..sensors` exactly once.
     pub fn worker_sensors(&self, worker: usize, peers: usize) -> impl Iterator<Item = u32> + use<> {
-        let peers = peers.max(1);
-        (0..self.sensors).filter(move |&i| i as usize % peers == worker)
+        let peers = peers.max(1) as u64;
+        let seed = self.seed;
+        // The same split the keyed operators' exchange uses (`route_hash % peers`), so
+        // a simulated reading is already on the worker that owns its sensor and crosses
+        // no thread.
+        (0..self.sensors).filter(move |&i| {
+            smartgrid_runtime::SensorId::from_object_id(&sensor_id(seed, i)).route_hash() % peers
+                == worker as u64
+        })
     }
 }
 

@@ -69,10 +69,17 @@ fn a_split_across_workers_gives_the_readings_of_one_worker() {
     let c = cfg(7, 12, 9, MIDNIGHT + 7 * 3_600_000, "3m");
     let one: Vec<TenSecData> = all(&c).collect();
     // Two workers, the second given its indices out of order and with a duplicate.
-    let mut w0 = Simulator::new(&c, c.worker_sensors(0, 2)).unwrap();
-    let mut w1 = Simulator::new(&c, [5, 1, 3, 1]).unwrap();
-    assert_eq!(w0.sensor_indices().collect::<Vec<_>>(), [0, 2, 4, 6]);
-    assert_eq!(w1.sensor_indices().collect::<Vec<_>>(), [1, 3, 5]);
+    let first: Vec<u32> = c.worker_sensors(0, 2).collect();
+    let second: Vec<u32> = c.worker_sensors(1, 2).collect();
+    let mut both: Vec<u32> = first.iter().chain(&second).copied().collect();
+    both.sort_unstable();
+    assert_eq!(both, (0..7).collect::<Vec<_>>(), "the workers cover every sensor once");
+    let mut w0 = Simulator::new(&c, first.iter().copied()).unwrap();
+    let mut shuffled: Vec<u32> = second.iter().rev().copied().collect();
+    shuffled.push(second[0]);
+    let mut w1 = Simulator::new(&c, shuffled).unwrap();
+    assert_eq!(w0.sensor_indices().collect::<Vec<_>>(), first);
+    assert_eq!(w1.sensor_indices().collect::<Vec<_>>(), second);
     let mut merged = Vec::new();
     let (mut t0, mut t1) = (Vec::new(), Vec::new());
     while w0.next_tick(&mut t0) && w1.next_tick(&mut t1) {

@@ -103,6 +103,9 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
             // Keyed by the time the window may close at: start + size - 1 + lateness.
             let mut open: BTreeMap<Time, OpenWindow> = BTreeMap::new();
             let mut emit: Vec<(SensorId, Sums)> = Vec::new();
+            // Sensors seen in the last emitted window: the next one starts at that
+            // size, so it does not rehash as it fills.
+            let mut expected_sensors = 0;
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     // Our sources always stamp their messages; an unstamped batch makes
@@ -121,7 +124,10 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                         let window = open.entry(close).or_insert_with(|| OpenWindow {
                             start_ms: start,
                             capability: capability.delayed(&close, 0),
-                            sensors: FxHashMap::default(),
+                            sensors: FxHashMap::with_capacity_and_hasher(
+                                expected_sensors,
+                                Default::default(),
+                            ),
                         });
                         let sums = window
                             .sensors
@@ -143,6 +149,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                         break;
                     }
                     let window = entry.remove();
+                    expected_sensors = window.sensors.len();
                     emit.extend(window.sensors);
                     emit.sort_unstable_by_key(|(sensor, _)| *sensor);
                     let mut session = output.session(&window.capability);
