@@ -73,7 +73,11 @@ fn a_split_across_workers_gives_the_readings_of_one_worker() {
     let second: Vec<u32> = c.worker_sensors(1, 2).collect();
     let mut both: Vec<u32> = first.iter().chain(&second).copied().collect();
     both.sort_unstable();
-    assert_eq!(both, (0..7).collect::<Vec<_>>(), "the workers cover every sensor once");
+    assert_eq!(
+        both,
+        (0..7).collect::<Vec<_>>(),
+        "the workers cover every sensor once"
+    );
     let mut w0 = Simulator::new(&c, first.iter().copied()).unwrap();
     let mut shuffled: Vec<u32> = second.iter().rev().copied().collect();
     shuffled.push(second[0]);
