@@ -59,6 +59,24 @@ impl<'s> AnyStream<'s> {
         }
     }
 
+    /// The one input of a single-input node, as readings.
+    pub fn single_readings(inputs: Vec<AnyStream<'s>>) -> Result<Readings<'s>, RenderError> {
+        inputs
+            .into_iter()
+            .next()
+            .ok_or(RenderError::PortMismatch("readings", "nothing"))?
+            .into_readings()
+    }
+
+    /// The one input of a single-input node, as raw payloads.
+    pub fn single_messages(inputs: Vec<AnyStream<'s>>) -> Result<Messages<'s>, RenderError> {
+        inputs
+            .into_iter()
+            .next()
+            .ok_or(RenderError::PortMismatch("raw payloads", "nothing"))?
+            .into_messages()
+    }
+
     /// The raw payload stream, or an error naming what was found instead.
     pub fn into_messages(self) -> Result<Messages<'s>, RenderError> {
         match self {
@@ -190,6 +208,31 @@ pub struct RenderContext<'s> {
     pub peers: usize,
     /// Process-wide services.
     pub process: &'s ProcessContext,
+}
+
+/// Open `path` for writing (appending unless `truncate`), creating its folders: how
+/// sinks and dead-letter files open their output in [`NodeOperator::start`].
+pub fn open_output(
+    path: &std::path::Path,
+    truncate: bool,
+) -> Result<std::io::BufWriter<std::fs::File>, RenderError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| RenderError::Io {
+            context: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!truncate)
+        .truncate(truncate)
+        .open(path)
+        .map_err(|source| RenderError::Io {
+            context: format!("cannot open {}", path.display()),
+            source,
+        })?;
+    Ok(std::io::BufWriter::new(file))
 }
 
 /// A failure while starting or rendering a node.

@@ -104,11 +104,7 @@ impl NodeOperator for Ewma {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs
-            .into_iter()
-            .next()
-            .ok_or(RenderError::PortMismatch("readings", "nothing"))?
-            .into_readings()?;
+        let input = AnyStream::single_readings(inputs)?;
         Ok(Some(AnyStream::Readings(input.ewma(
             self.alpha,
             Arc::clone(&self.smooth),

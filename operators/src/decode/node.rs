@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
+use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::spec::{Duration, NodeSpec, Spanned};
 use smartgrid_runtime::{
     AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
@@ -197,21 +198,7 @@ impl NodeOperator for DecodeNode {
         let mut letters = DeadLetters::default();
         if let Some(config) = &self.dead_letter {
             if let Some(path) = &config.file {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| RenderError::Io {
-                        context: format!("cannot create {}", dir.display()),
-                        source,
-                    })?;
-                }
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| RenderError::Io {
-                        context: format!("cannot open {}", path.display()),
-                        source,
-                    })?;
-                letters.file = Some(Arc::new(Mutex::new(std::io::BufWriter::new(file))));
+                letters.file = Some(Arc::new(Mutex::new(open_output(path, false)?)));
             }
             if let Some(topic) = &config.topic {
                 let url = config.url.as_deref().unwrap_or("embedded");
@@ -247,11 +234,7 @@ impl NodeOperator for DecodeNode {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs
-            .into_iter()
-            .next()
-            .ok_or(RenderError::PortMismatch("raw payloads", "nothing"))?
-            .into_messages()?;
+        let input = AnyStream::single_messages(inputs)?;
         let metrics = &ctx.process.metrics;
         let counters = DecodeCounters {
             readings: metrics.counter(format!("{}.readings", ctx.node)),

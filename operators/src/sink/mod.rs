@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
+use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::{
     AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
     ProcessContext, RenderContext, RenderError,
@@ -182,25 +183,7 @@ impl NodeOperator for WriterSink {
     fn start(&self, _ctx: &ProcessContext) -> Result<(), RenderError> {
         let writer: Box<dyn Write + Send> = match &self.target {
             Target::Stdout => Box::new(std::io::stdout()),
-            Target::File { path, truncate } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| RenderError::Io {
-                        context: format!("cannot create {}", dir.display()),
-                        source,
-                    })?;
-                }
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .append(!truncate)
-                    .truncate(*truncate)
-                    .open(path)
-                    .map_err(|source| RenderError::Io {
-                        context: format!("cannot open {}", path.display()),
-                        source,
-                    })?;
-                Box::new(std::io::BufWriter::new(file))
-            }
+            Target::File { path, truncate } => Box::new(open_output(path, *truncate)?),
         };
         let _ = self.writer.set(Arc::new(Mutex::new(writer)));
         Ok(())
@@ -211,11 +194,7 @@ impl NodeOperator for WriterSink {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs
-            .into_iter()
-            .next()
-            .ok_or(RenderError::PortMismatch("readings", "nothing"))?
-            .into_readings()?;
+        let input = AnyStream::single_readings(inputs)?;
         let writer = Arc::clone(
             self.writer
                 .get()

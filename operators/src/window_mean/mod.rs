@@ -122,11 +122,7 @@ impl NodeOperator for WindowMeanNode {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = inputs
-            .into_iter()
-            .next()
-            .ok_or(RenderError::PortMismatch("readings", "nothing"))?
-            .into_readings()?;
+        let input = AnyStream::single_readings(inputs)?;
         let late = ctx.process.metrics.counter(format!("{}.late", ctx.node));
         let windows = ctx.process.metrics.counter(format!("{}.windows", ctx.node));
         use operator::WindowMeanExt;
