@@ -162,3 +162,40 @@ fn window_means_match_an_oracle_and_do_not_depend_on_the_worker_count() {
         got_1m
     );
 }
+
+#[test]
+fn two_processes_in_cluster_mode_give_the_same_windows_as_one() {
+    let single = run(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p.yaml"), PIPELINE).expect("write pipeline");
+    let hosts = format!(
+        "127.0.0.1:{}\n127.0.0.1:{}\n",
+        testkit::free_port(),
+        testkit::free_port()
+    );
+    std::fs::write(dir.path().join("hosts"), hosts).expect("write hosts");
+    let spawn = |process: &str| {
+        Command::new(env!("CARGO_BIN_EXE_smartgrid"))
+            .args(["run", "p.yaml", "--hosts", "hosts", "--process", process])
+            .current_dir(dir.path())
+            .env("SMARTGRID_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run smartgrid")
+    };
+    let mut second = spawn("1");
+    let mut first = spawn("0");
+    assert!(first.wait().expect("wait").success());
+    assert!(second.wait().expect("wait").success());
+    let all = ["phase", "p_l1", "p_l2", "p_l3", "q_l1", "q_l2", "q_l3"];
+    let p = ["p_l1", "p_l2", "p_l3"];
+    // Sinks write from worker 0, which lives in process 0: every window is in its files.
+    assert_eq!(
+        windows(&lines(&dir.path().join("means_10s.jsonl")), &all),
+        windows(&lines(&single.path().join("means_10s.jsonl")), &all)
+    );
+    assert_eq!(
+        windows(&lines(&dir.path().join("means_1m.jsonl")), &p),
+        windows(&lines(&single.path().join("means_1m.jsonl")), &p)
+    );
+}

@@ -1,0 +1,39 @@
+//! `smartgrid graph`: the compiled graph of the default pipeline, as DOT and Mermaid,
+//! against reviewed golden files (`tests/golden/default.*`). Regenerate after an
+//! intended change with `UPDATE_GOLDEN=1 cargo test --test graph` and review the diff.
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(args: &[&str], golden: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
+        .args(args)
+        .current_dir(root)
+        .env("SMARTGRID_LOG", "off")
+        .env_remove("MQTT_URL")
+        .env_remove("SENSORS")
+        .output()
+        .expect("run smartgrid");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let path = root.join("tests/golden").join(golden);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).expect("write golden");
+    }
+    assert_eq!(text, std::fs::read_to_string(&path).expect("golden file"));
+}
+
+#[test]
+fn the_default_pipeline_graph_as_dot() {
+    check(&["graph", "pipeline.yaml"], "default.dot");
+}
+
+#[test]
+fn the_default_pipeline_graph_as_mermaid() {
+    check(&["graph", "pipeline.yaml", "--mermaid"], "default.mmd");
+}
