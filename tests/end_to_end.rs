@@ -102,6 +102,8 @@ nodes:
     format: clemap
     dead_letter:
       file: dead.jsonl
+      topic: smartgrid/dead-letters
+      url: {url}
   means_10s:
     type: window_mean
     input: readings
@@ -129,6 +131,13 @@ nodes:
         .expect("start smartgrid");
     let log = watch_stderr(&mut run);
     wait_for_line(&log, "subscribed", Duration::from_secs(20));
+    // A real client listening on the dead-letter topic: it exits after two messages.
+    let dead_topic = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-q", "1", "-t", "smartgrid/dead-letters", "-C", "2", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(Duration::from_millis(500));
 
     // Two malformed payloads from a real MQTT client, then a minute of three sensors.
     for (i, kind) in ["truncated", "unknown_type"].iter().enumerate() {
@@ -198,6 +207,12 @@ nodes:
         hex::encode(seed_vector("truncated"))
     );
     assert_eq!(dead[0]["topic"], "data/realtime/feature/bad");
+    let published_letters = dead_topic.wait_with_output().expect("mosquitto_sub");
+    let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&published_letters.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a dead letter is JSON"))
+        .collect();
+    assert_eq!(letters, dead, "the dead-letter topic got the same letters as the file");
 
     // Window means (flushed on shutdown) against the raw readings.
     let means = lines(&dir.path().join("means.jsonl"));
