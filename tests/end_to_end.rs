@@ -133,7 +133,20 @@ nodes:
     wait_for_line(&log, "subscribed", Duration::from_secs(20));
     // A real client listening on the dead-letter topic: it exits after two messages.
     let dead_topic = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-q", "1", "-t", "smartgrid/dead-letters", "-C", "2", "-W", "30"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-q",
+            "1",
+            "-t",
+            "smartgrid/dead-letters",
+            "-C",
+            "2",
+            "-W",
+            "30",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub");
@@ -212,7 +225,10 @@ nodes:
         .lines()
         .map(|l| serde_json::from_str(l).expect("a dead letter is JSON"))
         .collect();
-    assert_eq!(letters, dead, "the dead-letter topic got the same letters as the file");
+    assert_eq!(
+        letters, dead,
+        "the dead-letter topic got the same letters as the file"
+    );
 
     // Window means (flushed on shutdown) against the raw readings.
     let means = lines(&dir.path().join("means.jsonl"));
