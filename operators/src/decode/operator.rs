@@ -77,6 +77,10 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
             move |frontiers| {
                 let now = Instant::now();
                 let mut out = output.activate();
+                // Counted locally and added once per activation: the counters are shared
+                // by every worker, and an atomic add per reading on one cache line would
+                // serialize them.
+                let (mut decoded, mut skipped) = (0, 0);
                 input.for_each(|_time, data| {
                     let Some(cap) = capability.as_ref() else {
                         return;
@@ -87,18 +91,20 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                         match decoder.decode(&message.topic, &message.payload, &mut values) {
                             Ok(Some(d)) => {
                                 watermark.observe(d.time_ms, now);
-                                counters.readings.inc();
+                                decoded += 1;
                                 session.give(Reading {
                                     sensor: d.sensor,
                                     time_ms: d.time_ms,
                                     values,
                                 });
                             }
-                            Ok(None) => counters.skipped.inc(),
+                            Ok(None) => skipped += 1,
                             Err(e) => errors.record(&e, &message),
                         }
                     }
                 });
+                counters.readings.add(decoded);
+                counters.skipped.add(skipped);
                 if frontiers[0].is_empty() {
                     // Every source is done: release time so windows flush.
                     capability = None;

@@ -107,18 +107,20 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
             // size, so it does not rehash as it fills.
             let mut expected_sensors = 0;
             move |(input, frontier), output| {
+                // Shared counters are added to once per activation (see decode).
+                let mut late_here = 0;
                 input.for_each(|capability, data| {
                     // Our sources always stamp their messages; an unstamped batch makes
                     // no progress claim, so no window could be held open for it.
                     let Some(&now) = capability.least() else {
-                        late.add(data.len() as u64);
+                        late_here += data.len() as u64;
                         return;
                     };
                     for reading in data.drain(..) {
                         let start = reading.time_ms.div_euclid(size) * size;
                         let close = u64::try_from(start).unwrap_or(0).saturating_add(hold);
                         if close < now {
-                            late.inc();
+                            late_here += 1;
                             continue;
                         }
                         let window = open.entry(close).or_insert_with(|| OpenWindow {
@@ -142,6 +144,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                         }
                     }
                 });
+                late.add(late_here);
                 // Emit every window the frontier has passed, oldest first; dropping its
                 // capability lets time move on downstream.
                 while let Some(entry) = open.first_entry() {
@@ -150,6 +153,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                     }
                     let window = entry.remove();
                     expected_sensors = window.sensors.len();
+                    emitted.add(window.sensors.len() as u64);
                     emit.extend(window.sensors);
                     emit.sort_unstable_by_key(|(sensor, _)| *sensor);
                     let mut session = output.session(&window.capability);
@@ -162,7 +166,6 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                             time_ms: window.start_ms,
                             values,
                         });
-                        emitted.inc();
                     }
                 }
             }
