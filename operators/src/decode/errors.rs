@@ -80,12 +80,7 @@ impl ErrorSink {
             return;
         }
         let letter = serde_json::json!({
-            "time": super::super::sink::format::rfc3339(
-                i64::try_from(std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis()))
-                .unwrap_or(0)
-            ),
+            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "node": self.node,
             "topic": &*message.topic,
             "reason": reason,
