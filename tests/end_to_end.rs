@@ -63,6 +63,22 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// `mosquitto_pub` / `mosquitto_sub` pointed at `broker`, at QoS 1.
+fn mosquitto_client(program: &str, broker: &testkit::Mosquitto, topic: &str) -> Command {
+    let mut command = Command::new(program);
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port().to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+    ]);
+    command
+}
+
 fn seed_vector(kind: &str) -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -132,21 +148,8 @@ nodes:
     let log = watch_stderr(&mut run);
     wait_for_line(&log, "subscribed", Duration::from_secs(20));
     // A real client listening on the dead-letter topic: it exits after two messages.
-    let dead_topic = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port().to_string(),
-            "-q",
-            "1",
-            "-t",
-            "smartgrid/dead-letters",
-            "-C",
-            "2",
-            "-W",
-            "30",
-        ])
+    let dead_topic = mosquitto_client("mosquitto_sub", &broker, "smartgrid/dead-letters")
+        .args(["-C", "2", "-W", "30"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub");
@@ -156,18 +159,8 @@ nodes:
     for (i, kind) in ["truncated", "unknown_type"].iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.bin"));
         std::fs::write(&file, seed_vector(kind)).expect("write payload");
-        let status = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &broker.port().to_string(),
-                "-q",
-                "1",
-                "-t",
-                "data/realtime/feature/bad",
-                "-f",
-            ])
+        let status = mosquitto_client("mosquitto_pub", &broker, "data/realtime/feature/bad")
+            .arg("-f")
             .arg(&file)
             .status()
             .expect("mosquitto_pub");

@@ -14,10 +14,9 @@ use crate::plan::Plan;
 pub struct Cluster {
     /// Worker threads in this process.
     pub workers: usize,
-    /// This process's index (0-based) and every process's `host:port`, for runs across
-    /// machines (timely's cluster mode). Empty for a single process.
+    /// This process's index (0-based) in a cluster run (timely's cluster mode).
     pub process: usize,
-    /// `host:port` of every process, in index order.
+    /// `host:port` of every process, in index order; empty for a single process.
     pub addresses: Vec<String>,
 }
 

@@ -28,8 +28,7 @@ use smartgrid_runtime::{
 
 use super::errors::{DeadLetters, ErrorSink};
 use super::operator::{DecodeCounters, DecodeExt, EventClock};
-use super::{ClemapConfig, JsonConfig, PayloadDecoder, StructConfig};
-use super::{ClemapDecoder, JsonDecoder, StructDecoder};
+use super::{FormatConfig, PayloadDecoder};
 use crate::mqtt::{Publisher, PublisherOptions, Qos};
 
 /// The keys every format shares; the rest belong to the format.
@@ -144,27 +143,15 @@ fn build_decoder(
     own: &NodeSpec,
     format: &Spanned<String>,
 ) -> Result<Box<dyn PayloadDecoder>, Vec<Diagnostic>> {
-    fn boxed<D: PayloadDecoder + 'static>(
-        d: Result<D, String>,
-    ) -> Result<Box<dyn PayloadDecoder>, String> {
-        d.map(|d| Box::new(d) as Box<dyn PayloadDecoder>)
-    }
-    // Where a setting the format refuses is shown: its main key.
-    let (built, at) = match format.value.as_str() {
+    // Each format's keys are read as that format's own struct, so errors point at the
+    // exact key; `FormatConfig::build` is the one place that turns a config into a decoder.
+    let (config, at) = match format.value.as_str() {
         "clemap" => (
-            boxed(ClemapDecoder::new(
-                own.settings::<ClemapConfig>()?.feature_type,
-            )),
+            FormatConfig::Clemap(own.settings()?),
             own.key_at("feature_type"),
         ),
-        "struct" => (
-            boxed(StructDecoder::new(&own.settings::<StructConfig>()?)),
-            own.key_at("fields"),
-        ),
-        "json" => (
-            boxed(JsonDecoder::new(&own.settings::<JsonConfig>()?)),
-            format.at,
-        ),
+        "struct" => (FormatConfig::Struct(own.settings()?), own.key_at("fields")),
+        "json" => (FormatConfig::Json(own.settings()?), format.at),
         other => {
             return Err(vec![
                 own.error(format.at, format!("unknown format `{other}`"))
@@ -172,7 +159,7 @@ fn build_decoder(
             ]);
         }
     };
-    built.map_err(|message| {
+    config.build().map_err(|message| {
         vec![
             own.error(at, message)
                 .hint("see the format's settings in the README"),

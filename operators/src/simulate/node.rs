@@ -196,13 +196,16 @@ impl NodeOperator for SimulateNode {
             if shutdown.is_triggered() {
                 return Poll::Done;
             }
-            // One buffer per batch; each message is a slice of it.
-            let mut buffer = BytesMut::with_capacity(BATCH * super::MAX_PAYLOAD_LEN);
             let due = if simulator.realtime() {
                 now_ms()
             } else {
                 i64::MAX
             };
+            if simulator.next_due().is_some_and(|t| t > due) {
+                return Poll::Idle; // nothing due yet: no buffer to allocate
+            }
+            // One buffer per batch; each message is a slice of it.
+            let mut buffer = BytesMut::with_capacity(BATCH * super::MAX_PAYLOAD_LEN);
             while lengths.len() < BATCH && simulator.next_due().is_some_and(|t| t <= due) {
                 let Some(payload) = simulator.next_payload() else {
                     break;
