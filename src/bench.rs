@@ -118,6 +118,8 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                     size_ms: size_s * 1000,
                     lateness_ms: 0,
                     fields: (0..7).collect(),
+                    // Each worker's payloads are its own sensors (`worker_sensors`).
+                    input_partitioned: true,
                 };
                 let late = metrics.counter("late");
                 let w10 = decoded.clone().window_mean(

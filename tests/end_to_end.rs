@@ -138,8 +138,10 @@ nodes:
         url = broker.url()
     );
     std::fs::write(dir.path().join("p.yaml"), pipeline).expect("write");
+    // Two workers: the subscription is on worker 0, so decode routes the readings to
+    // the worker owning each sensor before the windows.
     let mut run = smartgrid()
-        .args(["run", "p.yaml"])
+        .args(["run", "p.yaml", "--workers", "2"])
         .current_dir(dir.path())
         .env("SMARTGRID_LOG", "info")
         .stderr(Stdio::piped())

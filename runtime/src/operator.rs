@@ -103,6 +103,9 @@ pub struct PlanContext<'a> {
     pub node: &'a NodeSpec,
     /// The output type of each input, in the order the node names them.
     pub inputs: &'a [PortType],
+    /// Whether each input is partitioned by sensor (see [`NodeOperator::partitioned`]):
+    /// a keyed operator reading such an input needs no exchange.
+    pub partitioned: &'a [bool],
     /// The pipeline's name.
     pub pipeline: &'a str,
     /// The directory relative paths resolve against (the pipeline file's).
@@ -182,6 +185,13 @@ pub trait NodeOperator: Send + Sync + 'static {
     /// What the node emits; `None` for sinks.
     fn output(&self) -> Option<PortType>;
 
+    /// Whether every reading of a sensor leaves this node on worker
+    /// `sensor.route_hash() % peers`, the worker keyed operators route it to. Keyed
+    /// operators downstream then skip their exchange. Default: not partitioned.
+    fn partitioned(&self) -> bool {
+        false
+    }
+
     /// Called once per process before any worker renders (start an embedded broker,
     /// open a file shared by all workers, …).
     fn start(&self, _ctx: &ProcessContext) -> Result<(), RenderError> {
@@ -208,6 +218,17 @@ pub struct RenderContext<'s> {
     pub peers: usize,
     /// Process-wide services.
     pub process: &'s ProcessContext,
+}
+
+/// `stream` routed so each sensor's readings are on worker `route_hash % peers`; a
+/// stream that already is (see [`NodeOperator::partitioned`]) is returned as it is.
+pub fn route_by_sensor<'s>(stream: Readings<'s>, partitioned: bool) -> Readings<'s> {
+    use timely::dataflow::operators::Exchange;
+    if partitioned {
+        stream
+    } else {
+        stream.exchange(|r: &Reading| r.sensor.route_hash())
+    }
 }
 
 /// Open `path` for writing (appending unless `truncate`), creating its folders: how

@@ -33,8 +33,8 @@ pub struct PlannedNode {
     pub output: Option<PortType>,
 }
 
-/// A planned operator and its output type.
-type Planned = (Arc<dyn NodeOperator>, Option<PortType>);
+/// A planned operator, its output type, and whether its output is partitioned by sensor.
+type Planned = (Arc<dyn NodeOperator>, Option<PortType>, bool);
 
 /// Check `spec` against the registry and plan it.
 pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostics> {
@@ -175,11 +175,15 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
             continue;
         }
         let mut inputs = Vec::with_capacity(edges[i].len());
+        let mut partitioned = Vec::with_capacity(edges[i].len());
         let mut ready = true;
         for (k, &j) in edges[i].iter().enumerate() {
             match &planned[j] {
-                Some((_, Some(port))) => inputs.push(port.clone()),
-                Some((_, None)) => {
+                Some((_, Some(port), by_sensor)) => {
+                    inputs.push(port.clone());
+                    partitioned.push(*by_sensor);
+                }
+                Some((_, None, _)) => {
                     errors.push(
                         node.error(
                             node.inputs[k].at,
@@ -201,6 +205,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         let ctx = PlanContext {
             node,
             inputs: &inputs,
+            partitioned: &partitioned,
             pipeline: &spec.name,
             base_dir: &spec.base_dir,
         };
@@ -222,7 +227,8 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                     );
                     continue;
                 }
-                planned[i] = Some((op, output));
+                let by_sensor = op.partitioned();
+                planned[i] = Some((op, output, by_sensor));
             }
             Err(mut found) => errors.append(&mut found),
         }
@@ -243,7 +249,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         .map(|&i| {
             let node = &spec.nodes[i];
             // Every usable node was planned (no errors were found), so the slot is full.
-            let (operator, output) = planned[i]
+            let (operator, output, _) = planned[i]
                 .clone()
                 .expect("all nodes planned when no error was found");
             PlannedNode {

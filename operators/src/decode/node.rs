@@ -20,6 +20,7 @@ use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
+use smartgrid_runtime::operator::route_by_sensor;
 use smartgrid_runtime::spec::{Duration, NodeSpec, Spanned};
 use smartgrid_runtime::{
     AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
@@ -135,6 +136,7 @@ impl OperatorFactory for DecodeFactory {
             },
             dead_letter,
             dead_letters: OnceLock::new(),
+            input_partitioned: ctx.partitioned.first().copied().unwrap_or(false),
         }))
     }
 }
@@ -174,11 +176,18 @@ struct DecodeNode {
     dead_letter: Option<DeadLetterConfig>,
     /// Opened once per process in `start`, shared by every worker.
     dead_letters: OnceLock<DeadLetters>,
+    /// Whether the payloads arrive partitioned by sensor (a simulator's share);
+    /// otherwise the readings are routed by sensor once, here, for every keyed node after.
+    input_partitioned: bool,
 }
 
 impl NodeOperator for DecodeNode {
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.schema.clone()))
+    }
+
+    fn partitioned(&self) -> bool {
+        true
     }
 
     fn start(&self, ctx: &ProcessContext) -> Result<(), RenderError> {
@@ -236,6 +245,9 @@ impl NodeOperator for DecodeNode {
             counters,
             errors,
         );
-        Ok(Some(AnyStream::Readings(readings)))
+        Ok(Some(AnyStream::Readings(route_by_sensor(
+            readings,
+            self.input_partitioned,
+        ))))
     }
 }

@@ -134,6 +134,11 @@ impl NodeOperator for SimulateNode {
         self.publish.is_none().then_some(PortType::Messages)
     }
 
+    /// Each worker simulates the sensors keyed operators route to it.
+    fn partitioned(&self) -> bool {
+        self.publish.is_none()
+    }
+
     fn start(&self, ctx: &ProcessContext) -> Result<(), RenderError> {
         let now = *self.start_ms.get_or_init(now_ms);
         let Some(publish) = self.publish.clone() else {

@@ -102,6 +102,7 @@ impl OperatorFactory for WindowMeanFactory {
                 size_ms,
                 lateness_ms: config.lateness.map_or(0, |l| l.as_millis_u64()),
                 fields: fields.into(),
+                input_partitioned: ctx.partitioned.first().copied().unwrap_or(false),
             },
         }))
     }
@@ -115,6 +116,10 @@ struct WindowMeanNode {
 impl NodeOperator for WindowMeanNode {
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.output.clone()))
+    }
+
+    fn partitioned(&self) -> bool {
+        true
     }
 
     fn render<'s>(

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use smartgrid_runtime::metrics::Counter;
-use smartgrid_runtime::operator::{Readings, Time};
+use smartgrid_runtime::operator::{Readings, Time, route_by_sensor};
 use smartgrid_runtime::{Reading, Row, SensorId};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
@@ -20,6 +20,8 @@ pub struct WindowMean {
     pub lateness_ms: u64,
     /// Positions of the averaged fields in the input row.
     pub fields: Arc<[usize]>,
+    /// The input is already partitioned by sensor (no exchange needed).
+    pub input_partitioned: bool,
 }
 
 /// Running sums for one sensor in one window.
@@ -55,7 +57,7 @@ pub trait WindowMeanExt<'s> {
     ///         .to_stream(scope)
     ///         .container::<Vec<_>>()
     ///         .window_mean(
-    ///             WindowMean { size_ms: 10_000, lateness_ms: 0, fields: vec![0].into() },
+    ///             WindowMean { size_ms: 10_000, lateness_ms: 0, fields: vec![0].into(), input_partitioned: false },
     ///             Counter::default(),
     ///             Counter::default(),
     ///             "means",
@@ -98,78 +100,82 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
             .saturating_sub(1)
             .saturating_add(window.lateness_ms);
         let fields = window.fields;
-        let pact = Exchange::new(|r: &Reading| r.sensor.route_hash());
-        self.unary_frontier(pact, name, move |_capability, _info| {
-            // Keyed by the time the window may close at: start + size - 1 + lateness.
-            let mut open: BTreeMap<Time, OpenWindow> = BTreeMap::new();
-            let mut emit: Vec<(SensorId, Sums)> = Vec::new();
-            // Sensors seen in the last emitted window: the next one starts at that
-            // size, so it does not rehash as it fills.
-            let mut expected_sensors = 0;
-            move |(input, frontier), output| {
-                // Shared counters are added to once per activation (see decode).
-                let mut late_here = 0;
-                input.for_each(|capability, data| {
-                    // Our sources always stamp their messages; an unstamped batch makes
-                    // no progress claim, so no window could be held open for it.
-                    let Some(&now) = capability.least() else {
-                        late_here += data.len() as u64;
-                        return;
-                    };
-                    for reading in data.drain(..) {
-                        let start = reading.time_ms.div_euclid(size) * size;
-                        let close = u64::try_from(start).unwrap_or(0).saturating_add(hold);
-                        if close < now {
-                            late_here += 1;
-                            continue;
-                        }
-                        let window = open.entry(close).or_insert_with(|| OpenWindow {
-                            start_ms: start,
-                            capability: capability.delayed(&close, 0),
-                            sensors: FxHashMap::with_capacity_and_hasher(
-                                expected_sensors,
-                                Default::default(),
-                            ),
-                        });
-                        let sums = window
-                            .sensors
-                            .entry(reading.sensor)
-                            .or_insert_with(|| Sums {
-                                count: 0,
-                                sums: fields.iter().map(|_| 0.0).collect(),
+        route_by_sensor(self, window.input_partitioned).unary_frontier(
+            Pipeline,
+            name,
+            move |_capability, _info| {
+                // Keyed by the time the window may close at: start + size - 1 + lateness.
+                let mut open: BTreeMap<Time, OpenWindow> = BTreeMap::new();
+                let mut emit: Vec<(SensorId, Sums)> = Vec::new();
+                // Sensors seen in the last emitted window: the next one starts at that
+                // size, so it does not rehash as it fills.
+                let mut expected_sensors = 0;
+                move |(input, frontier), output| {
+                    // Shared counters are added to once per activation (see decode).
+                    let mut late_here = 0;
+                    input.for_each(|capability, data| {
+                        // Our sources always stamp their messages; an unstamped batch makes
+                        // no progress claim, so no window could be held open for it.
+                        let Some(&now) = capability.least() else {
+                            late_here += data.len() as u64;
+                            return;
+                        };
+                        for reading in data.drain(..) {
+                            let start = reading.time_ms.div_euclid(size) * size;
+                            let close = u64::try_from(start).unwrap_or(0).saturating_add(hold);
+                            if close < now {
+                                late_here += 1;
+                                continue;
+                            }
+                            let window = open.entry(close).or_insert_with(|| OpenWindow {
+                                start_ms: start,
+                                capability: capability.delayed(&close, 0),
+                                sensors: FxHashMap::with_capacity_and_hasher(
+                                    expected_sensors,
+                                    Default::default(),
+                                ),
                             });
-                        sums.count += 1;
-                        for (sum, &i) in sums.sums.iter_mut().zip(fields.iter()) {
-                            *sum += reading.values.get(i).copied().unwrap_or(f64::NAN);
+                            let sums =
+                                window
+                                    .sensors
+                                    .entry(reading.sensor)
+                                    .or_insert_with(|| Sums {
+                                        count: 0,
+                                        sums: fields.iter().map(|_| 0.0).collect(),
+                                    });
+                            sums.count += 1;
+                            for (sum, &i) in sums.sums.iter_mut().zip(fields.iter()) {
+                                *sum += reading.values.get(i).copied().unwrap_or(f64::NAN);
+                            }
                         }
-                    }
-                });
-                late.add(late_here);
-                // Emit every window the frontier has passed, oldest first; dropping its
-                // capability lets time move on downstream.
-                while let Some(entry) = open.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let window = entry.remove();
-                    expected_sensors = window.sensors.len();
-                    emitted.add(window.sensors.len() as u64);
-                    emit.extend(window.sensors);
-                    emit.sort_unstable_by_key(|(sensor, _)| *sensor);
-                    let mut session = output.session(&window.capability);
-                    for (sensor, s) in emit.drain(..) {
-                        let n = s.count as f64;
-                        let mut values: Row = s.sums.iter().map(|sum| sum / n).collect();
-                        values.push(n);
-                        session.give(Reading {
-                            sensor,
-                            time_ms: window.start_ms,
-                            values,
-                        });
+                    });
+                    late.add(late_here);
+                    // Emit every window the frontier has passed, oldest first; dropping its
+                    // capability lets time move on downstream.
+                    while let Some(entry) = open.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let window = entry.remove();
+                        expected_sensors = window.sensors.len();
+                        emitted.add(window.sensors.len() as u64);
+                        emit.extend(window.sensors);
+                        emit.sort_unstable_by_key(|(sensor, _)| *sensor);
+                        let mut session = output.session(&window.capability);
+                        for (sensor, s) in emit.drain(..) {
+                            let n = s.count as f64;
+                            let mut values: Row = s.sums.iter().map(|sum| sum / n).collect();
+                            values.push(n);
+                            session.give(Reading {
+                                sensor,
+                                time_ms: window.start_ms,
+                                values,
+                            });
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
     }
 }
 
@@ -201,6 +207,7 @@ mod tests {
                     size_ms: 10_000,
                     lateness_ms,
                     fields: vec![0].into(),
+                    input_partitioned: false,
                 };
                 scope
                     .input_from(&mut input)
