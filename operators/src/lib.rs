@@ -1,8 +1,10 @@
 //! smartgrid's built-in operators, one folder each: settings (serde, documented), the
 //! factory that plans a node, and the timely operator that runs it.
 
+pub mod compare_with_lag;
 pub mod decode;
 pub mod mqtt;
+pub mod predict;
 pub mod simulate;
 pub mod sink;
 pub mod window_mean;
@@ -17,6 +19,8 @@ pub fn builtin_registry() -> Registry {
         .register(simulate::SimulateFactory)
         .register(decode::node::DecodeFactory)
         .register(window_mean::WindowMeanFactory)
+        .register(predict::PredictFactory)
+        .register(compare_with_lag::CompareWithLagFactory)
         .register(sink::FileSinkFactory)
         .register(sink::StdoutSinkFactory);
     registry

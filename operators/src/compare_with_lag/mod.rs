@@ -1,0 +1,353 @@
+//! `compare_with_lag`: joins each prediction with the actual window at its target time
+//! and sends the ones that missed on as triplets (inputs, predicted, actual).
+//!
+//! ```yaml
+//! drift:
+//!   type: compare_with_lag
+//!   inputs: [predictions, means_10s]   # a predict node first, the actual windows second
+//!   actual: [p_l1, p_l2, p_l3]         # a field of the second input, or fields to add up
+//!   threshold:
+//!     absolute: 300                    # |actual − predicted| over 300 W …
+//!     relative: 0.2                    # … and over 20 % of |actual|
+//!     when: all                        # all (default): over every threshold given; any
+//!   sample_good: 0.01                  # also send 1 % of the good predictions (flagged = 0)
+//!   timeout: 1m                        # drop a prediction whose actual has not come by then
+//!   emit: triplets                     # triplets (default) | residuals
+//! ```
+//! Triplets: `predicted, actual, error, target_time, model_version, flagged` and the
+//! prediction's features, at the prediction's event time. Residuals (every compared
+//! prediction, for dashboards): `predicted, actual, error, relative_error, target_time,
+//! model_version`, at the target time. `error` is `actual − predicted`.
+
+mod operator;
+
+pub use operator::{CompareCounters, CompareWithLagExt, Comparison, Emit, Threshold};
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use smartgrid_runtime::spec::{Duration, Spanned};
+use smartgrid_runtime::{
+    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
+    RenderContext, RenderError, Schema,
+};
+
+use crate::predict::PREDICTION_FIELDS;
+
+/// Settings of a `compare_with_lag` node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareConfig {
+    /// The actual value: one field of the second input, or a list of fields added up.
+    pub actual: OneOrMany,
+    /// When a prediction is wrong. Without any threshold every prediction is a triplet.
+    #[serde(default)]
+    pub threshold: ThresholdConfig,
+    /// Share (0 to 1) of good predictions sent as triplets too, so the cloud does not
+    /// learn only from failures. Chosen by a hash of sensor and time: deterministic.
+    #[serde(default)]
+    pub sample_good: Spanned<f64>,
+    /// How long past its target time (event time) a prediction waits for its actual;
+    /// at least the window's size plus its lateness. Default `1m`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<Duration>>,
+    /// `triplets` (default) or `residuals`.
+    #[serde(default)]
+    pub emit: EmitConfig,
+}
+
+/// A field name or a list of them.
+#[derive(Debug)]
+pub struct OneOrMany(pub Vec<Spanned<String>>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name or a list of field names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![Spanned::new(
+                    v.to_string(),
+                    Default::default(),
+                )]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<Spanned<String>>()? {
+                    names.push(name);
+                }
+                Ok(OneOrMany(names))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Thresholds of a `compare_with_lag` node.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// Absolute error, in the actual's unit (W).
+    #[serde(default)]
+    pub absolute: Option<Spanned<f64>>,
+    /// Error relative to `|actual|` (0.2 = 20 %).
+    #[serde(default)]
+    pub relative: Option<Spanned<f64>>,
+    /// `all` (default): over when every threshold given is exceeded; `any`: when one is.
+    #[serde(default)]
+    pub when: When,
+}
+
+/// How two thresholds combine.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Every threshold exceeded.
+    #[default]
+    All,
+    /// At least one.
+    Any,
+}
+
+/// What the node emits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmitConfig {
+    /// Triplets over the threshold (and the sampled good ones).
+    #[default]
+    Triplets,
+    /// Every compared prediction's residual.
+    Residuals,
+}
+
+/// The `compare_with_lag` factory.
+pub struct CompareWithLagFactory;
+
+impl OperatorFactory for CompareWithLagFactory {
+    fn kind(&self) -> &'static str {
+        "compare_with_lag"
+    }
+
+    fn summary(&self) -> &'static str {
+        "joins predictions with the actual window at their target time; triplets when off"
+    }
+
+    fn arity(&self) -> Arity {
+        Arity::Many
+    }
+
+    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
+        let config = ctx.node.settings::<CompareConfig>();
+        let mut errors = Vec::new();
+        let inputs_at = ctx.node.inputs.first().map_or(ctx.node.at, |i| i.at);
+        let schemas: Vec<Option<&Schema>> = ctx
+            .inputs
+            .iter()
+            .map(|p| match p {
+                PortType::Readings(s) => Some(s),
+                PortType::Messages => None,
+            })
+            .collect();
+        let (predictions, actuals) = match schemas.as_slice() {
+            [Some(p), Some(a)] => (Some(*p), Some(*a)),
+            [_, _] => {
+                errors.push(
+                    ctx.node
+                        .error(inputs_at, "both inputs must carry readings")
+                        .hint("put a `decode` and a `window_mean` node before this one"),
+                );
+                (None, None)
+            }
+            _ => {
+                errors.push(
+                    ctx.node
+                        .error(
+                            inputs_at,
+                            format!(
+                                "a `compare_with_lag` node takes two inputs, found {}",
+                                ctx.inputs.len()
+                            ),
+                        )
+                        .hint("write `inputs: [<predict node>, <window node>]`"),
+                );
+                (None, None)
+            }
+        };
+        let config = match config {
+            Ok(c) => c,
+            Err(mut d) => {
+                errors.append(&mut d);
+                return Err(errors);
+            }
+        };
+        let mut prediction = [0; 3];
+        let mut features = Vec::new();
+        if let Some(schema) = predictions {
+            for (slot, field) in prediction.iter_mut().zip(PREDICTION_FIELDS) {
+                match schema.index_of(field) {
+                    Some(i) => *slot = i,
+                    None => {
+                        errors.push(
+                            ctx.node
+                                .error(inputs_at, format!("the first input has no `{field}` field: it is not a prediction stream"))
+                                .hint(format!("the first input must be a `predict` node; it has: {schema}")),
+                        );
+                        break;
+                    }
+                }
+            }
+            features = (0..schema.len())
+                .filter(|i| !prediction.contains(i))
+                .collect();
+        }
+        let mut actual = Vec::new();
+        if let Some(schema) = actuals {
+            for name in &config.actual.0 {
+                match schema.index_of(&name.value) {
+                    Some(i) => actual.push(i),
+                    None => errors.push(
+                        ctx.node
+                            .error(
+                                if name.at == Default::default() {
+                                    ctx.node.key_at("actual")
+                                } else {
+                                    name.at
+                                },
+                                format!("no upstream node produces a field `{}`", name.value),
+                            )
+                            .hint(format!("the second input has: {schema}")),
+                    ),
+                }
+            }
+        }
+        if config.actual.0.is_empty() {
+            errors.push(
+                ctx.node
+                    .error(ctx.node.key_at("actual"), "no actual field")
+                    .hint("name the field (or fields to add up) the model predicts, such as [p_l1, p_l2, p_l3]"),
+            );
+        }
+        let mut check = |v: &Option<Spanned<f64>>, what: &str| {
+            if let Some(v) = v
+                && !(v.value >= 0.0 && v.value.is_finite())
+            {
+                errors.push(
+                    ctx.node
+                        .error(v.at, format!("the {what} threshold must be a number ≥ 0"))
+                        .hint("absolute: 300 (W), relative: 0.2 (20 %)"),
+                );
+            }
+        };
+        check(&config.threshold.absolute, "absolute");
+        check(&config.threshold.relative, "relative");
+        if !(0.0..=1.0).contains(&config.sample_good.value) {
+            errors.push(
+                ctx.node
+                    .error(
+                        config.sample_good.at,
+                        "`sample_good` is a share between 0 and 1",
+                    )
+                    .hint("0.01 sends 1 % of the good predictions"),
+            );
+        }
+        let timeout_ms = config
+            .timeout
+            .as_ref()
+            .map_or(60_000, |t| t.value.as_millis_u64());
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (Some(predictions), Some(_)) = (predictions, actuals) else {
+            return Err(errors);
+        };
+        let emit = match config.emit {
+            EmitConfig::Triplets => Emit::Triplets,
+            EmitConfig::Residuals => Emit::Residuals,
+        };
+        let output = match emit {
+            Emit::Triplets => Schema::new(
+                [
+                    "predicted",
+                    "actual",
+                    "error",
+                    "target_time",
+                    "model_version",
+                    "flagged",
+                ]
+                .into_iter()
+                .chain(features.iter().map(|&i| predictions.name(i))),
+            ),
+            Emit::Residuals => Schema::new([
+                "predicted",
+                "actual",
+                "error",
+                "relative_error",
+                "target_time",
+                "model_version",
+            ]),
+        };
+        Ok(Arc::new(CompareNode {
+            output,
+            comparison: Comparison {
+                prediction,
+                features,
+                actual,
+                threshold: Threshold {
+                    absolute: config.threshold.absolute.map(|a| a.value),
+                    relative: config.threshold.relative.map(|r| r.value),
+                    all: config.threshold.when == When::All,
+                },
+                sample_good: config.sample_good.value,
+                timeout_ms: i64::try_from(timeout_ms).unwrap_or(i64::MAX),
+                emit,
+                partitioned: [0, 1].map(|i| ctx.partitioned.get(i).copied().unwrap_or(false)),
+            },
+        }))
+    }
+}
+
+struct CompareNode {
+    output: Schema,
+    comparison: Comparison,
+}
+
+impl NodeOperator for CompareNode {
+    fn output(&self) -> Option<PortType> {
+        Some(PortType::Readings(self.output.clone()))
+    }
+
+    fn partitioned(&self) -> bool {
+        true
+    }
+
+    fn render<'s>(
+        &self,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Result<Option<AnyStream<'s>>, RenderError> {
+        let mut inputs = inputs.into_iter();
+        let (Some(predictions), Some(actuals)) = (inputs.next(), inputs.next()) else {
+            return Err(RenderError::PortMismatch("two inputs", "fewer"));
+        };
+        let metrics = &ctx.process.metrics;
+        let counters = CompareCounters {
+            compared: metrics.counter(format!("{}.compared", ctx.node)),
+            over: metrics.counter(format!("{}.over_threshold", ctx.node)),
+            expired: metrics.counter(format!("{}.expired", ctx.node)),
+        };
+        Ok(Some(AnyStream::Readings(
+            predictions.into_readings()?.compare_with_lag(
+                actuals.into_readings()?,
+                self.comparison.clone(),
+                counters,
+                ctx.node,
+            ),
+        )))
+    }
+}

@@ -1,0 +1,254 @@
+//! `predict`: a gradient-boosted-tree model's forecast for each sensor's next window.
+//!
+//! ```yaml
+//! predictions:
+//!   type: predict
+//!   input: means_10s
+//!   model: models/default.txt   # LightGBM text or XGBoost JSON, detected by content
+//!   horizon: 10s                # the predicted window starts this long after the input's
+//!   step: 10s                   # spacing of the input windows (default: horizon)
+//!   features:
+//!     fields: [p_l1, p_l2, p_l3]
+//!     sums: [{name: p_total, of: [p_l1, p_l2, p_l3]}]
+//!     lags: {fields: [p_l1, p_l2, p_l3], count: 5}   # p_l1-1 … p_l3-5
+//!     time: [hour_of_day]
+//!   missing_lags: skip          # skip (default): no prediction until the history is full;
+//!                               # nan: predict with missing values
+//!   reload: 5s                  # watch the model file and swap a new one in (default: off)
+//! ```
+//! Output: `predicted`, `target_time` (ms since the epoch), `model_version` (32 bits of the
+//! model's content hash) and every feature, at the input window's start time.
+
+mod features;
+mod operator;
+mod slot;
+
+pub use features::{FeaturePlan, FeaturesConfig, History, LagsConfig, SumConfig, TimeFeature};
+pub use operator::{PredictCounters, PredictExt, Predictor};
+pub use slot::{LoadedModel, Mismatch, ModelSlot, SwapError, watch as watch_model_file};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use smartgrid_models::Model;
+use smartgrid_runtime::record::MAX_FIELDS;
+use smartgrid_runtime::spec::{Duration, Spanned};
+use smartgrid_runtime::{
+    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
+    ProcessContext, RenderContext, RenderError, Schema,
+};
+
+/// The fields every prediction starts with, before its features.
+pub const PREDICTION_FIELDS: [&str; 3] = ["predicted", "target_time", "model_version"];
+
+/// Settings of a `predict` node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictConfig {
+    /// The model file (LightGBM text or XGBoost JSON), relative to the pipeline file.
+    pub model: Spanned<PathBuf>,
+    /// How far ahead of the input window the predicted window starts.
+    pub horizon: Spanned<Duration>,
+    /// Spacing of the input windows (their size); lags step back by it. Default: `horizon`.
+    #[serde(default)]
+    pub step: Option<Spanned<Duration>>,
+    /// The feature vector.
+    pub features: FeaturesConfig,
+    /// `skip` (default): no prediction until a sensor has all its lags (counted as
+    /// `<node>.short_history`); `nan`: predict with the missing lags as missing values.
+    #[serde(default)]
+    pub missing_lags: MissingLags,
+    /// Check the model file this often and swap a changed model in without stopping.
+    #[serde(default)]
+    pub reload: Option<Duration>,
+}
+
+/// What to do while a sensor's history is shorter than its lags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingLags {
+    /// Wait: no prediction.
+    #[default]
+    Skip,
+    /// Predict with NaN for each missing lag.
+    Nan,
+}
+
+/// The `predict` factory.
+pub struct PredictFactory;
+
+impl OperatorFactory for PredictFactory {
+    fn kind(&self) -> &'static str {
+        "predict"
+    }
+
+    fn summary(&self) -> &'static str {
+        "tree-model forecast of the next window per sensor, from fields, sums, lags and time"
+    }
+
+    fn arity(&self) -> Arity {
+        Arity::One
+    }
+
+    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
+        let input = ctx.readings_input();
+        let config: PredictConfig = ctx.node.settings()?;
+        let input = input?;
+        let mut errors = Vec::new();
+        let horizon_ms = config.horizon.value.as_millis_u64();
+        let step = config.step.as_ref().unwrap_or(&config.horizon);
+        let step_ms = step.value.as_millis_u64();
+        for (d, what) in [(&config.horizon, "horizon"), (step, "step")] {
+            if d.value.as_millis_u64() == 0 {
+                errors.push(
+                    ctx.node
+                        .error(d.at, format!("the {what} cannot be zero"))
+                        .hint("use the input window's size, such as 10s"),
+                );
+            }
+        }
+        let features = match FeaturePlan::new(&config.features, &input) {
+            Ok(plan) => Some(plan),
+            Err(problems) => {
+                errors.extend(problems.into_iter().map(|p| {
+                    let at = if p.at == Default::default() {
+                        ctx.node.key_at("features")
+                    } else {
+                        p.at
+                    };
+                    ctx.node.error(at, p.message).hint(p.hint)
+                }));
+                None
+            }
+        };
+        let path = ctx.resolve(&config.model.value);
+        let model = Model::from_file(&path).map_err(|e| {
+            ctx.node
+                .error(config.model.at, format!("cannot load the model: {e}"))
+                .hint("give a LightGBM text model or an XGBoost JSON model (see `smartgrid model inspect`)")
+        });
+        let (features, model) = match (features, model) {
+            (Some(features), Ok(model)) => (features, model),
+            (_, model) => {
+                errors.extend(model.err());
+                return Err(errors);
+            }
+        };
+        let loaded = LoadedModel::new(model, features.names()).map_err(|e| {
+            ctx.node
+                .error(config.model.at, e.to_string())
+                .hint("make `features:` build the names the model was trained with, or retrain it")
+        });
+        let output: Vec<&str> = PREDICTION_FIELDS
+            .iter()
+            .copied()
+            .chain(features.names().iter().map(String::as_str))
+            .collect();
+        if output.len() > MAX_FIELDS {
+            errors.push(
+                ctx.node
+                    .error(
+                        ctx.node.key_at("features"),
+                        format!(
+                            "{} features make a row wider than {MAX_FIELDS} values",
+                            features.names().len()
+                        ),
+                    )
+                    .hint(format!(
+                        "use at most {} features",
+                        MAX_FIELDS - PREDICTION_FIELDS.len()
+                    )),
+            );
+        }
+        let loaded = match loaded {
+            Ok(loaded) if errors.is_empty() => loaded,
+            Ok(_) => return Err(errors),
+            Err(e) => {
+                errors.push(e);
+                return Err(errors);
+            }
+        };
+        let names = features.names().to_vec();
+        Ok(Arc::new(PredictNode {
+            output: Schema::new(output),
+            predictor: Predictor {
+                features: Arc::new(features),
+                horizon_ms: i64::try_from(horizon_ms).unwrap_or(i64::MAX),
+                step_ms: i64::try_from(step_ms).unwrap_or(i64::MAX),
+                predict_with_missing_lags: config.missing_lags == MissingLags::Nan,
+                input_partitioned: ctx.partitioned.first().copied().unwrap_or(false),
+            },
+            slot: Arc::new(ModelSlot::new(loaded, names)),
+            model_path: path,
+            reload: config.reload.map(|d| d.0),
+        }))
+    }
+}
+
+/// A planned `predict` node.
+pub struct PredictNode {
+    output: Schema,
+    predictor: Predictor,
+    slot: Arc<ModelSlot>,
+    model_path: PathBuf,
+    reload: Option<std::time::Duration>,
+}
+
+impl PredictNode {
+    /// The node's model slot: swap a model in while the pipeline runs.
+    pub fn slot(&self) -> Arc<ModelSlot> {
+        Arc::clone(&self.slot)
+    }
+}
+
+impl NodeOperator for PredictNode {
+    fn output(&self) -> Option<PortType> {
+        Some(PortType::Readings(self.output.clone()))
+    }
+
+    fn partitioned(&self) -> bool {
+        true
+    }
+
+    fn start(&self, ctx: &ProcessContext) -> Result<(), RenderError> {
+        tracing::info!(
+            "predicting with {} (version {:08x})",
+            self.model_path.display(),
+            self.slot.current().version()
+        );
+        if let Some(every) = self.reload {
+            slot::watch(
+                Arc::clone(&self.slot),
+                self.model_path.clone(),
+                every,
+                self.model_path.display().to_string(),
+                ctx.shutdown.clone(),
+            )
+            .map_err(|source| RenderError::Io {
+                context: "cannot start the model watcher".into(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn render<'s>(
+        &self,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Result<Option<AnyStream<'s>>, RenderError> {
+        let input = AnyStream::single_readings(inputs)?;
+        let metrics = &ctx.process.metrics;
+        let counters = PredictCounters {
+            predictions: metrics.counter(format!("{}.predictions", ctx.node)),
+            short_history: metrics.counter(format!("{}.short_history", ctx.node)),
+        };
+        Ok(Some(AnyStream::Readings(input.predict(
+            self.predictor.clone(),
+            Arc::clone(&self.slot),
+            counters,
+            ctx.node,
+        ))))
+    }
+}

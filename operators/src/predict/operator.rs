@@ -1,0 +1,148 @@
+//! The timely operator behind `predict`.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use smartgrid_runtime::metrics::Counter;
+use smartgrid_runtime::operator::{Readings, route_by_sensor};
+use smartgrid_runtime::{Reading, Row, SensorId};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use super::features::{FeaturePlan, History};
+use super::slot::ModelSlot;
+
+/// What a prediction needs besides the model.
+#[derive(Clone, Debug)]
+pub struct Predictor {
+    /// How to build the feature vector.
+    pub features: Arc<FeaturePlan>,
+    /// How far ahead the predicted window starts, in ms.
+    pub horizon_ms: i64,
+    /// The spacing of the input windows, in ms: lag `k` is the window `k × step` earlier.
+    pub step_ms: i64,
+    /// Predict with missing (NaN) lags instead of waiting for a full history.
+    pub predict_with_missing_lags: bool,
+    /// The input is already partitioned by sensor (no exchange needed).
+    pub input_partitioned: bool,
+}
+
+/// What a `predict` operator counts.
+#[derive(Clone, Debug, Default)]
+pub struct PredictCounters {
+    /// Predictions made.
+    pub predictions: Counter,
+    /// Windows with too little history to predict from.
+    pub short_history: Counter,
+}
+
+/// Adds `predict` to streams of window means.
+pub trait PredictExt<'s> {
+    /// For each window, the model's prediction for the window `horizon` later, as a reading
+    /// `[predicted, target_time, model_version, features…]` at the input window's start.
+    /// Windows are routed by sensor, so each sensor's history is on one worker.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use smartgrid_operators::predict::{FeaturePlan, FeaturesConfig, LoadedModel, ModelSlot,
+    ///     PredictCounters, PredictExt, Predictor};
+    /// use smartgrid_runtime::{Reading, Row, Schema, SensorId};
+    /// use smartgrid_runtime::spec::Spanned;
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    ///
+    /// let config = FeaturesConfig {
+    ///     fields: vec![Spanned::new("p".to_string(), Default::default())],
+    ///     ..Default::default()
+    /// };
+    /// let features = FeaturePlan::new(&config, &Schema::new(["p"])).expect("p is an input field");
+    /// // A model that predicts p + 100 (any LightGBM or XGBoost file works the same way).
+    /// let model = smartgrid_models::Model::parse(b"linear p:1").expect("a model");
+    /// let model = LoadedModel::new(model, features.names()).expect("same features");
+    /// let slot = Arc::new(ModelSlot::new(model, features.names().to_vec()));
+    /// let predictor = Predictor {
+    ///     features: Arc::new(features),
+    ///     horizon_ms: 10_000,
+    ///     step_ms: 10_000,
+    ///     predict_with_missing_lags: false,
+    ///     input_partitioned: false,
+    /// };
+    /// let sensor = SensorId::new("meter-1").expect("short name");
+    /// let captured = timely::example(move |scope| {
+    ///     vec![Reading { sensor, time_ms: 0, values: Row::from_iter([250.0]) }]
+    ///         .to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .predict(predictor, slot, PredictCounters::default(), "predictions")
+    ///         .capture()
+    /// });
+    /// let predictions: Vec<Reading> = captured.extract().into_iter().flat_map(|(_, r)| r).collect();
+    /// // [predicted, target_time, model_version, p]
+    /// assert_eq!(predictions[0].values[0], 250.0);
+    /// assert_eq!(predictions[0].values[1], 10_000.0);
+    /// ```
+    fn predict(
+        self,
+        predictor: Predictor,
+        slot: Arc<ModelSlot>,
+        counters: PredictCounters,
+        name: &str,
+    ) -> Readings<'s>;
+}
+
+impl<'s> PredictExt<'s> for Readings<'s> {
+    fn predict(
+        self,
+        predictor: Predictor,
+        slot: Arc<ModelSlot>,
+        counters: PredictCounters,
+        name: &str,
+    ) -> Readings<'s> {
+        let keep = i64::from(predictor.features.max_lag()) * predictor.step_ms;
+        let input = route_by_sensor(self, predictor.input_partitioned);
+        input.unary(Pipeline, name, move |_capability, _info| {
+            let mut histories: FxHashMap<SensorId, History> = FxHashMap::default();
+            let mut features = Vec::new();
+            let mut scratch = Vec::new();
+            move |input, output| {
+                // One model per activation: every prediction of a batch names the version
+                // that made it, and a swap lands between batches.
+                let model = slot.current();
+                let version = f64::from(model.version());
+                let (mut made, mut short) = (0, 0);
+                input.for_each(|capability, data| {
+                    let mut session = output.session(&capability);
+                    for reading in data.drain(..) {
+                        let plan = &predictor.features;
+                        let base = plan.base_row(&reading.values);
+                        let history = histories.entry(reading.sensor).or_default();
+                        let t = reading.time_ms;
+                        let missing =
+                            plan.features(t, &base, history, predictor.step_ms, &mut features);
+                        history.insert(t, base, t - keep);
+                        if missing > 0 && !predictor.predict_with_missing_lags {
+                            short += 1;
+                            continue;
+                        }
+                        let predicted = model.predict(&features, &mut scratch);
+                        let target = t.saturating_add(predictor.horizon_ms);
+                        let mut values = Row::new();
+                        values.push(predicted);
+                        values.push(target as f64);
+                        values.push(version);
+                        for &f in &features {
+                            values.push(f);
+                        }
+                        made += 1;
+                        session.give(Reading {
+                            sensor: reading.sensor,
+                            time_ms: t,
+                            values,
+                        });
+                    }
+                });
+                counters.predictions.add(made);
+                counters.short_history.add(short);
+            }
+        })
+    }
+}
