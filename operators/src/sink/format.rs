@@ -17,6 +17,9 @@ pub enum Format {
     Json,
     /// A short human-readable line.
     Text,
+    /// Comma-separated values under a header `sensor_id,time_ms,<fields>`; a NaN is an
+    /// empty cell (what `smartgrid model train` reads as missing).
+    Csv,
 }
 
 /// Timestamp precision of line protocol.
@@ -127,7 +130,39 @@ impl Encoder {
             Format::LineProtocol => self.line_protocol(reading, out),
             Format::Json => self.json(reading, out),
             Format::Text => self.text(reading, out),
+            Format::Csv => self.csv(reading, out),
         }
+    }
+
+    /// The line a file starts with, if the format has one (CSV's header).
+    pub fn header(&self) -> Option<String> {
+        (self.format == Format::Csv).then(|| {
+            let mut line = String::from("sensor_id,time_ms");
+            for name in &self.names {
+                line.push(',');
+                line.push_str(name);
+            }
+            line.push('\n');
+            line
+        })
+    }
+
+    fn csv(&self, r: &Reading, out: &mut String) {
+        let sensor = r.sensor.as_str();
+        if sensor.contains([',', '"', '\n', '\r']) {
+            // RFC 4180: quote the cell, double the quotes inside.
+            let _ = write!(out, "\"{}\"", sensor.replace('"', "\"\""));
+        } else {
+            out.push_str(sensor);
+        }
+        let _ = write!(out, ",{}", r.time_ms);
+        for value in r.values.iter() {
+            out.push(',');
+            if value.is_finite() {
+                let _ = write!(out, "{value:?}");
+            }
+        }
+        out.push('\n');
     }
 
     fn line_protocol(&self, r: &Reading, out: &mut String) {
@@ -274,5 +309,22 @@ mod tests {
         assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(v["p"], 2.5);
         assert_eq!(v["count"], 3.0);
+    }
+
+    #[test]
+    fn csv_has_a_header_quotes_odd_ids_and_leaves_nan_empty() {
+        let schema = Schema::new(["p", "q"]);
+        let enc = Encoder::new(Format::Csv, Precision::Ns, "means", &[], &schema);
+        assert_eq!(enc.header().as_deref(), Some("sensor_id,time_ms,p,q\n"));
+        let mut out = String::new();
+        enc.encode(&reading(&[0.1, f64::NAN]), &mut out);
+        assert_eq!(out, "s 1,1700000000123,0.1,\n");
+        let mut odd = reading(&[1.0, 2.0]);
+        odd.sensor = SensorId::new("a,\"b").expect("short");
+        out.clear();
+        enc.encode(&odd, &mut out);
+        assert_eq!(out, "\"a,\"\"b\",1700000000123,1.0,2.0\n");
+        let json = Encoder::new(Format::Json, Precision::Ns, "means", &[], &schema);
+        assert_eq!(json.header(), None);
     }
 }

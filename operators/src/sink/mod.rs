@@ -5,7 +5,7 @@
 //!   type: file
 //!   input: means_1m
 //!   path: data/means_1m.lp     # relative to the pipeline file; parent folders are created
-//!   format: line_protocol      # line_protocol (default) | json | text
+//!   format: line_protocol      # line_protocol (default) | json | text | csv
 //!   measurement: means_1m      # default: the input node's name
 //!   precision: ns              # s | ms | us | ns (line protocol timestamps)
 //!   tags: { site: home }       # added to every point, besides sensor_id and pipeline
@@ -41,7 +41,7 @@ use format::{Encoder, Format, Precision};
 pub struct FileSinkConfig {
     /// The file to append to; relative to the pipeline file's folder.
     pub path: PathBuf,
-    /// `line_protocol` (default), `json` or `text`.
+    /// `line_protocol` (default), `json`, `text` or `csv` (with a header line).
     #[serde(default)]
     pub format: Format,
     /// Measurement name; default: the input node's name.
@@ -183,7 +183,20 @@ impl NodeOperator for WriterSink {
     fn start(&self, _ctx: &ProcessContext) -> Result<(), RenderError> {
         let writer: Box<dyn Write + Send> = match &self.target {
             Target::Stdout => Box::new(std::io::stdout()),
-            Target::File { path, truncate } => Box::new(open_output(path, *truncate)?),
+            Target::File { path, truncate } => {
+                let mut file = open_output(path, *truncate)?;
+                // A header starts a new (or emptied) file; appending runs add no second one.
+                let empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+                if let Some(header) = self.encoder.header().filter(|_| empty) {
+                    file.write_all(header.as_bytes())
+                        .and_then(|()| file.flush())
+                        .map_err(|source| RenderError::Io {
+                            context: format!("cannot write {}", path.display()),
+                            source,
+                        })?;
+                }
+                Box::new(file)
+            }
         };
         let _ = self.writer.set(Arc::new(Mutex::new(writer)));
         Ok(())
