@@ -1,0 +1,701 @@
+//! The flat representation both model formats compile to, and the prediction loop.
+//!
+//! Every tree's nodes sit in one array, laid out breadth-first so that a node's two
+//! children are adjacent: a node stores only its left child and the right one is the
+//! next slot, which makes the descent branch-free (`next = left + goes_right`).
+//!
+//! Leaves are self-loops: a leaf's feature is the padding slot, which always reads as
+//! missing, and its missing values go "left", to itself. Every tree is then walked for
+//! exactly its depth in steps, with no leaf test inside the loop, so the CPU overlaps
+//! the walks of consecutive trees instead of stalling on a mispredicted leaf branch.
+
+/// A node's flags share a word with its feature index.
+const FEATURE_MASK: u32 = (1 << 28) - 1;
+/// Missing values go left (else right).
+const DEFAULT_LEFT: u32 = 1 << 31;
+/// LightGBM's missing type Zero: NaN and values near zero follow the default direction.
+const ZERO_MISSING: u32 = 1 << 30;
+/// A categorical split; `value` is the index of its category set.
+const CATEGORICAL: u32 = 1 << 29;
+
+/// The largest feature index a model may use.
+pub(crate) const MAX_FEATURES: usize = FEATURE_MASK as usize - 1;
+
+/// LightGBM's `kZeroThreshold` (`1e-35f`, a float widened to double): inputs whose
+/// magnitude is at most this count as zero.
+pub(crate) const LIGHTGBM_ZERO: f64 = 1e-35_f32 as f64;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// A split's threshold (left when `value <= threshold`), a categorical split's set
+    /// index, or a leaf's value.
+    value: f64,
+    /// Feature index and flags.
+    feature: u32,
+    /// The left child's index in the forest's node array; the right child follows it.
+    /// A leaf points at itself.
+    left: u32,
+}
+
+/// How a split routes a row.
+#[derive(Debug, Clone)]
+pub(crate) enum Split {
+    /// Left when `value <= threshold` (compared in f64); missing values (NaN) go to the
+    /// default side.
+    Numeric { threshold: f64, default_left: bool },
+    /// LightGBM's missing type Zero: NaN and values within [`LIGHTGBM_ZERO`] of zero go
+    /// to the default side, others left when `value <= threshold`.
+    ZeroMissing { threshold: f64, default_left: bool },
+    /// Left when the value, truncated to an integer, is a member of the bitset
+    /// (LightGBM's layout: bit `c % 32` of word `c / 32`); NaN and negatives go right.
+    Categorical { bits: Vec<u32> },
+}
+
+/// A tree node as the format parsers produce it: children are indices in the tree's
+/// node list, node 0 is the root.
+#[derive(Debug, Clone)]
+pub(crate) enum RawNode {
+    Leaf(f64),
+    Branch {
+        feature: usize,
+        split: Split,
+        left: usize,
+        right: usize,
+    },
+}
+
+/// How leaf values are summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accumulation {
+    /// In f32, tree by tree from the base score (XGBoost).
+    F32,
+    /// In f64 (LightGBM).
+    F64,
+}
+
+/// The function from the summed margin to the prediction (the objective's link).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Transform {
+    Identity,
+    /// `1 / (1 + exp(-scale * x))`.
+    Sigmoid {
+        scale: f64,
+    },
+    Exp,
+    /// `sign(x) * x²` (LightGBM's `regression sqrt`).
+    SignedSquare,
+    /// `ln(1 + exp(x))` (LightGBM's `cross_entropy_lambda`).
+    Log1pExp,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TreeRef {
+    root: u32,
+    depth: u32,
+}
+
+/// A compiled tree ensemble.
+#[derive(Debug, Clone)]
+pub(crate) struct Forest {
+    nodes: Vec<Node>,
+    trees: Vec<TreeRef>,
+    /// Category bitsets of categorical splits: `(start, len)` into `category_bits`.
+    category_sets: Vec<(u32, u32)>,
+    category_bits: Vec<u32>,
+    num_features: usize,
+    /// Whether any node is categorical or zero-missing (then the general step runs).
+    general: bool,
+    accumulation: Accumulation,
+    base_score: f64,
+    transform: Transform,
+    /// Divide the sum by the number of trees (LightGBM's random-forest mode).
+    average: bool,
+}
+
+/// What the forest builder needs besides the trees.
+pub(crate) struct ForestParams {
+    pub num_features: usize,
+    pub accumulation: Accumulation,
+    /// Added to the sum of the trees (in the margin space).
+    pub base_score: f64,
+    pub transform: Transform,
+    pub average: bool,
+}
+
+impl Forest {
+    /// Lay out the trees. Errors name the tree and node; they cannot happen for a model
+    /// the libraries wrote, only for damaged or hand-made files.
+    pub(crate) fn build(trees: Vec<Vec<RawNode>>, params: ForestParams) -> Result<Forest, String> {
+        if params.num_features > MAX_FEATURES {
+            return Err(format!(
+                "{} features is more than this evaluator supports ({MAX_FEATURES})",
+                params.num_features
+            ));
+        }
+        let mut forest = Forest {
+            nodes: Vec::with_capacity(trees.iter().map(Vec::len).sum()),
+            trees: Vec::with_capacity(trees.len()),
+            category_sets: Vec::new(),
+            category_bits: Vec::new(),
+            num_features: params.num_features,
+            general: false,
+            accumulation: params.accumulation,
+            base_score: params.base_score,
+            transform: params.transform,
+            average: params.average,
+        };
+        for (t, tree) in trees.iter().enumerate() {
+            forest
+                .add_tree(tree)
+                .map_err(|e| format!("tree {t}: {e}"))?;
+        }
+        Ok(forest)
+    }
+
+    fn add_tree(&mut self, tree: &[RawNode]) -> Result<(), String> {
+        if tree.is_empty() {
+            return Err("no nodes".into());
+        }
+        if self.nodes.len() + tree.len() >= u32::MAX as usize {
+            return Err("too many nodes".into());
+        }
+        let base = self.nodes.len();
+        // the padding slot of a row: always missing (see `Row`)
+        let pad = self.num_features as u32;
+        let mut slot = vec![usize::MAX; tree.len()];
+        let mut depth_of = vec![0u32; tree.len()];
+        slot[0] = base;
+        // breadth-first: a node's slot is assigned when its parent is laid out, so each
+        // node's children are adjacent and after it (the walk always moves forward)
+        let mut order = Vec::with_capacity(tree.len());
+        order.push(0usize);
+        self.nodes.push(placeholder());
+        let mut max_depth = 0;
+        let mut next = 0;
+        while next < order.len() {
+            let raw = order[next];
+            next += 1;
+            let at = slot[raw];
+            let node = match &tree[raw] {
+                RawNode::Leaf(value) => Node {
+                    value: *value,
+                    feature: pad | DEFAULT_LEFT,
+                    left: at as u32,
+                },
+                RawNode::Branch {
+                    feature,
+                    split,
+                    left,
+                    right,
+                } => {
+                    if *feature >= self.num_features {
+                        return Err(format!(
+                            "node {raw} splits on feature {feature}, but the model has {} features",
+                            self.num_features
+                        ));
+                    }
+                    for child in [*left, *right] {
+                        if child >= tree.len() {
+                            return Err(format!(
+                                "node {raw} has child {child}, but the tree has {} nodes",
+                                tree.len()
+                            ));
+                        }
+                        if slot[child] != usize::MAX || child == 0 {
+                            return Err(format!(
+                                "node {child} is reached twice (the nodes do not form a tree)"
+                            ));
+                        }
+                    }
+                    let first = self.nodes.len();
+                    slot[*left] = first;
+                    slot[*right] = first + 1;
+                    self.nodes.push(placeholder());
+                    self.nodes.push(placeholder());
+                    let d = depth_of[raw] + 1;
+                    depth_of[*left] = d;
+                    depth_of[*right] = d;
+                    max_depth = max_depth.max(d);
+                    order.push(*left);
+                    order.push(*right);
+                    let (value, flags) = match split {
+                        Split::Numeric {
+                            threshold,
+                            default_left,
+                        } => (*threshold, if *default_left { DEFAULT_LEFT } else { 0 }),
+                        Split::ZeroMissing {
+                            threshold,
+                            default_left,
+                        } => {
+                            self.general = true;
+                            let dl = if *default_left { DEFAULT_LEFT } else { 0 };
+                            (*threshold, dl | ZERO_MISSING)
+                        }
+                        Split::Categorical { bits } => {
+                            self.general = true;
+                            let set = self.category_sets.len();
+                            self.category_sets
+                                .push((self.category_bits.len() as u32, bits.len() as u32));
+                            self.category_bits.extend_from_slice(bits);
+                            (set as f64, CATEGORICAL)
+                        }
+                    };
+                    Node {
+                        value,
+                        feature: *feature as u32 | flags,
+                        left: first as u32,
+                    }
+                }
+            };
+            self.nodes[at] = node;
+        }
+        // nodes never reached from the root are ignored (XGBoost keeps deleted nodes)
+        self.trees.push(TreeRef {
+            root: base as u32,
+            depth: max_depth,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn num_features(&self) -> usize {
+        self.num_features
+    }
+
+    pub(crate) fn num_trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    pub(crate) fn accumulation(&self) -> Accumulation {
+        self.accumulation
+    }
+
+    pub(crate) fn base_score(&self) -> f64 {
+        self.base_score
+    }
+
+    /// Predict one row; NaN and values past the row's end are missing.
+    pub(crate) fn predict(&self, features: &[f64]) -> f64 {
+        // copying the row into a padded stack buffer makes every feature read (and the
+        // leaves' padding slot) a plain in-bounds load
+        if self.num_features < 32 {
+            self.predict_buffered::<32>(features)
+        } else if self.num_features < 256 {
+            self.predict_buffered::<256>(features)
+        } else {
+            self.predict_row(&SliceRow {
+                values: features,
+                num_features: self.num_features,
+            })
+        }
+    }
+
+    fn predict_buffered<const N: usize>(&self, features: &[f64]) -> f64 {
+        let mut buffer = [f64::NAN; N];
+        let n = features.len().min(self.num_features);
+        buffer[..n].copy_from_slice(&features[..n]);
+        self.predict_row(&ArrayRow(&buffer))
+    }
+
+    fn predict_row<R: Row>(&self, row: &R) -> f64 {
+        let raw = match (self.accumulation, self.general) {
+            (Accumulation::F32, false) => self.sum_f32::<R, false>(row),
+            (Accumulation::F32, true) => self.sum_f32::<R, true>(row),
+            (Accumulation::F64, false) => self.sum_f64::<R, false>(row),
+            (Accumulation::F64, true) => self.sum_f64::<R, true>(row),
+        };
+        match self.accumulation {
+            Accumulation::F32 => f64::from(transform_f32(self.transform, raw as f32)),
+            Accumulation::F64 => transform_f64(self.transform, raw),
+        }
+    }
+
+    fn sum_f32<R: Row, const GENERAL: bool>(&self, row: &R) -> f64 {
+        let mut sum = self.base_score as f32;
+        for tree in &self.trees {
+            sum += self.leaf::<R, GENERAL>(*tree, row) as f32;
+        }
+        if self.average && !self.trees.is_empty() {
+            sum /= self.trees.len() as f32;
+        }
+        f64::from(sum)
+    }
+
+    fn sum_f64<R: Row, const GENERAL: bool>(&self, row: &R) -> f64 {
+        let mut sum = 0.0;
+        for tree in &self.trees {
+            sum += self.leaf::<R, GENERAL>(*tree, row);
+        }
+        if self.average && !self.trees.is_empty() {
+            sum /= self.trees.len() as f64;
+        }
+        sum + self.base_score
+    }
+
+    #[inline(always)]
+    fn leaf<R: Row, const GENERAL: bool>(&self, tree: TreeRef, row: &R) -> f64 {
+        let mut at = tree.root as usize;
+        for _ in 0..tree.depth {
+            at = if GENERAL {
+                self.step_general(at, row)
+            } else {
+                step(&self.nodes[at], row)
+            };
+        }
+        self.nodes[at].value
+    }
+
+    fn step_general<R: Row>(&self, at: usize, row: &R) -> usize {
+        let node = &self.nodes[at];
+        if node.feature & (ZERO_MISSING | CATEGORICAL) == 0 {
+            return step(node, row);
+        }
+        let value = row.get((node.feature & FEATURE_MASK) as usize);
+        let goes_right = if node.feature & CATEGORICAL != 0 {
+            !self.in_category_set(node.value as usize, value)
+        } else if value.is_nan() || value.abs() <= LIGHTGBM_ZERO {
+            node.feature & DEFAULT_LEFT == 0
+        } else {
+            value > node.value
+        };
+        node.left as usize + goes_right as usize
+    }
+
+    fn in_category_set(&self, set: usize, value: f64) -> bool {
+        // LightGBM: NaN and negative values are never members; others are truncated
+        if value.is_nan() || value <= -1.0 {
+            return false;
+        }
+        let category = value as u32 as usize;
+        let Some(&(start, len)) = self.category_sets.get(set) else {
+            return false;
+        };
+        let word = category / 32;
+        if word >= len as usize {
+            return false;
+        }
+        self.category_bits
+            .get(start as usize + word)
+            .is_some_and(|bits| (bits >> (category % 32)) & 1 == 1)
+    }
+}
+
+/// One step down a numeric split (or a leaf, which stays put).
+#[inline(always)]
+fn step<R: Row>(node: &Node, row: &R) -> usize {
+    let value = row.get((node.feature & FEATURE_MASK) as usize);
+    // NaN compares false both ways: `>` sends it left, "not `<=`" sends it right
+    let goes_right = if node.feature & DEFAULT_LEFT != 0 {
+        value > node.value
+    } else {
+        !value.le(&node.value)
+    };
+    node.left as usize + goes_right as usize
+}
+
+fn placeholder() -> Node {
+    Node {
+        value: 0.0,
+        feature: 0,
+        left: 0,
+    }
+}
+
+/// Feature access: index `num_features` (the leaves' padding slot) is always missing.
+trait Row {
+    fn get(&self, feature: usize) -> f64;
+}
+
+struct ArrayRow<'a, const N: usize>(&'a [f64; N]);
+
+impl<const N: usize> Row for ArrayRow<'_, N> {
+    #[inline(always)]
+    fn get(&self, feature: usize) -> f64 {
+        // N is a power of two above every feature index, so the mask is a no-op that
+        // lets the compiler drop the bounds check
+        self.0[feature & (N - 1)]
+    }
+}
+
+struct SliceRow<'a> {
+    values: &'a [f64],
+    num_features: usize,
+}
+
+impl Row for SliceRow<'_> {
+    #[inline(always)]
+    fn get(&self, feature: usize) -> f64 {
+        if feature < self.num_features {
+            self.values.get(feature).copied().unwrap_or(f64::NAN)
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+fn transform_f32(transform: Transform, x: f32) -> f32 {
+    match transform {
+        Transform::Identity => x,
+        Transform::Sigmoid { scale } => 1.0 / (1.0 + (-(scale as f32) * x).exp()),
+        Transform::Exp => x.exp(),
+        Transform::SignedSquare => x.signum() * x * x,
+        Transform::Log1pExp => x.exp().ln_1p(),
+    }
+}
+
+fn transform_f64(transform: Transform, x: f64) -> f64 {
+    match transform {
+        Transform::Identity => x,
+        Transform::Sigmoid { scale } => 1.0 / (1.0 + (-scale * x).exp()),
+        Transform::Exp => x.exp(),
+        Transform::SignedSquare => x.signum() * x * x,
+        Transform::Log1pExp => x.exp().ln_1p(),
+    }
+}
+
+/// The f64 threshold `t64` for which `x <= t64` (in f64) holds exactly when XGBoost's
+/// `(x as f32) < t` holds: the boundary is the midpoint between `t` and the f32 below
+/// it, and a row exactly at the midpoint rounds (to even) to one side or the other.
+pub(crate) fn f32_less_than_as_f64_le(t: f32) -> f64 {
+    if !t.is_finite() {
+        // XGBoost never writes such thresholds; keep the comparison sensible
+        return if t == f32::INFINITY {
+            f64::MAX
+        } else {
+            f64::NEG_INFINITY
+        };
+    }
+    let below = t.next_down();
+    if below == f32::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    let mid = (f64::from(below) + f64::from(t)) / 2.0;
+    // the midpoint rounds to whichever neighbour has an even significand
+    if below.to_bits() & 1 == 0 {
+        mid
+    } else {
+        mid.next_down()
+    }
+}
+
+/// Fold LightGBM's input rule (values within `LIGHTGBM_ZERO` of zero become 0) into a
+/// numeric threshold, so that comparing the raw value gives LightGBM's answer.
+pub(crate) fn lightgbm_threshold(t: f64) -> f64 {
+    if t.abs() < LIGHTGBM_ZERO || t == -LIGHTGBM_ZERO {
+        if t >= 0.0 {
+            LIGHTGBM_ZERO
+        } else {
+            (-LIGHTGBM_ZERO).next_down()
+        }
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(num_features: usize) -> ForestParams {
+        ForestParams {
+            num_features,
+            accumulation: Accumulation::F64,
+            base_score: 0.0,
+            transform: Transform::Identity,
+            average: false,
+        }
+    }
+
+    fn stump(split: Split) -> Vec<RawNode> {
+        vec![
+            RawNode::Branch {
+                feature: 0,
+                split,
+                left: 1,
+                right: 2,
+            },
+            RawNode::Leaf(-1.0),
+            RawNode::Leaf(1.0),
+        ]
+    }
+
+    #[test]
+    fn f32_threshold_fold_matches_f32_comparison() {
+        let mut rng = 0x9e3779b97f4a7c15_u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..20_000 {
+            let t = f32::from_bits(next() as u32);
+            if !t.is_finite() {
+                continue;
+            }
+            let t64 = f32_less_than_as_f64_le(t);
+            let below = f64::from(t.next_down());
+            let mid = (below + f64::from(t)) / 2.0;
+            // probe around the boundary and the threshold itself
+            for x in [
+                mid,
+                mid.next_down(),
+                mid.next_up(),
+                f64::from(t),
+                f64::from(t).next_down(),
+                f64::from(t).next_up(),
+                below,
+            ] {
+                assert_eq!((x as f32) < t, x <= t64, "t={t:e} x={x:e} (t64={t64:e})");
+            }
+        }
+    }
+
+    #[test]
+    fn nan_follows_default_direction() {
+        for default_left in [true, false] {
+            let forest = Forest::build(
+                vec![stump(Split::Numeric {
+                    threshold: 0.5,
+                    default_left,
+                })],
+                params(1),
+            )
+            .unwrap();
+            let expected = if default_left { -1.0 } else { 1.0 };
+            assert_eq!(forest.predict(&[f64::NAN]), expected);
+            // a value past the row's end is missing too
+            assert_eq!(forest.predict(&[]), expected);
+            assert_eq!(forest.predict(&[0.5]), -1.0);
+            assert_eq!(forest.predict(&[0.5_f64.next_up()]), 1.0);
+            assert_eq!(forest.predict(&[f64::INFINITY]), 1.0);
+            assert_eq!(forest.predict(&[f64::NEG_INFINITY]), -1.0);
+        }
+    }
+
+    #[test]
+    fn zero_missing_sends_zero_and_nan_to_default() {
+        for default_left in [true, false] {
+            let forest = Forest::build(
+                vec![stump(Split::ZeroMissing {
+                    threshold: -0.5,
+                    default_left,
+                })],
+                params(1),
+            )
+            .unwrap();
+            let default = if default_left { -1.0 } else { 1.0 };
+            for missing in [f64::NAN, 0.0, -0.0, 1e-36, -LIGHTGBM_ZERO] {
+                assert_eq!(forest.predict(&[missing]), default, "{missing}");
+            }
+            assert_eq!(forest.predict(&[-0.7]), -1.0);
+            assert_eq!(forest.predict(&[1e-30]), 1.0);
+        }
+    }
+
+    #[test]
+    fn categorical_membership() {
+        // categories 1 and 33 go left
+        let forest = Forest::build(
+            vec![stump(Split::Categorical {
+                bits: vec![0b10, 0b10],
+            })],
+            params(1),
+        )
+        .unwrap();
+        assert_eq!(forest.predict(&[1.0]), -1.0);
+        assert_eq!(forest.predict(&[1.9]), -1.0);
+        assert_eq!(forest.predict(&[33.0]), -1.0);
+        for right in [0.0, 2.0, 32.0, 64.0, 1e12, -1.0, f64::NAN] {
+            assert_eq!(forest.predict(&[right]), 1.0, "{right}");
+        }
+    }
+
+    #[test]
+    fn single_leaf_tree_and_uneven_depths() {
+        let deep = vec![
+            RawNode::Branch {
+                feature: 1,
+                split: Split::Numeric {
+                    threshold: 0.0,
+                    default_left: false,
+                },
+                left: 1,
+                right: 2,
+            },
+            RawNode::Leaf(10.0),
+            RawNode::Branch {
+                feature: 0,
+                split: Split::Numeric {
+                    threshold: 5.0,
+                    default_left: true,
+                },
+                left: 3,
+                right: 4,
+            },
+            RawNode::Leaf(20.0),
+            RawNode::Leaf(30.0),
+        ];
+        let forest = Forest::build(vec![vec![RawNode::Leaf(0.25)], deep], params(2)).unwrap();
+        assert_eq!(forest.predict(&[0.0, -1.0]), 10.25);
+        assert_eq!(forest.predict(&[5.0, 1.0]), 20.25);
+        assert_eq!(forest.predict(&[6.0, 1.0]), 30.25);
+        assert_eq!(forest.predict(&[f64::NAN, f64::NAN]), 20.25);
+    }
+
+    #[test]
+    fn malformed_trees_are_rejected() {
+        let cyclic = vec![RawNode::Branch {
+            feature: 0,
+            split: Split::Numeric {
+                threshold: 0.0,
+                default_left: true,
+            },
+            left: 0,
+            right: 0,
+        }];
+        assert!(Forest::build(vec![cyclic], params(1)).is_err());
+        let out_of_range = stump(Split::Numeric {
+            threshold: 0.0,
+            default_left: true,
+        });
+        let e = Forest::build(vec![out_of_range], params(0)).unwrap_err();
+        assert!(e.contains("feature 0"), "{e}");
+        assert!(Forest::build(vec![vec![]], params(1)).is_err());
+    }
+
+    #[test]
+    fn wide_rows_use_the_slice_path() {
+        let mut tree = stump(Split::Numeric {
+            threshold: 0.5,
+            default_left: true,
+        });
+        if let RawNode::Branch { feature, .. } = &mut tree[0] {
+            *feature = 299;
+        }
+        let forest = Forest::build(vec![tree], params(300)).unwrap();
+        let mut row = vec![0.0; 300];
+        assert_eq!(forest.predict(&row), -1.0);
+        row[299] = 1.0;
+        assert_eq!(forest.predict(&row), 1.0);
+        assert_eq!(forest.predict(&row[..10]), -1.0);
+    }
+
+    #[test]
+    fn lightgbm_zero_band_fold() {
+        for t in [0.0, 1e-40, -1e-40, -LIGHTGBM_ZERO, LIGHTGBM_ZERO, -0.5, 0.5] {
+            let folded = lightgbm_threshold(t);
+            for x in [
+                0.0,
+                1e-36,
+                -1e-36,
+                LIGHTGBM_ZERO,
+                -LIGHTGBM_ZERO,
+                1e-30,
+                -1e-30,
+            ] {
+                let lightgbm = if x.abs() <= LIGHTGBM_ZERO { 0.0 } else { x };
+                assert_eq!(lightgbm <= t, x <= folded, "t={t:e} x={x:e}");
+            }
+        }
+    }
+}
