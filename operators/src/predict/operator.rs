@@ -49,15 +49,21 @@ pub trait PredictExt<'s> {
     /// use smartgrid_runtime::{Reading, Row, Schema, SensorId};
     /// use smartgrid_runtime::spec::Spanned;
     /// use timely::dataflow::operators::{Capture, ToStream};
-    /// use timely::dataflow::operators::capture::Extract;
+    /// use timely::dataflow::operators::capture::Event;
     ///
     /// let config = FeaturesConfig {
     ///     fields: vec![Spanned::new("p".to_string(), Default::default())],
     ///     ..Default::default()
     /// };
     /// let features = FeaturePlan::new(&config, &Schema::new(["p"])).expect("p is an input field");
-    /// // A model that predicts p + 100 (any LightGBM or XGBoost file works the same way).
-    /// let model = smartgrid_models::Model::parse(b"linear p:1").expect("a model");
+    /// // A LightGBM model with one split: p ≤ 500 → 400, else 900.
+    /// let text = "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
+    ///     max_feature_idx=0\nobjective=regression\nfeature_names=p\nfeature_infos=[0:1000]\n\
+    ///     tree_sizes=1\n\nTree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nsplit_gain=1\n\
+    ///     threshold=500\ndecision_type=2\nleft_child=-1\nright_child=-2\nleaf_value=400 900\n\
+    ///     leaf_weight=1 1\nleaf_count=1 1\ninternal_value=0\ninternal_weight=0\n\
+    ///     internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n";
+    /// let model = smartgrid_models::Model::parse(text.as_bytes()).expect("a model");
     /// let model = LoadedModel::new(model, features.names()).expect("same features");
     /// let slot = Arc::new(ModelSlot::new(model, features.names().to_vec()));
     /// let predictor = Predictor {
@@ -75,9 +81,16 @@ pub trait PredictExt<'s> {
     ///         .predict(predictor, slot, PredictCounters::default(), "predictions")
     ///         .capture()
     /// });
-    /// let predictions: Vec<Reading> = captured.extract().into_iter().flat_map(|(_, r)| r).collect();
+    /// let predictions: Vec<Reading> = captured
+    ///     .try_iter()
+    ///     .filter_map(|event| match event {
+    ///         Event::Messages(_, data) => Some(data),
+    ///         Event::Progress(_) => None,
+    ///     })
+    ///     .flatten()
+    ///     .collect();
     /// // [predicted, target_time, model_version, p]
-    /// assert_eq!(predictions[0].values[0], 250.0);
+    /// assert_eq!(predictions[0].values[0], 400.0);
     /// assert_eq!(predictions[0].values[1], 10_000.0);
     /// ```
     fn predict(
