@@ -30,3 +30,15 @@ echo "peak_rss_kib=$peak"
 echo "10 s means stored: $(wc -l < data/means_10s.lp) (1000 sensors)"
 cd - > /dev/null
 rm -rf "$dir"
+
+echo "== prediction join: compare_with_lag (timely) vs differential-dataflow (1000 sensors × 1440 windows)"
+cargo build --release --locked -q -p smartgrid-operators --example join_bench
+join=$PWD/target/release/examples/join_bench
+for run in 1 2 3 4 5; do
+  for variant in feed timely differential; do
+    "$join" --variant "$variant" --sensors 1000 --windows 1440 | sed "s/^/run=$run /"
+  done
+done
+for run in 1 2; do
+  "$join" --variant differential-unbounded --sensors 1000 --windows 1440 | sed "s/^/run=$run /"
+done
