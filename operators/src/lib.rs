@@ -5,6 +5,7 @@ pub mod decode;
 pub mod mqtt;
 pub mod simulate;
 pub mod sink;
+pub mod spool;
 pub mod window_mean;
 
 use smartgrid_runtime::Registry;
