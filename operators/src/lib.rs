@@ -2,6 +2,7 @@
 //! factory that plans a node, and the timely operator that runs it.
 
 pub mod decode;
+pub mod influx;
 pub mod mqtt;
 pub mod simulate;
 pub mod sink;
@@ -19,6 +20,7 @@ pub fn builtin_registry() -> Registry {
         .register(decode::node::DecodeFactory)
         .register(window_mean::WindowMeanFactory)
         .register(sink::FileSinkFactory)
-        .register(sink::StdoutSinkFactory);
+        .register(sink::StdoutSinkFactory)
+        .register(influx::InfluxSinkFactory);
     registry
 }
