@@ -643,10 +643,10 @@ bind-address = "127.0.0.1:{rpc}"
         format!("http://127.0.0.1:{}", self.server.port())
     }
 
-    /// Run an InfluxQL statement (`POST /query`), return the JSON answer. Panics unless
-    /// the server answers 200.
+    /// Run an InfluxQL statement (`POST /query`, times in epoch milliseconds), return the
+    /// JSON answer. Panics unless the server answers 200.
     pub fn query(&self, db: &str, q: &str) -> String {
-        let path = format!("/query?db={}&q={}", urlencode(db), urlencode(q));
+        let path = format!("/query?db={}&epoch=ms&q={}", urlencode(db), urlencode(q));
         let (status, body) = http("POST", self.server.addr(), &path, b"");
         assert_eq!(status, 200, "query {q}: {body}");
         body
@@ -843,7 +843,7 @@ mod tests {
         assert_eq!(status, 204, "{body}");
         db.restart();
         let answer = db.query("t", "SELECT sum(v) FROM m");
-        assert!(answer.contains(",4]"), "{answer}");
+        assert!(answer.contains("[[0,4]]"), "{answer}");
     }
 
     #[test]
