@@ -3,6 +3,9 @@
 //! pipeline that also writes the same points to a line-protocol file (the oracle) and
 //! compares what the database stored with that file, point by point.
 
+// Tests may unwrap (clippy's allow-unwrap-in-tests does not reach helper functions).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
