@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
-use serde::de::Deserializer;
+use serde::de::{Deserializer, IgnoredAny};
 use smartgrid_runtime::spec::{Duration, error_with_hint};
 
 use crate::sink::format::Precision;
@@ -59,8 +59,26 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// The keys of [`Credentials`] and [`ApiKey`].
+/// The keys of [`Credentials`].
 pub const CREDENTIAL_KEYS: [&str; 3] = ["token", "username", "password"];
+
+/// The `spool:` key, read on its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolKey {
+    /// See [`SpoolConfig`].
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+/// The `retry:` key, read on its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryKey {
+    /// See [`RetryConfig`].
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
 
 fn default_batch_size() -> usize {
     5000
@@ -81,13 +99,20 @@ fn default_true() -> bool {
     true
 }
 
-/// Settings of an `influx` sink (besides `api` and the credentials).
+/// Settings of an `influx` sink. `api`, the credentials, `spool` and `retry` are read
+/// apart ([`ApiKey`], [`Credentials`], [`SpoolKey`], [`RetryKey`]) so that a problem in
+/// one does not hide the others; their keys are listed here (and skipped) so that the
+/// hint for an unknown key names every valid key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
     /// The server's base URL: `http://host:8086` or `https://…` (a path prefix is kept,
     /// for servers behind a reverse proxy).
     pub url: String,
+    #[serde(default, rename = "api")]
+    _api: Option<IgnoredAny>,
+    #[serde(default, rename = "token")]
+    _token: Option<IgnoredAny>,
     /// v2: the organization (name or id).
     #[serde(default)]
     pub org: Option<String>,
@@ -100,6 +125,10 @@ pub struct InfluxConfig {
     /// v1: the retention policy (default: the database's default).
     #[serde(default)]
     pub rp: Option<String>,
+    #[serde(default, rename = "username")]
+    _username: Option<IgnoredAny>,
+    #[serde(default, rename = "password")]
+    _password: Option<IgnoredAny>,
     /// Measurement name; default: the input node's name.
     #[serde(default)]
     pub measurement: Option<String>,
@@ -122,12 +151,10 @@ pub struct InfluxConfig {
     /// Timeout of one HTTP request. Default `10s`.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
-    /// Retry timing: first delay, growth and cap.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// The on-disk spool for batches the server did not accept yet.
-    #[serde(default)]
-    pub spool: SpoolConfig,
+    #[serde(default, rename = "retry")]
+    _retry: Option<IgnoredAny>,
+    #[serde(default, rename = "spool")]
+    _spool: Option<IgnoredAny>,
     /// Where batches the server rejects as bad data (HTTP 400, 413, 422, …) go, one JSON
     /// line each with the server's message. Default `data/<node>.dead_letters.jsonl`,
     /// relative to the pipeline file.
@@ -268,14 +295,19 @@ pub struct Endpoint {
 pub type Issue = (&'static str, String, String);
 
 /// Check what `Deserialize` cannot: the URL, and the keys `api` needs.
-pub fn validate(config: &InfluxConfig, api: Option<Api>) -> Result<Endpoint, Vec<Issue>> {
+pub fn validate(
+    config: &InfluxConfig,
+    api: Option<Api>,
+    spool: Option<&SpoolConfig>,
+    retry: Option<&RetryConfig>,
+) -> Result<Endpoint, Vec<Issue>> {
     let mut issues = Vec::new();
     let endpoint = match parse_url(&config.url) {
         Ok(e) => Some(e),
         Err(reason) => {
             issues.push((
                 "url",
-                format!("invalid InfluxDB URL `{}`: {reason}", config.url),
+                format!("invalid InfluxDB URL `{}`: {reason}", redacted(&config.url)),
                 "write http://host:8086 or https://host".to_string(),
             ));
             None
@@ -340,18 +372,20 @@ pub fn validate(config: &InfluxConfig, api: Option<Api>) -> Result<Endpoint, Vec
             ));
         }
     }
-    if config.spool.max_size.0 < 1 << 20 {
+    if let Some(spool) = spool
+        && spool.max_size.0 < 1 << 20
+    {
         issues.push((
             "spool",
             format!(
                 "spool max_size {} bytes is too small to hold a batch",
-                config.spool.max_size.0
+                spool.max_size.0
             ),
             "use at least 1MiB".to_string(),
         ));
     }
-    if config.retry.initial_delay.get().is_zero()
-        || config.retry.max_delay < config.retry.initial_delay
+    if let Some(retry) = retry
+        && (retry.initial_delay.get().is_zero() || retry.max_delay < retry.initial_delay)
     {
         issues.push((
             "retry",
@@ -362,6 +396,17 @@ pub fn validate(config: &InfluxConfig, api: Option<Api>) -> Result<Endpoint, Vec
     match (endpoint, issues.is_empty()) {
         (Some(endpoint), true) => Ok(endpoint),
         _ => Err(issues),
+    }
+}
+
+/// `text` with any password in it replaced by `***`, for messages.
+fn redacted(text: &str) -> String {
+    match url::Url::parse(text.trim()) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => text.to_string(),
     }
 }
 

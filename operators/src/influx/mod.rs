@@ -44,7 +44,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::sink::format::{Encoder, Format};
 use crate::spool::{Spool, SpoolOptions};
 use client::Client;
-use config::{ApiKey, CREDENTIAL_KEYS, Credentials, InfluxConfig};
+use config::{ApiKey, CREDENTIAL_KEYS, Credentials, InfluxConfig, RetryKey, SpoolKey};
 use writer::{Counters, Msg, Settings, Writer};
 
 /// The `influx` sink factory.
@@ -64,33 +64,51 @@ impl OperatorFactory for InfluxSinkFactory {
     }
 
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        // Three groups read apart, so that one bad value does not hide the others.
-        let is_api = |k: &str| k == "api";
-        let is_secret = |k: &str| CREDENTIAL_KEYS.contains(&k);
-        let api = ctx.node.select(is_api).settings::<ApiKey>();
-        let credentials = ctx.node.select(is_secret).settings::<Credentials>();
-        let config = ctx
-            .node
-            .select(|k| !is_api(k) && !is_secret(k))
-            .settings::<InfluxConfig>();
+        // Groups read apart, so that one bad value does not hide the others.
+        let node_spec = ctx.node;
+        let group = |keys: &[&str]| node_spec.select(|k| keys.contains(&k));
         let mut problems: Vec<Diagnostic> = Vec::new();
-        let api = api.map_err(|e| problems.extend(e)).ok().map(|a| a.api);
-        let credentials = credentials.map_err(|e| problems.extend(e)).ok();
-        let config = config.map_err(|e| problems.extend(e)).ok();
+        let api = keep(
+            &mut problems,
+            group(&["api"]).settings::<ApiKey>().map(|a| a.api),
+        );
+        let credentials = keep(
+            &mut problems,
+            group(&CREDENTIAL_KEYS).settings::<Credentials>(),
+        );
+        let spool = keep(
+            &mut problems,
+            group(&["spool"]).settings::<SpoolKey>().map(|s| s.spool),
+        );
+        let retry = keep(
+            &mut problems,
+            group(&["retry"]).settings::<RetryKey>().map(|r| r.retry),
+        );
+        // The other groups' keys are left out here (a `${VAR}` in them is reported once);
+        // InfluxConfig still names them, for the unknown-key hint.
+        let config = keep(
+            &mut problems,
+            node_spec
+                .select(|k| {
+                    !CREDENTIAL_KEYS.contains(&k) && !["api", "spool", "retry"].contains(&k)
+                })
+                .settings::<InfluxConfig>(),
+        );
         let encoder = match &config {
-            Some(c) => crate::sink::encoder(
-                ctx,
-                Format::LineProtocol,
-                c.precision,
-                c.measurement.clone(),
-                c.tags.clone(),
-            )
-            .map_err(|e| problems.extend(e))
-            .ok(),
+            Some(c) => keep(
+                &mut problems,
+                crate::sink::encoder(
+                    ctx,
+                    Format::LineProtocol,
+                    c.precision,
+                    c.measurement.clone(),
+                    c.tags.clone(),
+                ),
+            ),
             None => None,
         };
         let endpoint = match &config {
-            Some(c) => config::validate(c, api)
+            Some(c) => config::validate(c, api, spool.as_ref(), retry.as_ref())
                 .map_err(|issues| {
                     problems.extend(issues.into_iter().map(|(key, message, hint)| {
                         ctx.node.error(ctx.node.key_at(key), message).hint(hint)
@@ -99,14 +117,26 @@ impl OperatorFactory for InfluxSinkFactory {
                 .ok(),
             None => None,
         };
-        let (Some(api), Some(credentials), Some(config), Some(encoder), Some(endpoint), true) = (
+        let (
+            Some(api),
+            Some(credentials),
+            Some(spool),
+            Some(retry),
+            Some(config),
+            Some(encoder),
+            Some(endpoint),
+            true,
+        ) = (
             api,
             credentials,
+            spool,
+            retry,
             config,
             encoder,
             endpoint,
             problems.is_empty(),
-        ) else {
+        )
+        else {
             return Err(problems);
         };
         let node = ctx.node.name.clone();
@@ -123,8 +153,7 @@ impl OperatorFactory for InfluxSinkFactory {
             config.timeout.get(),
         );
         let spool_dir = ctx.resolve(
-            &config
-                .spool
+            &spool
                 .dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("data/spool").join(ctx.pipeline).join(&node)),
@@ -140,9 +169,9 @@ impl OperatorFactory for InfluxSinkFactory {
             client: Mutex::new(Some(client)),
             spool_dir,
             spool_options: SpoolOptions {
-                max_bytes: config.spool.max_size.0,
-                when_full: config.spool.when_full,
-                fsync: config.spool.fsync,
+                max_bytes: spool.max_size.0,
+                when_full: spool.when_full,
+                fsync: spool.fsync,
                 ..SpoolOptions::default()
             },
             dead_letter,
@@ -151,13 +180,18 @@ impl OperatorFactory for InfluxSinkFactory {
                 batch_size: config.batch_size,
                 flush_interval: config.flush_interval.get(),
                 drain_timeout: config.drain_timeout.get(),
-                attempts_before_spool: config.retry.attempts_before_spool,
-                retry_initial: config.retry.initial_delay.get(),
-                retry_max: config.retry.max_delay.get(),
+                attempts_before_spool: retry.attempts_before_spool,
+                retry_initial: retry.initial_delay.get(),
+                retry_max: retry.max_delay.get(),
             },
             running: OnceLock::new(),
         }))
     }
+}
+
+/// The value, or its diagnostics added to `problems`.
+fn keep<T>(problems: &mut Vec<Diagnostic>, result: Result<T, Vec<Diagnostic>>) -> Option<T> {
+    result.map_err(|e| problems.extend(e)).ok()
 }
 
 /// The writer thread of this process, started by worker 0's render.
