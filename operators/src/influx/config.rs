@@ -410,7 +410,8 @@ fn redacted(text: &str) -> String {
     }
 }
 
-fn parse_url(text: &str) -> Result<Endpoint, String> {
+/// Parse and check a server URL (`http://host:port[/prefix]`).
+pub fn parse_url(text: &str) -> Result<Endpoint, String> {
     let url = url::Url::parse(text.trim()).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
