@@ -116,7 +116,11 @@ fn counter(metrics: &Metrics, name: &str) -> u64 {
 fn wait_for(metrics: &Metrics, name: &str, value: u64) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while counter(metrics, name) < value {
-        assert!(Instant::now() < deadline, "{name} stuck at {}", counter(metrics, name));
+        assert!(
+            Instant::now() < deadline,
+            "{name} stuck at {}",
+            counter(metrics, name)
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -153,7 +157,9 @@ fn main() {
     let sink = start(&url, gzip, &dir.path().join("spool-direct"));
     let t0 = Instant::now();
     for (text, n) in data {
-        sink.tx.send(Msg::Lines { text, points: n }).expect("writer alive");
+        sink.tx
+            .send(Msg::Lines { text, points: n })
+            .expect("writer alive");
     }
     wait_for(&sink.metrics, "written", points as u64);
     let direct = t0.elapsed();
@@ -174,7 +180,9 @@ fn main() {
     let sink = start(&url, gzip, &dir.path().join("spool-outage"));
     let t0 = Instant::now();
     for (text, n) in data {
-        sink.tx.send(Msg::Lines { text, points: n }).expect("writer alive");
+        sink.tx
+            .send(Msg::Lines { text, points: n })
+            .expect("writer alive");
     }
     wait_for(&sink.metrics, "spooled", batches);
     let spooled = t0.elapsed();

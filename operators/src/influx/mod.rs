@@ -334,3 +334,5 @@ impl NodeOperator for InfluxSink {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod writer_tests;
