@@ -531,3 +531,58 @@ fn kill_9_keeps_the_spool_and_the_next_start_replays_it() {
     let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
     assert!(spool.is_empty(), "the replayed batches were acknowledged");
 }
+
+#[test]
+fn sigterm_with_the_server_down_spools_everything_and_exits() {
+    if !testkit::require_binary("influxd") {
+        return;
+    }
+    let mut db = testkit::Influxd::start();
+    let url = db.url();
+    db.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  store:
+    type: influx
+    input: means
+    url: {url}
+    api: v1
+    db: energy
+    precision: ms
+    flush_interval: 300ms
+    retry: {{ initial_delay: 100ms, max_delay: 500ms }}
+    spool: {{ dir: spool }}
+    drain_timeout: 1s
+"
+    );
+    // Real time, no end: only SIGTERM stops it.
+    let simulate = "    sensors: 3\n    seed: 2\n    realtime: true";
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        pipeline("term", simulate, &sinks),
+    )
+    .unwrap();
+    let run = start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines = run.finish(Duration::from_secs(20));
+    assert!(
+        lines.iter().any(|l| l.contains("stay in the spool")),
+        "the exit says where the batches are"
+    );
+    let oracle = read_line_protocol(&dir.path().join("oracle.lp"));
+    assert!(oracle.len() >= 3 * 3, "{} windows", oracle.len());
+    let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let mut spooled = Points::new();
+    for record in spool.iter() {
+        let text = String::from_utf8(record.unwrap()).unwrap();
+        let file = dir.path().join("spooled.lp");
+        std::fs::write(&file, text).unwrap();
+        spooled.extend(read_line_protocol(&file));
+    }
+    assert_same(&spooled, &oracle, 0.0);
+}

@@ -6,7 +6,9 @@
 //! ```
 //! Without `--url` it starts VictoriaMetrics (`victoria-metrics` must be installed) and
 //! also measures the spool: the same points with the server stopped (all spooled), then
-//! the replay once it is back.
+//! the replay once it is back. `--discard` sends to a server in this process that reads
+//! each request and answers 204 without storing anything: the sink's own ceiling
+//! (batching, gzip, HTTP), whatever a database can ingest.
 
 use std::time::{Duration, Instant};
 
@@ -125,6 +127,54 @@ fn wait_for(metrics: &Metrics, name: &str, value: u64) {
     }
 }
 
+/// An HTTP/1.1 server that reads each request's body and answers 204.
+fn discard_server() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut stream = stream;
+                let mut line = String::new();
+                let mut body = Vec::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = line.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    body.resize(length, 0);
+                    if reader.read_exact(&mut body).is_err()
+                        || stream
+                            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let points: usize = args
@@ -137,8 +187,10 @@ fn main() {
         .position(|a| a == "--url")
         .and_then(|i| args.get(i + 1).cloned());
     let mut vm = None;
+    let discard = args.iter().any(|a| a == "--discard");
     let url = match url_arg {
         Some(url) => url,
+        None if discard => discard_server(),
         None => {
             let server = testkit::VictoriaMetrics::start();
             let url = server.url();

@@ -241,7 +241,8 @@ impl InfluxSink {
             self.dead_letter.clone(),
             self.settings.clone(),
             counters,
-        );
+        )
+        .with_shutdown(ctx.process.shutdown.clone());
         let (tx, rx) = crossbeam_channel::bounded(self.queue);
         let thread = std::thread::Builder::new()
             .name(format!("influx-{node}"))

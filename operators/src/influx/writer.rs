@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::operator::open_output;
+use smartgrid_runtime::shutdown::Shutdown;
 
 use super::client::{Backoff, Client, Outcome};
 use crate::spool::{Spool, SpoolError};
@@ -73,6 +74,9 @@ pub struct Writer {
     dropped_seen: u64,
     /// Set while draining on shutdown: a full spool waits no longer than this.
     drain_deadline: Option<Instant>,
+    /// The process's stop flag: a writer waiting for room in a full spool must not hold
+    /// up a shutdown (the dataflow cannot drain while it waits).
+    shutdown: Option<Shutdown>,
 }
 
 /// Points in a batch: one per line.
@@ -105,9 +109,16 @@ impl Writer {
             outage: None,
             dropped_seen: 0,
             drain_deadline: None,
+            shutdown: None,
             settings,
             counters,
         }
+    }
+
+    /// Watch this stop flag while waiting for room in a full spool.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Run until [`Msg::Close`] (or every sender is gone), then drain.
@@ -340,6 +351,12 @@ impl Writer {
                         self.dropped_seen = dropped;
                     }
                     return;
+                }
+                Err(SpoolError::Full { .. })
+                    if self.drain_deadline.is_none()
+                        && self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) =>
+                {
+                    self.drain_deadline = Some(Instant::now() + self.settings.drain_timeout);
                 }
                 Err(SpoolError::Full { .. })
                     if self.drain_deadline.is_some_and(|d| Instant::now() >= d) =>
