@@ -2,7 +2,7 @@
 //! server on loopback.
 //!
 //! ```text
-//! cargo bench -p smartgrid-operators --bench influx -- [points] [--url http://127.0.0.1:8428] [--no-gzip]
+//! cargo bench -p smartgrid-operators --bench influx -- [points] [--url http://127.0.0.1:8428] [--no-gzip] [--discard] [--writers K]
 //! ```
 //! Without `--url` it starts VictoriaMetrics (`victoria-metrics` must be installed) and
 //! also measures the spool: the same points with the server stopped (all spooled), then
@@ -204,21 +204,35 @@ fn main() {
         if gzip { "on" } else { "off" }
     );
 
-    // Direct writes.
+    // Direct writes, optionally split over several independent writers (`--writers K`),
+    // to see what requests in flight at once would gain.
+    let writers: usize = args
+        .iter()
+        .position(|a| a == "--writers")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1);
     let data = chunks(points, 0);
-    let sink = start(&url, gzip, &dir.path().join("spool-direct"));
+    let sinks: Vec<Sink> = (0..writers)
+        .map(|w| start(&url, gzip, &dir.path().join(format!("spool-direct-{w}"))))
+        .collect();
     let t0 = Instant::now();
-    for (text, n) in data {
-        sink.tx
+    for (i, (text, n)) in data.into_iter().enumerate() {
+        sinks[i % writers]
+            .tx
             .send(Msg::Lines { text, points: n })
             .expect("writer alive");
     }
-    wait_for(&sink.metrics, "written", points as u64);
+    let total = || -> u64 { sinks.iter().map(|s| counter(&s.metrics, "written")).sum() };
+    while total() < points as u64 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let direct = t0.elapsed();
-    let _ = sink.tx.send(Msg::Close);
-    sink.thread.join().expect("writer thread");
+    for sink in sinks {
+        let _ = sink.tx.send(Msg::Close);
+        sink.thread.join().expect("writer thread");
+    }
     println!(
-        "  direct:  {:>10.0} points/s ({direct:.2?})",
+        "  direct:  {:>10.0} points/s ({direct:.2?}, {writers} writer(s))",
         points as f64 / direct.as_secs_f64()
     );
 
