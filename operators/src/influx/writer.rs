@@ -253,8 +253,9 @@ impl Writer {
             let body = self.client.body(&record);
             match self.client.send(&body) {
                 Outcome::Accepted => {
-                    self.ack();
                     self.delivered(points_in(&record));
+                    // After `delivered`: a failed ack schedules the next attempt.
+                    self.ack();
                     if self.spool.is_empty() {
                         tracing::info!(node = %self.node, "the spool is empty again");
                     }
