@@ -3,10 +3,12 @@
 
 pub mod compare_with_lag;
 pub mod decode;
+pub mod influx;
 pub mod mqtt;
 pub mod predict;
 pub mod simulate;
 pub mod sink;
+pub mod spool;
 pub mod window_mean;
 
 use smartgrid_runtime::Registry;
@@ -22,6 +24,7 @@ pub fn builtin_registry() -> Registry {
         .register(predict::PredictFactory)
         .register(compare_with_lag::CompareWithLagFactory)
         .register(sink::FileSinkFactory)
-        .register(sink::StdoutSinkFactory);
+        .register(sink::StdoutSinkFactory)
+        .register(influx::InfluxSinkFactory);
     registry
 }
