@@ -510,7 +510,16 @@ impl Simulator {
     /// The next reading and the position of its sensor, advancing the cursor.
     #[inline]
     fn advance(&mut self) -> Option<(TenSecData, usize)> {
-        if self.is_done() || self.sensors.is_empty() {
+        if self.sensors.is_empty() {
+            // A worker's share without sensors has no reading to give: jump to the end
+            // so a reader driven by `next_payload` sees it done (its ticks would never
+            // advance otherwise, and a pipeline with a `duration` would never finish).
+            if let Some(end) = self.end.filter(|&end| self.tick < end) {
+                self.enter_tick(end);
+            }
+            return None;
+        }
+        if self.is_done() {
             return None;
         }
         let at = self.pos;

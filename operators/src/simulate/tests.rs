@@ -376,4 +376,9 @@ fn worker_split_covers_every_sensor_once() {
         ticks += 1;
     }
     assert_eq!((ticks, out.len()), (12, 0));
+    // Read payload by payload (as the source node does), it is done at once.
+    let mut idle =
+        Simulator::with_now(&cfg(10, 12, 1, 0, "1s"), c.worker_sensors(15, 20), 0).unwrap();
+    assert!(idle.next_payload().is_none());
+    assert!(idle.is_done());
 }
