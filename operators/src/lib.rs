@@ -2,6 +2,7 @@
 //! factory that plans a node, and the timely operator that runs it.
 
 pub mod decode;
+pub mod iothub;
 pub mod mqtt;
 pub mod simulate;
 pub mod sink;
