@@ -281,6 +281,25 @@ impl Server {
         }
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGHUP (many servers re-read their configuration on it). Panics if the
+    /// server is not running or `kill` fails.
+    pub fn hangup(&self) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -HUP {pid} failed: {status}");
+    }
+
     /// Stops and starts the process again, on the same port with the same config.
     pub fn restart(&mut self) {
         self.stop();
@@ -454,6 +473,12 @@ impl Mosquitto {
     /// Its temporary directory.
     pub fn dir(&self) -> &Path {
         self.server.dir()
+    }
+
+    /// Makes the broker re-read its password and ACL files (SIGHUP); clients already
+    /// connected stay connected.
+    pub fn reload(&self) {
+        self.server.hangup();
     }
 
     /// The tail of its logs, for assertion messages.

@@ -228,6 +228,8 @@ pub enum CloudEvent {
 pub struct DeviceClientStats {
     /// Connected right now.
     pub connected: bool,
+    /// Subscribed (C2D and twin topics) on the current connection.
+    pub subscribed: bool,
     /// Successful connections so far (the first one included).
     pub connections: u64,
     /// Reconnections made to present a fresh SAS token.
@@ -484,8 +486,13 @@ impl DeviceClient {
     pub fn stats(&self) -> DeviceClientStats {
         let c = &self.shared.counters;
         let expiry = c.token_expiry.load(Ordering::Relaxed);
+        let (connected, subscribed) = {
+            let link = lock(&self.shared.link);
+            (link.connected, link.subscribed)
+        };
         DeviceClientStats {
-            connected: lock(&self.shared.link).connected,
+            connected,
+            subscribed,
             connections: c.connections.load(Ordering::Relaxed),
             token_renewals: c.token_renewals.load(Ordering::Relaxed),
             connection_errors: c.connection_errors.load(Ordering::Relaxed),
