@@ -6,6 +6,7 @@ pub mod iothub;
 pub mod mqtt;
 pub mod simulate;
 pub mod sink;
+pub mod spool;
 pub mod window_mean;
 
 use smartgrid_runtime::Registry;
