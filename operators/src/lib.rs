@@ -20,6 +20,7 @@ pub fn builtin_registry() -> Registry {
         .register(decode::node::DecodeFactory)
         .register(window_mean::WindowMeanFactory)
         .register(sink::FileSinkFactory)
-        .register(sink::StdoutSinkFactory);
+        .register(sink::StdoutSinkFactory)
+        .register(iothub::IotHubSinkFactory);
     registry
 }

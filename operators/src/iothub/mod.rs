@@ -22,7 +22,7 @@ pub use client::{
     API_VERSION, CloudEvent, CloudMessage, DEFAULT_PORT, DesiredPatch, DeviceClient,
     DeviceClientOptions, DeviceClientStats, IotHubError, JSON_PROPERTIES, TwinResponse, X509Files,
 };
-// pub use config::IotHubConfig;
+pub use config::{IotHubConfig, X509Config};
 pub use connection_string::{ConnectionString, ConnectionStringError, Credential, SharedAccessKey};
-// pub use node::IotHubSinkFactory;
+pub use node::IotHubSinkFactory;
 pub use outbox::{MemoryStore, Outbox, OutboxError, OutboxStore};

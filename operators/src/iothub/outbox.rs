@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use crate::spool::{Spool, SpoolError};
+
 /// Why the outbox refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -86,6 +88,38 @@ impl OutboxStore for MemoryStore {
 
     fn len(&self) -> usize {
         self.records.len()
+    }
+}
+
+/// The on-disk spool as an outbox store. It must be opened with
+/// [`WhenFull::Backpressure`](crate::spool::WhenFull::Backpressure): dropping the
+/// oldest records would shift the [`Outbox`]'s numbering.
+impl OutboxStore for Spool {
+    fn append(&mut self, record: &[u8]) -> Result<(), OutboxError> {
+        match Spool::append(self, record) {
+            Ok(()) => Ok(()),
+            Err(SpoolError::Full { pending, .. }) => Err(OutboxError::Full { bytes: pending }),
+            Err(e) => Err(OutboxError::Store(e.to_string())),
+        }
+    }
+
+    fn read(&self, skip: usize, limit: usize) -> Result<Vec<Vec<u8>>, OutboxError> {
+        // The skipped records are the ones in flight (at most the in-flight window).
+        self.iter()
+            .skip(skip)
+            .take(limit)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| OutboxError::Store(e.to_string()))
+    }
+
+    fn ack_front(&mut self) -> Result<(), OutboxError> {
+        self.ack()
+            .map(drop)
+            .map_err(|e| OutboxError::Store(e.to_string()))
+    }
+
+    fn len(&self) -> usize {
+        Spool::len(self)
     }
 }
 
@@ -189,6 +223,40 @@ mod tests {
         outbox.ack(9).expect("unknown ids are ignored");
         assert_eq!(outbox.push(&[5]).expect("room"), 5);
         assert_eq!(outbox.read_from(4, 1).expect("read"), vec![(4, vec![4])]);
+    }
+
+    #[test]
+    fn the_spool_keeps_unacknowledged_records_across_reopen() {
+        use crate::spool::{SpoolOptions, WhenFull};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = SpoolOptions {
+            max_bytes: 1 << 20,
+            when_full: WhenFull::Backpressure,
+            fsync: false,
+            ..SpoolOptions::default()
+        };
+        {
+            let spool = Spool::open(dir.path(), options.clone()).expect("open");
+            let mut outbox = Outbox::new(Box::new(spool));
+            for i in 0..10u8 {
+                outbox.push(&[i; 3]).expect("room");
+            }
+            for id in [1, 0, 2, 5] {
+                outbox.ack(id).expect("ack");
+            }
+            assert_eq!(outbox.pending(), 6);
+        }
+        // Reopened: 0..=2 are gone; 5 was acknowledged out of order and is sent again
+        // (at least once), with everything after the front.
+        let spool = Spool::open(dir.path(), options).expect("reopen");
+        let outbox = Outbox::new(Box::new(spool));
+        let records: Vec<u8> = outbox
+            .read_from(0, 100)
+            .expect("read")
+            .into_iter()
+            .map(|(_, r)| r[0])
+            .collect();
+        assert_eq!(records, vec![3, 4, 5, 6, 7, 8, 9]);
     }
 
     #[test]
