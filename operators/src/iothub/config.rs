@@ -16,6 +16,17 @@ use crate::mqtt::ConfigIssue;
 fn default_port() -> u16 {
     DEFAULT_PORT
 }
+fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    let value = u64::deserialize(deserializer)?;
+    match u16::try_from(value) {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(smartgrid_runtime::spec::error_with_hint(
+            "not a TCP port",
+            "a port is 1..=65535; IoT Hub and IoT Edge listen for MQTT over TLS on 8883 (the default)",
+        )),
+    }
+}
+
 fn default_token_ttl() -> Duration {
     Duration(StdDuration::from_secs(3600))
 }
@@ -74,7 +85,7 @@ pub struct IotHubConfig {
     pub host: Option<String>,
 
     /// The MQTT-over-TLS port (default 8883).
-    #[serde(default = "default_port")]
+    #[serde(default = "default_port", deserialize_with = "port")]
     pub port: u16,
 
     /// PEM file with the CA certificate(s) of the hub or the IoT Edge gateway
@@ -345,6 +356,11 @@ mod tests {
             config("    prot: 8883\n").is_err(),
             "unknown keys are refused"
         );
-        assert!(config("    port: 70000\n").is_err(), "ports are u16");
+        let err = config("    port: 70000\n").expect_err("ports are u16");
+        assert!(
+            err.contains("not a TCP port") && err.contains("8883"),
+            "{err}"
+        );
+        assert!(config("    port: 0\n").is_err());
     }
 }

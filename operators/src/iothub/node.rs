@@ -73,9 +73,16 @@ impl OperatorFactory for IotHubSinkFactory {
                     ctx.node
                         .error(
                             ctx.node.key_at(key),
-                            format!("`{key}`: no file {}", resolved.display()),
+                            format!("no such file: {}", resolved.display()),
                         )
-                        .hint("paths are relative to the pipeline file's folder; check the name"),
+                        .hint(if key == "ca_file" {
+                            "give the PEM file of the CA that signed the hub's or the IoT Edge \
+                             gateway's certificate (relative paths start at the pipeline file's folder), \
+                             or remove `ca_file` to use the system's trusted roots"
+                        } else {
+                            "give the device's PEM certificate and key (relative paths start at \
+                             the pipeline file's folder)"
+                        }),
                 );
             }
             resolved
