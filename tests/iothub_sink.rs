@@ -63,6 +63,18 @@ fn setup() -> Option<Setup> {
         dir.path().join("server.pem").display(),
         dir.path().join("server.key").display(),
     ));
+    let (watcher, received) = watch(&broker, dir.path());
+    Some(Setup {
+        broker,
+        dir,
+        received,
+        watcher,
+    })
+}
+
+/// `mosquitto_sub` on the device's events topic, collecting (topic, payload) pairs.
+fn watch(broker: &testkit::Mosquitto, dir: &Path) -> (Child, Arc<Mutex<Vec<(String, String)>>>) {
+    let connected_before = broker.log_tail().matches("as observer").count();
     let mut watcher = Command::new(testkit::find_binary("mosquitto_sub").expect("found"))
         .args([
             "-h",
@@ -74,7 +86,7 @@ fn setup() -> Option<Setup> {
             "-v",
         ])
         .arg("--cafile")
-        .arg(dir.path().join("ca.pem"))
+        .arg(dir.join("ca.pem"))
         .args([
             "-i",
             "observer",
@@ -100,20 +112,25 @@ fn setup() -> Option<Setup> {
     });
     // mosquitto_sub is subscribed once the broker logs it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !broker.log_tail().contains("as observer") {
+    while broker.log_tail().matches("as observer").count() == connected_before {
         assert!(Instant::now() < deadline, "mosquitto_sub did not connect");
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    Some(Setup {
-        broker,
-        dir,
-        received,
-        watcher,
-    })
+    (watcher, received)
 }
 
 fn pipeline(setup: &Setup, simulate: &str, window: &str, max_bytes: usize) -> String {
+    pipeline_with(setup, simulate, window, max_bytes, "")
+}
+
+fn pipeline_with(
+    setup: &Setup,
+    simulate: &str,
+    window: &str,
+    max_bytes: usize,
+    extra: &str,
+) -> String {
     format!(
         r#"
 pipeline: cloud
@@ -141,6 +158,7 @@ nodes:
     flush_interval: 1h
     properties: {{type: means}}
     spool: outbox
+{extra}
   store:
     type: file
     input: means
@@ -324,4 +342,63 @@ fn sigterm_sends_the_open_batch() {
     assert_eq!(received.len(), 1, "one batch");
     let records = check(&setup, &received, max_bytes);
     assert!(records >= 3, "{records} records");
+}
+
+/// With the hub unreachable, a run ends with its messages in the spool folder; the
+/// next run sends them first, then its own.
+#[test]
+fn the_spool_keeps_messages_for_the_next_run() {
+    let Some(mut setup) = setup() else { return };
+    let max_bytes = 1024;
+    std::fs::write(
+        setup.dir.path().join("p.yaml"),
+        pipeline_with(
+            &setup,
+            "    realtime: false\n    duration: 5m",
+            "10s",
+            max_bytes,
+            "    shutdown_timeout: 2s",
+        ),
+    )
+    .expect("write");
+    let _ = setup.watcher.kill();
+    let _ = setup.watcher.wait();
+    setup.broker.stop();
+    let out = smartgrid(setup.dir.path()).output().expect("run");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("stay in the spool"), "{log}");
+    let first_run = expected_records(setup.dir.path()).len();
+
+    setup.broker.restart();
+    let (watcher, received) = watch(&setup.broker, setup.dir.path());
+    setup.watcher = watcher;
+    setup.received = received;
+    let out = smartgrid(setup.dir.path()).output().expect("run");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("earlier run"), "{log}");
+    assert!(log.contains("everything acknowledged"), "{log}");
+
+    // The file sink appended both runs' means: the first run's come first.
+    let expected = expected_records(setup.dir.path());
+    assert_eq!(expected.len(), 2 * first_run);
+    let received = messages(&setup, 2);
+    let mut records = Vec::new();
+    let mut boundary = None;
+    for (_, payload) in &received {
+        assert!(payload.len() <= max_bytes);
+        records.extend(serde_json::from_str::<Vec<Value>>(payload).expect("JSON array"));
+        if records.len() == first_run {
+            boundary = Some(records.len());
+        }
+    }
+    assert_eq!(records, expected, "both runs' means, once each, in order");
+    assert_eq!(boundary, Some(first_run), "no message mixes the two runs");
+    let lengths: Vec<usize> = records.iter().map(|r| r.to_string().len()).collect();
+    assert_eq!(
+        received.len(),
+        greedy_count(&lengths[..first_run], max_bytes)
+            + greedy_count(&lengths[first_run..], max_bytes)
+    );
 }

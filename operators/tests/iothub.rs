@@ -328,6 +328,63 @@ fn nothing_is_lost_across_a_broker_restart() {
     client.close(WAIT).expect("closed");
 }
 
+/// Messages in flight when the broker dies unacknowledged are sent again from the
+/// outbox. The broker is frozen first, so it can neither acknowledge nor forward them:
+/// they reach the observer only through the client's resend, each exactly once.
+#[test]
+fn unacknowledged_messages_are_resent_after_the_broker_dies() {
+    if skip() {
+        return;
+    }
+    let token = sas_by_openssl(KEY_HEX, T0 + 3600);
+    let mut hub = Hub::start(&token);
+    let events = format!("devices/{DEVICE}/messages/events/#");
+    let sub = hub.observe(&[&events], "observer-inflight");
+    let clock = TestClock::at(T0);
+    let mut options = hub.options(KEY_B64, &clock);
+    options.reconnect_min = Duration::from_secs(1);
+    options.reconnect_max = Duration::from_secs(2);
+    let window = u64::from(options.max_in_flight);
+    let client = DeviceClient::connect(options, memory_outbox()).expect("client");
+    client.wait_connected(WAIT).expect("connected");
+    for i in 0..50 {
+        client.send_event(&payload(i), &[]).expect("queued");
+    }
+    client.flush(WAIT).expect("acknowledged");
+    let mut got: Vec<u32> = receive(&sub, 50).iter().map(number).collect();
+
+    hub.broker.freeze();
+    for i in 50..250 {
+        client.send_event(&payload(i), &[]).expect("queued");
+    }
+    wait_for("a full in-flight window", || {
+        client.stats().sent == 50 + window
+    });
+    let stats = client.stats();
+    assert_eq!(
+        (stats.acknowledged, stats.outbox_pending),
+        (50, 200),
+        "{stats:?}"
+    );
+
+    hub.broker.stop();
+    hub.broker.restart();
+    sub.wait_subscribed(WAIT).expect("observer back");
+    client
+        .flush(WAIT)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", client.stats()));
+    got.extend(receive(&sub, 200).iter().map(number));
+    assert_eq!(got, (0..250).collect::<Vec<_>>());
+    let stats = client.stats();
+    // The first window was written twice: once to the frozen broker, once again.
+    assert_eq!(
+        (stats.sent, stats.acknowledged),
+        (250 + window, 250),
+        "{stats:?}"
+    );
+    client.close(WAIT).expect("closed");
+}
+
 #[test]
 fn the_token_is_renewed_before_it_expires() {
     if skip() {

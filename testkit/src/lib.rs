@@ -286,18 +286,23 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Sends SIGHUP (many servers re-read their configuration on it). Panics if the
+    /// Sends the signal `name` (`HUP`, `STOP`, `CONT`, …) with `kill`. Panics if the
     /// server is not running or `kill` fails.
-    pub fn hangup(&self) {
+    pub fn signal(&self, name: &str) {
         let pid = self
             .pid()
             .unwrap_or_else(|| panic!("{} is not running", self.name));
         let status = Command::new("kill")
-            .arg("-HUP")
+            .arg(format!("-{name}"))
             .arg(pid.to_string())
             .status()
             .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
-        assert!(status.success(), "kill -HUP {pid} failed: {status}");
+        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+    }
+
+    /// Sends SIGHUP (many servers re-read their configuration on it).
+    pub fn hangup(&self) {
+        self.signal("HUP");
     }
 
     /// Stops and starts the process again, on the same port with the same config.
@@ -479,6 +484,12 @@ impl Mosquitto {
     /// connected stay connected.
     pub fn reload(&self) {
         self.server.hangup();
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is read,
+    /// forwarded or acknowledged, until [`stop`](Self::stop) or SIGCONT.
+    pub fn freeze(&self) {
+        self.server.signal("STOP");
     }
 
     /// The tail of its logs, for assertion messages.

@@ -14,23 +14,22 @@
 //! Every connection is a clean session: whatever was not acknowledged is sent again from
 //! the outbox after reconnecting, in order. Delivery is at least once.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use percent_encoding::percent_decode_str;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, SubscribeFilter};
+use crossbeam_channel::Receiver;
+use rumqttc::AsyncClient;
 use smartgrid_runtime::spec::Duration as SpecDuration;
 
-use super::connection_string::{ConnectionString, Credential, SharedAccessKey};
+use super::connection_string::{ConnectionString, Credential};
+use super::events::CloudEvent;
 use super::outbox::{Outbox, OutboxError};
-use super::sas::{Clock, SystemClock, Token, resource_uri, url_encode};
-use crate::mqtt::{MqttConfig, MqttError, StopFlags, lock, mqtt_options, next_backoff};
+use super::sas::{Clock, SystemClock, resource_uri, url_encode};
+use super::session::{Counters, Link, Shared, Worker, new_token, subscriptions};
+use crate::mqtt::{MqttConfig, MqttError, StopFlags, lock, mqtt_options};
 
 /// The MQTT API version IoT Hub is asked for.
 pub const API_VERSION: &str = "2021-04-12";
@@ -125,7 +124,7 @@ impl DeviceClientOptions {
         }
     }
 
-    fn devicebound_prefix(&self) -> String {
+    pub(super) fn devicebound_prefix(&self) -> String {
         format!(
             "devices/{}/messages/devicebound/",
             self.connection.device_id
@@ -178,51 +177,6 @@ impl From<OutboxError> for IotHubError {
     }
 }
 
-/// A cloud-to-device message.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CloudMessage {
-    /// The full topic it came on.
-    pub topic: String,
-    /// Its properties (system ones like `$.mid` and the application's), decoded.
-    pub properties: Vec<(String, String)>,
-    /// Its body.
-    pub payload: Bytes,
-}
-
-/// A patch of the twin's desired properties.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DesiredPatch {
-    /// The desired properties' version after the patch (`$version`).
-    pub version: Option<u64>,
-    /// The patch (a JSON object).
-    pub patch: serde_json::Value,
-}
-
-/// The hub's answer to a twin request ([`DeviceClient::get_twin`],
-/// [`DeviceClient::report_properties`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TwinResponse {
-    /// The request id the call returned.
-    pub rid: String,
-    /// HTTP-like status: 200 (GET), 204 (reported patch accepted), 4xx/5xx errors.
-    pub status: u16,
-    /// The reported properties' new version (PATCH responses).
-    pub version: Option<u64>,
-    /// The body: the full twin for a GET; empty for a PATCH.
-    pub body: Option<serde_json::Value>,
-}
-
-/// Something the hub sent to the device.
-#[derive(Clone, Debug, PartialEq)]
-pub enum CloudEvent {
-    /// A cloud-to-device message.
-    Message(CloudMessage),
-    /// A desired-properties patch.
-    Desired(DesiredPatch),
-    /// An answer to a twin request.
-    TwinResponse(TwinResponse),
-}
-
 /// A snapshot of the client's state.
 #[derive(Clone, Debug)]
 pub struct DeviceClientStats {
@@ -249,61 +203,6 @@ pub struct DeviceClientStats {
     /// The most recent connection error.
     pub last_error: Option<IotHubError>,
 }
-
-/// The event-loop side's view of the current connection.
-#[derive(Default)]
-struct Link {
-    connected: bool,
-    subscribed: bool,
-    /// The next outbox id to send on this connection.
-    cursor: u64,
-    /// Telemetry sent on this connection and not acknowledged.
-    in_flight: usize,
-    /// Publishes handed to rumqttc, waiting for their `Outgoing::Publish` event, which
-    /// tells their packet id: `Some(outbox id)` for telemetry, `None` for twin requests.
-    handed: VecDeque<Option<u64>>,
-    /// Packet id → outbox id of telemetry awaiting its PUBACK.
-    pkids: HashMap<u16, u64>,
-    /// Twin requests waiting for a subscribed connection: topic and body.
-    twin_requests: VecDeque<(String, Vec<u8>)>,
-    /// A DISCONNECT was requested (renewal or close).
-    disconnecting: bool,
-    /// When the pump started waiting for acknowledgements before a renewal.
-    renew_wait_since: Option<Instant>,
-    /// Renew at this Unix second (None for X.509).
-    renew_at: Option<u64>,
-    /// `close` asked for: send what is pending until then, then disconnect.
-    close_deadline: Option<Instant>,
-    /// The final DISCONNECT was requested: do not reconnect.
-    closed: bool,
-}
-
-#[derive(Default)]
-struct Counters {
-    connections: AtomicU64,
-    token_renewals: AtomicU64,
-    connection_errors: AtomicU64,
-    sent: AtomicU64,
-    acknowledged: AtomicU64,
-    events_dropped: AtomicU64,
-    token_expiry: AtomicU64,
-}
-
-struct Shared {
-    outbox: Mutex<Outbox>,
-    link: Mutex<Link>,
-    wake: tokio::sync::Notify,
-    counters: Counters,
-    last_error: Mutex<Option<IotHubError>>,
-    next_rid: AtomicU64,
-}
-
-/// The longest a renewal waits for in-flight messages to be acknowledged before it
-/// reconnects anyway (they are then sent again).
-const RENEW_DRAIN: Duration = Duration::from_secs(5);
-
-/// How often the pump looks at the clock when nothing else wakes it.
-const TICK: Duration = Duration::from_millis(100);
 
 /// An IoT Hub device client. See the module documentation.
 pub struct DeviceClient {
@@ -615,415 +514,16 @@ impl std::fmt::Debug for DeviceClient {
     }
 }
 
-fn new_token(options: &DeviceClientOptions, resource: &str, key: &SharedAccessKey) -> Token {
-    Token::new(
-        resource,
-        key,
-        options.clock.unix_seconds(),
-        options.token_ttl,
-        options.renew_fraction,
-    )
-}
-
-/// C2D (devices only; modules get none) and the twin's topics.
-fn subscriptions(options: &DeviceClientOptions) -> Vec<SubscribeFilter> {
-    let mut filters = vec![
-        SubscribeFilter::new("$iothub/twin/res/#".into(), QoS::AtMostOnce),
-        SubscribeFilter::new(
-            "$iothub/twin/PATCH/properties/desired/#".into(),
-            QoS::AtMostOnce,
-        ),
-    ];
-    if options.connection.module_id.is_none() {
-        filters.push(SubscribeFilter::new(
-            format!("{}#", options.devicebound_prefix()),
-            QoS::AtLeastOnce,
-        ));
-    }
-    filters
-}
-
-struct Worker {
-    client: AsyncClient,
-    broker: String,
-    filters: Vec<SubscribeFilter>,
-    devicebound: String,
-    events_topic: String,
-    username: String,
-    resource: String,
-    key: Option<SharedAccessKey>,
-    options: DeviceClientOptions,
-    shared: Arc<Shared>,
-    flags: StopFlags,
-    events: Sender<CloudEvent>,
-}
-
-impl Worker {
-    async fn run(self, mut eventloop: EventLoop) {
-        let worker = Arc::new(self);
-        let pump = tokio::spawn(Arc::clone(&worker).pump());
-        worker.event_loop(&mut eventloop).await;
-        pump.abort();
-        lock(&worker.shared.link).connected = false;
-    }
-
-    fn stop_now(&self, link: &Link) -> bool {
-        self.flags.stopping() || link.close_deadline.is_some_and(|d| Instant::now() >= d)
-    }
-
-    async fn event_loop(&self, eventloop: &mut EventLoop) {
-        let mut backoff = self.options.reconnect_min;
-        loop {
-            {
-                let mut link = lock(&self.shared.link);
-                if !link.connected {
-                    if self.stop_now(&link) {
-                        return;
-                    }
-                    self.refresh_token_if_due(&mut link, eventloop);
-                }
-            }
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    backoff = self.options.reconnect_min;
-                    let mut link = lock(&self.shared.link);
-                    *link = Link {
-                        connected: true,
-                        cursor: 0,
-                        twin_requests: std::mem::take(&mut link.twin_requests),
-                        renew_at: link.renew_at,
-                        close_deadline: link.close_deadline,
-                        ..Link::default()
-                    };
-                    let n = self
-                        .shared
-                        .counters
-                        .connections
-                        .fetch_add(1, Ordering::Relaxed);
-                    if n == 0 {
-                        tracing::info!(broker = %self.broker, "connected to IoT Hub");
-                    } else {
-                        tracing::debug!(broker = %self.broker, "reconnected to IoT Hub");
-                    }
-                    if self
-                        .client
-                        .try_subscribe_many(self.filters.clone())
-                        .is_err()
-                    {
-                        tracing::warn!("cannot queue the IoT Hub subscriptions");
-                    }
-                    drop(link);
-                    self.shared.wake.notify_one();
-                }
-                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    {
-                        tracing::warn!("IoT Hub refused a subscription: {:?}", ack.return_codes);
-                    }
-                    lock(&self.shared.link).subscribed = true;
-                    self.shared.wake.notify_one();
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    let mut link = lock(&self.shared.link);
-                    if let Some(Some(id)) = link.handed.pop_front() {
-                        link.pkids.insert(pkid, id);
-                        self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                    let mut link = lock(&self.shared.link);
-                    if let Some(id) = link.pkids.remove(&ack.pkid) {
-                        link.in_flight = link.in_flight.saturating_sub(1);
-                        if let Err(e) = lock(&self.shared.outbox).ack(id) {
-                            tracing::error!(
-                                "cannot remove an acknowledged message from the outbox: {e}"
-                            );
-                        }
-                        self.shared
-                            .counters
-                            .acknowledged
-                            .fetch_add(1, Ordering::Relaxed);
-                        drop(link);
-                        self.shared.wake.notify_one();
-                    }
-                }
-                Ok(Event::Incoming(Incoming::Publish(publish))) => self.dispatch(publish),
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                    let mut link = lock(&self.shared.link);
-                    link.connected = false;
-                    link.subscribed = false;
-                    // Drop the socket; what was in flight is resent from the outbox.
-                    eventloop.clean();
-                    eventloop.pending.clear();
-                    if link.closed || self.stop_now(&link) {
-                        return;
-                    }
-                    self.refresh_token_if_due(&mut link, eventloop);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    let stop = {
-                        let mut link = lock(&self.shared.link);
-                        link.connected = false;
-                        link.subscribed = false;
-                        eventloop.clean();
-                        eventloop.pending.clear();
-                        self.stop_now(&link)
-                    };
-                    if stop {
-                        return;
-                    }
-                    let error = MqttError::from_connection(&self.broker, &error);
-                    let failures = self
-                        .shared
-                        .counters
-                        .connection_errors
-                        .fetch_add(1, Ordering::Relaxed)
-                        + 1;
-                    tracing::warn!(
-                        broker = %self.broker,
-                        %error,
-                        failures,
-                        retry_in = ?backoff,
-                        "IoT Hub connection failed"
-                    );
-                    *lock(&self.shared.last_error) = Some(IotHubError::Mqtt(error));
-                    let deadline = lock(&self.shared.link).close_deadline;
-                    let pause = match deadline {
-                        Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
-                        None => backoff,
-                    };
-                    if self.flags.pause(pause).await {
-                        return;
-                    }
-                    backoff = next_backoff(backoff, self.options.reconnect_max);
-                }
-            }
-        }
-    }
-
-    /// Before connecting: a fresh token if the current one is due for renewal.
-    fn refresh_token_if_due(&self, link: &mut Link, eventloop: &mut EventLoop) {
-        let (Some(key), Some(renew_at)) = (&self.key, link.renew_at) else {
-            return;
-        };
-        if self.options.clock.unix_seconds() < renew_at {
-            return;
-        }
-        let token = new_token(&self.options, &self.resource, key);
-        eventloop
-            .mqtt_options
-            .set_credentials(self.username.clone(), token.token.clone());
-        link.renew_at = Some(token.renew_at);
-        self.shared
-            .counters
-            .token_expiry
-            .store(token.expiry, Ordering::Relaxed);
-        if link.disconnecting {
-            self.shared
-                .counters
-                .token_renewals
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        tracing::debug!(expiry = token.expiry, "new SAS token");
-    }
-
-    fn dispatch(&self, publish: rumqttc::Publish) {
-        let topic = publish.topic.as_str();
-        let event = if let Some(bag) = topic.strip_prefix(&self.devicebound) {
-            CloudEvent::Message(CloudMessage {
-                topic: topic.to_string(),
-                properties: parse_bag(bag),
-                payload: publish.payload,
-            })
-        } else if let Some(rest) = topic.strip_prefix("$iothub/twin/PATCH/properties/desired/") {
-            let query = parse_bag(rest.trim_start_matches('?'));
-            match serde_json::from_slice(&publish.payload) {
-                Ok(patch) => CloudEvent::Desired(DesiredPatch {
-                    version: find(&query, "$version").and_then(|v| v.parse().ok()),
-                    patch,
-                }),
-                Err(e) => {
-                    tracing::warn!("a desired-properties patch is not JSON: {e}");
-                    return;
-                }
-            }
-        } else if let Some(rest) = topic.strip_prefix("$iothub/twin/res/") {
-            let (status, query) = rest.split_once('/').unwrap_or((rest, ""));
-            let query = parse_bag(query.trim_start_matches('?'));
-            let body = if publish.payload.is_empty() {
-                None
-            } else {
-                serde_json::from_slice(&publish.payload).ok()
-            };
-            CloudEvent::TwinResponse(TwinResponse {
-                rid: find(&query, "$rid").unwrap_or_default().to_string(),
-                status: status.parse().unwrap_or(0),
-                version: find(&query, "$version").and_then(|v| v.parse().ok()),
-                body,
-            })
-        } else {
-            tracing::debug!(topic, "ignoring a message on an unexpected topic");
-            return;
-        };
-        match self.events.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let n = self
-                    .shared
-                    .counters
-                    .events_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                if n == 0 {
-                    tracing::warn!("nobody reads the IoT Hub events; dropping them");
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-
-    /// Sends outbox records and twin requests while connected, renews the token and
-    /// closes. Runs beside the event loop on the same thread.
-    async fn pump(self: Arc<Self>) {
-        loop {
-            let _ = tokio::time::timeout(TICK, self.shared.wake.notified()).await;
-            self.pump_once();
-        }
-    }
-
-    fn pump_once(&self) {
-        let mut link = lock(&self.shared.link);
-        if self.flags.stopping() && link.connected && !link.closed {
-            link.disconnecting = true;
-            link.closed = true;
-            let _ = self.client.try_disconnect();
-            return;
-        }
-        if !link.connected || link.disconnecting {
-            return;
-        }
-        if let Some(deadline) = link.close_deadline {
-            let empty = lock(&self.shared.outbox).pending() == 0;
-            if (empty && link.in_flight == 0) || Instant::now() >= deadline {
-                link.disconnecting = true;
-                link.closed = true;
-                let _ = self.client.try_disconnect();
-                return;
-            }
-        }
-        let renew_due = link
-            .renew_at
-            .is_some_and(|at| self.options.clock.unix_seconds() >= at);
-        if renew_due {
-            // Stop sending, let in-flight messages be acknowledged, then reconnect.
-            let since = *link.renew_wait_since.get_or_insert_with(Instant::now);
-            if link.in_flight == 0 || since.elapsed() >= RENEW_DRAIN {
-                link.disconnecting = true;
-                let _ = self.client.try_disconnect();
-            }
-            return;
-        }
-        if link.subscribed {
-            while let Some((topic, body)) = link.twin_requests.pop_front() {
-                match self
-                    .client
-                    .try_publish(topic.clone(), QoS::AtMostOnce, false, body.clone())
-                {
-                    Ok(()) => link.handed.push_back(None),
-                    Err(_) => {
-                        link.twin_requests.push_front((topic, body));
-                        break;
-                    }
-                }
-            }
-        }
-        let window = usize::from(self.options.max_in_flight);
-        if link.in_flight >= window {
-            return;
-        }
-        let records =
-            match lock(&self.shared.outbox).read_from(link.cursor, window - link.in_flight) {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::error!("cannot read the outbox: {e}");
-                    return;
-                }
-            };
-        for (id, record) in records {
-            let (bag, payload) = split_record(&record);
-            let topic = format!("{}{bag}", self.events_topic);
-            match self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
-            {
-                Ok(()) => {
-                    link.handed.push_back(Some(id));
-                    link.in_flight += 1;
-                    link.cursor = id + 1;
-                }
-                Err(_) => break,
-            }
-        }
-    }
-}
-
-/// An outbox record is `{property bag}\n{payload}`.
-fn split_record(record: &[u8]) -> (&str, &[u8]) {
-    match record.iter().position(|&b| b == b'\n') {
-        Some(i) => (
-            std::str::from_utf8(&record[..i]).unwrap_or(""),
-            &record[i + 1..],
-        ),
-        None => ("", record),
-    }
-}
-
-/// `a=b&c=d` with percent-decoding.
-fn parse_bag(bag: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    bag.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
-}
-
-fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn property_bags() {
+    fn outbox_records() {
         assert_eq!(
-            parse_bag(
-                "%24.mid=abc&%24.to=%2Fdevices%2Fd%2Fmessages%2Fdevicebound&kind=model+update"
-            ),
-            vec![
-                ("$.mid".to_string(), "abc".to_string()),
-                (
-                    "$.to".to_string(),
-                    "/devices/d/messages/devicebound".to_string()
-                ),
-                ("kind".to_string(), "model update".to_string()),
-            ]
+            crate::iothub::session::split_record(b"$.ct=x\n[1]"),
+            ("$.ct=x", &b"[1]"[..])
         );
-        assert_eq!(split_record(b"$.ct=x\n[1]"), ("$.ct=x", &b"[1]"[..]));
     }
 
     #[test]

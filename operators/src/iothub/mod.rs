@@ -14,15 +14,18 @@ pub mod batch;
 mod client;
 mod config;
 mod connection_string;
+mod events;
 mod node;
 pub mod outbox;
 pub mod sas;
+mod session;
 
 pub use client::{
-    API_VERSION, CloudEvent, CloudMessage, DEFAULT_PORT, DesiredPatch, DeviceClient,
-    DeviceClientOptions, DeviceClientStats, IotHubError, JSON_PROPERTIES, TwinResponse, X509Files,
+    API_VERSION, DEFAULT_PORT, DeviceClient, DeviceClientOptions, DeviceClientStats, IotHubError,
+    JSON_PROPERTIES, X509Files,
 };
 pub use config::{IotHubConfig, X509Config};
 pub use connection_string::{ConnectionString, ConnectionStringError, Credential, SharedAccessKey};
+pub use events::{CloudEvent, CloudMessage, DesiredPatch, TwinResponse};
 pub use node::IotHubSinkFactory;
 pub use outbox::{MemoryStore, Outbox, OutboxError, OutboxStore};

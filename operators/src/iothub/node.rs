@@ -10,7 +10,7 @@
 //! batch is sent and the worker waits up to `shutdown_timeout` for acknowledgements.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,14 +18,15 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::{
     AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
-    ProcessContext, RenderContext, RenderError,
+    RenderContext, RenderError,
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::batch::{Batcher, RecordEncoder};
-use super::client::{CloudEvent, DeviceClient, DeviceClientOptions, X509Files};
+use super::client::{DeviceClient, DeviceClientOptions, X509Files};
 use super::config::IotHubConfig;
+use super::events::CloudEvent;
 use super::outbox::{MemoryStore, Outbox};
 use crate::spool::{Spool, SpoolOptions, WhenFull};
 
@@ -108,7 +109,6 @@ impl OperatorFactory for IotHubSinkFactory {
             options,
             encoder: RecordEncoder::new(&schema),
             spool: config.spool.as_deref().map(|p| ctx.resolve(p)),
-            outbox: Mutex::new(None),
             config,
         }))
     }
@@ -119,43 +119,38 @@ struct IotHubSink {
     options: DeviceClientOptions,
     encoder: RecordEncoder,
     spool: Option<PathBuf>,
-    /// Opened once per process in `start`, taken by worker 0.
-    outbox: Mutex<Option<Outbox>>,
+}
+
+impl IotHubSink {
+    fn open_outbox(&self) -> Result<Outbox, RenderError> {
+        let Some(dir) = &self.spool else {
+            return Ok(Outbox::new(Box::new(MemoryStore::new(
+                self.config.outbox_max_bytes,
+            ))));
+        };
+        let spool = Spool::open(
+            dir,
+            SpoolOptions {
+                max_bytes: self.config.outbox_max_bytes,
+                // Dropping the oldest would renumber the outbox; refuse new ones.
+                when_full: WhenFull::Backpressure,
+                ..SpoolOptions::default()
+            },
+        )
+        .map_err(|e| RenderError::Other(e.to_string()))?;
+        if !spool.is_empty() {
+            tracing::info!(
+                messages = spool.len(),
+                "the IoT Hub outbox holds messages of an earlier run; they go first"
+            );
+        }
+        Ok(Outbox::new(Box::new(spool)))
+    }
 }
 
 impl NodeOperator for IotHubSink {
     fn output(&self) -> Option<PortType> {
         None
-    }
-
-    fn start(&self, _ctx: &ProcessContext) -> Result<(), RenderError> {
-        let outbox = match &self.spool {
-            Some(dir) => {
-                let spool = Spool::open(
-                    dir,
-                    SpoolOptions {
-                        max_bytes: self.config.outbox_max_bytes,
-                        // Dropping the oldest would renumber the outbox; refuse new ones.
-                        when_full: WhenFull::Backpressure,
-                        ..SpoolOptions::default()
-                    },
-                )
-                .map_err(|e| RenderError::Other(e.to_string()))?;
-                if !spool.is_empty() {
-                    tracing::info!(
-                        messages = spool.len(),
-                        "IoT Hub outbox holds messages from an earlier run; sending them first"
-                    );
-                }
-                Outbox::new(Box::new(spool))
-            }
-            None => Outbox::new(Box::new(MemoryStore::new(self.config.outbox_max_bytes))),
-        };
-        *self
-            .outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outbox);
-        Ok(())
     }
 
     fn render<'s>(
@@ -164,14 +159,10 @@ impl NodeOperator for IotHubSink {
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
         let input = AnyStream::single_readings(inputs)?;
+        // Worker 0 (of the whole cluster: one process) owns the connection and the
+        // outbox, so two processes never contend for the spool folder.
         let mut uplink = if ctx.worker == 0 {
-            let outbox = self
-                .outbox
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .ok_or_else(|| RenderError::Other("sink rendered before it was started".into()))?;
-            Some(Uplink::spawn(self, ctx, outbox)?)
+            Some(Uplink::spawn(self, ctx, self.open_outbox()?)?)
         } else {
             None
         };
