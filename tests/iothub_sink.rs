@@ -36,10 +36,13 @@ fn certificates(dir: &Path) {
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
 }
 
+/// (topic, payload) of every message `mosquitto_sub` printed.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
 struct Setup {
     broker: testkit::Mosquitto,
     dir: tempfile::TempDir,
-    received: Arc<Mutex<Vec<(String, String)>>>,
+    received: Received,
     watcher: Child,
 }
 
@@ -73,7 +76,7 @@ fn setup() -> Option<Setup> {
 }
 
 /// `mosquitto_sub` on the device's events topic, collecting (topic, payload) pairs.
-fn watch(broker: &testkit::Mosquitto, dir: &Path) -> (Child, Arc<Mutex<Vec<(String, String)>>>) {
+fn watch(broker: &testkit::Mosquitto, dir: &Path) -> (Child, Received) {
     let connected_before = broker.log_tail().matches("as observer").count();
     let mut watcher = Command::new(testkit::find_binary("mosquitto_sub").expect("found"))
         .args([
