@@ -11,12 +11,15 @@ packages=()
 command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || packages+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v influxd >/dev/null 2>&1 || packages+=(influxdb)
+command -v victoria-metrics >/dev/null 2>&1 || packages+=(victoria-metrics)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing: ${packages[*]}"
   sudo_if_needed apt-get update -qq
   DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-# Debian's mosquitto package may start a broker on 1883; the tests never use it.
+# Debian's mosquitto, influxdb and victoria-metrics packages may start services on their
+# default ports; the tests never use them (they start their own on free loopback ports).
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -2,6 +2,7 @@
 //! factory that plans a node, and the timely operator that runs it.
 
 pub mod decode;
+pub mod influx;
 pub mod iothub;
 pub mod mqtt;
 pub mod simulate;
@@ -21,6 +22,7 @@ pub fn builtin_registry() -> Registry {
         .register(window_mean::WindowMeanFactory)
         .register(sink::FileSinkFactory)
         .register(sink::StdoutSinkFactory)
+        .register(influx::InfluxSinkFactory)
         .register(iothub::IotHubSinkFactory);
     registry
 }

@@ -9,8 +9,9 @@
 //! * [`Server`]: the shared lifecycle of an external server process: spawn it with its
 //!   output in a temporary directory, wait until its port accepts connections, show the
 //!   tail of its logs on failure, stop/restart it, and kill it on drop. Starters for
-//!   particular servers ([`Mosquitto`], later InfluxDB, VictoriaMetrics, …) are thin
+//!   particular servers ([`Mosquitto`], [`Influxd`], [`VictoriaMetrics`]) are thin
 //!   wrappers that write a config file and describe the command.
+//! * [`http`]: a tiny HTTP/1.1 client for querying those servers in assertions.
 //!
 //! ```no_run
 //! if !testkit::require_binary("mosquitto") {
@@ -503,6 +504,284 @@ impl Mosquitto {
     }
 }
 
+/// Send SIGTERM and wait up to 20 s for the process to exit (then kill it): a server
+/// that flushes its buffers on a clean stop keeps what it acknowledged.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Server {
+    /// Stop the process with SIGTERM (waiting for it to exit), unlike [`stop`](Self::stop)
+    /// which kills it. Does nothing if it is not running.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client for talking to test servers on loopback: `(status, body)`.
+/// (Tests must not depend on the client code they test.)
+pub fn http(method: &str, addr: SocketAddr, path_and_query: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let head = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .unwrap_or_else(|e| panic!("cannot send to {addr}: {e}"));
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("cannot read the answer of {addr}: {e}"));
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer from {addr}: {head}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// Percent-encode a query value.
+pub fn urlencode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// InfluxDB 1.x (`influxd`) on a free loopback port: every listener on loopback, data in
+/// a temporary directory, reporting disabled, auth off. Stopped on drop.
+#[derive(Debug)]
+pub struct Influxd {
+    server: Server,
+}
+
+impl Influxd {
+    /// Start it and wait until its HTTP API answers `/ping`.
+    pub fn start() -> Self {
+        let port = free_port();
+        let rpc = free_port();
+        let mut server = Server::new("influxd", ServerCommand::new("influxd"), port)
+            .with_ready_timeout(Duration::from_secs(30));
+        let dir = server.dir().to_path_buf();
+        let conf = dir.join("influxdb.conf");
+        let text = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{d}/meta"
+  logging-enabled = false
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+[coordinator]
+  log-queries-after = "0s"
+[retention]
+  enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{port}"
+  auth-enabled = false
+  log-enabled = false
+  max-body-size = 0
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+[logging]
+  level = "warn"
+"#,
+            d = dir.display()
+        );
+        fs::write(&conf, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
+        server
+            .command_mut()
+            .args
+            .extend(["run".into(), "-config".into(), conf.into()]);
+        server.start();
+        let mut influxd = Influxd { server };
+        influxd.wait_ping();
+        influxd
+    }
+
+    fn wait_ping(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(self.server.addr()).is_ok() {
+                let (status, _) = http("GET", self.server.addr(), "/ping", b"");
+                if status == 204 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "influxd does not answer /ping\n{}",
+                self.server.log_tail()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port())
+    }
+
+    /// Run an InfluxQL statement (`POST /query`, times in epoch milliseconds), return the
+    /// JSON answer. Panics unless the server answers 200.
+    pub fn query(&self, db: &str, q: &str) -> String {
+        let path = format!("/query?db={}&epoch=ms&q={}", urlencode(db), urlencode(q));
+        let (status, body) = http("POST", self.server.addr(), &path, b"");
+        assert_eq!(status, 200, "query {q}: {body}");
+        body
+    }
+
+    /// Write line protocol directly (`POST /write`), return the status and body.
+    pub fn write(&self, db: &str, lines: &str) -> (u16, String) {
+        let path = format!("/write?db={}&precision=ms", urlencode(db));
+        http("POST", self.server.addr(), &path, lines.as_bytes())
+    }
+
+    /// Kill it (clients see connections refused). Its data stays.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Start it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.server.restart();
+        self.wait_ping();
+    }
+
+    /// The underlying [`Server`].
+    pub fn server(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
+/// VictoriaMetrics (single node) on a free loopback port, data in a temporary directory,
+/// `-retentionPeriod 100y` (simulated data may be old) and `-dedup.minScrapeInterval 1ms`
+/// (one sample per series and millisecond: writes overwrite like InfluxDB's). Stopped on
+/// drop.
+#[derive(Debug)]
+pub struct VictoriaMetrics {
+    server: Server,
+}
+
+impl VictoriaMetrics {
+    /// Start it and wait until it answers `/health`.
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut server = Server::new(
+            "victoria-metrics",
+            ServerCommand::new("victoria-metrics"),
+            port,
+        )
+        .with_ready_timeout(Duration::from_secs(30));
+        let data = server.dir().join("data");
+        server.command_mut().args.extend(
+            [
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                format!("-storageDataPath={}", data.display()),
+                "-retentionPeriod=100y".to_string(),
+                "-dedup.minScrapeInterval=1ms".to_string(),
+                "-search.latencyOffset=0s".to_string(),
+                "-loggerLevel=WARN".to_string(),
+            ]
+            .map(OsString::from),
+        );
+        server.start();
+        VictoriaMetrics { server }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port())
+    }
+
+    /// Make everything ingested so far searchable (`/internal/force_flush`).
+    pub fn flush(&self) {
+        let (status, body) = http("GET", self.server.addr(), "/internal/force_flush", b"");
+        assert_eq!(status, 200, "force_flush: {body}");
+    }
+
+    /// `GET path` (e.g. `/api/v1/export?match[]=…`), flushing first; panics unless 200.
+    pub fn get(&self, path_and_query: &str) -> String {
+        self.flush();
+        let (status, body) = http("GET", self.server.addr(), path_and_query, b"");
+        assert_eq!(status, 200, "GET {path_and_query}: {body}");
+        body
+    }
+
+    /// Stop it cleanly (SIGTERM: it flushes what it accepted).
+    pub fn stop(&mut self) {
+        self.server.terminate();
+    }
+
+    /// Start it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.server.terminate();
+        self.server.start();
+    }
+
+    /// The underlying [`Server`].
+    pub fn server(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
 fn running_as_root() -> bool {
     #[cfg(unix)]
     {
@@ -587,5 +866,37 @@ mod tests {
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "stopped");
         broker.restart();
         TcpStream::connect(("127.0.0.1", port)).expect("running again");
+    }
+
+    #[test]
+    fn influxd_stores_and_answers_queries_across_a_restart() {
+        if !require_binary("influxd") {
+            return;
+        }
+        let mut db = Influxd::start();
+        db.query("t", "CREATE DATABASE t");
+        let (status, body) = db.write("t", "m,s=a v=1.5 1000\nm,s=a v=2.5 2000\n");
+        assert_eq!(status, 204, "{body}");
+        db.restart();
+        let answer = db.query("t", "SELECT sum(v) FROM m");
+        assert!(answer.contains("[[0,4]]"), "{answer}");
+    }
+
+    #[test]
+    fn victoria_metrics_takes_v2_line_protocol() {
+        if !require_binary("victoria-metrics") {
+            return;
+        }
+        let vm = VictoriaMetrics::start();
+        let (status, body) = http(
+            "POST",
+            vm.server.addr(),
+            "/api/v2/write?org=o&bucket=b&precision=ms",
+            b"m,s=a v=1.25 1000\nm,s=a v=2.5 2000\n",
+        );
+        assert_eq!(status, 204, "{body}");
+        let export = vm.get("/api/v1/export?match[]=m_v");
+        assert!(export.contains("[1.25,2.5]"), "{export}");
+        assert!(export.contains("[1000,2000]"), "{export}");
     }
 }

@@ -81,7 +81,9 @@ pub struct FileSinkFactory;
 /// The `stdout` sink factory.
 pub struct StdoutSinkFactory;
 
-fn encoder(
+/// The encoder a sink writes with: measurement defaulting to the input node's name, and
+/// a `pipeline` tag unless `tags` sets one.
+pub(crate) fn encoder(
     ctx: &PlanContext<'_>,
     format: Format,
     precision: Precision,

@@ -1,0 +1,203 @@
+//! Throughput of the `influx` sink's writer (batching, gzip, HTTP, spool) against a real
+//! server on loopback.
+//!
+//! ```text
+//! cargo bench -p smartgrid-operators --bench influx -- [points] [--url http://127.0.0.1:8428] [--no-gzip]
+//! ```
+//! Without `--url` it starts VictoriaMetrics (`victoria-metrics` must be installed) and
+//! also measures the spool: the same points with the server stopped (all spooled), then
+//! the replay once it is back.
+
+use std::time::{Duration, Instant};
+
+use smartgrid_operators::influx::client::Client;
+use smartgrid_operators::influx::config::{Api, Credentials, parse_url};
+use smartgrid_operators::influx::writer::{Counters, Msg, Settings, Writer};
+use smartgrid_operators::sink::format::Precision;
+use smartgrid_operators::spool::{Spool, SpoolOptions};
+use smartgrid_runtime::metrics::Metrics;
+
+const CHUNK: usize = 5000;
+
+/// Pre-encoded chunks of `points` line-protocol points like a 1 s means window's.
+fn chunks(points: usize, hour: u64) -> Vec<(Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut n = 0;
+    for i in 0..points {
+        let sensor = i % 1000;
+        let t = 1_717_200_000_000u64 + hour * 3_600_000 + (i / 1000) as u64 * 1000;
+        let x = i as f64 * 0.001;
+        text.push_str(&format!(
+            "means,pipeline=bench,sensor_id=sensor{sensor:04} p_l1={:?},p_l2={:?},p_l3={:?},q_l1={:?},q_l2={:?},q_l3={:?} {t}\n",
+            230.0 + x, 231.5 - x, 229.25 + x / 2.0, 12.0 + x, 11.0 - x / 3.0, 10.5
+        ));
+        n += 1;
+        if n == CHUNK {
+            out.push((std::mem::take(&mut text).into_bytes(), n));
+            n = 0;
+        }
+    }
+    if n > 0 {
+        out.push((text.into_bytes(), n));
+    }
+    out
+}
+
+struct Sink {
+    tx: crossbeam_channel::Sender<Msg>,
+    thread: std::thread::JoinHandle<()>,
+    metrics: Metrics,
+}
+
+fn start(url: &str, gzip: bool, spool_dir: &std::path::Path) -> Sink {
+    let endpoint = parse_url(url).expect("a valid --url");
+    let client = Client::new(
+        &endpoint,
+        Api::V2,
+        Some("bench"),
+        Some("bench"),
+        None,
+        None,
+        Precision::Ms,
+        &Credentials::default(),
+        gzip,
+        Duration::from_secs(30),
+    );
+    let spool = Spool::open(
+        spool_dir,
+        SpoolOptions {
+            max_bytes: 8 << 30,
+            ..SpoolOptions::default()
+        },
+    )
+    .expect("open the spool");
+    let metrics = Metrics::default();
+    let counters = Counters {
+        written: metrics.counter("written"),
+        spooled: metrics.counter("spooled"),
+        dead_letters: metrics.counter("dead_letters"),
+        dropped: metrics.counter("dropped"),
+        failures: metrics.counter("failures"),
+    };
+    let settings = Settings {
+        batch_size: CHUNK,
+        flush_interval: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        attempts_before_spool: 1,
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_millis(500),
+    };
+    let writer = Writer::new(
+        "bench".into(),
+        client,
+        spool,
+        spool_dir.join("dead.jsonl"),
+        settings,
+        counters,
+    );
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let thread = std::thread::spawn(move || writer.run(rx));
+    Sink {
+        tx,
+        thread,
+        metrics,
+    }
+}
+
+fn counter(metrics: &Metrics, name: &str) -> u64 {
+    metrics
+        .snapshot()
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map_or(0, |(_, v)| v)
+}
+
+fn wait_for(metrics: &Metrics, name: &str, value: u64) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while counter(metrics, name) < value {
+        assert!(
+            Instant::now() < deadline,
+            "{name} stuck at {}",
+            counter(metrics, name)
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let points: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
+    let gzip = !args.iter().any(|a| a == "--no-gzip");
+    let url_arg = args
+        .iter()
+        .position(|a| a == "--url")
+        .and_then(|i| args.get(i + 1).cloned());
+    let mut vm = None;
+    let url = match url_arg {
+        Some(url) => url,
+        None => {
+            let server = testkit::VictoriaMetrics::start();
+            let url = server.url();
+            vm = Some(server);
+            url
+        }
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    println!(
+        "influx sink → {url}: {points} points in chunks of {CHUNK}, gzip {}",
+        if gzip { "on" } else { "off" }
+    );
+
+    // Direct writes.
+    let data = chunks(points, 0);
+    let sink = start(&url, gzip, &dir.path().join("spool-direct"));
+    let t0 = Instant::now();
+    for (text, n) in data {
+        sink.tx
+            .send(Msg::Lines { text, points: n })
+            .expect("writer alive");
+    }
+    wait_for(&sink.metrics, "written", points as u64);
+    let direct = t0.elapsed();
+    let _ = sink.tx.send(Msg::Close);
+    sink.thread.join().expect("writer thread");
+    println!(
+        "  direct:  {:>10.0} points/s ({direct:.2?})",
+        points as f64 / direct.as_secs_f64()
+    );
+
+    // The server away: every batch goes to the spool; then it comes back: replay.
+    let Some(mut vm) = vm else {
+        return;
+    };
+    vm.stop();
+    let data = chunks(points, 1);
+    let batches = data.len() as u64;
+    let sink = start(&url, gzip, &dir.path().join("spool-outage"));
+    let t0 = Instant::now();
+    for (text, n) in data {
+        sink.tx
+            .send(Msg::Lines { text, points: n })
+            .expect("writer alive");
+    }
+    wait_for(&sink.metrics, "spooled", batches);
+    let spooled = t0.elapsed();
+    vm.server().start();
+    let t1 = Instant::now();
+    wait_for(&sink.metrics, "written", points as u64);
+    let replay = t1.elapsed();
+    let _ = sink.tx.send(Msg::Close);
+    sink.thread.join().expect("writer thread");
+    println!(
+        "  spooled: {:>10.0} points/s ({spooled:.2?}, server down, fsync per batch)",
+        points as f64 / spooled.as_secs_f64()
+    );
+    println!(
+        "  replay:  {:>10.0} points/s ({replay:.2?}, from the spool once the server is back)",
+        points as f64 / replay.as_secs_f64()
+    );
+}

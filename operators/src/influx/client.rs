@@ -1,0 +1,355 @@
+//! One write request, and what its answer means for the batch.
+//!
+//! Direct HTTP with `ureq` (a small blocking client; the writer is its own thread, so no
+//! async runtime is needed), which gives the control the sink needs: the exact status,
+//! the `Retry-After` header, the error body, gzip bodies and the precision parameter.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use super::config::{Api, Credentials, Endpoint};
+use crate::sink::format::Precision;
+
+/// What the server's answer means for the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx: stored.
+    Accepted,
+    /// 4xx about the data (400, 413, 422, …): sending it again cannot help.
+    Rejected { status: u16, message: String },
+    /// 401, 403, 404 (no such org, bucket or database): a configuration problem; the
+    /// batch waits in the spool until someone fixes it.
+    Misconfigured { status: u16, message: String },
+    /// The server is down or busy (connection errors, 5xx, 408, 429): try again, not
+    /// before `after` if the server said so.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+}
+
+/// Sends batches of line protocol to one server.
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+    /// The `Authorization` header value, if any. Never logged.
+    authorization: Option<String>,
+    gzip: bool,
+}
+
+impl Client {
+    /// A client for `endpoint` speaking `api`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        endpoint: &Endpoint,
+        api: Api,
+        org: Option<&str>,
+        bucket: Option<&str>,
+        db: Option<&str>,
+        rp: Option<&str>,
+        precision: Precision,
+        credentials: &Credentials,
+        gzip: bool,
+        timeout: Duration,
+    ) -> Self {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        let path = match api {
+            Api::V2 => {
+                query.append_pair("org", org.unwrap_or_default());
+                query.append_pair("bucket", bucket.unwrap_or_default());
+                query.append_pair("precision", precision.as_str());
+                "/api/v2/write"
+            }
+            Api::V1 => {
+                query.append_pair("db", db.unwrap_or_default());
+                if let Some(rp) = rp {
+                    query.append_pair("rp", rp);
+                }
+                // InfluxDB 1.x spells nanoseconds and microseconds `n` and `u`.
+                let p = match precision {
+                    Precision::Ns => "n",
+                    Precision::Us => "u",
+                    other => other.as_str(),
+                };
+                query.append_pair("precision", p);
+                "/write"
+            }
+        };
+        let authorization = match api {
+            Api::V2 => credentials
+                .token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| format!("Token {t}")),
+            Api::V1 => credentials.username.as_deref().map(|user| {
+                let pair = format!("{user}:{}", credentials.password.as_deref().unwrap_or(""));
+                format!("Basic {}", base64(pair.as_bytes()))
+            }),
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .user_agent(concat!("smartgrid/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self {
+            agent,
+            url: format!("{}{path}?{}", endpoint.base, query.finish()),
+            authorization,
+            gzip,
+        }
+    }
+
+    /// The body to send for `lines` (compressed when `gzip` is on).
+    pub fn body(&self, lines: &[u8]) -> Vec<u8> {
+        if !self.gzip {
+            return lines.to_vec();
+        }
+        let mut encoder = GzEncoder::new(Vec::with_capacity(lines.len() / 4), Compression::fast());
+        // Writing to a Vec cannot fail.
+        let _ = encoder.write_all(lines);
+        encoder.finish().unwrap_or_default()
+    }
+
+    /// Send one prepared body (see [`Client::body`]).
+    pub fn send(&self, body: &[u8]) -> Outcome {
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "text/plain; charset=utf-8");
+        if self.gzip {
+            request = request.header("Content-Encoding", "gzip");
+        }
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = match request.send(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    reason: e.to_string(),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Outcome::Accepted;
+        }
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let message = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        classify(status, message, retry_after)
+    }
+
+    /// The write URL (it holds no secret: credentials go in a header).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// What a non-2xx status means.
+pub fn classify(status: u16, message: String, retry_after: Option<Duration>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Accepted,
+        401 | 403 | 404 => Outcome::Misconfigured { status, message },
+        408 | 429 => Outcome::Retry {
+            reason: format!("HTTP {status}: {message}"),
+            after: retry_after,
+        },
+        400..=499 => Outcome::Rejected { status, message },
+        _ => Outcome::Retry {
+            reason: format!("HTTP {status}: {message}"),
+            after: retry_after,
+        },
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with ±25 % jitter, capped.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Start at `initial`, double up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt (the server's `Retry-After` wins when longer).
+    pub fn delay(&mut self, server_says: Option<Duration>) -> Duration {
+        use rand::Rng;
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0.75..1.25);
+        let ours = base.mul_f64(jitter).min(self.max);
+        match server_says {
+            Some(after) => after.max(ours),
+            None => ours,
+        }
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    /// When the next attempt is due.
+    pub fn due(&mut self, server_says: Option<Duration>) -> Instant {
+        Instant::now() + self.delay(server_says)
+    }
+}
+
+/// Standard base64 with padding (for the basic-auth header).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(classify(204, String::new(), None), Outcome::Accepted);
+        assert!(matches!(
+            classify(400, "bad".into(), None),
+            Outcome::Rejected { status: 400, .. }
+        ));
+        assert!(matches!(
+            classify(413, String::new(), None),
+            Outcome::Rejected { .. }
+        ));
+        assert!(matches!(
+            classify(422, String::new(), None),
+            Outcome::Rejected { .. }
+        ));
+        for s in [401, 403, 404] {
+            assert!(
+                matches!(
+                    classify(s, String::new(), None),
+                    Outcome::Misconfigured { .. }
+                ),
+                "{s}"
+            );
+        }
+        let after = Some(Duration::from_secs(7));
+        assert_eq!(
+            classify(429, "slow down".into(), after),
+            Outcome::Retry {
+                reason: "HTTP 429: slow down".into(),
+                after
+            }
+        );
+        assert!(matches!(
+            classify(503, String::new(), after),
+            Outcome::Retry { after: Some(_), .. }
+        ));
+        assert!(matches!(
+            classify(500, String::new(), None),
+            Outcome::Retry { after: None, .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        // 2015-10-21 07:28:00 GMT is `now`; 07:28:30 is 30 s later.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<Duration> = (0..8).map(|_| b.delay(None)).collect();
+        let bases = [100u64, 200, 400, 800, 1000, 1000, 1000, 1000];
+        for (d, base) in delays.iter().zip(bases) {
+            let base = Duration::from_millis(base);
+            assert!(
+                *d >= base.mul_f64(0.75) && *d <= base.mul_f64(1.25).min(Duration::from_secs(1)),
+                "{d:?} vs {base:?}"
+            );
+        }
+        assert!(
+            b.delay(Some(Duration::from_secs(5))) >= Duration::from_secs(5),
+            "Retry-After wins"
+        );
+        b.reset();
+        assert!(b.delay(None) <= Duration::from_millis(125));
+    }
+}
