@@ -620,3 +620,58 @@ fn x509_devices_present_a_client_certificate() {
     let err = DeviceClient::connect(options, memory_outbox()).expect_err("needs x509 files");
     assert!(err.to_string().contains("x509"), "{err}");
 }
+
+/// Closing without a hub: at once when nothing is pending; after the timeout, with
+/// an error naming what is left, when something is.
+#[test]
+fn closing_without_a_hub() {
+    let cs: ConnectionString =
+        format!("HostName={HUB};DeviceId={DEVICE};SharedAccessKey={KEY_B64}")
+            .parse()
+            .expect("valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), "").expect("write");
+    let mut options = DeviceClientOptions::new(cs);
+    options.host = Some("127.0.0.1".into());
+    options.port = testkit::free_port();
+    options.reconnect_min = Duration::from_millis(100);
+    // An empty CA file is refused before anything starts, naming the key.
+    options.ca_file = Some(dir.path().join("ca.pem"));
+    let err = DeviceClient::connect(options.clone(), memory_outbox()).expect_err("no CA");
+    assert!(err.to_string().contains("ca_file"), "{err}");
+    make_certificates(dir.path());
+
+    let idle = DeviceClient::connect(options.clone(), memory_outbox()).expect("client");
+    let started = Instant::now();
+    idle.close(Duration::from_secs(10))
+        .expect("nothing to send");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let busy = DeviceClient::connect(options, memory_outbox()).expect("client");
+    busy.send_event(b"[1]", &[]).expect("queued");
+    let started = Instant::now();
+    let err = busy.close(Duration::from_secs(1)).expect_err("unsent");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    match &err {
+        IotHubError::Unsent {
+            pending: 1,
+            last_error: Some(last),
+        } => assert!(
+            matches!(**last, IotHubError::Mqtt(MqttError::Connection { .. })),
+            "{err}"
+        ),
+        other => panic!("unexpected {other}"),
+    }
+    assert!(
+        err.to_string().starts_with("1 message(s) not acknowledged"),
+        "{err}"
+    );
+}

@@ -169,6 +169,18 @@ pub enum IotHubError {
     /// The client's thread has stopped.
     #[error("the IoT Hub client has stopped")]
     Closed,
+    /// [`DeviceClient::close`] ended with messages not acknowledged (they stay in the
+    /// outbox).
+    #[error(
+        "{pending} message(s) not acknowledged by IoT Hub{}",
+        last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    )]
+    Unsent {
+        /// Messages left in the outbox.
+        pending: usize,
+        /// The most recent connection error, if any.
+        last_error: Option<Box<IotHubError>>,
+    },
 }
 
 impl From<OutboxError> for IotHubError {
@@ -439,11 +451,9 @@ impl DeviceClient {
         let deadline = Instant::now() + timeout;
         lock(&self.shared.link).close_deadline = Some(deadline);
         self.shared.wake.notify_one();
-        let flushed = self
-            .wait_until(deadline, "acknowledgements", || {
-                lock(&self.shared.outbox).pending() == 0
-            })
-            .map_err(|e| self.outstanding(e));
+        let _ = self.wait_until(deadline, "acknowledgements", || {
+            lock(&self.shared.outbox).pending() == 0
+        });
         // The pump disconnects once the outbox is empty or the deadline passed.
         let join_deadline = deadline.max(Instant::now()) + Duration::from_secs(2);
         while !self.is_finished() && Instant::now() < join_deadline {
@@ -460,10 +470,14 @@ impl DeviceClient {
         {
             tracing::error!("the IoT Hub client thread panicked");
         }
-        match flushed {
-            Err(IotHubError::Closed) if lock(&self.shared.outbox).pending() == 0 => Ok(()),
-            other => other,
+        let pending = lock(&self.shared.outbox).pending();
+        if pending == 0 {
+            return Ok(());
         }
+        Err(IotHubError::Unsent {
+            pending,
+            last_error: lock(&self.shared.last_error).clone().map(Box::new),
+        })
     }
 
     fn wait_until(

@@ -131,8 +131,13 @@ impl Worker {
         lock(&worker.shared.link).connected = false;
     }
 
+    /// Whether to give up instead of (re)connecting: stopped, or closing with the
+    /// deadline passed or nothing left to send.
     fn stop_now(&self, link: &Link) -> bool {
-        self.flags.stopping() || link.close_deadline.is_some_and(|d| Instant::now() >= d)
+        self.flags.stopping()
+            || link
+                .close_deadline
+                .is_some_and(|d| Instant::now() >= d || lock(&self.shared.outbox).pending() == 0)
     }
 
     async fn event_loop(&self, eventloop: &mut EventLoop) {
@@ -167,7 +172,7 @@ impl Worker {
                     if n == 0 {
                         tracing::info!(broker = %self.broker, "connected to IoT Hub");
                     } else {
-                        tracing::debug!(broker = %self.broker, "reconnected to IoT Hub");
+                        tracing::info!(broker = %self.broker, "reconnected to IoT Hub");
                     }
                     if self
                         .client
