@@ -24,8 +24,8 @@ pub struct DesiredPatch {
     pub patch: serde_json::Value,
 }
 
-/// The hub's answer to a twin request ([`DeviceClient::get_twin`],
-/// [`DeviceClient::report_properties`]).
+/// The hub's answer to a twin request ([`DeviceClient::get_twin`](crate::iothub::DeviceClient::get_twin),
+/// [`DeviceClient::report_properties`](crate::iothub::DeviceClient::report_properties)).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TwinResponse {
     /// The request id the call returned.
