@@ -4,6 +4,7 @@
 pub mod compare_with_lag;
 pub mod decode;
 pub mod influx;
+pub mod iothub;
 pub mod mqtt;
 pub mod predict;
 pub mod simulate;
@@ -25,6 +26,7 @@ pub fn builtin_registry() -> Registry {
         .register(compare_with_lag::CompareWithLagFactory)
         .register(sink::FileSinkFactory)
         .register(sink::StdoutSinkFactory)
-        .register(influx::InfluxSinkFactory);
+        .register(influx::InfluxSinkFactory)
+        .register(iothub::IotHubSinkFactory);
     registry
 }

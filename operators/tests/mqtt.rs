@@ -3,8 +3,6 @@
 //! Each test skips (printing `SKIP: …`) when mosquitto is not installed and `CI` is
 //! unset; under `CI=true` a missing mosquitto fails the test.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread;
@@ -16,6 +14,9 @@ use smartgrid_operators::mqtt::{
 use smartgrid_runtime::record::Message;
 use smartgrid_runtime::spec::Duration as SpecDuration;
 use testkit::Mosquitto;
+
+mod common;
+use common::{make_certificates, make_password_file};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -260,58 +261,6 @@ fn bounded_channel_applies_backpressure_without_loss() {
         max_queued >= 5,
         "the consumer was slow enough to fill the channel"
     );
-}
-
-/// Writes the CA, the server certificate (for 127.0.0.1 and localhost) and its key.
-fn make_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "smartgrid test CA");
-    let ca_key = KeyPair::generate().expect("CA key");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-
-    let mut server_params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("params");
-    server_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let server_key = KeyPair::generate().expect("server key");
-    let server_cert = server_params
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
-
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    std::fs::write(dir.join("server.pem"), server_cert.pem()).expect("write");
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
-
-    // A second, unrelated CA, to check that verification really happens.
-    let mut other_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let other_key = KeyPair::generate().expect("key");
-    let other = other_params.self_signed(&other_key).expect("other CA");
-    std::fs::write(dir.join("other-ca.pem"), other.pem()).expect("write");
-}
-
-fn make_password_file(path: &Path, user: &str, password: &str) {
-    let status = Command::new(testkit::find_binary("mosquitto_passwd").expect("found"))
-        .arg("-c")
-        .arg("-b")
-        .arg(path)
-        .arg(user)
-        .arg(password)
-        .status()
-        .expect("run mosquitto_passwd");
-    assert!(status.success(), "mosquitto_passwd failed: {status}");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
 }
 
 #[test]

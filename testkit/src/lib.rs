@@ -282,6 +282,30 @@ impl Server {
         }
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends the signal `name` (`HUP`, `STOP`, `CONT`, …) with `kill`. Panics if the
+    /// server is not running or `kill` fails.
+    pub fn signal(&self, name: &str) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+    }
+
+    /// Sends SIGHUP (many servers re-read their configuration on it).
+    pub fn hangup(&self) {
+        self.signal("HUP");
+    }
+
     /// Stops and starts the process again, on the same port with the same config.
     pub fn restart(&mut self) {
         self.stop();
@@ -455,6 +479,18 @@ impl Mosquitto {
     /// Its temporary directory.
     pub fn dir(&self) -> &Path {
         self.server.dir()
+    }
+
+    /// Makes the broker re-read its password and ACL files (SIGHUP); clients already
+    /// connected stay connected.
+    pub fn reload(&self) {
+        self.server.hangup();
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is read,
+    /// forwarded or acknowledged, until [`stop`](Self::stop) or SIGCONT.
+    pub fn freeze(&self) {
+        self.server.signal("STOP");
     }
 
     /// The tail of its logs, for assertion messages.

@@ -76,7 +76,7 @@ impl Shared {
 
 /// Locks a mutex; a panic elsewhere while it was held cannot leave these simple values
 /// half-updated, so a poisoned lock is used as is.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -85,18 +85,18 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The flags that end a connection thread: the pipeline's shutdown flag and the
 /// handle's own stop flag.
 #[derive(Clone)]
-pub(super) struct StopFlags {
-    pub(super) shutdown: Arc<AtomicBool>,
-    pub(super) stop: Arc<AtomicBool>,
+pub(crate) struct StopFlags {
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 impl StopFlags {
-    pub(super) fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
     }
 
     /// Sleeps for `duration`, returning early (with `true`) if a stop flag is set.
-    pub(super) async fn pause(&self, duration: Duration) -> bool {
+    pub(crate) async fn pause(&self, duration: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + duration;
         loop {
             if self.stopping() {
@@ -113,7 +113,7 @@ impl StopFlags {
     /// Waits until a stop flag is set, then asks for a DISCONNECT through `disconnect`
     /// (retrying while the request channel is full). The event loop sends it next
     /// time it is polled, so a stop never cancels a poll half-way.
-    pub(super) async fn disconnect_on_stop(self, disconnect: impl Fn() -> bool) {
+    pub(crate) async fn disconnect_on_stop(self, disconnect: impl Fn() -> bool) {
         let mut tick = tokio::time::interval(STOP_POLL);
         loop {
             tick.tick().await;
@@ -125,7 +125,7 @@ impl StopFlags {
 }
 
 /// The next wait after a failed attempt that waited `current`.
-pub(super) fn next_backoff(current: Duration, max: Duration) -> Duration {
+pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
     current.saturating_mul(2).min(max)
 }
 

@@ -19,6 +19,7 @@ mod node;
 mod options;
 mod publisher;
 
+pub(crate) use client::{StopFlags, lock, next_backoff};
 pub use client::{Subscriber, SubscriberStats, spawn_subscriber};
 pub use config::{ConfigIssue, DEFAULT_PORT, DEFAULT_TLS_PORT, DEFAULT_TOPIC, MqttConfig, Qos};
 pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
