@@ -34,7 +34,11 @@ fn written() -> BTreeMap<String, BTreeSet<String>> {
         .unwrap_or_else(|e| panic!("the production pipeline plans:\n{e}"));
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for node in plan.nodes.iter().filter(|n| n.kind == "influx") {
-        let spec_node = spec.nodes.iter().find(|s| s.name == node.name).expect("planned from the spec");
+        let spec_node = spec
+            .nodes
+            .iter()
+            .find(|s| s.name == node.name)
+            .expect("planned from the spec");
         assert_eq!(
             spec_node.key_at("measurement"),
             spec_node.at,
@@ -64,7 +68,10 @@ fn named(query: &str) -> (BTreeSet<String>, BTreeSet<String>) {
             .collect()
     };
     if query.contains("from(bucket") {
-        (quoted_after(query, "r._measurement =="), quoted_after(query, "r._field =="))
+        (
+            quoted_after(query, "r._measurement =="),
+            quoted_after(query, "r._field =="),
+        )
     } else {
         let measurements = quoted_after(query, "FROM");
         // Fields are the quoted arguments of aggregates, and `"field" = value` conditions
@@ -95,17 +102,24 @@ fn check(name: &str, datasource: &str) {
     assert_eq!(panels.len(), 5);
     for panel in panels {
         for target in panel["targets"].as_array().expect("targets") {
-            assert_eq!(target["datasource"]["uid"], datasource, "{}", panel["title"]);
+            assert_eq!(
+                target["datasource"]["uid"], datasource,
+                "{}",
+                panel["title"]
+            );
             let query = target["query"].as_str().expect("query");
             let (measurements, fields) = named(query);
             assert_eq!(measurements.len(), 1, "one measurement per query: {query}");
             let m = measurements.into_iter().next().expect("one");
-            let known = written
-                .get(&m)
-                .unwrap_or_else(|| panic!("{name}: `{m}` is not written by the pipeline ({query})"));
+            let known = written.get(&m).unwrap_or_else(|| {
+                panic!("{name}: `{m}` is not written by the pipeline ({query})")
+            });
             assert!(!fields.is_empty(), "{query}");
             for f in &fields {
-                assert!(known.contains(f), "{name}: `{m}` has no field `{f}`; it has {known:?}");
+                assert!(
+                    known.contains(f),
+                    "{name}: `{m}` has no field `{f}`; it has {known:?}"
+                );
             }
             used.entry(m).or_default().extend(fields);
         }
@@ -114,14 +128,19 @@ fn check(name: &str, datasource: &str) {
     // triplets per hour, the active model version.
     let want = |m: &str, fields: &[&str]| {
         for f in fields {
-            assert!(used.get(m).is_some_and(|u| u.contains(*f)), "{name}: nothing shows {m}.{f}");
+            assert!(
+                used.get(m).is_some_and(|u| u.contains(*f)),
+                "{name}: nothing shows {m}.{f}"
+            );
         }
     };
     want("means_1m", &["p_l1", "p_l2", "p_l3"]);
     want("residuals", &["predicted", "actual", "model_version"]);
     want("drift", &["flagged"]);
     // The sensor variable reads the tag the sinks always write.
-    let variable = dash["templating"]["list"][0]["query"].as_str().expect("variable");
+    let variable = dash["templating"]["list"][0]["query"]
+        .as_str()
+        .expect("variable");
     assert!(variable.contains("sensor_id"));
 }
 
@@ -137,11 +156,16 @@ fn the_influxql_dashboard_queries_what_the_pipeline_writes() {
 
 #[test]
 fn the_provisioned_datasources_are_the_ones_the_dashboards_use() {
-    let text = std::fs::read_to_string(root().join("deploy/grafana/provisioning/datasources/influxdb.yaml"))
-        .expect("datasources");
+    let text = std::fs::read_to_string(
+        root().join("deploy/grafana/provisioning/datasources/influxdb.yaml"),
+    )
+    .expect("datasources");
     for uid in ["smartgrid-flux", "smartgrid-influxql"] {
         assert!(text.contains(&format!("uid: {uid}")), "{uid}");
     }
     assert!(text.contains("version: Flux"));
-    assert!(!text.contains("token: ") || text.contains("token: $__env{INFLUX_TOKEN}"), "no secret in the file");
+    assert!(
+        !text.contains("token: ") || text.contains("token: $__env{INFLUX_TOKEN}"),
+        "no secret in the file"
+    );
 }
