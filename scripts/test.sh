@@ -13,6 +13,11 @@ command -v mosquitto_passwd >/dev/null 2>&1 || packages+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v influxd >/dev/null 2>&1 || packages+=(influxdb)
 command -v victoria-metrics >/dev/null 2>&1 || packages+=(victoria-metrics)
+# The `train` feature builds LightGBM from source (C++ via CMake; bindgen needs libclang).
+command -v g++ >/dev/null 2>&1 || packages+=(g++)
+command -v make >/dev/null 2>&1 || packages+=(make)
+dpkg -s libclang-dev >/dev/null 2>&1 || packages+=(libclang-dev)
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing: ${packages[*]}"
   sudo_if_needed apt-get update -qq
@@ -21,6 +26,23 @@ fi
 # Debian's mosquitto, influxdb and victoria-metrics packages may start services on their
 # default ports; the tests never use them (they start their own on free loopback ports).
 
+# LightGBM needs CMake >= 3.28, newer than Debian's: take PyPI's when it is missing or old.
+cmake_ok() {
+  command -v cmake >/dev/null 2>&1 || return 1
+  local version
+  version=$(cmake --version | head -n1 | awk '{print $3}')
+  [ "$(printf '%s\n' 3.28 "$version" | sort -V | head -n1)" = 3.28 ]
+}
+if ! cmake_ok; then
+  echo "installing cmake >= 3.28 from PyPI"
+  python3 -m pip install --user --quiet cmake 2>/dev/null \
+    || python3 -m pip install --user --quiet --break-system-packages cmake
+  export PATH="$(python3 -m site --user-base)/bin:$PATH"
+  cmake_ok || { echo "cmake >= 3.28 is still not on PATH" >&2; exit 1; }
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# with LightGBM training (and the tests that compare the evaluator with LightGBM)
+cargo clippy --workspace --all-targets --locked --features smartgrid/train -- -D warnings
+cargo test --workspace --locked --features smartgrid/train

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use smartgrid_runtime::Registry;
 
-use crate::commands;
+use crate::{commands, model_cmd};
 
 /// Stream processor for smart-grid energy monitoring.
 #[derive(Debug, Parser)]
@@ -68,6 +68,11 @@ enum Command {
         #[arg(short, long, default_value_t = 1)]
         workers: usize,
     },
+    /// Tree models: predict from a CSV, inspect, train.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Publish simulated Clemap readings to an MQTT broker.
     Simulate {
         /// Broker URL (`mqtt://host:port`, `mqtts://…`).
@@ -92,6 +97,83 @@ enum Command {
         #[arg(long)]
         fast: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Print one prediction per CSV row (one per line, in row order).
+    Predict {
+        /// The model (XGBoost JSON or LightGBM text, detected by content).
+        #[arg(long)]
+        model: PathBuf,
+        /// Feature rows; the header names the columns (matched to the model's feature
+        /// names in any order; extra columns are ignored); empty cells are missing.
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// Print a model's format, objective, trees, features and size.
+    Inspect {
+        /// The model file.
+        file: PathBuf,
+    },
+    /// Train a LightGBM regression model on a CSV (every column but the target is a
+    /// feature) and write its text model.
+    #[cfg(feature = "train")]
+    Train {
+        /// Training rows with a header; empty cells are missing values.
+        #[arg(long)]
+        data: PathBuf,
+        /// The column to predict.
+        #[arg(long)]
+        target: String,
+        /// Where to write the LightGBM text model.
+        #[arg(long)]
+        out: PathBuf,
+        /// Boosting rounds (trees).
+        #[arg(long, default_value_t = 200)]
+        trees: usize,
+        /// Learning rate (shrinkage).
+        #[arg(long, default_value_t = 0.05)]
+        learning_rate: f64,
+        /// Maximum leaves per tree.
+        #[arg(long, default_value_t = 31)]
+        num_leaves: usize,
+        /// Random seed (training is deterministic for a seed).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// More LightGBM parameters, `key=value` (repeatable), e.g. `min_data_in_leaf=5`.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+}
+
+fn model_command(command: ModelCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ModelCommand::Predict { model, csv } => model_cmd::predict(&model, &csv),
+        ModelCommand::Inspect { file } => model_cmd::inspect(&file),
+        #[cfg(feature = "train")]
+        ModelCommand::Train {
+            data,
+            target,
+            out,
+            trees,
+            learning_rate,
+            num_leaves,
+            seed,
+            params,
+        } => model_cmd::train(model_cmd::TrainArgs {
+            data: &data,
+            target: &target,
+            out: &out,
+            params: smartgrid_models::train::TrainParams {
+                trees,
+                learning_rate,
+                num_leaves,
+                seed,
+                extra: params,
+            },
+        }),
+    }
 }
 
 /// Run the command line with the given operator kinds. Returns the exit code:
@@ -123,6 +205,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             seconds,
             workers,
         } => crate::bench::bench(sensors, seconds, workers),
+        Command::Model { command } => model_command(command),
         Command::Simulate {
             broker,
             sensors,

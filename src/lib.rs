@@ -13,6 +13,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod model_cmd;
 
 pub use cli::main_with;
 pub use smartgrid_operators::builtin_registry;

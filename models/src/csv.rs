@@ -69,7 +69,7 @@ impl<R: Read> CsvFeatures<R> {
             return Err(ModelError::MissingColumns {
                 source_name: self.source.clone(),
                 missing,
-                model: names.to_vec(),
+                wanted: names.to_vec(),
                 csv: self.header.clone(),
             });
         }

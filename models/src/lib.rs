@@ -106,12 +106,12 @@ pub enum ModelError {
         message: String,
     },
     #[error(
-        "CSV {source_name} lacks the model's feature column(s) {missing:?} (model features: {model:?}; CSV columns: {csv:?})"
+        "CSV {source_name} has no column {missing:?} (needed: {wanted:?}; CSV columns: {csv:?})"
     )]
     MissingColumns {
         source_name: String,
         missing: Vec<String>,
-        model: Vec<String>,
+        wanted: Vec<String>,
         csv: Vec<String>,
     },
     #[error("training failed: {0}")]
