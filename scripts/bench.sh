@@ -16,6 +16,7 @@ done
 echo "== memory: the embedded default with 1000 simulated sensors at 12 Hz for 70 s"
 dir=$(mktemp -d)
 cp pipeline.yaml "$dir/"
+mkdir -p "$dir/models/default" && cp models/default/model.txt "$dir/models/default/"
 cd "$dir"
 SENSORS=1000 SMARTGRID_LOG=off "$bin" run pipeline.yaml --for 70s > /dev/null &
 pid=$!

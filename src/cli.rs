@@ -126,6 +126,13 @@ enum ModelCommand {
         /// The column to predict.
         #[arg(long)]
         target: String,
+        /// Feature columns, comma-separated (default: every column but the target).
+        #[arg(long, value_delimiter = ',')]
+        features: Option<Vec<String>>,
+        /// Learn the change from the sum of these columns (comma-separated) instead of
+        /// the target itself; use the same list as the `predict` node's `relative_to`.
+        #[arg(long, value_delimiter = ',')]
+        relative_to: Vec<String>,
         /// Where to write the LightGBM text model.
         #[arg(long)]
         out: PathBuf,
@@ -155,6 +162,8 @@ fn model_command(command: ModelCommand) -> anyhow::Result<ExitCode> {
         ModelCommand::Train {
             data,
             target,
+            features,
+            relative_to,
             out,
             trees,
             learning_rate,
@@ -164,6 +173,8 @@ fn model_command(command: ModelCommand) -> anyhow::Result<ExitCode> {
         } => model_cmd::train(model_cmd::TrainArgs {
             data: &data,
             target: &target,
+            features,
+            relative_to,
             out: &out,
             params: smartgrid_models::train::TrainParams {
                 trees,

@@ -62,29 +62,49 @@ pub fn inspect(model_path: &Path) -> anyhow::Result<ExitCode> {
 pub struct TrainArgs<'a> {
     pub data: &'a Path,
     pub target: &'a str,
+    /// Only these columns are features (in this order); default: every column but the
+    /// target.
+    pub features: Option<Vec<String>>,
+    /// Train on `target − sum(these columns)`: a model of the change, for a `predict`
+    /// node with the same `relative_to`.
+    pub relative_to: Vec<String>,
     pub out: &'a Path,
     pub params: smartgrid_models::train::TrainParams,
 }
 
 /// `smartgrid model train --data FILE.csv --target COLUMN --out FILE`: every other
-/// column is a feature (by its header name); empty cells are missing values.
+/// column (or those `--features` names) is a feature, by its header name; empty cells
+/// are missing values. With `--relative-to`, the label is the target minus those
+/// columns' sum.
 #[cfg(feature = "train")]
 pub fn train(args: TrainArgs<'_>) -> anyhow::Result<ExitCode> {
     use indicatif::{ProgressBar, ProgressStyle};
 
     let mut csv = CsvFeatures::open(args.data)?;
     let target = csv.columns_for(&[args.target.to_owned()])?[0];
-    let names: Vec<String> = csv
-        .header()
-        .iter()
-        .enumerate()
-        .filter(|&(c, _)| c != target)
-        .map(|(_, n)| n.clone())
-        .collect();
+    let names: Vec<String> = match args.features {
+        Some(names) => names,
+        None => csv
+            .header()
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| c != target)
+            .map(|(_, n)| n.clone())
+            .collect(),
+    };
     let mut columns = csv.columns_for(&names)?;
+    let baseline = csv.columns_for(&args.relative_to)?;
+    columns.extend(&baseline);
     columns.push(target);
     let mut rows = csv.read_all(&columns)?;
-    let labels: Vec<f64> = rows.iter_mut().filter_map(Vec::pop).collect();
+    let labels: Vec<f64> = rows
+        .iter_mut()
+        .map(|row| {
+            let label = row.pop().unwrap_or(f64::NAN);
+            let base: f64 = row.drain(names.len()..).sum();
+            label - base
+        })
+        .collect();
     eprintln!(
         "training on {} rows, {} features, target {:?}",
         rows.len(),

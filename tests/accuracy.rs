@@ -32,6 +32,7 @@ nodes:
     input: means_10s
     model: ${MODEL}
     horizon: 10s
+    relative_to: [p_l1, p_l2, p_l3]   # the model predicts the change
     features:
       fields: [p_l1, p_l2, p_l3]
       lags: {fields: [p_l1, p_l2, p_l3], count: 5}

@@ -260,6 +260,14 @@ fn the_embedded_default_shows_10_second_means_within_15_seconds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let default = concat!(env!("CARGO_MANIFEST_DIR"), "/pipeline.yaml");
     std::fs::copy(default, dir.path().join("pipeline.yaml")).expect("copy the default pipeline");
+    // The default model travels with it (the pipeline names it relative to itself).
+    let models = dir.path().join("models/default");
+    std::fs::create_dir_all(&models).expect("models folder");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/model.txt"),
+        models.join("model.txt"),
+    )
+    .expect("copy the default model");
     let started = Instant::now();
     let mut run = smartgrid()
         .args(["run", "pipeline.yaml", "--for", "25s"])

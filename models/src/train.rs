@@ -67,11 +67,17 @@ impl TrainParams {
             "verbosity=-1".to_owned(),
         ];
         for extra in &self.extra {
-            if !extra.contains('=') || extra.contains(char::is_whitespace) {
+            let Some((key, _)) = extra
+                .split_once('=')
+                .filter(|_| !extra.contains(char::is_whitespace))
+            else {
                 return Err(ModelError::Train(format!(
                     "parameter {extra:?} is not of the form key=value"
                 )));
-            }
+            };
+            // LightGBM keeps the first value of a repeated key: a parameter given here
+            // replaces the default instead of following it (and being ignored).
+            params.retain(|p| p.split_once('=').is_none_or(|(k, _)| k != key));
             params.push(extra.clone());
         }
         Ok(params.join(" "))

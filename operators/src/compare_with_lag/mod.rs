@@ -26,7 +26,7 @@ pub use operator::{CompareCounters, CompareWithLagExt, Comparison, Emit, Thresho
 use std::sync::Arc;
 
 use serde::Deserialize;
-use smartgrid_runtime::spec::{Duration, Spanned};
+use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
     AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
     RenderContext, RenderError, Schema,
@@ -54,39 +54,6 @@ pub struct CompareConfig {
     /// `triplets` (default) or `residuals`.
     #[serde(default)]
     pub emit: EmitConfig,
-}
-
-/// A field name or a list of them.
-#[derive(Debug)]
-pub struct OneOrMany(pub Vec<Spanned<String>>);
-
-impl<'de> Deserialize<'de> for OneOrMany {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = OneOrMany;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a field name or a list of field names")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
-                Ok(OneOrMany(vec![Spanned::new(
-                    v.to_string(),
-                    Default::default(),
-                )]))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<OneOrMany, A::Error> {
-                let mut names = Vec::new();
-                while let Some(name) = seq.next_element::<Spanned<String>>()? {
-                    names.push(name);
-                }
-                Ok(OneOrMany(names))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
 }
 
 /// Thresholds of a `compare_with_lag` node.

@@ -12,6 +12,8 @@
 //!     sums: [{name: p_total, of: [p_l1, p_l2, p_l3]}]
 //!     lags: {fields: [p_l1, p_l2, p_l3], count: 5}   # p_l1-1 … p_l3-5
 //!     time: [hour_of_day]
+//!   relative_to: [p_l1, p_l2, p_l3]  # the model predicts the change from this window's
+//!                               # total; the output adds it back (optional)
 //!   missing_lags: skip          # skip (default): no prediction until the history is full;
 //!                               # nan: predict with missing values
 //!   reload: 5s                  # watch the model file and swap a new one in (default: off)
@@ -33,7 +35,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use smartgrid_models::Model;
 use smartgrid_runtime::record::MAX_FIELDS;
-use smartgrid_runtime::spec::{Duration, Spanned};
+use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
     AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
     ProcessContext, RenderContext, RenderError, Schema,
@@ -55,6 +57,13 @@ pub struct PredictConfig {
     pub step: Option<Spanned<Duration>>,
     /// The feature vector.
     pub features: FeaturesConfig,
+    /// The model predicts the change from these input fields of the current window
+    /// (added up); the prediction is that sum plus the model's output. Trees
+    /// approximate the identity only in steps, so a model of the next 10-second window's
+    /// power learns the change far better than the level (train it with
+    /// `smartgrid model train --relative-to p_l1,p_l2,p_l3`).
+    #[serde(default)]
+    pub relative_to: Option<OneOrMany>,
     /// `skip` (default): no prediction until a sensor has all its lags (counted as
     /// `<node>.short_history`); `nan`: predict with the missing lags as missing values.
     #[serde(default)]
@@ -106,6 +115,27 @@ impl OperatorFactory for PredictFactory {
                         .error(d.at, format!("the {what} cannot be zero"))
                         .hint("use the input window's size, such as 10s"),
                 );
+            }
+        }
+        let mut relative_to = Vec::new();
+        for name in config.relative_to.iter().flat_map(|r| &r.0) {
+            match input.index_of(&name.value) {
+                Some(i) => relative_to.push(i),
+                None => {
+                    let at = if name.at == Default::default() {
+                        ctx.node.key_at("relative_to")
+                    } else {
+                        name.at
+                    };
+                    errors.push(
+                        ctx.node
+                            .error(
+                                at,
+                                format!("no upstream node produces a field `{}`", name.value),
+                            )
+                            .hint(format!("the input has: {input}")),
+                    );
+                }
             }
         }
         let features = match FeaturePlan::new(&config.features, &input) {
@@ -177,6 +207,7 @@ impl OperatorFactory for PredictFactory {
                 horizon_ms: i64::try_from(horizon_ms).unwrap_or(i64::MAX),
                 step_ms: i64::try_from(step_ms).unwrap_or(i64::MAX),
                 predict_with_missing_lags: config.missing_lags == MissingLags::Nan,
+                relative_to,
                 input_partitioned: ctx.partitioned.first().copied().unwrap_or(false),
             },
             slot: Arc::new(ModelSlot::new(loaded, names)),

@@ -23,6 +23,9 @@ pub struct Predictor {
     pub step_ms: i64,
     /// Predict with missing (NaN) lags instead of waiting for a full history.
     pub predict_with_missing_lags: bool,
+    /// Input fields whose sum the model's output is added to (a model of the change);
+    /// empty: the model predicts the value itself.
+    pub relative_to: Vec<usize>,
     /// The input is already partitioned by sensor (no exchange needed).
     pub input_partitioned: bool,
 }
@@ -71,6 +74,7 @@ pub trait PredictExt<'s> {
     ///     horizon_ms: 10_000,
     ///     step_ms: 10_000,
     ///     predict_with_missing_lags: false,
+    ///     relative_to: vec![],
     ///     input_partitioned: false,
     /// };
     /// let sensor = SensorId::new("meter-1").expect("short name");
@@ -136,7 +140,12 @@ impl<'s> PredictExt<'s> for Readings<'s> {
                             short += 1;
                             continue;
                         }
-                        let predicted = model.predict(&features, &mut scratch);
+                        let baseline: f64 = predictor
+                            .relative_to
+                            .iter()
+                            .map(|&i| reading.values.get(i).copied().unwrap_or(f64::NAN))
+                            .sum();
+                        let predicted = model.predict(&features, &mut scratch) + baseline;
                         let target = t.saturating_add(predictor.horizon_ms);
                         let mut values = Row::new();
                         values.push(predicted);

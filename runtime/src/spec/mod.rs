@@ -23,11 +23,13 @@
 mod de;
 mod duration;
 mod env;
+mod one_or_many;
 mod spanned;
 mod yaml;
 
 pub use de::error_with_hint;
 pub use duration::{Duration, ParseDurationError};
+pub use one_or_many::OneOrMany;
 pub use spanned::Spanned;
 pub use yaml::{Node, NodeValue, ScalarStyle};
 

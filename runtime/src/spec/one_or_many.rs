@@ -36,4 +36,3 @@ impl<'de> serde::Deserialize<'de> for OneOrMany {
         d.deserialize_any(Visitor)
     }
 }
-
