@@ -108,7 +108,10 @@ impl OperatorFactory for PredictFactory {
         let horizon_ms = config.horizon.value.as_millis_u64();
         let step = config.step.as_ref().unwrap_or(&config.horizon);
         let step_ms = step.value.as_millis_u64();
-        for (d, what) in [(&config.horizon, "horizon"), (step, "step")] {
+        // `step` defaults to `horizon`: a zero is reported once, where it was written.
+        let written = [Some(&config.horizon), config.step.as_ref()];
+        for (d, what) in written.into_iter().zip(["horizon", "step"]) {
+            let Some(d) = d else { continue };
             if d.value.as_millis_u64() == 0 {
                 errors.push(
                     ctx.node
