@@ -3,6 +3,8 @@
 //! the predictions agree within 1e-5 relative, for each of LightGBM's missing types
 //! (NaN: the default; Zero: `zero_as_missing=true`; None: `use_missing=false`).
 #![cfg(feature = "train")]
+// Test helpers outside `#[test]` functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
