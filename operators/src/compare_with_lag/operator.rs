@@ -135,10 +135,9 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
                             match early_actuals.remove(&key) {
                                 Some(actual) => {
                                     compared += 1;
-                                    if let Some((out, flagged)) = c.compare(&p, actual) {
-                                        over += u64::from(flagged);
-                                        session.give(out);
-                                    }
+                                    session.give_iterator(
+                                        c.compare(&p, actual, &mut over).into_iter(),
+                                    );
                                 }
                                 None => {
                                     waiting.insert(key, p);
@@ -158,10 +157,9 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
                             match waiting.remove(&key) {
                                 Some(p) => {
                                     compared += 1;
-                                    if let Some((out, flagged)) = c.compare(&p, actual) {
-                                        over += u64::from(flagged);
-                                        session.give(out);
-                                    }
+                                    session.give_iterator(
+                                        c.compare(&p, actual, &mut over).into_iter(),
+                                    );
                                 }
                                 None => {
                                     early_actuals.insert(key, actual);
@@ -203,15 +201,17 @@ fn expire<V>(state: &mut BTreeMap<Key, V>, frontier: AntichainRef<'_, Time>, tim
 }
 
 impl Comparison {
-    /// The record to emit for prediction `p` against `actual`, and whether it was over
-    /// the threshold; `None` when nothing is emitted. A triplet keeps the prediction's
-    /// event time; a residual is stamped at the target time, beside its actual.
-    fn compare(&self, p: &Reading, actual: f64) -> Option<(Reading, bool)> {
+    /// The record to emit for prediction `p` against `actual` (`None` when nothing is
+    /// emitted), counting it in `over` when it is over the threshold. A triplet keeps the
+    /// prediction's event time; a residual is stamped at the target time, beside its
+    /// actual.
+    fn compare(&self, p: &Reading, actual: f64, over: &mut u64) -> Option<Reading> {
         let [at_predicted, at_target, at_version] = self.prediction;
         let get = |i: usize| p.values.get(i).copied().unwrap_or(f64::NAN);
         let (predicted, target, version) = (get(at_predicted), get(at_target), get(at_version));
         let error = actual - predicted;
         let flagged = self.threshold.exceeded(predicted, actual);
+        *over += u64::from(flagged);
         let mut values = Row::new();
         let target_ms = target as i64;
         let time_ms = match self.emit {
@@ -248,14 +248,11 @@ impl Comparison {
                 }
             }
         }
-        Some((
-            Reading {
-                sensor: p.sensor,
-                time_ms,
-                values,
-            },
-            flagged,
-        ))
+        Some(Reading {
+            sensor: p.sensor,
+            time_ms,
+            values,
+        })
     }
 }
 
