@@ -7,11 +7,19 @@
 //!
 //! Memory is bounded per subscription filter: rumqttd keeps the messages matching a
 //! filter in an in-memory log of at most `MAX_SEGMENT_COUNT` + 1 segments of
-//! `MAX_SEGMENT_SIZE` bytes (about 5 MiB). A subscriber that falls further behind than
-//! that is moved forward and misses the oldest messages, even with QoS 1 (rumqttd
-//! behaves like a log with retention, not like mosquitto's per-client queue). At 1000
-//! sensors × 12 Hz × ~200 bytes that is about 2 s of lag. Messages on topics that no
-//! filter matches are dropped, not stored.
+//! `MAX_SEGMENT_SIZE` bytes (about 2.25 MiB of topics and payloads). A subscriber that
+//! falls further behind than that is moved forward and misses the oldest messages, even
+//! with QoS 1 (rumqttd behaves like a log with retention, not like mosquitto's
+//! per-client queue). At 1000 sensors × 12 Hz × ~120 bytes (a type-16 payload and its
+//! topic) that is about 1.5 s of lag, on top of the subscriber's own hand-off channel
+//! (10 000 messages, another 0.8 s). Messages on topics that no filter matches are
+//! dropped, not stored.
+//!
+//! The log is the broker's largest allocation and it stays full once filled: each
+//! message also costs rumqttd a ~250-byte index entry, and it keeps the read buffer
+//! the message was cut from alive, so a log costs about 2.5× its byte size in
+//! resident memory (with 4 × 1 MiB segments the embedded default used 33 MB; with
+//! 8 × 256 KiB, 27 MB; see BENCHMARKS.md).
 //!
 //! rumqttd logs through `tracing` at info level for every connection. To keep it
 //! quiet, the application's tracing filter should include `rumqttd=warn` (or `off`).
@@ -33,12 +41,12 @@ pub const MAX_PAYLOAD_SIZE: usize = 1024 * 1024;
 pub const MAX_CONNECTIONS: usize = 1000;
 
 /// Each subscription filter's in-memory log keeps at most this many segments …
-const MAX_SEGMENT_COUNT: usize = 4;
+const MAX_SEGMENT_COUNT: usize = 8;
 
-/// … of at most this many bytes each: about 5 MiB per filter (about 2 s of 1000
-/// sensors at 12 Hz), so a subscriber that falls further behind than that skips ahead
-/// rather than the broker growing without bound.
-const MAX_SEGMENT_SIZE: usize = 1024 * 1024;
+/// … of at most this many bytes each (topic + payload + 4 per message): 2 MiB per
+/// filter, about 1.5 s of 1000 sensors at 12 Hz. Many small segments rather than a few
+/// large ones: a subscriber that falls behind loses one segment at a time.
+const MAX_SEGMENT_SIZE: usize = 256 * 1024;
 
 /// How long to wait for the listener to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
