@@ -8,6 +8,12 @@
 //! missing, and its missing values go "left", to itself. Every tree is then walked for
 //! exactly its depth in steps, with no leaf test inside the loop, so the CPU overlaps
 //! the walks of consecutive trees instead of stalling on a mispredicted leaf branch.
+//!
+//! Forests of shallow trees whose splits are f32 comparisons (XGBoost's) also get the
+//! compact layout of `complete.rs` (8-byte nodes, no child indices), which `predict`
+//! then uses instead.
+
+use crate::complete::{CompleteForest, encode_row};
 
 /// A node's flags share a word with its feature index.
 const FEATURE_MASK: u32 = (1 << 28) - 1;
@@ -114,6 +120,9 @@ pub(crate) struct Forest {
     general: bool,
     /// Whether the nodes are in the fast encoding (see `Forest::make_fast`).
     fast: bool,
+    /// The compact layout (`complete.rs`), when the trees allow it; `predict` then
+    /// uses it alone.
+    complete: Option<CompleteForest>,
     accumulation: Accumulation,
     base_score: f64,
     transform: Transform,
@@ -149,6 +158,7 @@ impl Forest {
             num_features: params.num_features,
             general: false,
             fast: false,
+            complete: None,
             accumulation: params.accumulation,
             base_score: params.base_score,
             transform: params.transform,
@@ -160,6 +170,12 @@ impl Forest {
                 .map_err(|e| format!("tree {t}: {e}"))?;
         }
         forest.make_fast();
+        // the compact layout needs what the fast encoding needs (numeric splits only,
+        // finite values, a row that fits the stack buffer) and more (see `complete.rs`)
+        if forest.fast {
+            let depths: Vec<u32> = forest.trees.iter().map(|t| t.depth).collect();
+            forest.complete = CompleteForest::build(&trees, &depths, forest.accumulation);
+        }
         Ok(forest)
     }
 
@@ -313,6 +329,19 @@ impl Forest {
 
     /// Predict one row; NaN and values past the row's end are missing.
     pub(crate) fn predict(&self, features: &[f64]) -> f64 {
+        if let Some(complete) = &self.complete {
+            return if self.num_features < 32 {
+                self.predict_complete::<64>(complete, features)
+            } else {
+                self.predict_complete::<{ 2 * FAST_MAX_FEATURES }>(complete, features)
+            };
+        }
+        self.predict_flat(features)
+    }
+
+    /// Predict in the flat layout (every forest has it; `predict` prefers the compact
+    /// one when there is one).
+    fn predict_flat(&self, features: &[f64]) -> f64 {
         if self.fast {
             return if self.num_features < 32 {
                 self.predict_fast::<64>(features)
@@ -364,6 +393,15 @@ impl Forest {
                 self.for_each_leaf_fast(&slots, &mut sum);
                 self.finish_f64(sum.0)
             }
+        }
+    }
+
+    /// Predict in the compact layout (see `complete.rs`), from the doubled row in f32.
+    fn predict_complete<const M: usize>(&self, complete: &CompleteForest, features: &[f64]) -> f64 {
+        let row = encode_row::<M>(features, self.num_features);
+        match self.accumulation {
+            Accumulation::F32 => self.finish_f32(complete.sum_f32(&row, self.base_score as f32)),
+            Accumulation::F64 => self.finish_f64(complete.sum_f64(&row, 0.0)),
         }
     }
 
@@ -882,6 +920,157 @@ mod tests {
             let len = (next() % (features + 2)) as usize;
             let row = &row[..len.min(row.len())];
             assert_eq!(fast.predict(row), general.predict(row), "{row:?}");
+        }
+    }
+
+    /// A random tree of depth at most `max_depth` (leaves at every level), with f32
+    /// boundaries as thresholds, so that it fits the compact layout.
+    fn random_f32_tree(
+        next: &mut impl FnMut() -> u64,
+        features: u64,
+        max_depth: u32,
+    ) -> Vec<RawNode> {
+        fn grow(
+            tree: &mut Vec<RawNode>,
+            next: &mut impl FnMut() -> u64,
+            features: u64,
+            levels: u32,
+        ) -> usize {
+            let at = tree.len();
+            if levels == 0 || next().is_multiple_of(8) {
+                tree.push(RawNode::Leaf((next() % 2000) as f64 / 7.0 - 140.0));
+                return at;
+            }
+            tree.push(RawNode::Leaf(0.0));
+            let threshold = f32_less_than_as_f64_le((next() % 200) as f32 / 10.0 - 10.0);
+            let split = Split::Numeric {
+                threshold,
+                default_left: next().is_multiple_of(2),
+            };
+            let feature = (next() % features) as usize;
+            let left = grow(tree, next, features, levels - 1);
+            let right = grow(tree, next, features, levels - 1);
+            tree[at] = RawNode::Branch {
+                feature,
+                split,
+                left,
+                right,
+            };
+            at
+        }
+        let mut tree = Vec::new();
+        grow(&mut tree, next, features, max_depth);
+        tree
+    }
+
+    #[test]
+    fn compact_layout_agrees_with_the_flat_one() {
+        let mut state = 0x9e3779b97f4a7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let features = 6;
+        // 29 trees: two full lock-step groups and one with spare lanes
+        let mut trees: Vec<_> = (0..28)
+            .map(|_| random_f32_tree(&mut next, features, 5))
+            .collect();
+        trees.push(vec![RawNode::Leaf(0.125)]);
+        for accumulation in [Accumulation::F32, Accumulation::F64] {
+            let forest = Forest::build(
+                trees.clone(),
+                ForestParams {
+                    accumulation,
+                    base_score: 0.5,
+                    ..params(features as usize)
+                },
+            )
+            .unwrap();
+            assert!(forest.complete.is_some());
+            for _ in 0..5000 {
+                let row: Vec<f64> = (0..features)
+                    .map(|_| match next() % 12 {
+                        0 => f64::NAN,
+                        1 => f64::INFINITY,
+                        2 => f64::NEG_INFINITY,
+                        3 => -0.0,
+                        4 => 1e300,
+                        // exactly on a threshold, and on the f32 rounding boundary
+                        5 => f64::from((next() % 200) as f32 / 10.0 - 10.0),
+                        6 => f32_less_than_as_f64_le((next() % 200) as f32 / 10.0 - 10.0),
+                        _ => (next() % 2200) as f64 / 100.0 - 11.0,
+                    })
+                    .collect();
+                let len = (next() % (features + 2)) as usize;
+                let row = &row[..len.min(row.len())];
+                assert_eq!(
+                    forest.predict(row).to_bits(),
+                    forest.predict_flat(row).to_bits(),
+                    "{accumulation:?} {row:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn compact_layout_only_where_it_fits() {
+        let stump = |threshold| {
+            stump(Split::Numeric {
+                threshold,
+                default_left: true,
+            })
+        };
+        let boundary = f32_less_than_as_f64_le(0.5);
+        let f32_forest = Forest::build(vec![stump(boundary)], params(1)).unwrap();
+        assert!(f32_forest.complete.is_some());
+        // an f64 threshold that no f32 comparison reproduces
+        let f64_forest = Forest::build(vec![stump(0.5)], params(1)).unwrap();
+        assert!(f64_forest.complete.is_none());
+        assert_eq!(f64_forest.predict(&[0.5]), -1.0);
+        assert_eq!(f32_forest.predict(&[0.5]), 1.0);
+        // a chain of depth 9
+        let mut deep = Vec::new();
+        for i in 0..9 {
+            deep.push(RawNode::Branch {
+                feature: 0,
+                split: Split::Numeric {
+                    threshold: f32_less_than_as_f64_le(i as f32),
+                    default_left: true,
+                },
+                left: 2 * i + 1,
+                right: 2 * i + 2,
+            });
+            deep.push(RawNode::Leaf(i as f64));
+        }
+        deep.push(RawNode::Leaf(9.0));
+        let deep_forest = Forest::build(vec![deep.clone()], params(1)).unwrap();
+        assert!(deep_forest.complete.is_none());
+        assert_eq!(deep_forest.predict(&[4.5]), 5.0);
+        // a deep tree among stumps: every tree of its group would be padded to its depth
+        deep.truncate(2 * 6);
+        deep.push(RawNode::Leaf(6.0));
+        let mut trees = vec![deep];
+        trees.extend((0..11).map(|_| stump(boundary)));
+        let padded = Forest::build(trees, params(1)).unwrap();
+        assert!(padded.complete.is_none());
+    }
+
+    #[test]
+    fn spare_lanes_leave_a_negative_zero_sum() {
+        for trees in [1, 12, 13] {
+            let forest = Forest::build(
+                vec![vec![RawNode::Leaf(-0.0)]; trees],
+                ForestParams {
+                    accumulation: Accumulation::F32,
+                    base_score: -0.0,
+                    ..params(1)
+                },
+            )
+            .unwrap();
+            assert!(forest.complete.is_some());
+            assert_eq!(forest.predict(&[1.0]).to_bits(), (-0.0_f64).to_bits());
         }
     }
 

@@ -9,6 +9,7 @@
 //! # let _ = prediction; Ok(()) }
 //! ```
 
+mod complete;
 mod convert;
 pub mod csv;
 mod forest;
