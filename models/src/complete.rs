@@ -301,16 +301,11 @@ pub(crate) fn encode_row<const M: usize>(features: &[f64], num_features: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forest::xorshift;
 
     #[test]
     fn f32_threshold_inverts_the_boundary() {
-        let mut rng = 0x853c49e6748fea9b_u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x853c49e6748fea9b_u64);
         for _ in 0..20_000 {
             let t = f32::from_bits(next() as u32);
             let boundary = f32_less_than_as_f64_le(t);

@@ -672,6 +672,18 @@ pub(crate) fn lightgbm_threshold(t: f64) -> f64 {
     }
 }
 
+/// A xorshift64 generator for the tests' random trees and thresholds: deterministic,
+/// no dependency.
+#[cfg(test)]
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,13 +713,7 @@ mod tests {
 
     #[test]
     fn f32_threshold_fold_matches_f32_comparison() {
-        let mut rng = 0x9e3779b97f4a7c15_u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x9e3779b97f4a7c15_u64);
         for _ in 0..20_000 {
             let t = f32::from_bits(next() as u32);
             if !t.is_finite() {
@@ -865,13 +871,7 @@ mod tests {
     fn fast_encoding_agrees_with_the_general_walk() {
         // random complete trees of depth 1..=5 with random default sides; the same
         // trees plus a categorical tree of zero leaves (which forces the general walk)
-        let mut state = 0x2545f4914f6cdd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545f4914f6cdd1d_u64);
         let features = 5;
         let mut trees = Vec::new();
         for _ in 0..40 {
@@ -883,7 +883,7 @@ mod tests {
                     feature: (next() % features) as usize,
                     split: Split::Numeric {
                         threshold: (next() % 200) as f64 / 10.0 - 10.0,
-                        default_left: next() % 2 == 0,
+                        default_left: next().is_multiple_of(2),
                     },
                     left: 2 * i + 1,
                     right: 2 * i + 2,
@@ -965,13 +965,7 @@ mod tests {
 
     #[test]
     fn compact_layout_agrees_with_the_flat_one() {
-        let mut state = 0x9e3779b97f4a7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e3779b97f4a7c15_u64);
         let features = 6;
         // 29 trees: two full lock-step groups and one with spare lanes
         let mut trees: Vec<_> = (0..28)
