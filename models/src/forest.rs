@@ -10,8 +10,8 @@
 //! the walks of consecutive trees instead of stalling on a mispredicted leaf branch.
 //!
 //! Forests of shallow trees whose splits are f32 comparisons (XGBoost's) also get the
-//! compact layout of `complete.rs` (8-byte nodes, no child indices), which `predict`
-//! then uses instead.
+//! compact layout of `complete.rs` (8-byte nodes, no child indices) instead: `predict`
+//! walks that alone, and the flat nodes are dropped.
 
 use crate::complete::{CompleteForest, encode_row};
 
@@ -120,8 +120,8 @@ pub(crate) struct Forest {
     general: bool,
     /// Whether the nodes are in the fast encoding (see `Forest::make_fast`).
     fast: bool,
-    /// The compact layout (`complete.rs`), when the trees allow it; `predict` then
-    /// uses it alone.
+    /// The compact layout (`complete.rs`), when the trees allow it; `nodes` is then
+    /// empty and `predict` uses this alone.
     complete: Option<CompleteForest>,
     accumulation: Accumulation,
     base_score: f64,
@@ -144,6 +144,23 @@ impl Forest {
     /// Lay out the trees. Errors name the tree and node; they cannot happen for a model
     /// the libraries wrote, only for damaged or hand-made files.
     pub(crate) fn build(trees: Vec<Vec<RawNode>>, params: ForestParams) -> Result<Forest, String> {
+        let mut forest = Forest::build_flat(&trees, params)?;
+        // the compact layout needs what the fast encoding needs (numeric splits only,
+        // finite values, a row that fits the stack buffer) and more (see `complete.rs`)
+        if forest.fast {
+            let depths: Vec<u32> = forest.trees.iter().map(|t| t.depth).collect();
+            forest.complete = CompleteForest::build(&trees, &depths, forest.accumulation);
+            if forest.complete.is_some() {
+                // `predict` walks the compact layout alone from now on
+                forest.nodes = Vec::new();
+            }
+        }
+        Ok(forest)
+    }
+
+    /// The flat layout alone (what `build` starts from; the tests' oracle for the
+    /// compact one).
+    fn build_flat(trees: &[Vec<RawNode>], params: ForestParams) -> Result<Forest, String> {
         if params.num_features > MAX_FEATURES {
             return Err(format!(
                 "{} features is more than this evaluator supports ({MAX_FEATURES})",
@@ -170,12 +187,6 @@ impl Forest {
                 .map_err(|e| format!("tree {t}: {e}"))?;
         }
         forest.make_fast();
-        // the compact layout needs what the fast encoding needs (numeric splits only,
-        // finite values, a row that fits the stack buffer) and more (see `complete.rs`)
-        if forest.fast {
-            let depths: Vec<u32> = forest.trees.iter().map(|t| t.depth).collect();
-            forest.complete = CompleteForest::build(&trees, &depths, forest.accumulation);
-        }
         Ok(forest)
     }
 
@@ -339,8 +350,7 @@ impl Forest {
         self.predict_flat(features)
     }
 
-    /// Predict in the flat layout (every forest has it; `predict` prefers the compact
-    /// one when there is one).
+    /// Predict in the flat layout (a forest without the compact one).
     fn predict_flat(&self, features: &[f64]) -> f64 {
         if self.fast {
             return if self.num_features < 32 {
@@ -973,16 +983,15 @@ mod tests {
             .collect();
         trees.push(vec![RawNode::Leaf(0.125)]);
         for accumulation in [Accumulation::F32, Accumulation::F64] {
-            let forest = Forest::build(
-                trees.clone(),
-                ForestParams {
-                    accumulation,
-                    base_score: 0.5,
-                    ..params(features as usize)
-                },
-            )
-            .unwrap();
+            let params = || ForestParams {
+                accumulation,
+                base_score: 0.5,
+                ..params(features as usize)
+            };
+            let forest = Forest::build(trees.clone(), params()).unwrap();
             assert!(forest.complete.is_some());
+            let flat = Forest::build_flat(&trees, params()).unwrap();
+            assert!(flat.complete.is_none());
             for _ in 0..5000 {
                 let row: Vec<f64> = (0..features)
                     .map(|_| match next() % 12 {
@@ -1001,7 +1010,7 @@ mod tests {
                 let row = &row[..len.min(row.len())];
                 assert_eq!(
                     forest.predict(row).to_bits(),
-                    forest.predict_flat(row).to_bits(),
+                    flat.predict(row).to_bits(),
                     "{accumulation:?} {row:?}"
                 );
             }
