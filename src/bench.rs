@@ -14,7 +14,7 @@ use smartgrid_operators::decode::clemap::ClemapDecoder;
 use smartgrid_operators::decode::errors::{DeadLetters, ErrorSink};
 use smartgrid_operators::decode::operator::{DecodeCounters, DecodeExt, EventClock};
 use smartgrid_operators::simulate::{Simulator, SimulatorConfig, StartTime};
-use smartgrid_operators::window_mean::{WindowMean, WindowMeanExt};
+use smartgrid_operators::window_mean::{CountedWindow, WindowMean, WindowMeanExt};
 use smartgrid_runtime::Message;
 use smartgrid_runtime::metrics::{Counter, Metrics};
 use smartgrid_runtime::source::{Poll, poll_source};
@@ -121,16 +121,17 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                     // Each worker's payloads are its own sensors (`worker_sensors`).
                     input_partitioned: true,
                 };
+                // Both sizes in one operator, as a pipeline renders two `window_mean`
+                // nodes reading the same input.
                 let late = metrics.counter("late");
-                let w10 = decoded.clone().window_mean(
-                    window(10),
-                    late.clone(),
-                    windows.clone(),
-                    "means_10s",
-                );
-                let w60 = decoded.window_mean(window(60), late, windows.clone(), "means_1m");
-                w10.probe();
-                w60.probe();
+                let counted = |size_s| CountedWindow {
+                    window: window(size_s),
+                    late: late.clone(),
+                    emitted: windows.clone(),
+                };
+                for means in decoded.window_means(vec![counted(10), counted(60)], "means") {
+                    means.probe();
+                }
             });
         })
         .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?

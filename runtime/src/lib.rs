@@ -30,7 +30,7 @@ pub mod watermark;
 pub use context::ProcessContext;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use operator::{
-    AnyStream, Arity, NodeOperator, OperatorFactory, PlanContext, PortType, RenderContext,
+    AnyStream, Arity, Fused, NodeOperator, OperatorFactory, PlanContext, PortType, RenderContext,
     RenderError,
 };
 pub use record::{Message, Reading, Row, SensorId};

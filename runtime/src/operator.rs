@@ -4,6 +4,7 @@
 //! Built-in kinds and users' own crates implement the same two traits and register the
 //! factory by name in a [`Registry`](crate::registry::Registry).
 
+use std::any::Any;
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
@@ -204,6 +205,37 @@ pub trait NodeOperator: Send + Sync + 'static {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError>;
+
+    /// A node that can share one operator with other nodes of its kind reading the same
+    /// inputs returns itself here; [`render_fused`](Self::render_fused) then renders
+    /// the group (see [`Plan::fusion_groups`](crate::plan::Plan::fusion_groups)).
+    /// Default: rendered on its own.
+    fn fusable(&self) -> Option<&dyn Any> {
+        None
+    }
+
+    /// Render this node and `others` (nodes of the same kind, reading the same inputs,
+    /// as their [`fusable`](Self::fusable) gave them) as one operator. Returns one
+    /// output per node: this node's, then the others' in order. Called only for nodes
+    /// whose `fusable` is `Some`.
+    fn render_fused<'s>(
+        &self,
+        _ctx: &RenderContext<'s>,
+        _others: &[Fused<'_>],
+        _inputs: Vec<AnyStream<'s>>,
+    ) -> Result<Vec<Option<AnyStream<'s>>>, RenderError> {
+        Err(RenderError::Other(
+            "this node kind does not render together with others".into(),
+        ))
+    }
+}
+
+/// Another node of a group rendered as one operator.
+pub struct Fused<'a> {
+    /// Its name (for its metrics).
+    pub name: &'a str,
+    /// The node, as its [`NodeOperator::fusable`] returned it.
+    pub node: &'a dyn Any,
 }
 
 /// What a node renders with on one worker.

@@ -33,6 +33,30 @@ pub struct PlannedNode {
     pub output: Option<PortType>,
 }
 
+impl Plan {
+    /// Groups of nodes rendered as one operator: nodes of one kind that read the same
+    /// inputs and are [`fusable`](crate::NodeOperator::fusable). For each node, the
+    /// other members of its group if it is the first of one (it renders them all).
+    pub fn fusion_groups(&self) -> Vec<Vec<usize>> {
+        let mut groups: HashMap<(&str, &[usize]), Vec<usize>> = HashMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.operator.fusable().is_some() && !node.inputs.is_empty() {
+                groups
+                    .entry((node.kind.as_str(), node.inputs.as_slice()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut others = vec![Vec::new(); self.nodes.len()];
+        for members in groups.into_values() {
+            if let [first, rest @ ..] = members.as_slice() {
+                others[*first] = rest.to_vec();
+            }
+        }
+        others
+    }
+}
+
 /// A planned operator, its output type, and whether its output is partitioned by sensor.
 type Planned = (Arc<dyn NodeOperator>, Option<PortType>, bool);
 

@@ -22,9 +22,18 @@ pub const MAX_FIELDS: usize = 32;
 pub const INLINE_FIELDS: usize = 8;
 
 /// A dense row of values, in the order of the stream's schema.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Row(SmallVec<[f64; INLINE_FIELDS]>);
+
+/// One copy of the values: `SmallVec`'s own `clone` goes through a generic `extend`,
+/// and a stream read by two operators clones every row.
+impl Clone for Row {
+    #[inline]
+    fn clone(&self) -> Self {
+        Row(SmallVec::from_slice(&self.0))
+    }
+}
 
 /// A row already holds [`MAX_FIELDS`] values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +63,13 @@ impl Row {
         if self.0.len() + values.len() > MAX_FIELDS {
             return Err(RowFull);
         }
-        self.0.extend_from_slice(values);
+        if self.0.is_empty() && !self.0.spilled() {
+            // How decoders fill a fresh row: one copy into the inline buffer, without
+            // `extend_from_slice`'s general insert.
+            self.0 = SmallVec::from_slice(values);
+        } else {
+            self.0.extend_from_slice(values);
+        }
         Ok(())
     }
 
@@ -116,17 +131,19 @@ impl fmt::Debug for Row {
 /// The longest sensor key, in bytes: a Clemap ObjectId shown as 24 hex characters.
 pub const SENSOR_ID_MAX: usize = 24;
 
-/// Every byte value as two lowercase hex digits, so encoding an ObjectId is 12 lookups.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut table = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        table[i] = [HEX[i >> 4], HEX[i & 0x0f]];
-        i += 1;
-    }
-    table
-};
+/// Four bytes as eight lowercase hex digits, in order, as one little-endian word: each
+/// byte's nibbles are spread into their own bytes and offset to `0-9` or `a-f`.
+#[inline]
+fn hex8(four: [u8; 4]) -> [u8; 8] {
+    // Byte k of `four` goes to bytes 2k (high nibble) and 2k+1 (low nibble).
+    let mut x = u64::from(u32::from_le_bytes(four));
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    let nibbles = ((x >> 4) & 0x000f_000f_000f_000f) | ((x & 0x000f_000f_000f_000f) << 8);
+    // 0x06 added to a nibble carries into bit 4 exactly when it is 10..=15.
+    let letters = ((nibbles + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (nibbles + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64).to_le_bytes()
+}
 
 /// A sensor's key: up to [`SENSOR_ID_MAX`] bytes of text, stored inline so it is `Copy`
 /// and hashing it touches no heap. Its hash is computed once, when the id is made:
@@ -167,8 +184,9 @@ impl SensorId {
     #[inline]
     pub fn from_object_id(id: &[u8; 12]) -> Self {
         let mut bytes = [0u8; SENSOR_ID_MAX];
-        for (pair, b) in bytes.chunks_exact_mut(2).zip(id) {
-            pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
+        for (hex, four) in bytes.chunks_exact_mut(8).zip(id.chunks_exact(4)) {
+            // Chunks of exactly 4 bytes, by `chunks_exact`.
+            hex.copy_from_slice(&hex8(four.try_into().expect("4 bytes")));
         }
         Self::from_parts(24, bytes)
     }
@@ -189,23 +207,35 @@ impl SensorId {
     }
 }
 
-/// A stable hash of an id's bytes: three 8-byte words and the length, mixed with the
-/// SplitMix64 finalizer (a few multiplies; `DefaultHasher` is neither stable across
-/// builds nor this cheap).
+/// A stable hash of an id's bytes: its three 8-byte words and its length, combined with
+/// folded 64×64→128-bit multiplies (as foldhash does): two independent products and one
+/// to mix them. `DefaultHasher` is neither stable across builds nor this cheap, and
+/// every reading's sensor is hashed once when it is decoded.
 fn stable_hash(len: u8, bytes: &[u8; SENSOR_ID_MAX]) -> u64 {
-    let mut h = u64::from(len).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for word in bytes.chunks_exact(8) {
-        let w = u64::from_le_bytes(word.try_into().expect("chunks of 8 bytes"));
-        h = mix(h ^ w);
-    }
-    h
+    // Digits of pi: arbitrary constants with no structure.
+    const K: [u64; 4] = [
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    ];
+    let word = |i: usize| {
+        u64::from_le_bytes(
+            bytes[8 * i..8 * i + 8]
+                .try_into()
+                .expect("three words in 24 bytes"),
+        )
+    };
+    let a = folded_multiply(word(0) ^ K[0], word(1) ^ K[1]);
+    let b = folded_multiply(word(2) ^ K[2], u64::from(len) ^ K[3]);
+    folded_multiply(a ^ K[3], b ^ K[0])
 }
 
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The 128-bit product of `a` and `b`, its halves xored.
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 impl PartialEq for SensorId {
@@ -298,6 +328,16 @@ mod tests {
     }
 
     #[test]
+    fn every_byte_value_shows_as_its_two_hex_digits() {
+        // Over the 256 ids, every byte value appears at every position.
+        for b in 0..=255u8 {
+            let raw: [u8; 12] = std::array::from_fn(|i| b.wrapping_add((37 * i) as u8));
+            let expected: String = raw.iter().map(|x| format!("{x:02x}")).collect();
+            assert_eq!(SensorId::from_object_id(&raw).as_str(), expected);
+        }
+    }
+
+    #[test]
     fn the_same_id_made_two_ways_is_equal_and_hashes_alike() {
         let raw = [
             0x41, 0x1e, 0x7e, 0xc2, 0x73, 0x78, 0xa6, 0x61, 0xc9, 0x35, 0x18, 0x7c,
@@ -313,6 +353,24 @@ mod tests {
                 .route_hash()
         );
         assert!(SensorId::new("a").expect("1") < SensorId::new("b").expect("1"));
+    }
+
+    #[test]
+    fn route_hashes_spread_similar_names_evenly_over_workers() {
+        for peers in [2u64, 3, 8] {
+            let mut per_worker = vec![0u32; peers as usize];
+            for i in 0..4_000 {
+                let id = SensorId::new(&format!("meter-{i}")).expect("short");
+                per_worker[(id.route_hash() % peers) as usize] += 1;
+            }
+            let fair = 4_000 / peers as u32;
+            for n in per_worker {
+                assert!(
+                    n.abs_diff(fair) < fair / 10,
+                    "{peers} workers: {n} of {fair}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Render a plan into a timely dataflow on every worker and run it to completion.
 //! Rendering dispatches to each node's operator; it holds no operator logic.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use timely::CommunicationConfig;
 
 use crate::context::ProcessContext;
-use crate::operator::{AnyStream, RenderContext, RenderError};
+use crate::operator::{AnyStream, Fused, RenderContext, RenderError};
 use crate::plan::Plan;
 
 /// Where the workers of a run live.
@@ -127,21 +128,29 @@ fn render(
     peers: usize,
     process: &ProcessContext,
 ) -> Result<(), RunError> {
+    let fusion = plan.fusion_groups();
     let mut streams: Vec<Option<AnyStream<'_>>> = Vec::with_capacity(plan.nodes.len());
-    for node in &plan.nodes {
+    // Outputs of nodes already rendered by the first node of their group.
+    let mut rendered: HashMap<usize, Option<AnyStream<'_>>> = HashMap::new();
+    for (i, node) in plan.nodes.iter().enumerate() {
+        if let Some(out) = rendered.remove(&i) {
+            streams.push(out);
+            continue;
+        }
+        let failed = |source| RunError::Render {
+            node: node.name.clone(),
+            source,
+        };
         let inputs = node
             .inputs
             .iter()
             .map(|&i| match &streams[i] {
                 Some(AnyStream::Readings(s)) => Ok(AnyStream::Readings(s.clone())),
                 Some(AnyStream::Messages(s)) => Ok(AnyStream::Messages(s.clone())),
-                None => Err(RunError::Render {
-                    node: node.name.clone(),
-                    source: RenderError::Other(format!(
-                        "input `{}` has no output",
-                        plan.nodes[i].name
-                    )),
-                }),
+                None => Err(failed(RenderError::Other(format!(
+                    "input `{}` has no output",
+                    plan.nodes[i].name
+                )))),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let ctx = RenderContext {
@@ -151,14 +160,30 @@ fn render(
             peers,
             process,
         };
-        let out = node
+        if fusion[i].is_empty() {
+            streams.push(node.operator.render(&ctx, inputs).map_err(failed)?);
+            continue;
+        }
+        let others: Vec<Fused<'_>> = fusion[i]
+            .iter()
+            .filter_map(|&j| {
+                let other = &plan.nodes[j];
+                let node = other.operator.fusable()?;
+                Some(Fused {
+                    name: &other.name,
+                    node,
+                })
+            })
+            .collect();
+        let mut outputs = node
             .operator
-            .render(&ctx, inputs)
-            .map_err(|source| RunError::Render {
-                node: node.name.clone(),
-                source,
-            })?;
-        streams.push(out);
+            .render_fused(&ctx, &others, inputs)
+            .map_err(failed)?
+            .into_iter();
+        streams.push(outputs.next().flatten());
+        for &j in &fusion[i] {
+            rendered.insert(j, outputs.next().flatten());
+        }
     }
     Ok(())
 }

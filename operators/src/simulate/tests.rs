@@ -368,8 +368,15 @@ fn worker_split_covers_every_sensor_once() {
     seen.sort_unstable();
     assert_eq!(seen, (0..10).collect::<Vec<_>>());
     // A worker with no sensors still keeps time.
-    let mut idle =
-        Simulator::with_now(&cfg(10, 12, 1, 0, "1s"), c.worker_sensors(15, 20), 0).unwrap();
+    let idle_worker = (0..20)
+        .find(|&w| c.worker_sensors(w, 20).next().is_none())
+        .expect("10 sensors leave some of 20 workers idle");
+    let mut idle = Simulator::with_now(
+        &cfg(10, 12, 1, 0, "1s"),
+        c.worker_sensors(idle_worker, 20),
+        0,
+    )
+    .unwrap();
     let mut out = Vec::new();
     let mut ticks = 0;
     while idle.next_tick(&mut out) {
@@ -377,8 +384,12 @@ fn worker_split_covers_every_sensor_once() {
     }
     assert_eq!((ticks, out.len()), (12, 0));
     // Read payload by payload (as the source node does), it is done at once.
-    let mut idle =
-        Simulator::with_now(&cfg(10, 12, 1, 0, "1s"), c.worker_sensors(15, 20), 0).unwrap();
+    let mut idle = Simulator::with_now(
+        &cfg(10, 12, 1, 0, "1s"),
+        c.worker_sensors(idle_worker, 20),
+        0,
+    )
+    .unwrap();
     assert!(idle.next_payload().is_none());
     assert!(idle.is_done());
 }

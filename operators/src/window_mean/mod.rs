@@ -13,15 +13,17 @@
 //! Output: the selected fields (means) and `count`, timestamped at the window's start.
 
 mod operator;
+mod sums;
 
-pub use operator::{WindowMean, WindowMeanExt};
+pub use operator::{CountedWindow, WindowMean, WindowMeanExt};
 
+use std::any::Any;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
+    AnyStream, Arity, Diagnostic, Fused, NodeOperator, OperatorFactory, PlanContext, PortType,
     RenderContext, RenderError, Schema,
 };
 
@@ -113,6 +115,18 @@ struct WindowMeanNode {
     window: WindowMean,
 }
 
+impl WindowMeanNode {
+    /// The window with the counters of node `name`.
+    fn counted(&self, ctx: &RenderContext<'_>, name: &str) -> CountedWindow {
+        let metrics = &ctx.process.metrics;
+        CountedWindow {
+            window: self.window.clone(),
+            late: metrics.counter(format!("{name}.late")),
+            emitted: metrics.counter(format!("{name}.windows")),
+        }
+    }
+}
+
 impl NodeOperator for WindowMeanNode {
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.output.clone()))
@@ -128,14 +142,89 @@ impl NodeOperator for WindowMeanNode {
         inputs: Vec<AnyStream<'s>>,
     ) -> Result<Option<AnyStream<'s>>, RenderError> {
         let input = AnyStream::single_readings(inputs)?;
-        let late = ctx.process.metrics.counter(format!("{}.late", ctx.node));
-        let windows = ctx.process.metrics.counter(format!("{}.windows", ctx.node));
-        use operator::WindowMeanExt;
-        Ok(Some(AnyStream::Readings(input.window_mean(
-            self.window.clone(),
-            late,
-            windows,
-            ctx.node,
-        ))))
+        let window = self.counted(ctx, ctx.node);
+        let means = input.window_mean(window.window, window.late, window.emitted, ctx.node);
+        Ok(Some(AnyStream::Readings(means)))
+    }
+
+    /// Window sizes over one input share an operator: one sensor lookup per reading
+    /// for all of them, and no copy of the stream per window.
+    fn fusable(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+
+    fn render_fused<'s>(
+        &self,
+        ctx: &RenderContext<'s>,
+        others: &[Fused<'_>],
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Result<Vec<Option<AnyStream<'s>>>, RenderError> {
+        let input = AnyStream::single_readings(inputs)?;
+        let mut windows = vec![self.counted(ctx, ctx.node)];
+        for other in others {
+            let node = other.node.downcast_ref::<WindowMeanNode>().ok_or_else(|| {
+                RenderError::Other(format!("`{}` is not a window_mean", other.name))
+            })?;
+            windows.push(node.counted(ctx, other.name));
+        }
+        let names: Vec<&str> = std::iter::once(ctx.node)
+            .chain(others.iter().map(|o| o.name))
+            .collect();
+        Ok(input
+            .window_means(windows, &names.join("+"))
+            .into_iter()
+            .map(|means| Some(AnyStream::Readings(means)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smartgrid_runtime::spec::{Env, parse_str};
+
+    #[test]
+    fn windows_over_one_input_are_rendered_together() {
+        let text = r"
+pipeline: fusion
+nodes:
+  meters: { type: simulate, sensors: 2, realtime: false, duration: 1m }
+  readings: { type: decode, input: meters, format: clemap }
+  other: { type: decode, input: meters, format: clemap }
+  means_10s: { type: window_mean, input: readings, size: 10s }
+  means_1m: { type: window_mean, input: readings, size: 1m, fields: [p_l1] }
+  means_other: { type: window_mean, input: other, size: 10s }
+  again: { type: window_mean, input: means_10s, size: 1m }
+";
+        let spec = parse_str(
+            text,
+            "p.yaml",
+            std::path::PathBuf::new(),
+            Env::Fixed(Default::default()),
+        )
+        .expect("parses");
+        let plan = smartgrid_runtime::plan::plan(&spec, &crate::builtin_registry()).expect("plans");
+        let index = |name: &str| {
+            plan.nodes
+                .iter()
+                .position(|n| n.name == name)
+                .expect("a node")
+        };
+        let groups = plan.fusion_groups();
+        let named = |i: usize| -> Vec<&str> {
+            groups[i]
+                .iter()
+                .map(|&j| plan.nodes[j].name.as_str())
+                .collect()
+        };
+        // The first window over `readings` renders both; nothing else shares.
+        let (first, second) = (
+            index("means_10s").min(index("means_1m")),
+            index("means_10s").max(index("means_1m")),
+        );
+        assert_eq!(named(first), [plan.nodes[second].name.as_str()]);
+        for alone in ["means_other", "again", "readings", "other", "meters"] {
+            assert!(named(index(alone)).is_empty(), "{alone}");
+        }
+        assert!(named(second).is_empty());
     }
 }

@@ -1,15 +1,17 @@
 //! The timely operator behind `window_mean`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use smartgrid_runtime::Reading;
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::operator::{Readings, Time, route_by_sensor};
-use smartgrid_runtime::{Reading, Row, SensorId};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use super::sums::{Spec, WindowSums};
 
 /// What to average and over which windows.
 #[derive(Clone, Debug)]
@@ -22,19 +24,6 @@ pub struct WindowMean {
     pub fields: Arc<[usize]>,
     /// The input is already partitioned by sensor (no exchange needed).
     pub input_partitioned: bool,
-}
-
-/// Running sums for one sensor in one window.
-struct Sums {
-    count: u64,
-    sums: Row,
-}
-
-/// One open window: the capability it will emit at, and its per-sensor sums.
-struct OpenWindow {
-    start_ms: i64,
-    capability: Capability<Time>,
-    sensors: FxHashMap<SensorId, Sums>,
 }
 
 /// Adds `window_mean` to streams of readings.
@@ -84,6 +73,27 @@ pub trait WindowMeanExt<'s> {
         emitted: Counter,
         name: &str,
     ) -> Readings<'s>;
+
+    /// Several windows over this stream in one operator, one output stream each, in
+    /// order: each reading's sensor is looked up once for all of them and the stream is
+    /// not copied per window. Each window is what [`window_mean`](Self::window_mean)
+    /// would give. The input is routed by sensor unless the first window says it is
+    /// partitioned already.
+    fn window_means(self, windows: Vec<CountedWindow>, name: &str) -> Vec<Readings<'s>>;
+}
+
+/// One output of the operator: a window size's means.
+type MeansOutput = OutputBuilder<Time, CapacityContainerBuilder<Vec<Reading>>>;
+
+/// A window and the counters it reports to.
+#[derive(Clone, Debug)]
+pub struct CountedWindow {
+    /// What to average, over which windows.
+    pub window: WindowMean,
+    /// Readings that came after their window was emitted.
+    pub late: Counter,
+    /// Means emitted (one per sensor and window).
+    pub emitted: Counter,
 }
 
 impl<'s> WindowMeanExt<'s> for Readings<'s> {
@@ -94,94 +104,79 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
         emitted: Counter,
         name: &str,
     ) -> Readings<'s> {
-        let size = i64::try_from(window.size_ms).unwrap_or(i64::MAX).max(1);
-        let hold = window
-            .size_ms
-            .saturating_sub(1)
-            .saturating_add(window.lateness_ms);
-        let fields = window.fields;
-        route_by_sensor(self, window.input_partitioned).unary_frontier(
-            Pipeline,
-            name,
-            move |_capability, _info| {
-                // Keyed by the time the window may close at: start + size - 1 + lateness.
-                let mut open: BTreeMap<Time, OpenWindow> = BTreeMap::new();
-                let mut emit: Vec<(SensorId, Sums)> = Vec::new();
-                // Sensors seen in the last emitted window: the next one starts at that
-                // size, so it does not rehash as it fills.
-                let mut expected_sensors = 0;
-                move |(input, frontier), output| {
-                    // Shared counters are added to once per activation (see decode).
-                    let mut late_here = 0;
-                    input.for_each(|capability, data| {
-                        // Our sources always stamp their messages; an unstamped batch makes
-                        // no progress claim, so no window could be held open for it.
-                        let Some(&now) = capability.least() else {
-                            late_here += data.len() as u64;
-                            return;
-                        };
-                        for reading in data.drain(..) {
-                            let start = reading.time_ms.div_euclid(size) * size;
-                            let close = u64::try_from(start).unwrap_or(0).saturating_add(hold);
-                            if close < now {
-                                late_here += 1;
-                                continue;
-                            }
-                            let window = open.entry(close).or_insert_with(|| OpenWindow {
-                                start_ms: start,
-                                capability: capability.delayed(&close, 0),
-                                sensors: FxHashMap::with_capacity_and_hasher(
-                                    expected_sensors,
-                                    Default::default(),
-                                ),
-                            });
-                            let sums =
-                                window
-                                    .sensors
-                                    .entry(reading.sensor)
-                                    .or_insert_with(|| Sums {
-                                        count: 0,
-                                        sums: fields.iter().map(|_| 0.0).collect(),
-                                    });
-                            sums.count += 1;
-                            for (sum, &i) in sums.sums.iter_mut().zip(fields.iter()) {
-                                *sum += reading.values.get(i).copied().unwrap_or(f64::NAN);
-                            }
-                        }
-                    });
-                    late.add(late_here);
-                    // Emit every window the frontier has passed, oldest first; dropping its
-                    // capability lets time move on downstream.
-                    while let Some(entry) = open.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let window = entry.remove();
-                        expected_sensors = window.sensors.len();
-                        emitted.add(window.sensors.len() as u64);
-                        emit.extend(window.sensors);
-                        emit.sort_unstable_by_key(|(sensor, _)| *sensor);
-                        let mut session = output.session(&window.capability);
-                        for (sensor, s) in emit.drain(..) {
-                            let n = s.count as f64;
-                            let mut values: Row = s.sums.iter().map(|sum| sum / n).collect();
-                            values.push(n);
-                            session.give(Reading {
-                                sensor,
-                                time_ms: window.start_ms,
-                                values,
-                            });
-                        }
+        let counted = CountedWindow {
+            window,
+            late,
+            emitted,
+        };
+        self.window_means(vec![counted], name)
+            .pop()
+            .expect("one output per window")
+    }
+
+    fn window_means(self, windows: Vec<CountedWindow>, name: &str) -> Vec<Readings<'s>> {
+        let partitioned = windows.first().is_some_and(|w| w.window.input_partitioned);
+        let input = route_by_sensor(self, partitioned);
+        let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
+        // The input first: outputs added after it are connected to it.
+        let mut input = builder.new_input(input, Pipeline);
+        let (mut outputs, streams): (Vec<MeansOutput>, Vec<Readings<'s>>) = windows
+            .iter()
+            .map(|_| {
+                let (output, stream) = builder.new_output();
+                (OutputBuilder::from(output), stream)
+            })
+            .unzip();
+        let specs = windows.iter().map(|w| Spec {
+            size_ms: w.window.size_ms,
+            lateness_ms: w.window.lateness_ms,
+            fields: Arc::clone(&w.window.fields),
+        });
+        // Each open window holds a capability, for its output, at the time it may close.
+        let mut sums: WindowSums<Capability<Time>> = WindowSums::new(specs);
+        builder.build(move |_initial_capabilities| {
+            let mut means: Vec<Reading> = Vec::new();
+            let mut late = vec![0; windows.len()];
+            move |frontiers| {
+                input.for_each(|capability, data| {
+                    // Our sources always stamp their messages; an unstamped batch makes
+                    // no progress claim, so no window could be held open for it.
+                    let Some(&now) = capability.least() else {
+                        late.iter_mut().for_each(|n| *n += data.len() as u64);
+                        return;
+                    };
+                    for reading in data.iter() {
+                        let open = |output, close| capability.delayed(&close, output);
+                        sums.add(reading, now, open, &mut late);
+                    }
+                    data.clear();
+                });
+                // Shared counters are added to once per activation (see decode).
+                for (window, n) in windows.iter().zip(&mut late) {
+                    window.late.add(std::mem::take(n));
+                }
+                // Emit every window the frontier has passed, oldest first; dropping its
+                // capability lets time move on downstream.
+                let frontier = &frontiers[0];
+                for (k, (output, window)) in outputs.iter_mut().zip(&windows).enumerate() {
+                    let mut output = output.activate();
+                    while let Some(capability) =
+                        sums.close_oldest(k, |close| !frontier.less_equal(close), &mut means)
+                    {
+                        window.emitted.add(means.len() as u64);
+                        output.session(&capability).give_iterator(means.drain(..));
                     }
                 }
-            },
-        )
+            }
+        });
+        streams
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smartgrid_runtime::{Row, SensorId};
     use std::sync::{Arc as StdArc, Mutex};
     use timely::dataflow::InputHandle;
     use timely::dataflow::operators::{Input, Inspect, Probe};
