@@ -64,7 +64,7 @@ struct Windows<C> {
     /// `fields` is `0..n`: sums add the row's first `n` values in one run.
     leading: bool,
     stride: usize,
-    /// Sorted by `close`, oldest first; rarely more than two.
+    /// Sorted by start (and so by `close`), oldest first; rarely more than two.
     open: Vec<Open<C>>,
     /// The window the previous reading went to: readings arrive nearly in time order.
     last: usize,
@@ -100,19 +100,23 @@ impl<C> Windows<C> {
     ) -> Option<usize> {
         if let Some(w) = self.open.get(self.last)
             && time_ms >= w.start_ms
-            && time_ms - w.start_ms < self.size_ms
+            && time_ms.abs_diff(w.start_ms) < self.size_ms.unsigned_abs()
         {
             return (w.close >= now).then_some(self.last);
         }
-        let start = time_ms.div_euclid(self.size_ms) * self.size_ms;
+        // A window starting before i64::MIN (a time some 292 million years ago, which only
+        // a broken payload carries) would be late under any watermark.
+        let start = time_ms.div_euclid(self.size_ms).checked_mul(self.size_ms)?;
         let close = u64::try_from(start)
             .unwrap_or(0)
             .saturating_add(self.hold_ms);
         if close < now {
             return None;
         }
-        let at = self.open.partition_point(|w| w.close < close);
-        if self.open.get(at).is_none_or(|w| w.close != close) {
+        // Sorted by start, so by close too. (Windows before 1970 all close at `hold_ms`:
+        // their start tells them apart.)
+        let at = self.open.partition_point(|w| w.start_ms < start);
+        if self.open.get(at).is_none_or(|w| w.start_ms != start) {
             let sums = self.spare.pop().unwrap_or_default();
             self.open.insert(
                 at,
@@ -418,6 +422,22 @@ mod tests {
         assert_eq!(r.values[0], 1.0);
         assert!(r.values[1].is_nan());
         assert_eq!(r.values[2], 1.0);
+    }
+
+    #[test]
+    fn times_at_the_ends_of_the_range_do_not_overflow() {
+        let mut sums: WindowSums<Time> = WindowSums::new([spec(10_000, 0, &[0])]);
+        assert_eq!(add(&mut sums, &reading("a", i64::MIN + 1, &[1.0]), 0), [1]);
+        assert_eq!(add(&mut sums, &reading("a", -5, &[1.0]), 0), [0]);
+        assert_eq!(add(&mut sums, &reading("a", -15_000, &[4.0]), 0), [0]);
+        // Far from the window the previous reading went to, in both directions.
+        assert_eq!(add(&mut sums, &reading("a", i64::MAX, &[2.0]), 0), [0]);
+        assert_eq!(add(&mut sums, &reading("a", i64::MIN + 1, &[1.0]), 0), [1]);
+        let closed = drain(&mut sums, 0);
+        let starts: Vec<i64> = closed.iter().map(|(_, r)| r[0].time_ms).collect();
+        assert_eq!(starts, [-20_000, -10_000, i64::MAX / 10_000 * 10_000]);
+        let means: Vec<f64> = closed.iter().map(|(_, r)| r[0].values[0]).collect();
+        assert_eq!(means, [4.0, 1.0, 2.0]);
     }
 
     #[test]
