@@ -79,6 +79,45 @@ pub trait WindowMeanExt<'s> {
     /// not copied per window. Each window is what [`window_mean`](Self::window_mean)
     /// would give. The input is routed by sensor unless the first window says it is
     /// partitioned already.
+    ///
+    /// ```
+    /// use smartgrid_operators::window_mean::{CountedWindow, WindowMean, WindowMeanExt};
+    /// use smartgrid_runtime::metrics::Counter;
+    /// use smartgrid_runtime::{Reading, Row, SensorId};
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Event;
+    ///
+    /// let sensor = SensorId::new("meter-1").expect("short name");
+    /// let reading = move |ms: i64, p: f64| Reading { sensor, time_ms: ms, values: Row::from_iter([p]) };
+    /// let window = |size_ms: u64| CountedWindow {
+    ///     window: WindowMean { size_ms, lateness_ms: 0, fields: vec![0].into(), input_partitioned: false },
+    ///     late: Counter::default(),
+    ///     emitted: Counter::default(),
+    /// };
+    /// let (short, long) = timely::example(move |scope| {
+    ///     let mut outputs = vec![reading(1_000, 10.0), reading(9_000, 20.0), reading(12_000, 5.0)]
+    ///         .to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .window_means(vec![window(10_000), window(60_000)], "means")
+    ///         .into_iter()
+    ///         .map(|means| means.capture());
+    ///     (outputs.next().expect("10 s"), outputs.next().expect("1 min"))
+    /// });
+    /// let values = |captured: std::sync::mpsc::Receiver<Event<u64, Vec<Reading>>>| -> Vec<Vec<f64>> {
+    ///     captured
+    ///         .try_iter()
+    ///         .filter_map(|event| match event {
+    ///             Event::Messages(_, data) => Some(data),
+    ///             Event::Progress(_) => None,
+    ///         })
+    ///         .flatten()
+    ///         .map(|r| r.values.to_vec())
+    ///         .collect()
+    /// };
+    /// // Two 10 s windows; one minute window holding all three readings.
+    /// assert_eq!(values(short), [vec![15.0, 2.0], vec![5.0, 1.0]]);
+    /// assert_eq!(values(long), [vec![35.0 / 3.0, 3.0]]);
+    /// ```
     fn window_means(self, windows: Vec<CountedWindow>, name: &str) -> Vec<Readings<'s>>;
 }
 
