@@ -11,7 +11,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use super::sums::{Spec, WindowSums};
+use super::sums::WindowSums;
 
 /// What to average and over which windows.
 #[derive(Clone, Debug)]
@@ -166,13 +166,9 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                 (OutputBuilder::from(output), stream)
             })
             .unzip();
-        let specs = windows.iter().map(|w| Spec {
-            size_ms: w.window.size_ms,
-            lateness_ms: w.window.lateness_ms,
-            fields: Arc::clone(&w.window.fields),
-        });
         // Each open window holds a capability, for its output, at the time it may close.
-        let mut sums: WindowSums<Capability<Time>> = WindowSums::new(specs);
+        let mut sums: WindowSums<Capability<Time>> =
+            WindowSums::new(windows.iter().map(|w| &w.window));
         builder.build(move |_initial_capabilities| {
             let mut means: Vec<Reading> = Vec::new();
             let mut late = vec![0; windows.len()];

@@ -12,6 +12,8 @@ use rustc_hash::FxHashMap;
 use smartgrid_runtime::operator::Time;
 use smartgrid_runtime::{Reading, Row, SensorId};
 
+use super::WindowMean;
+
 /// Sensors seen by the open windows, numbered densely.
 #[derive(Default)]
 struct Slots {
@@ -45,17 +47,6 @@ struct Open<C> {
     sums: Vec<f64>,
 }
 
-/// What one window size averages.
-#[derive(Clone, Debug)]
-pub(super) struct Spec {
-    /// Window length in ms.
-    pub(super) size_ms: u64,
-    /// How long past its end a window accepts late readings, in ms.
-    pub(super) lateness_ms: u64,
-    /// Positions of the averaged fields in the input row.
-    pub(super) fields: Arc<[usize]>,
-}
-
 /// The open windows of one size.
 struct Windows<C> {
     size_ms: i64,
@@ -73,7 +64,7 @@ struct Windows<C> {
 }
 
 impl<C> Windows<C> {
-    fn new(spec: Spec) -> Self {
+    fn new(spec: &WindowMean) -> Self {
         Windows {
             size_ms: i64::try_from(spec.size_ms).unwrap_or(i64::MAX).max(1),
             hold_ms: spec
@@ -82,7 +73,7 @@ impl<C> Windows<C> {
                 .saturating_add(spec.lateness_ms),
             leading: spec.fields.iter().enumerate().all(|(i, &f)| i == f),
             stride: spec.fields.len() + 1,
-            fields: spec.fields,
+            fields: Arc::clone(&spec.fields),
             open: Vec::new(),
             last: 0,
             spare: Vec::new(),
@@ -195,8 +186,8 @@ pub(super) struct WindowSums<C> {
 }
 
 impl<C> WindowSums<C> {
-    pub(super) fn new(specs: impl IntoIterator<Item = Spec>) -> Self {
-        let sizes: Vec<Windows<C>> = specs.into_iter().map(Windows::new).collect();
+    pub(super) fn new<'w>(windows: impl IntoIterator<Item = &'w WindowMean>) -> Self {
+        let sizes: Vec<Windows<C>> = windows.into_iter().map(Windows::new).collect();
         WindowSums {
             slots: Slots::default(),
             targets: vec![None; sizes.len()],
@@ -311,11 +302,12 @@ mod tests {
         }
     }
 
-    fn spec(size_ms: u64, lateness_ms: u64, fields: &[usize]) -> Spec {
-        Spec {
+    fn spec(size_ms: u64, lateness_ms: u64, fields: &[usize]) -> WindowMean {
+        WindowMean {
             size_ms,
             lateness_ms,
             fields: fields.into(),
+            input_partitioned: false,
         }
     }
 
@@ -349,7 +341,7 @@ mod tests {
         // Three fields: 1 s windows average fields 2 and 0 (not a leading run), 5 s
         // windows fields 0 and 1.
         let mut sums: WindowSums<Time> =
-            WindowSums::new([spec(1_000, 0, &[2, 0]), spec(5_000, 0, &[0, 1])]);
+            WindowSums::new(&[spec(1_000, 0, &[2, 0]), spec(5_000, 0, &[0, 1])]);
         type Oracle = BTreeMap<(i64, String), (f64, f64, f64)>;
         let (mut short, mut long): (Oracle, Oracle) = Default::default();
         for i in 0..5_000 {
@@ -383,7 +375,7 @@ mod tests {
     #[test]
     fn late_readings_are_refused_per_size_and_windows_close_oldest_first() {
         let mut sums: WindowSums<Time> =
-            WindowSums::new([spec(10_000, 2_000, &[0]), spec(60_000, 0, &[0])]);
+            WindowSums::new(&[spec(10_000, 2_000, &[0]), spec(60_000, 0, &[0])]);
         assert_eq!(add(&mut sums, &reading("a", 15_000, &[1.0]), 0), [0, 0]);
         assert_eq!(add(&mut sums, &reading("a", 3_000, &[2.0]), 0), [0, 0]);
         // [0, 10 s) closes at 11 999 (9 999 + 2 000 of lateness): still open at 11 999,
@@ -414,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_short_row_shows_as_nan_and_negative_times_align_down() {
-        let mut sums: WindowSums<Time> = WindowSums::new([spec(1_000, 0, &[0, 1])]);
+        let mut sums: WindowSums<Time> = WindowSums::new(&[spec(1_000, 0, &[0, 1])]);
         add(&mut sums, &reading("a", -1, &[1.0]), 0);
         let closed = drain(&mut sums, 0);
         let r = &closed[0].1[0];
@@ -426,7 +418,7 @@ mod tests {
 
     #[test]
     fn times_at_the_ends_of_the_range_do_not_overflow() {
-        let mut sums: WindowSums<Time> = WindowSums::new([spec(10_000, 0, &[0])]);
+        let mut sums: WindowSums<Time> = WindowSums::new(&[spec(10_000, 0, &[0])]);
         assert_eq!(add(&mut sums, &reading("a", i64::MIN + 1, &[1.0]), 0), [1]);
         assert_eq!(add(&mut sums, &reading("a", -5, &[1.0]), 0), [0]);
         assert_eq!(add(&mut sums, &reading("a", -15_000, &[4.0]), 0), [0]);
@@ -443,7 +435,7 @@ mod tests {
     #[test]
     fn sensors_that_went_quiet_are_forgotten() {
         let mut sums: WindowSums<Time> =
-            WindowSums::new([spec(1_000, 0, &[0]), spec(2_000, 0, &[0])]);
+            WindowSums::new(&[spec(1_000, 0, &[0]), spec(2_000, 0, &[0])]);
         let mut out = Vec::new();
         // 200 sensors in the first second, then only 10.
         for s in 0..200 {
