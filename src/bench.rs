@@ -119,7 +119,6 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                     lateness_ms: 0,
                     fields: (0..7).collect(),
                     // Each worker's payloads are its own sensors (`worker_sensors`).
-                    input_partitioned: true,
                 };
                 // Both sizes in one operator, as a pipeline renders two `window_mean`
                 // nodes reading the same input.

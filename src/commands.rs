@@ -50,8 +50,8 @@ pub fn graph(registry: &Registry, file: &Path, mermaid: bool) -> anyhow::Result<
 
 /// `smartgrid kinds`
 pub fn kinds(registry: &Registry) -> anyhow::Result<ExitCode> {
-    for factory in registry.factories() {
-        println!("{:<18} {}", factory.kind(), factory.summary());
+    for (kind, summary) in registry.summaries() {
+        println!("{kind:<18} {summary}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -100,6 +100,8 @@ pub fn run(
         metrics: metrics.clone(),
         shutdown,
         workers: cluster.workers,
+        process_index: cluster.process,
+        process_count: cluster.addresses.len().max(1),
     };
     tracing::info!(pipeline = %plan.name, nodes = plan.nodes.len(), workers = cluster.workers, "running");
     let started = std::time::Instant::now();

@@ -5,7 +5,7 @@
 //! ```no_run
 //! fn main() -> std::process::ExitCode {
 //!     let registry = smartgrid::builtin_registry();
-//!     // registry.register(MyOperatorFactory);
+//!     // registry.register::<MyNode>();
 //!     smartgrid::main_with(registry)
 //! }
 //! ```

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use smartgrid_operators::compare_with_lag::{
     CompareCounters, CompareWithLagExt, Comparison, Emit, Threshold,
 };
+use smartgrid_runtime::operator::route_by_sensor;
 use smartgrid_runtime::{Reading, Row, SensorId};
 use timely::dataflow::InputHandle;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
@@ -357,7 +358,11 @@ fn run(args: Args, totals: Arc<Totals>) {
                         sample_good: 0.0,
                         timeout_ms: args.timeout_ms,
                         emit: Emit::Residuals,
-                        partitioned: [args.partitioned; 2],
+                    };
+                    let (predictions, actuals) = if args.partitioned {
+                        (predictions, actuals)
+                    } else {
+                        (route_by_sensor(predictions), route_by_sensor(actuals))
                     };
                     let mut local = (0u64, 0u64);
                     predictions

@@ -78,7 +78,6 @@ fn a_swap_mid_stream_drops_nothing_and_each_prediction_names_its_model() {
         step_ms: 10_000,
         predict_with_missing_lags: false,
         relative_to: vec![],
-        input_partitioned: false,
     };
     let sensors: Vec<SensorId> = ["a", "bb", "ccc"]
         .iter()

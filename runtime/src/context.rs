@@ -18,4 +18,8 @@ pub struct ProcessContext {
     pub shutdown: Shutdown,
     /// Workers per process.
     pub workers: usize,
+    /// This process's index in a cluster run (0 for a single process).
+    pub process_index: usize,
+    /// How many processes the run has (1 for a single process).
+    pub process_count: usize,
 }

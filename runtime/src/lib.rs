@@ -9,13 +9,19 @@
 //! - [`plan`]: every error at once; schemas flow from node to node.
 //! - [`render`]: asks each planned node to build its timely operator, then runs.
 //!
-//! A node kind is an [`operator::OperatorFactory`] registered by name in a
+//! A node kind is a type implementing [`node::Node`] (its settings and the node
+//! lifecycle: plan, start, render, finish), registered by name in a
 //! [`registry::Registry`]; built-in kinds and users' crates register the same way.
+//!
+//! The crate re-exports the [`timely`] it is built on, so an outside operator crate
+//! renders into the same version.
 
 pub mod context;
 pub mod diagnostic;
+mod erased;
 pub mod graph;
 pub mod metrics;
+pub mod node;
 pub mod operator;
 pub mod plan;
 pub mod record;
@@ -29,10 +35,14 @@ pub mod watermark;
 
 pub use context::ProcessContext;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
-pub use operator::{
-    AnyStream, Arity, Fused, NodeOperator, OperatorFactory, PlanContext, PortType, RenderContext,
-    RenderError,
+pub use node::{
+    Claim, Inputs, Member, Node, PlanContext, RenderContext, Resource, Routing, SourcePartitioning,
+    StartContext, StartError,
 };
+pub use operator::{AnyStream, PortType};
 pub use record::{Message, Reading, Row, SensorId};
 pub use registry::Registry;
 pub use schema::Schema;
+/// The timely dataflow this runtime renders into: use it (not a `timely` of your own
+/// choosing) in operator crates, so the versions cannot differ.
+pub use timely;

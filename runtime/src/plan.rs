@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, closest};
-use crate::operator::{Arity, NodeOperator, PlanContext, PortType};
+use crate::erased::DynNode;
+use crate::node::{Inputs, PlanContext, Routing, SourcePartitioning};
+use crate::operator::PortType;
 use crate::record::MAX_FIELDS;
 use crate::registry::Registry;
 use crate::spec::PipelineSpec;
@@ -27,22 +29,30 @@ pub struct PlannedNode {
     pub kind: String,
     /// Indices into [`Plan::nodes`] of its inputs, in the order the node names them.
     pub inputs: Vec<usize>,
-    /// The planned operator.
-    pub operator: Arc<dyn NodeOperator>,
+    /// How it reads its inputs (`None` for a source).
+    pub routing: Option<Routing>,
+    /// Whether its output is partitioned by sensor (inferred: see
+    /// [`SourcePartitioning`]).
+    pub partitioned: bool,
+    /// The planned node.
+    pub(crate) operator: Arc<dyn DynNode>,
     /// What it emits.
     pub output: Option<PortType>,
 }
 
 impl Plan {
     /// Groups of nodes rendered as one operator: nodes of one kind that read the same
-    /// inputs and are [`fusable`](crate::NodeOperator::fusable). For each node, the
-    /// other members of its group if it is the first of one (it renders them all).
+    /// inputs and [share an operator](crate::node::Node::shares_operator). For each
+    /// node, the other members of its group if it is the first of one (it renders them
+    /// all).
     pub fn fusion_groups(&self) -> Vec<Vec<usize>> {
-        let mut groups: HashMap<(&str, &[usize]), Vec<usize>> = HashMap::new();
+        let mut groups: HashMap<(std::any::TypeId, &[usize]), Vec<usize>> = HashMap::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            if node.operator.fusable().is_some() && !node.inputs.is_empty() {
+            if let Some(ty) = node.operator.fusion_type()
+                && !node.inputs.is_empty()
+            {
                 groups
-                    .entry((node.kind.as_str(), node.inputs.as_slice()))
+                    .entry((ty, node.inputs.as_slice()))
                     .or_default()
                     .push(i);
             }
@@ -57,8 +67,8 @@ impl Plan {
     }
 }
 
-/// A planned operator, its output type, and whether its output is partitioned by sensor.
-type Planned = (Arc<dyn NodeOperator>, Option<PortType>, bool);
+/// A planned node, its output type, and whether its output is partitioned by sensor.
+type Planned = (Arc<dyn DynNode>, Option<PortType>, bool);
 
 /// Check `spec` against the registry and plan it.
 pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostics> {
@@ -91,10 +101,10 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                 errors.push(d);
                 usable[i] = false;
             }
-            Some(factory) => match (factory.arity(), node.inputs.len()) {
-                (Arity::Source, 0) | (Arity::One, 1) => {}
-                (Arity::Many, n) if n >= 1 => {}
-                (Arity::Source, _) => {
+            Some(factory) => match (factory.inputs(), node.inputs.len()) {
+                (Inputs::None, 0) | (Inputs::One(_), 1) => {}
+                (Inputs::Many(_), n) if n >= 1 => {}
+                (Inputs::None, _) => {
                     let at = node.inputs[0].at;
                     errors.push(
                         node.error(
@@ -108,7 +118,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                     );
                     usable[i] = false;
                 }
-                (Arity::One | Arity::Many, 0) => {
+                (Inputs::One(_) | Inputs::Many(_), 0) => {
                     errors.push(
                         node.error(
                             node.at,
@@ -118,19 +128,19 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                     );
                     usable[i] = false;
                 }
-                (Arity::One, _) => {
+                (Inputs::One(_), _) => {
                     errors.push(
                         node.error(node.inputs[1].at, format!("a `{}` node takes one input", node.kind.value))
                             .hint("use one `input:`; to merge streams, put a node that takes many in front"),
                     );
                     usable[i] = false;
                 }
-                (Arity::Many, _) => {}
+                (Inputs::Many(_), _) => {}
             },
         }
         let is_source = registry
             .get(&node.kind.value)
-            .is_some_and(|f| f.arity() == Arity::Source);
+            .is_some_and(|f| f.inputs() == Inputs::None);
         for input in &node.inputs {
             if is_source {
                 break; // already reported above; its inputs would only add noise (cycles)
@@ -226,37 +236,39 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         let Some(factory) = registry.get(&node.kind.value) else {
             continue;
         };
-        let ctx = PlanContext {
-            node,
-            inputs: &inputs,
-            partitioned: &partitioned,
-            pipeline: &spec.name,
-            base_dir: &spec.base_dir,
+        let mut ctx = PlanContext::new(node, &inputs, &spec.name, &spec.base_dir);
+        let planned_node = factory.plan(&mut ctx);
+        errors.append(&mut ctx.problems);
+        let Some(op) = planned_node else {
+            continue;
         };
-        match factory.plan(&ctx) {
-            Ok(op) => {
-                let output = op.output();
-                if let Some(PortType::Readings(schema)) = &output
-                    && schema.len() > MAX_FIELDS
-                {
-                    errors.push(
-                        node.error(
-                            node.at,
-                            format!(
-                                "this node emits {} fields; at most {MAX_FIELDS} are allowed",
-                                schema.len()
-                            ),
-                        )
-                        .hint("select fewer fields"),
-                    );
-                    continue;
-                }
-                let by_sensor = op.partitioned();
-                planned[i] = Some((op, output, by_sensor));
-            }
-            Err(mut found) => errors.append(&mut found),
+        let output = op.output();
+        if let Some(PortType::Readings(schema)) = &output
+            && schema.len() > MAX_FIELDS
+        {
+            errors.push(
+                node.error(
+                    node.at,
+                    format!(
+                        "this node emits {} fields; at most {MAX_FIELDS} are allowed",
+                        schema.len()
+                    ),
+                )
+                .hint("select fewer fields"),
+            );
+            continue;
         }
+        // A node never moves a record to another worker itself, so its output is
+        // partitioned when what it reads is: inputs it reads by sensor are routed by the
+        // renderer, the others are partitioned only if their node's output is.
+        let by_sensor = match factory.inputs().routing() {
+            None => op.source_partitioning() == SourcePartitioning::BySensor,
+            Some(Routing::BySensor) => true,
+            Some(Routing::Any) => partitioned.iter().all(|&p| p),
+        };
+        planned[i] = Some((op, output, by_sensor));
     }
+    check_claims(spec, &planned, &mut errors);
 
     if !errors.is_empty() {
         errors.sort_by_key(|d| d.at);
@@ -273,13 +285,17 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         .map(|&i| {
             let node = &spec.nodes[i];
             // Every usable node was planned (no errors were found), so the slot is full.
-            let (operator, output, _) = planned[i]
+            let (operator, output, partitioned) = planned[i]
                 .clone()
                 .expect("all nodes planned when no error was found");
             PlannedNode {
                 name: node.name.clone(),
                 kind: node.kind.value.clone(),
                 inputs: edges[i].iter().map(|&j| position[j]).collect(),
+                routing: registry
+                    .get(&node.kind.value)
+                    .and_then(|k| k.inputs().routing()),
+                partitioned,
                 operator,
                 output,
             }
@@ -290,6 +306,30 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         base_dir: spec.base_dir.clone(),
         nodes,
     })
+}
+
+/// Refuse two nodes claiming the same resource (a file both write, one spool
+/// directory, one MQTT client id on one broker, one port), at the second claim.
+fn check_claims(spec: &PipelineSpec, planned: &[Option<Planned>], errors: &mut Vec<Diagnostic>) {
+    let mut owners: HashMap<crate::node::Resource, &str> = HashMap::new();
+    for (i, slot) in planned.iter().enumerate() {
+        let Some((op, _, _)) = slot else { continue };
+        let node = &spec.nodes[i];
+        for claim in op.resources() {
+            match owners.get(&claim.resource) {
+                Some(&owner) if owner != node.name => errors.push(
+                    node.error(
+                        claim.at,
+                        format!("{} is already used by node `{owner}`", claim.resource),
+                    )
+                    .hint("give each node its own"),
+                ),
+                _ => {
+                    owners.insert(claim.resource, &node.name);
+                }
+            }
+        }
+    }
 }
 
 /// Kahn's algorithm, keeping file order among ready nodes so plans are stable.

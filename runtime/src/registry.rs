@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::operator::OperatorFactory;
+use crate::erased::{DynKind, KindOf};
+use crate::node::{Inputs, Node};
 
 /// The node kinds a pipeline may use.
 #[derive(Clone, Default)]
 pub struct Registry {
-    kinds: BTreeMap<&'static str, Arc<dyn OperatorFactory>>,
+    kinds: BTreeMap<&'static str, Arc<dyn DynKind>>,
 }
 
 impl Registry {
@@ -17,16 +18,21 @@ impl Registry {
         Self::default()
     }
 
-    /// Add a kind; a later registration under the same name replaces the earlier one,
-    /// so a user crate can override a built-in.
-    pub fn register(&mut self, factory: impl OperatorFactory) -> &mut Self {
-        self.kinds.insert(factory.kind(), Arc::new(factory));
+    /// Add the kind whose planned nodes are `N`s, under [`N::KIND`](Node::KIND); a later
+    /// registration under the same name replaces the earlier one, so a user crate can
+    /// override a built-in.
+    pub fn register<N: Node>(&mut self) -> &mut Self {
+        self.kinds.insert(N::KIND, Arc::new(KindOf::<N>::new()));
         self
     }
 
-    /// The factory for `kind`.
-    pub fn get(&self, kind: &str) -> Option<&Arc<dyn OperatorFactory>> {
+    pub(crate) fn get(&self, kind: &str) -> Option<&Arc<dyn DynKind>> {
         self.kinds.get(kind)
+    }
+
+    /// The inputs kind `kind` takes, if it is registered.
+    pub fn inputs_of(&self, kind: &str) -> Option<Inputs> {
+        self.kinds.get(kind).map(|k| k.inputs())
     }
 
     /// Every registered kind name, sorted.
@@ -34,9 +40,9 @@ impl Registry {
         self.kinds.keys().copied()
     }
 
-    /// Every factory, sorted by kind.
-    pub fn factories(&self) -> impl Iterator<Item = &Arc<dyn OperatorFactory>> + '_ {
-        self.kinds.values()
+    /// Every kind's name and summary, sorted by name.
+    pub fn summaries(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.kinds.iter().map(|(name, k)| (*name, k.summary()))
     }
 }
 

@@ -2,12 +2,14 @@
 //! Rendering dispatches to each node's operator; it holds no operator logic.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use timely::CommunicationConfig;
 
 use crate::context::ProcessContext;
-use crate::operator::{AnyStream, Fused, RenderContext, RenderError};
+use crate::erased::AnyState;
+use crate::node::{RenderContext, Routing, StartContext, StartError};
+use crate::operator::{AnyStream, Readings, route_by_sensor};
 use crate::plan::Plan;
 
 /// Where the workers of a run live.
@@ -61,15 +63,15 @@ pub enum RunError {
         /// The node.
         node: String,
         /// Why.
-        source: RenderError,
+        source: StartError,
     },
-    /// A node could not be rendered.
+    /// A node could not finish cleanly (e.g. undelivered records at the drain timeout).
     #[error("node `{node}`: {source}")]
-    Render {
+    Finish {
         /// The node.
         node: String,
         /// Why.
-        source: RenderError,
+        source: StartError,
     },
     /// Timely could not start its workers (e.g. a cluster peer is unreachable).
     #[error("cannot start the workers: {0}")]
@@ -81,55 +83,103 @@ pub enum RunError {
 
 /// Run `plan` until every source has finished (or the shutdown flag stopped them) and
 /// every sink has drained.
+///
+/// Every node [starts](crate::node::Node::start) first, in plan order; if one fails,
+/// those already started are finished in reverse order and no worker is created. Then
+/// every worker renders the whole plan, and when all have stopped every node
+/// [finishes](crate::node::Node::finish).
 pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Result<(), RunError> {
+    let mut states: Vec<AnyState> = Vec::with_capacity(plan.nodes.len());
     for node in &plan.nodes {
-        node.operator
-            .start(&process)
-            .map_err(|source| RunError::Start {
-                node: node.name.clone(),
-                source,
-            })?;
+        let ctx = StartContext {
+            node: &node.name,
+            process: &process,
+        };
+        match node.operator.start(&ctx) {
+            Ok(state) => states.push(state),
+            Err(source) => {
+                // The start failure is the error to report; finishing logs its own.
+                let _ = finish_all(&plan, states, &process);
+                return Err(RunError::Start {
+                    node: node.name.clone(),
+                    source,
+                });
+            }
+        }
     }
-    let failure: Arc<Mutex<Option<RunError>>> = Arc::new(Mutex::new(None));
+    let states = Arc::new(states);
     let process = Arc::new(process);
-    let guards = {
-        let failure = Arc::clone(&failure);
+    let executed = {
+        let plan = Arc::clone(&plan);
+        let states = Arc::clone(&states);
+        let process = Arc::clone(&process);
         timely::execute(cluster.timely_config(), move |worker| {
             let worker_index = worker.index();
             let peers = worker.peers();
             worker.dataflow::<crate::operator::Time, _, _>(|scope| {
-                if let Err(e) = render(&plan, scope, worker_index, peers, &process) {
-                    process.shutdown.trigger();
-                    let mut slot = failure
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    slot.get_or_insert(e);
-                }
+                render(&plan, &states, scope, worker_index, peers, &process);
             });
         })
-        .map_err(RunError::Workers)?
     };
-    for result in guards.join() {
-        result.map_err(RunError::WorkerPanic)?;
+    let worker_result = match executed {
+        Err(e) => {
+            process.shutdown.trigger();
+            Err(RunError::Workers(e))
+        }
+        Ok(guards) => guards
+            .join()
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), |e| Err(RunError::WorkerPanic(e))),
+    };
+    // Every worker has stopped and dropped its clones, so the states are ours again.
+    let finished = match Arc::try_unwrap(states) {
+        Ok(states) => finish_all(&plan, states, &process),
+        Err(_) => Err(RunError::WorkerPanic(
+            "a worker still holds the nodes' state after stopping".into(),
+        )),
+    };
+    worker_result.and(finished)
+}
+
+/// Finish the nodes whose states are given (the first `states.len()` of the plan), in
+/// reverse order so a sink finishes before the source feeding it; the first error.
+fn finish_all(
+    plan: &Plan,
+    states: Vec<AnyState>,
+    process: &ProcessContext,
+) -> Result<(), RunError> {
+    let mut first = Ok(());
+    for (node, state) in plan.nodes.iter().zip(states).rev() {
+        let ctx = StartContext {
+            node: &node.name,
+            process,
+        };
+        if let Err(source) = node.operator.finish(state, &ctx) {
+            tracing::error!(node = %node.name, "{source}");
+            if first.is_ok() {
+                first = Err(RunError::Finish {
+                    node: node.name.clone(),
+                    source,
+                });
+            }
+        }
     }
-    let mut slot = failure
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match slot.take() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    first
 }
 
 fn render(
     plan: &Plan,
+    states: &[AnyState],
     scope: crate::operator::Scope<'_>,
     worker: usize,
     peers: usize,
     process: &ProcessContext,
-) -> Result<(), RunError> {
+) {
     let fusion = plan.fusion_groups();
     let mut streams: Vec<Option<AnyStream<'_>>> = Vec::with_capacity(plan.nodes.len());
+    // Each stream routed by sensor at most once, however many nodes need it so.
+    let mut routed: HashMap<usize, Readings<'_>> = HashMap::new();
     // Outputs of nodes already rendered by the first node of their group.
     let mut rendered: HashMap<usize, Option<AnyStream<'_>>> = HashMap::new();
     for (i, node) in plan.nodes.iter().enumerate() {
@@ -137,22 +187,28 @@ fn render(
             streams.push(out);
             continue;
         }
-        let failed = |source| RunError::Render {
-            node: node.name.clone(),
-            source,
-        };
-        let inputs = node
+        let inputs: Vec<AnyStream<'_>> = node
             .inputs
             .iter()
-            .map(|&i| match &streams[i] {
-                Some(AnyStream::Readings(s)) => Ok(AnyStream::Readings(s.clone())),
-                Some(AnyStream::Messages(s)) => Ok(AnyStream::Messages(s.clone())),
-                None => Err(failed(RenderError::Other(format!(
-                    "input `{}` has no output",
-                    plan.nodes[i].name
-                )))),
+            .map(|&j| {
+                let stream = streams[j]
+                    .clone()
+                    .expect("the plan refuses inputs that are sinks");
+                match (stream, node.routing) {
+                    (AnyStream::Readings(s), Some(Routing::BySensor))
+                        if !plan.nodes[j].partitioned =>
+                    {
+                        AnyStream::Readings(
+                            routed
+                                .entry(j)
+                                .or_insert_with(|| route_by_sensor(s))
+                                .clone(),
+                        )
+                    }
+                    (stream, _) => stream,
+                }
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         let ctx = RenderContext {
             scope,
             node: &node.name,
@@ -161,29 +217,23 @@ fn render(
             process,
         };
         if fusion[i].is_empty() {
-            streams.push(node.operator.render(&ctx, inputs).map_err(failed)?);
+            streams.push(node.operator.render(&states[i], &ctx, inputs));
             continue;
         }
-        let others: Vec<Fused<'_>> = fusion[i]
+        let others: Vec<_> = fusion[i]
             .iter()
-            .filter_map(|&j| {
+            .map(|&j| {
                 let other = &plan.nodes[j];
-                let node = other.operator.fusable()?;
-                Some(Fused {
-                    name: &other.name,
-                    node,
-                })
+                (&*other.operator, &states[j], other.name.as_str())
             })
             .collect();
         let mut outputs = node
             .operator
-            .render_fused(&ctx, &others, inputs)
-            .map_err(failed)?
+            .render_together(&states[i], &others, &ctx, inputs)
             .into_iter();
         streams.push(outputs.next().flatten());
         for &j in &fusion[i] {
             rendered.insert(j, outputs.next().flatten());
         }
     }
-    Ok(())
 }

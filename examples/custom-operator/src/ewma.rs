@@ -17,12 +17,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use smartgrid_runtime::operator::Readings;
 use smartgrid_runtime::spec::Spanned;
+use smartgrid_runtime::timely::dataflow::channels::pact::Pipeline;
+use smartgrid_runtime::timely::dataflow::operators::generic::Operator;
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType, Reading,
-    RenderContext, RenderError, Row, Schema, SensorId,
+    AnyStream, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Row, Schema, SensorId,
+    StartContext, StartError,
 };
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 
 /// Settings of an `ewma` node.
 #[derive(Debug, Deserialize)]
@@ -35,95 +35,83 @@ pub struct EwmaConfig {
     pub fields: Option<Vec<Spanned<String>>>,
 }
 
-/// The `ewma` factory: register it with `registry.register(EwmaFactory)`.
-pub struct EwmaFactory;
-
-impl OperatorFactory for EwmaFactory {
-    fn kind(&self) -> &'static str {
-        "ewma"
-    }
-
-    fn summary(&self) -> &'static str {
-        "exponentially weighted moving average per sensor (example custom operator)"
-    }
-
-    fn arity(&self) -> Arity {
-        Arity::One
-    }
-
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let schema = ctx.readings_input()?;
-        let config: EwmaConfig = ctx.node.settings()?;
-        let mut errors = Vec::new();
-        let alpha = *config.alpha;
-        if !(alpha > 0.0 && alpha <= 1.0) {
-            errors.push(
-                ctx.node
-                    .error(config.alpha.at, format!("alpha {alpha} is outside (0, 1]"))
-                    .hint("try 0.1"),
-            );
-        }
-        let mut smooth = vec![config.fields.is_none(); schema.len()];
-        for name in config.fields.iter().flatten() {
-            match schema.index_of(name) {
-                Some(i) => smooth[i] = true,
-                None => errors.push(
-                    ctx.node
-                        .error(
-                            name.at,
-                            format!("no upstream node produces a field `{}`", name.value),
-                        )
-                        .hint(format!("the input has: {schema}")),
-                ),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Arc::new(Ewma {
-            alpha,
-            smooth: smooth.into(),
-            schema,
-        }))
-    }
-}
-
-struct Ewma {
+/// A planned `ewma` node: register it with `registry.register::<Ewma>()`.
+pub struct Ewma {
     alpha: f64,
     smooth: Arc<[bool]>,
     schema: Schema,
 }
 
-impl NodeOperator for Ewma {
+impl Node for Ewma {
+    const KIND: &'static str = "ewma";
+    const SUMMARY: &'static str =
+        "exponentially weighted moving average per sensor (example custom operator)";
+    /// One average per sensor: the runtime routes each sensor's readings to one worker.
+    const INPUTS: Inputs = Inputs::One(Routing::BySensor);
+
+    type Config = EwmaConfig;
+    /// Nothing to acquire before the run.
+    type State = ();
+
+    fn plan(config: EwmaConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let schema = ctx.readings_input()?;
+        let alpha = *config.alpha;
+        if !(alpha > 0.0 && alpha <= 1.0) {
+            ctx.error(config.alpha.at, format!("alpha {alpha} is outside (0, 1]"))
+                .hint = Some("try 0.1".into());
+        }
+        let mut smooth = vec![config.fields.is_none(); schema.len()];
+        for name in config.fields.iter().flatten() {
+            match schema.index_of(name) {
+                Some(i) => smooth[i] = true,
+                None => {
+                    let message = format!("no upstream node produces a field `{}`", name.value);
+                    ctx.error(name.at, message).hint = Some(format!("the input has: {schema}"));
+                }
+            }
+        }
+        Some(Ewma {
+            alpha,
+            smooth: smooth.into(),
+            schema,
+        })
+    }
+
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.schema.clone()))
     }
 
+    fn start(&self, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        Ok(())
+    }
+
     fn render<'s>(
         &self,
+        _state: &(),
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = AnyStream::single_readings(inputs)?;
-        Ok(Some(AnyStream::Readings(input.ewma(
+    ) -> Option<AnyStream<'s>> {
+        let input = ctx.single_readings(inputs);
+        Some(AnyStream::Readings(input.ewma(
             self.alpha,
             Arc::clone(&self.smooth),
             ctx.node,
-        ))))
+        )))
     }
 }
 
 /// Adds `ewma` to streams of readings.
 pub trait EwmaExt<'s> {
-    /// Smooth the fields marked in `smooth` per sensor, in arrival order.
+    /// Smooth the fields marked in `smooth` per sensor, in arrival order. With several
+    /// workers the stream must be partitioned by sensor
+    /// ([`route_by_sensor`](smartgrid_runtime::operator::route_by_sensor)); a pipeline
+    /// does that because the kind reads its input [`Routing::BySensor`].
     fn ewma(self, alpha: f64, smooth: Arc<[bool]>, name: &str) -> Readings<'s>;
 }
 
 impl<'s> EwmaExt<'s> for Readings<'s> {
     fn ewma(self, alpha: f64, smooth: Arc<[bool]>, name: &str) -> Readings<'s> {
-        // Route by sensor so one worker holds each sensor's average.
-        let pact = Exchange::new(|r: &Reading| r.sensor.route_hash());
-        self.unary(pact, name, move |_capability, _info| {
+        self.unary(Pipeline, name, move |_capability, _info| {
             let mut state: HashMap<SensorId, Row> = HashMap::new();
             move |input, output| {
                 input.for_each(|time, data| {

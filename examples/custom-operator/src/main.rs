@@ -8,6 +8,6 @@ mod ewma;
 
 fn main() -> std::process::ExitCode {
     let mut registry = smartgrid::builtin_registry();
-    registry.register(ewma::EwmaFactory);
+    registry.register::<ewma::Ewma>();
     smartgrid::main_with(registry)
 }

@@ -23,13 +23,11 @@ mod operator;
 
 pub use operator::{CompareCounters, CompareWithLagExt, Comparison, Emit, Threshold};
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
-    RenderContext, RenderError, Schema,
+    AnyStream, Diagnostic, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema,
+    StartContext, StartError,
 };
 
 use crate::predict::PREDICTION_FIELDS;
@@ -93,228 +91,223 @@ pub enum EmitConfig {
     Residuals,
 }
 
-/// The `compare_with_lag` factory.
-pub struct CompareWithLagFactory;
-
-impl OperatorFactory for CompareWithLagFactory {
-    fn kind(&self) -> &'static str {
-        "compare_with_lag"
-    }
-
-    fn summary(&self) -> &'static str {
-        "joins predictions with the actual window at their target time; triplets when off"
-    }
-
-    fn arity(&self) -> Arity {
-        Arity::Many
-    }
-
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let config = ctx.node.settings::<CompareConfig>();
-        let mut errors = Vec::new();
-        let inputs_at = ctx.node.inputs.first().map_or(ctx.node.at, |i| i.at);
-        let schemas: Vec<Option<&Schema>> = ctx
-            .inputs
-            .iter()
-            .map(|p| match p {
-                PortType::Readings(s) => Some(s),
-                PortType::Messages => None,
-            })
-            .collect();
-        let (predictions, actuals) = match schemas.as_slice() {
-            [Some(p), Some(a)] => (Some(*p), Some(*a)),
-            [_, _] => {
-                errors.push(
-                    ctx.node
-                        .error(inputs_at, "both inputs must carry readings")
-                        .hint("put a `decode` and a `window_mean` node before this one"),
-                );
-                (None, None)
-            }
-            _ => {
-                errors.push(
-                    ctx.node
-                        .error(
-                            inputs_at,
-                            format!(
-                                "a `compare_with_lag` node takes two inputs, found {}",
-                                ctx.inputs.len()
-                            ),
-                        )
-                        .hint("write `inputs: [<predict node>, <window node>]`"),
-                );
-                (None, None)
-            }
-        };
-        let config = match config {
-            Ok(c) => c,
-            Err(mut d) => {
-                errors.append(&mut d);
-                return Err(errors);
-            }
-        };
-        let mut prediction = [0; 3];
-        let mut features = Vec::new();
-        if let Some(schema) = predictions {
-            for (slot, field) in prediction.iter_mut().zip(PREDICTION_FIELDS) {
-                match schema.index_of(field) {
-                    Some(i) => *slot = i,
-                    None => {
-                        errors.push(
-                            ctx.node
-                                .error(inputs_at, format!("the first input has no `{field}` field: it is not a prediction stream"))
-                                .hint(format!("the first input must be a `predict` node; it has: {schema}")),
-                        );
-                        break;
-                    }
-                }
-            }
-            features = (0..schema.len())
-                .filter(|i| !prediction.contains(i))
-                .collect();
-        }
-        let mut actual = Vec::new();
-        if let Some(schema) = actuals {
-            for name in &config.actual.0 {
-                match schema.index_of(&name.value) {
-                    Some(i) => actual.push(i),
-                    None => errors.push(
-                        ctx.node
-                            .error(
-                                if name.at == Default::default() {
-                                    ctx.node.key_at("actual")
-                                } else {
-                                    name.at
-                                },
-                                format!("no upstream node produces a field `{}`", name.value),
-                            )
-                            .hint(format!("the second input has: {schema}")),
-                    ),
-                }
-            }
-        }
-        if config.actual.0.is_empty() {
+fn plan_compare(
+    config: CompareConfig,
+    ctx: &PlanContext<'_>,
+) -> Result<CompareNode, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let inputs_at = ctx.node.inputs.first().map_or(ctx.node.at, |i| i.at);
+    let schemas: Vec<Option<&Schema>> = ctx
+        .inputs
+        .iter()
+        .map(|p| match p {
+            PortType::Readings(s) => Some(s),
+            PortType::Messages => None,
+        })
+        .collect();
+    let (predictions, actuals) = match schemas.as_slice() {
+        [Some(p), Some(a)] => (Some(*p), Some(*a)),
+        [_, _] => {
             errors.push(
                 ctx.node
-                    .error(ctx.node.key_at("actual"), "no actual field")
-                    .hint("name the field (or fields to add up) the model predicts, such as [p_l1, p_l2, p_l3]"),
+                    .error(inputs_at, "both inputs must carry readings")
+                    .hint("put a `decode` and a `window_mean` node before this one"),
             );
+            (None, None)
         }
-        let mut check = |v: &Option<Spanned<f64>>, what: &str| {
-            if let Some(v) = v
-                && !(v.value >= 0.0 && v.value.is_finite())
-            {
-                errors.push(
-                    ctx.node
-                        .error(v.at, format!("the {what} threshold must be a number ≥ 0"))
-                        .hint("absolute: 300 (W), relative: 0.2 (20 %)"),
-                );
-            }
-        };
-        check(&config.threshold.absolute, "absolute");
-        check(&config.threshold.relative, "relative");
-        if !(0.0..=1.0).contains(&config.sample_good.value) {
+        _ => {
             errors.push(
                 ctx.node
                     .error(
-                        config.sample_good.at,
-                        "`sample_good` is a share between 0 and 1",
+                        inputs_at,
+                        format!(
+                            "a `compare_with_lag` node takes two inputs, found {}",
+                            ctx.inputs.len()
+                        ),
                     )
-                    .hint("0.01 sends 1 % of the good predictions"),
+                    .hint("write `inputs: [<predict node>, <window node>]`"),
+            );
+            (None, None)
+        }
+    };
+    let mut prediction = [0; 3];
+    let mut features = Vec::new();
+    if let Some(schema) = predictions {
+        for (slot, field) in prediction.iter_mut().zip(PREDICTION_FIELDS) {
+            match schema.index_of(field) {
+                Some(i) => *slot = i,
+                None => {
+                    errors.push(
+                        ctx.node
+                            .error(inputs_at, format!("the first input has no `{field}` field: it is not a prediction stream"))
+                            .hint(format!("the first input must be a `predict` node; it has: {schema}")),
+                    );
+                    break;
+                }
+            }
+        }
+        features = (0..schema.len())
+            .filter(|i| !prediction.contains(i))
+            .collect();
+    }
+    let mut actual = Vec::new();
+    if let Some(schema) = actuals {
+        for name in &config.actual.0 {
+            match schema.index_of(&name.value) {
+                Some(i) => actual.push(i),
+                None => errors.push(
+                    ctx.node
+                        .error(
+                            if name.at == Default::default() {
+                                ctx.node.key_at("actual")
+                            } else {
+                                name.at
+                            },
+                            format!("no upstream node produces a field `{}`", name.value),
+                        )
+                        .hint(format!("the second input has: {schema}")),
+                ),
+            }
+        }
+    }
+    if config.actual.0.is_empty() {
+        errors.push(
+            ctx.node
+                .error(ctx.node.key_at("actual"), "no actual field")
+                .hint("name the field (or fields to add up) the model predicts, such as [p_l1, p_l2, p_l3]"),
+        );
+    }
+    let mut check = |v: &Option<Spanned<f64>>, what: &str| {
+        if let Some(v) = v
+            && !(v.value >= 0.0 && v.value.is_finite())
+        {
+            errors.push(
+                ctx.node
+                    .error(v.at, format!("the {what} threshold must be a number ≥ 0"))
+                    .hint("absolute: 300 (W), relative: 0.2 (20 %)"),
             );
         }
-        let timeout_ms = config
-            .timeout
-            .as_ref()
-            .map_or(60_000, |t| t.value.as_millis_u64());
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let (Some(predictions), Some(_)) = (predictions, actuals) else {
-            return Err(errors);
-        };
-        let emit = match config.emit {
-            EmitConfig::Triplets => Emit::Triplets,
-            EmitConfig::Residuals => Emit::Residuals,
-        };
-        let output = match emit {
-            Emit::Triplets => Schema::new(
-                [
-                    "predicted",
-                    "actual",
-                    "error",
-                    "target_time",
-                    "model_version",
-                    "flagged",
-                ]
-                .into_iter()
-                .chain(features.iter().map(|&i| predictions.name(i))),
-            ),
-            Emit::Residuals => Schema::new([
+    };
+    check(&config.threshold.absolute, "absolute");
+    check(&config.threshold.relative, "relative");
+    if !(0.0..=1.0).contains(&config.sample_good.value) {
+        errors.push(
+            ctx.node
+                .error(
+                    config.sample_good.at,
+                    "`sample_good` is a share between 0 and 1",
+                )
+                .hint("0.01 sends 1 % of the good predictions"),
+        );
+    }
+    let timeout_ms = config
+        .timeout
+        .as_ref()
+        .map_or(60_000, |t| t.value.as_millis_u64());
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (Some(predictions), Some(_)) = (predictions, actuals) else {
+        return Err(errors);
+    };
+    let emit = match config.emit {
+        EmitConfig::Triplets => Emit::Triplets,
+        EmitConfig::Residuals => Emit::Residuals,
+    };
+    let output = match emit {
+        Emit::Triplets => Schema::new(
+            [
                 "predicted",
                 "actual",
                 "error",
-                "relative_error",
                 "target_time",
                 "model_version",
-            ]),
-        };
-        Ok(Arc::new(CompareNode {
-            output,
-            comparison: Comparison {
-                prediction,
-                features,
-                actual,
-                threshold: Threshold {
-                    absolute: config.threshold.absolute.map(|a| a.value),
-                    relative: config.threshold.relative.map(|r| r.value),
-                    all: config.threshold.when == When::All,
-                },
-                sample_good: config.sample_good.value,
-                timeout_ms: i64::try_from(timeout_ms).unwrap_or(i64::MAX),
-                emit,
-                partitioned: [0, 1].map(|i| ctx.partitioned.get(i).copied().unwrap_or(false)),
+                "flagged",
+            ]
+            .into_iter()
+            .chain(features.iter().map(|&i| predictions.name(i))),
+        ),
+        Emit::Residuals => Schema::new([
+            "predicted",
+            "actual",
+            "error",
+            "relative_error",
+            "target_time",
+            "model_version",
+        ]),
+    };
+    Ok(CompareNode {
+        output,
+        comparison: Comparison {
+            prediction,
+            features,
+            actual,
+            threshold: Threshold {
+                absolute: config.threshold.absolute.map(|a| a.value),
+                relative: config.threshold.relative.map(|r| r.value),
+                all: config.threshold.when == When::All,
             },
-        }))
-    }
+            sample_good: config.sample_good.value,
+            timeout_ms: i64::try_from(timeout_ms).unwrap_or(i64::MAX),
+            emit,
+        },
+    })
 }
 
-struct CompareNode {
+/// A planned `compare_with_lag` node.
+pub struct CompareNode {
     output: Schema,
     comparison: Comparison,
 }
 
-impl NodeOperator for CompareNode {
+impl Node for CompareNode {
+    const KIND: &'static str = "compare_with_lag";
+    const SUMMARY: &'static str =
+        "joins predictions with the actual window at their target time; triplets when off";
+    const INPUTS: Inputs = Inputs::Many(Routing::BySensor);
+
+    type Config = CompareConfig;
+
+    type State = ();
+
+    fn plan(config: CompareConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let planned = plan_compare(config, ctx);
+        ctx.keep(planned)
+    }
+
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.output.clone()))
     }
 
-    fn partitioned(&self) -> bool {
-        true
+    fn start(&self, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        Ok(())
     }
 
     fn render<'s>(
         &self,
+        _state: &(),
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let mut inputs = inputs.into_iter();
-        let (Some(predictions), Some(actuals)) = (inputs.next(), inputs.next()) else {
-            return Err(RenderError::PortMismatch("two inputs", "fewer"));
+    ) -> Option<AnyStream<'s>> {
+        let [
+            AnyStream::Readings(predictions),
+            AnyStream::Readings(actuals),
+        ] = <[AnyStream<'s>; 2]>::try_from(inputs).unwrap_or_else(|_| {
+            unreachable!("the plan checked that `{}` reads two streams", ctx.node)
+        })
+        else {
+            unreachable!("the plan checked that `{}` reads readings", ctx.node)
         };
-        let metrics = &ctx.process.metrics;
         let counters = CompareCounters {
-            compared: metrics.counter(format!("{}.compared", ctx.node)),
-            over: metrics.counter(format!("{}.over_threshold", ctx.node)),
-            expired: metrics.counter(format!("{}.expired", ctx.node)),
+            compared: ctx.counter("compared"),
+            over: ctx.counter("over_threshold"),
+            expired: ctx.counter("expired"),
         };
-        Ok(Some(AnyStream::Readings(
-            predictions.into_readings()?.compare_with_lag(
-                actuals.into_readings()?,
-                self.comparison.clone(),
-                counters,
-                ctx.node,
-            ),
+        Some(AnyStream::Readings(predictions.compare_with_lag(
+            actuals,
+            self.comparison.clone(),
+            counters,
+            ctx.node,
         )))
     }
 }

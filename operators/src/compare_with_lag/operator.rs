@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use smartgrid_runtime::metrics::Counter;
-use smartgrid_runtime::operator::{Readings, Time, route_by_sensor};
+use smartgrid_runtime::operator::{Readings, Time};
 use smartgrid_runtime::{Reading, Row, SensorId};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -72,8 +72,6 @@ pub struct Comparison {
     pub timeout_ms: i64,
     /// What to emit.
     pub emit: Emit,
-    /// Whether the predictions and the actuals are already partitioned by sensor.
-    pub partitioned: [bool; 2],
 }
 
 /// What a `compare_with_lag` operator counts.
@@ -90,7 +88,8 @@ pub struct CompareCounters {
 /// Adds `compare_with_lag` to a stream of predictions.
 pub trait CompareWithLagExt<'s> {
     /// Join each prediction with the actual window at its target time for the same
-    /// sensor. A prediction whose actual has not come when the actuals' event time passes
+    /// sensor. Both streams must be partitioned by sensor (see
+    /// [`route_by_sensor`](smartgrid_runtime::operator::route_by_sensor)). A prediction whose actual has not come when the actuals' event time passes
     /// its target plus the timeout is dropped and counted; actuals are kept just as long
     /// for a prediction still on its way, so the state stays bounded.
     fn compare_with_lag(
@@ -113,9 +112,8 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
         counters: CompareCounters,
         name: &str,
     ) -> Readings<'s> {
-        let [p, a] = comparison.partitioned;
-        route_by_sensor(self, p).binary_frontier(
-            route_by_sensor(actuals, a),
+        self.binary_frontier(
+            actuals,
             Pipeline,
             Pipeline,
             name,

@@ -15,16 +15,15 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
-use smartgrid_runtime::operator::route_by_sensor;
 use smartgrid_runtime::spec::{Duration, NodeSpec, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
-    ProcessContext, RenderContext, RenderError, Schema,
+    AnyStream, Claim, Diagnostic, Inputs, Node, PlanContext, PortType, RenderContext, Resource,
+    Routing, Schema, StartContext, StartError,
 };
 
 use super::errors::{DeadLetters, ErrorSink};
@@ -72,74 +71,9 @@ pub struct DeadLetterConfig {
     pub url: Option<String>,
 }
 
-/// The `decode` factory.
-pub struct DecodeFactory;
-
-impl OperatorFactory for DecodeFactory {
-    fn kind(&self) -> &'static str {
-        "decode"
-    }
-
-    fn summary(&self) -> &'static str {
-        "payloads → readings (clemap, struct layout, json); bad payloads counted and dead-lettered"
-    }
-
-    fn arity(&self) -> Arity {
-        Arity::One
-    }
-
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let input = ctx.messages_input();
-        let common: DecodeConfig = ctx.node.select(|k| COMMON.contains(&k)).settings()?;
-        input?;
-        let own = ctx.node.select(|k| !COMMON.contains(&k));
-        let decoder = build_decoder(&own, &common.format);
-        let dead_letter = common.dead_letter.map(|d| DeadLetterConfig {
-            file: d.file.map(|f| ctx.resolve(&f)),
-            ..d
-        });
-        let no_destination = matches!(
-            dead_letter,
-            Some(DeadLetterConfig {
-                file: None,
-                topic: None,
-                ..
-            })
-        );
-        let decoder = match (decoder, no_destination) {
-            (Ok(decoder), false) => decoder,
-            (result, _) => {
-                let mut errors = result.err().unwrap_or_default();
-                if no_destination {
-                    errors.push(
-                        ctx.node
-                            .error(
-                                ctx.node.key_at("dead_letter"),
-                                "dead_letter names no destination",
-                            )
-                            .hint("add `file:` and/or `topic:`"),
-                    );
-                }
-                return Err(errors);
-            }
-        };
-        Ok(Arc::new(DecodeNode {
-            schema: decoder.schema(),
-            decoder: Arc::from(decoder),
-            clock: EventClock {
-                delay: common
-                    .watermark_delay
-                    .map_or(StdDuration::from_secs(1), |d| d.0),
-                idle: common
-                    .idle_timeout
-                    .map_or(StdDuration::from_secs(5), |d| d.0),
-            },
-            dead_letter,
-            dead_letters: OnceLock::new(),
-            input_partitioned: ctx.partitioned.first().copied().unwrap_or(false),
-        }))
-    }
-}
+/// How long a decode node waits, when the run ends, for the dead-letter broker to
+/// acknowledge what it was sent.
+const DEAD_LETTER_DRAIN: StdDuration = StdDuration::from_secs(5);
 
 fn build_decoder(
     own: &NodeSpec,
@@ -169,75 +103,173 @@ fn build_decoder(
     })
 }
 
-struct DecodeNode {
+/// A planned `decode` node.
+pub struct DecodeNode {
     decoder: Arc<dyn PayloadDecoder>,
     schema: Schema,
     clock: EventClock,
     dead_letter: Option<DeadLetterConfig>,
-    /// Opened once per process in `start`, shared by every worker.
-    dead_letters: OnceLock<DeadLetters>,
-    /// Whether the payloads arrive partitioned by sensor (a simulator's share);
-    /// otherwise the readings are routed by sensor once, here, for every keyed node after.
-    input_partitioned: bool,
+    /// The dead-letter publisher's client id: one per node, so two decoders (or two
+    /// processes, see `start`) do not knock each other off the broker.
+    client_id: String,
+    dead_letter_at: smartgrid_runtime::Location,
 }
 
-impl NodeOperator for DecodeNode {
+/// What a decode node holds while it runs: its dead-letter destinations.
+pub struct DecodeState {
+    letters: DeadLetters,
+    publisher: Option<Arc<Mutex<Option<Publisher>>>>,
+}
+
+impl DecodeNode {
+    fn dead_letter_url(&self) -> Option<&str> {
+        let config = self.dead_letter.as_ref()?;
+        config.topic.as_ref()?;
+        Some(config.url.as_deref().unwrap_or("embedded"))
+    }
+}
+
+impl Node for DecodeNode {
+    const KIND: &'static str = "decode";
+    const SUMMARY: &'static str =
+        "payloads → readings (clemap, struct layout, json); bad payloads counted and dead-lettered";
+    const INPUTS: Inputs = Inputs::One(Routing::Any);
+    const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&COMMON);
+
+    type Config = DecodeConfig;
+
+    type State = DecodeState;
+
+    fn plan(common: DecodeConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        ctx.messages_input()?;
+        let own = ctx.node.select(|k| !COMMON.contains(&k));
+        let decoder = build_decoder(&own, &common.format);
+        let dead_letter = common.dead_letter.map(|d| DeadLetterConfig {
+            file: d.file.map(|f| ctx.resolve(&f)),
+            ..d
+        });
+        let no_destination = matches!(
+            dead_letter,
+            Some(DeadLetterConfig {
+                file: None,
+                topic: None,
+                ..
+            })
+        );
+        let decoder = match (decoder, no_destination) {
+            (Ok(decoder), false) => decoder,
+            (result, _) => {
+                let mut errors = result.err().unwrap_or_default();
+                if no_destination {
+                    errors.push(
+                        ctx.node
+                            .error(
+                                ctx.node.key_at("dead_letter"),
+                                "dead_letter names no destination",
+                            )
+                            .hint("add `file:` and/or `topic:`"),
+                    );
+                }
+                ctx.report(errors);
+                return None;
+            }
+        };
+        let client_id = format!("smartgrid-{}-{}-dead-letters", ctx.pipeline, ctx.node.name);
+        Some(DecodeNode {
+            schema: decoder.schema(),
+            decoder: Arc::from(decoder),
+            clock: EventClock {
+                delay: common
+                    .watermark_delay
+                    .map_or(StdDuration::from_secs(1), |d| d.0),
+                idle: common
+                    .idle_timeout
+                    .map_or(StdDuration::from_secs(5), |d| d.0),
+            },
+            dead_letter,
+            client_id,
+            dead_letter_at: ctx.node.key_at("dead_letter"),
+        })
+    }
+
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.schema.clone()))
     }
 
-    fn partitioned(&self) -> bool {
-        true
+    fn resources(&self) -> Vec<Claim> {
+        let mut claims = Vec::new();
+        if let Some(path) = self.dead_letter.as_ref().and_then(|d| d.file.as_ref()) {
+            claims.push(Claim {
+                resource: Resource::FileWritten(path.clone()),
+                at: self.dead_letter_at,
+            });
+        }
+        if let Some(url) = self.dead_letter_url() {
+            claims.push(Claim {
+                resource: Resource::MqttClientId {
+                    broker: url.to_string(),
+                    client_id: self.client_id.clone(),
+                },
+                at: self.dead_letter_at,
+            });
+        }
+        claims
     }
 
-    fn start(&self, ctx: &ProcessContext) -> Result<(), RenderError> {
+    fn start(&self, ctx: &StartContext<'_>) -> Result<DecodeState, StartError> {
         let mut letters = DeadLetters::default();
+        let mut owned = None;
         if let Some(config) = &self.dead_letter {
             if let Some(path) = &config.file {
                 letters.file = Some(Arc::new(Mutex::new(open_output(path, false)?)));
             }
-            if let Some(topic) = &config.topic {
-                let url = config.url.as_deref().unwrap_or("embedded");
-                let publisher = Publisher::connect(
-                    url,
-                    format!("smartgrid-{}-dead-letters", ctx.pipeline),
-                    PublisherOptions::default(),
-                )
-                .map_err(|e| RenderError::Other(format!("dead-letter topic: {e}")))?;
-                let dropped = ctx.metrics.counter("dead_letters.dropped");
+            if let (Some(topic), Some(url)) = (&config.topic, self.dead_letter_url()) {
+                let client_id = if ctx.process_count > 1 {
+                    format!("{}-p{}", self.client_id, ctx.process_index)
+                } else {
+                    self.client_id.clone()
+                };
+                let publisher = Publisher::connect(url, client_id, PublisherOptions::default())
+                    .map_err(|e| StartError::other(format!("dead-letter topic: {e}")))?;
+                let dropped = ctx.metrics.counter(smartgrid_runtime::node::metric_name(
+                    "dead_letters",
+                    "dropped",
+                ));
                 let topic = topic.clone();
-                let publisher = Mutex::new(publisher);
+                let publisher = Arc::new(Mutex::new(Some(publisher)));
+                owned = Some(Arc::clone(&publisher));
                 letters.publish = Some(Arc::new(move |letter: Vec<u8>| {
                     let publisher = publisher
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     // Never block the dataflow on a slow broker: a full queue drops and counts.
-                    if !matches!(
-                        publisher.try_publish(&topic, letter, Qos::AtLeastOnce),
-                        Ok(true)
-                    ) {
+                    let sent = publisher
+                        .as_ref()
+                        .map(|p| p.try_publish(&topic, letter, Qos::AtLeastOnce));
+                    if !matches!(sent, Some(Ok(true))) {
                         dropped.inc();
                     }
                 }));
             }
         }
-        let _ = self.dead_letters.set(letters);
-        Ok(())
+        Ok(DecodeState {
+            letters,
+            publisher: owned,
+        })
     }
 
     fn render<'s>(
         &self,
+        state: &DecodeState,
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = AnyStream::single_messages(inputs)?;
-        let metrics = &ctx.process.metrics;
+    ) -> Option<AnyStream<'s>> {
+        let input = ctx.single_messages(inputs);
         let counters = DecodeCounters {
-            readings: metrics.counter(format!("{}.readings", ctx.node)),
-            skipped: metrics.counter(format!("{}.skipped", ctx.node)),
+            readings: ctx.counter("readings"),
+            skipped: ctx.counter("skipped"),
         };
-        let letters = self.dead_letters.get().cloned().unwrap_or_default();
-        let errors = ErrorSink::new(ctx.node, metrics, letters);
+        let errors = ErrorSink::new(ctx.node, &ctx.process.metrics, state.letters.clone());
         let readings = input.decode(
             ctx.node,
             Arc::clone(&self.decoder),
@@ -245,9 +277,20 @@ impl NodeOperator for DecodeNode {
             counters,
             errors,
         );
-        Ok(Some(AnyStream::Readings(route_by_sensor(
-            readings,
-            self.input_partitioned,
-        ))))
+        Some(AnyStream::Readings(readings))
+    }
+
+    fn finish(&self, state: DecodeState, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        let publisher = state.publisher.and_then(|p| {
+            p.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        });
+        if let Some(publisher) = publisher {
+            publisher
+                .flush_and_close(DEAD_LETTER_DRAIN)
+                .map_err(|e| StartError::other(format!("dead letters not all delivered: {e}")))?;
+        }
+        Ok(())
     }
 }

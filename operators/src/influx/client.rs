@@ -32,6 +32,7 @@ pub enum Outcome {
 }
 
 /// Sends batches of line protocol to one server.
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     url: String,

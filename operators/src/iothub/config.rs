@@ -142,6 +142,17 @@ pub struct IotHubConfig {
     /// folder for the next run.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
+
+    /// At start, wait this long for the first connection (default `10s`). Without a
+    /// `spool`, a hub not reached by then stops the run before it starts: the messages
+    /// would only live in memory. With a `spool`, the run starts anyway and the messages
+    /// wait on disk until the hub is reached.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration(StdDuration::from_secs(10))
 }
 
 const CONNECTION_STRING_HINT: &str = "use the device's connection string from the Azure portal \

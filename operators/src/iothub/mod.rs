@@ -5,7 +5,7 @@
 //! * [`DeviceClient`]: QoS 1 telemetry from an [`Outbox`], C2D messages, twin desired
 //!   patches, reported properties, token renewal, reconnect with backoff.
 //! * [`batch`]: records packed into JSON arrays that fit IoT Hub's 4 KB billing block.
-//! * [`IotHubSinkFactory`]: the `iothub` node kind.
+//! * [`IotHubSink`]: the `iothub` node kind.
 //!
 //! Why not the `azure_iot_sdk` crate: it publishes at QoS 0, panics when the connection
 //! drops, hard-codes port 8883 and the system trust store, and never renews its token.
@@ -27,5 +27,5 @@ pub use client::{
 pub use config::{IotHubConfig, X509Config};
 pub use connection_string::{ConnectionString, ConnectionStringError, Credential, SharedAccessKey};
 pub use events::{CloudEvent, CloudMessage, DesiredPatch, TwinResponse};
-pub use node::IotHubSinkFactory;
+pub use node::{IotHubSink, IotHubState};
 pub use outbox::{MemoryStore, Outbox, OutboxError, OutboxStore};

@@ -10,15 +10,14 @@
 //! batch is sent and the worker waits up to `shutdown_timeout` for acknowledgements.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
-    RenderContext, RenderError,
+    AnyStream, Claim, Diagnostic, Inputs, Node, PlanContext, PortType, RenderContext, Resource,
+    Routing, Schema, StartContext, StartError,
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -33,96 +32,77 @@ use crate::spool::{Spool, SpoolOptions, WhenFull};
 /// Chunks of records waiting for the uplink thread.
 const CHANNEL_CHUNKS: usize = 1024;
 
-/// The `iothub` factory.
-pub struct IotHubSinkFactory;
-
-impl OperatorFactory for IotHubSinkFactory {
-    fn kind(&self) -> &'static str {
-        "iothub"
-    }
-
-    fn summary(&self) -> &'static str {
-        "sink: send readings to Azure IoT Hub as JSON batches (QoS 1, durable outbox, SAS or X.509)"
-    }
-
-    fn arity(&self) -> Arity {
-        Arity::One
-    }
-
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let config: IotHubConfig = ctx.node.settings()?;
-        let schema = ctx.readings_input();
-        let connection = config.validate().map_err(|issues| {
-            issues
-                .into_iter()
-                .map(|(key, message, hint)| {
-                    ctx.node.error(ctx.node.key_at(key), message).hint(hint)
-                })
-                .collect::<Vec<_>>()
-        });
-        let (schema, connection) = match (schema, connection) {
-            (Ok(s), Ok(c)) => (s, c),
-            (s, c) => {
-                return Err(s.err().into_iter().chain(c.err()).flatten().collect());
-            }
-        };
-        let mut missing = Vec::new();
-        let mut file = |key: &str, path: &Path| -> PathBuf {
-            let resolved = ctx.resolve(path);
-            if !resolved.is_file() {
-                missing.push(
-                    ctx.node
-                        .error(
-                            ctx.node.key_at(key),
-                            format!("no such file: {}", resolved.display()),
-                        )
-                        .hint(if key == "ca_file" {
-                            "give the PEM file of the CA that signed the hub's or the IoT Edge \
-                             gateway's certificate (relative paths start at the pipeline file's folder), \
-                             or remove `ca_file` to use the system's trusted roots"
-                        } else {
-                            "give the device's PEM certificate and key (relative paths start at \
-                             the pipeline file's folder)"
-                        }),
-                );
-            }
-            resolved
-        };
-        let ca_file = config.ca_file.as_deref().map(|p| file("ca_file", p));
-        let x509 = config.x509.as_ref().map(|x| X509Files {
-            cert: file("x509", &x.cert),
-            key: file("x509", &x.key),
-        });
-        if !missing.is_empty() {
-            return Err(missing);
+fn plan_iothub(
+    config: IotHubConfig,
+    schema: &Schema,
+    ctx: &PlanContext<'_>,
+) -> Result<IotHubSink, Vec<Diagnostic>> {
+    let connection = config.validate().map_err(|issues| {
+        issues
+            .into_iter()
+            .map(|(key, message, hint)| ctx.node.error(ctx.node.key_at(key), message).hint(hint))
+            .collect::<Vec<_>>()
+    });
+    let connection = connection?;
+    let mut missing = Vec::new();
+    let mut file = |key: &str, path: &Path| -> PathBuf {
+        let resolved = ctx.resolve(path);
+        if !resolved.is_file() {
+            missing.push(
+                ctx.node
+                    .error(
+                        ctx.node.key_at(key),
+                        format!("no such file: {}", resolved.display()),
+                    )
+                    .hint(if key == "ca_file" {
+                        "give the PEM file of the CA that signed the hub's or the IoT Edge \
+                         gateway's certificate (relative paths start at the pipeline file's folder), \
+                         or remove `ca_file` to use the system's trusted roots"
+                    } else {
+                        "give the device's PEM certificate and key (relative paths start at \
+                         the pipeline file's folder)"
+                    }),
+            );
         }
-        let mut options = DeviceClientOptions::new(connection);
-        options.x509 = x509;
-        options.host = config.host.clone();
-        options.port = config.port;
-        options.ca_file = ca_file;
-        options.token_ttl = config.token_ttl.0;
-        options.keep_alive = config.keep_alive.0;
-        options.reconnect_min = config.reconnect_min.0;
-        options.reconnect_max = config.reconnect_max.0;
-        Ok(Arc::new(IotHubSink {
-            options,
-            encoder: RecordEncoder::new(&schema),
-            spool: config.spool.as_deref().map(|p| ctx.resolve(p)),
-            config,
-        }))
+        resolved
+    };
+    let ca_file = config.ca_file.as_deref().map(|p| file("ca_file", p));
+    let x509 = config.x509.as_ref().map(|x| X509Files {
+        cert: file("x509", &x.cert),
+        key: file("x509", &x.key),
+    });
+    if !missing.is_empty() {
+        return Err(missing);
     }
+    let mut options = DeviceClientOptions::new(connection);
+    options.x509 = x509;
+    options.host = config.host.clone();
+    options.port = config.port;
+    options.ca_file = ca_file;
+    options.token_ttl = config.token_ttl.0;
+    options.keep_alive = config.keep_alive.0;
+    options.reconnect_min = config.reconnect_min.0;
+    options.reconnect_max = config.reconnect_max.0;
+    Ok(IotHubSink {
+        options,
+        encoder: RecordEncoder::new(schema),
+        spool: config.spool.as_deref().map(|p| ctx.resolve(p)),
+        spool_at: ctx.node.key_at("spool"),
+        config,
+    })
 }
 
-struct IotHubSink {
+/// A planned `iothub` sink.
+pub struct IotHubSink {
     config: IotHubConfig,
     options: DeviceClientOptions,
     encoder: RecordEncoder,
     spool: Option<PathBuf>,
+    spool_at: smartgrid_runtime::Location,
 }
 
 impl IotHubSink {
-    fn open_outbox(&self) -> Result<Outbox, RenderError> {
+    fn open_outbox(&self) -> Result<Outbox, StartError> {
         let Some(dir) = &self.spool else {
             return Ok(Outbox::new(Box::new(MemoryStore::new(
                 self.config.outbox_max_bytes,
@@ -137,7 +117,7 @@ impl IotHubSink {
                 ..SpoolOptions::default()
             },
         )
-        .map_err(|e| RenderError::Other(e.to_string()))?;
+        .map_err(StartError::other)?;
         if !spool.is_empty() {
             tracing::info!(
                 messages = spool.len(),
@@ -148,26 +128,106 @@ impl IotHubSink {
     }
 }
 
-impl NodeOperator for IotHubSink {
+/// The uplink of a running `iothub` sink (in the process of worker 0, which owns the
+/// connection and the outbox, so two processes never contend for the spool folder).
+pub struct IotHubState {
+    tx: Option<Sender<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Node for IotHubSink {
+    const KIND: &'static str = "iothub";
+    const SUMMARY: &'static str = "sink: send readings to Azure IoT Hub as JSON batches (QoS 1, durable outbox, SAS or X.509)";
+    const INPUTS: Inputs = Inputs::One(Routing::Any);
+
+    type Config = IotHubConfig;
+
+    type State = IotHubState;
+
+    fn plan(config: IotHubConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let schema = ctx.readings_input()?;
+        let planned = plan_iothub(config, &schema, ctx);
+        ctx.keep(planned)
+    }
+
     fn output(&self) -> Option<PortType> {
         None
     }
 
+    fn resources(&self) -> Vec<Claim> {
+        self.spool
+            .iter()
+            .map(|dir| Claim {
+                resource: Resource::Directory(dir.clone()),
+                at: self.spool_at,
+            })
+            .collect()
+    }
+
+    fn start(&self, ctx: &StartContext<'_>) -> Result<IotHubState, StartError> {
+        if ctx.process_index != 0 {
+            return Ok(IotHubState {
+                tx: None,
+                thread: None,
+            });
+        }
+        let outbox = self.open_outbox()?;
+        let client =
+            DeviceClient::connect(self.options.clone(), outbox).map_err(StartError::other)?;
+        if let Err(e) = client.wait_connected(self.config.connect_timeout.0) {
+            if self.spool.is_none() {
+                return Err(StartError::other(format!(
+                    "the IoT Hub is not reachable ({e}), and without a `spool` its messages \
+                     would only be kept in memory: set `spool` to start anyway, or check the \
+                     host and the network"
+                )));
+            }
+            tracing::warn!(node = %ctx.node, "the IoT Hub is not reachable yet ({e}); messages wait in the spool");
+        }
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CHUNKS);
+        let node = ctx.node.to_string();
+        let worker = UplinkThread {
+            client,
+            rx,
+            batcher: Batcher::new(self.config.max_message_bytes, self.config.flush_interval.0),
+            properties: self.config.properties.clone().into_iter().collect(),
+            node: node.clone(),
+            messages: ctx.counter("messages"),
+            dropped: ctx.counter("dropped"),
+            shutdown_timeout: self.config.shutdown_timeout.0,
+            durable: self.spool.is_some(),
+        };
+        let thread = thread::Builder::new()
+            .name(format!("iothub-uplink-{node}"))
+            .spawn(move || worker.run())
+            .map_err(|source| StartError::Io {
+                context: "cannot start the IoT Hub uplink thread".into(),
+                source,
+            })?;
+        Ok(IotHubState {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
     fn render<'s>(
         &self,
+        state: &IotHubState,
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = AnyStream::single_readings(inputs)?;
-        // Worker 0 (of the whole cluster: one process) owns the connection and the
-        // outbox, so two processes never contend for the spool folder.
-        let mut uplink = if ctx.worker == 0 {
-            Some(Uplink::spawn(self, ctx, self.open_outbox()?)?)
-        } else {
-            None
-        };
+    ) -> Option<AnyStream<'s>> {
+        let input = ctx.single_readings(inputs);
+        let mut uplink = state
+            .tx
+            .clone()
+            .filter(|_| ctx.worker == 0)
+            .map(|tx| Uplink {
+                tx: Some(tx),
+                overflow: Vec::new(),
+                node: ctx.node.to_string(),
+            });
         let encoder = self.encoder.clone();
-        let records = ctx.process.metrics.counter(format!("{}.records", ctx.node));
+        let records = ctx.counter("records");
         input.sink(Exchange::new(|_| 0), ctx.node, move |(input, frontier)| {
             let mut chunk = Vec::new();
             input.for_each(|_time, data| {
@@ -180,10 +240,21 @@ impl NodeOperator for IotHubSink {
             if frontier.is_empty()
                 && let Some(link) = uplink.take()
             {
-                link.finish();
+                link.close();
             }
         });
-        Ok(None)
+        None
+    }
+
+    /// Wait until the uplink thread has sent what it holds (within `shutdown_timeout`).
+    fn finish(&self, mut state: IotHubState, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        // The thread ends when every sender is gone: worker 0's closed at the end of its
+        // input, this one now.
+        drop(state.tx.take());
+        match state.thread.take().map(JoinHandle::join) {
+            Some(Err(_)) => Err(StartError::other("the IoT Hub uplink thread panicked")),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -192,46 +263,10 @@ struct Uplink {
     tx: Option<Sender<Vec<String>>>,
     /// Records the channel had no room for yet (sent with the next activation).
     overflow: Vec<String>,
-    thread: Option<JoinHandle<()>>,
     node: String,
 }
 
 impl Uplink {
-    fn spawn(
-        sink: &IotHubSink,
-        ctx: &RenderContext<'_>,
-        outbox: Outbox,
-    ) -> Result<Self, RenderError> {
-        let client = DeviceClient::connect(sink.options.clone(), outbox)
-            .map_err(|e| RenderError::Other(e.to_string()))?;
-        let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CHUNKS);
-        let metrics = &ctx.process.metrics;
-        let worker = UplinkThread {
-            client,
-            rx,
-            batcher: Batcher::new(sink.config.max_message_bytes, sink.config.flush_interval.0),
-            properties: sink.config.properties.clone().into_iter().collect(),
-            node: ctx.node.to_string(),
-            messages: metrics.counter(format!("{}.messages", ctx.node)),
-            dropped: metrics.counter(format!("{}.dropped", ctx.node)),
-            shutdown_timeout: sink.config.shutdown_timeout.0,
-            durable: sink.spool.is_some(),
-        };
-        let thread = thread::Builder::new()
-            .name(format!("iothub-uplink-{}", ctx.node))
-            .spawn(move || worker.run())
-            .map_err(|source| RenderError::Io {
-                context: "cannot start the IoT Hub uplink thread".into(),
-                source,
-            })?;
-        Ok(Uplink {
-            tx: Some(tx),
-            overflow: Vec::new(),
-            thread: Some(thread),
-            node: ctx.node.to_string(),
-        })
-    }
-
     /// Hands records to the uplink thread without blocking.
     fn send(&mut self, mut chunk: Vec<String>) {
         if self.overflow.is_empty() {
@@ -253,17 +288,13 @@ impl Uplink {
         }
     }
 
-    /// The input ended: hand over the rest, let the thread send and flush, wait for it.
-    fn finish(mut self) {
+    /// The input ended: hand over the rest; the thread sends and flushes it and is
+    /// joined when the node finishes.
+    fn close(mut self) {
         if let Some(tx) = self.tx.take()
             && !self.overflow.is_empty()
         {
             let _ = tx.send(std::mem::take(&mut self.overflow));
-        }
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!(node = %self.node, "the IoT Hub uplink thread panicked");
         }
     }
 }

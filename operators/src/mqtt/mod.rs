@@ -25,6 +25,6 @@ pub use config::{ConfigIssue, DEFAULT_PORT, DEFAULT_TLS_PORT, DEFAULT_TOPIC, Mqt
 pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 pub use embedded::{EmbeddedBroker, embedded_broker, start_embedded_broker};
 pub use error::MqttError;
-pub use node::MqttSourceFactory;
+pub use node::MqttSource;
 pub use options::{MAX_PACKET_SIZE, mqtt_options, tls_client_config};
 pub use publisher::{Publisher, PublisherOptions, PublisherStats};

@@ -1,44 +1,43 @@
-//! The `mqtt` source node: settings checked at plan time, one subscriber per process
-//! (on worker 0), drained into the dataflow without blocking.
+//! The `mqtt` source node: settings checked at plan time, one subscriber per run (in
+//! the process of worker 0, started before the workers), drained into the dataflow
+//! without blocking.
 
 use std::sync::Arc;
 
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, Message, NodeOperator, OperatorFactory, PlanContext, PortType,
-    ProcessContext, RenderContext, RenderError,
+    AnyStream, Claim, Inputs, Message, Node, PlanContext, PortType, RenderContext, Resource,
+    StartContext, StartError,
 };
 
-use super::{MqttConfig, TryRecvError, embedded_broker, spawn_subscriber};
+use super::{MqttConfig, Subscriber, TryRecvError, embedded_broker, spawn_subscriber};
 
 /// Messages handed to the dataflow per activation, so one source cannot starve a worker.
 const BATCH: usize = 1024;
 
-/// The `mqtt` factory.
-pub struct MqttSourceFactory;
+/// A planned `mqtt` source.
+pub struct MqttSource {
+    config: MqttConfig,
+    client_id: String,
+    client_id_at: smartgrid_runtime::Location,
+}
 
-impl OperatorFactory for MqttSourceFactory {
-    fn kind(&self) -> &'static str {
-        "mqtt"
-    }
+impl Node for MqttSource {
+    const KIND: &'static str = "mqtt";
+    const SUMMARY: &'static str = "source: subscribe to MQTT topics (QoS 0/1, persistent session, TLS, reconnect with backoff)";
+    const INPUTS: Inputs = Inputs::None;
 
-    fn summary(&self) -> &'static str {
-        "source: subscribe to MQTT topics (QoS 0/1, persistent session, TLS, reconnect with backoff)"
-    }
+    type Config = MqttConfig;
 
-    fn arity(&self) -> Arity {
-        Arity::Source
-    }
+    /// The subscriber, in the process that runs worker 0.
+    type State = Option<Arc<Subscriber>>;
 
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let mut config: MqttConfig = ctx.node.settings()?;
+    fn plan(mut config: MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         if let Err(issues) = config.validate() {
-            return Err(issues
-                .into_iter()
-                .map(|(key, message, hint)| {
-                    ctx.node.error(ctx.node.key_at(key), message).hint(hint)
-                })
-                .collect());
+            for (key, message, hint) in issues {
+                ctx.error_at_key(key, message).hint = Some(hint);
+            }
+            return None;
         }
         for path in [
             &mut config.ca_file,
@@ -51,50 +50,55 @@ impl OperatorFactory for MqttSourceFactory {
             *path = ctx.resolve(path);
         }
         let client_id = config.client_id(ctx.pipeline, &ctx.node.name);
-        Ok(Arc::new(MqttSource { config, client_id }))
+        Some(MqttSource {
+            config,
+            client_id,
+            client_id_at: ctx.node.key_at("client_id"),
+        })
     }
-}
 
-struct MqttSource {
-    config: MqttConfig,
-    client_id: String,
-}
-
-impl NodeOperator for MqttSource {
     fn output(&self) -> Option<PortType> {
         Some(PortType::Messages)
     }
 
-    fn start(&self, _ctx: &ProcessContext) -> Result<(), RenderError> {
-        if self.config.url == "embedded" {
-            embedded_broker().map_err(|e| {
-                RenderError::Other(format!("cannot start the embedded broker: {e}"))
-            })?;
+    fn resources(&self) -> Vec<Claim> {
+        vec![Claim {
+            resource: Resource::MqttClientId {
+                broker: self.config.url.clone(),
+                client_id: self.client_id.clone(),
+            },
+            at: self.client_id_at,
+        }]
+    }
+
+    fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
+        // One connection per run: worker 0 (in the first process) subscribes, and the
+        // decoded readings are spread over every worker by sensor.
+        if ctx.process_index != 0 {
+            return Ok(None);
         }
-        Ok(())
+        if self.config.url == "embedded" {
+            embedded_broker()
+                .map_err(|e| StartError::other(format!("cannot start the embedded broker: {e}")))?;
+        }
+        let subscriber =
+            spawn_subscriber(&self.config, self.client_id.clone(), ctx.shutdown.flag())
+                .map_err(StartError::other)?;
+        Ok(Some(Arc::new(subscriber)))
     }
 
     fn render<'s>(
         &self,
+        state: &Self::State,
         ctx: &RenderContext<'s>,
         _inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        if ctx.worker != 0 {
-            // One connection per process: worker 0 subscribes, the decoded readings are
-            // then spread over every worker by sensor.
+    ) -> Option<AnyStream<'s>> {
+        let subscriber = state.as_ref().filter(|_| ctx.worker == 0).map(Arc::clone);
+        let Some(subscriber) = subscriber else {
             let empty = poll_source(ctx.scope, ctx.node, |_: &mut Vec<Message>| Poll::Done);
-            return Ok(Some(AnyStream::Messages(empty)));
-        }
-        let subscriber = spawn_subscriber(
-            &self.config,
-            self.client_id.clone(),
-            ctx.process.shutdown.flag(),
-        )
-        .map_err(|e| RenderError::Other(e.to_string()))?;
-        let received = ctx
-            .process
-            .metrics
-            .counter(format!("{}.messages", ctx.node));
+            return Some(AnyStream::Messages(empty));
+        };
+        let received = ctx.counter("messages");
         let node = ctx.node.to_string();
         let mut announced = false;
         let stream = poll_source(ctx.scope, ctx.node, move |out: &mut Vec<Message>| {
@@ -123,6 +127,6 @@ impl NodeOperator for MqttSource {
                 Poll::Idle
             }
         });
-        Ok(Some(AnyStream::Messages(stream)))
+        Some(AnyStream::Messages(stream))
     }
 }

@@ -37,8 +37,8 @@ use smartgrid_models::Model;
 use smartgrid_runtime::record::MAX_FIELDS;
 use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
-    ProcessContext, RenderContext, RenderError, Schema,
+    AnyStream, Diagnostic, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema,
+    StartContext, StartError,
 };
 
 /// The fields every prediction starts with, before its features.
@@ -84,140 +84,123 @@ pub enum MissingLags {
     Nan,
 }
 
-/// The `predict` factory.
-pub struct PredictFactory;
-
-impl OperatorFactory for PredictFactory {
-    fn kind(&self) -> &'static str {
-        "predict"
+fn plan_predict(
+    config: PredictConfig,
+    input: &Schema,
+    ctx: &PlanContext<'_>,
+) -> Result<PredictNode, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let horizon_ms = config.horizon.value.as_millis_u64();
+    let step = config.step.as_ref().unwrap_or(&config.horizon);
+    let step_ms = step.value.as_millis_u64();
+    // `step` defaults to `horizon`: a zero is reported once, where it was written.
+    let written = [Some(&config.horizon), config.step.as_ref()];
+    for (d, what) in written.into_iter().zip(["horizon", "step"]) {
+        let Some(d) = d else { continue };
+        if d.value.as_millis_u64() == 0 {
+            errors.push(
+                ctx.node
+                    .error(d.at, format!("the {what} cannot be zero"))
+                    .hint("use the input window's size, such as 10s"),
+            );
+        }
     }
-
-    fn summary(&self) -> &'static str {
-        "tree-model forecast of the next window per sensor, from fields, sums, lags and time"
-    }
-
-    fn arity(&self) -> Arity {
-        Arity::One
-    }
-
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let input = ctx.readings_input();
-        let config: PredictConfig = ctx.node.settings()?;
-        let input = input?;
-        let mut errors = Vec::new();
-        let horizon_ms = config.horizon.value.as_millis_u64();
-        let step = config.step.as_ref().unwrap_or(&config.horizon);
-        let step_ms = step.value.as_millis_u64();
-        // `step` defaults to `horizon`: a zero is reported once, where it was written.
-        let written = [Some(&config.horizon), config.step.as_ref()];
-        for (d, what) in written.into_iter().zip(["horizon", "step"]) {
-            let Some(d) = d else { continue };
-            if d.value.as_millis_u64() == 0 {
+    let mut relative_to = Vec::new();
+    for name in config.relative_to.iter().flat_map(|r| &r.0) {
+        match input.index_of(&name.value) {
+            Some(i) => relative_to.push(i),
+            None => {
+                let at = if name.at == Default::default() {
+                    ctx.node.key_at("relative_to")
+                } else {
+                    name.at
+                };
                 errors.push(
                     ctx.node
-                        .error(d.at, format!("the {what} cannot be zero"))
-                        .hint("use the input window's size, such as 10s"),
+                        .error(
+                            at,
+                            format!("no upstream node produces a field `{}`", name.value),
+                        )
+                        .hint(format!("the input has: {input}")),
                 );
             }
         }
-        let mut relative_to = Vec::new();
-        for name in config.relative_to.iter().flat_map(|r| &r.0) {
-            match input.index_of(&name.value) {
-                Some(i) => relative_to.push(i),
-                None => {
-                    let at = if name.at == Default::default() {
-                        ctx.node.key_at("relative_to")
-                    } else {
-                        name.at
-                    };
-                    errors.push(
-                        ctx.node
-                            .error(
-                                at,
-                                format!("no upstream node produces a field `{}`", name.value),
-                            )
-                            .hint(format!("the input has: {input}")),
-                    );
-                }
-            }
-        }
-        let features = match FeaturePlan::new(&config.features, &input) {
-            Ok(plan) => Some(plan),
-            Err(problems) => {
-                errors.extend(problems.into_iter().map(|p| {
-                    let at = if p.at == Default::default() {
-                        ctx.node.key_at("features")
-                    } else {
-                        p.at
-                    };
-                    ctx.node.error(at, p.message).hint(p.hint)
-                }));
-                None
-            }
-        };
-        let path = ctx.resolve(&config.model.value);
-        let model = Model::from_file(&path).map_err(|e| {
-            ctx.node
-                .error(config.model.at, format!("cannot load the model: {e}"))
-                .hint("give a LightGBM text model or an XGBoost JSON model (see `smartgrid model inspect`)")
-        });
-        let (features, model) = match (features, model) {
-            (Some(features), Ok(model)) => (features, model),
-            (_, model) => {
-                errors.extend(model.err());
-                return Err(errors);
-            }
-        };
-        let loaded = LoadedModel::new(model, features.names()).map_err(|e| {
-            ctx.node
-                .error(config.model.at, e.to_string())
-                .hint("make `features:` build the names the model was trained with, or retrain it")
-        });
-        let output: Vec<&str> = PREDICTION_FIELDS
-            .iter()
-            .copied()
-            .chain(features.names().iter().map(String::as_str))
-            .collect();
-        if output.len() > MAX_FIELDS {
-            errors.push(
-                ctx.node
-                    .error(
-                        ctx.node.key_at("features"),
-                        format!(
-                            "{} features make a row wider than {MAX_FIELDS} values",
-                            features.names().len()
-                        ),
-                    )
-                    .hint(format!(
-                        "use at most {} features",
-                        MAX_FIELDS - PREDICTION_FIELDS.len()
-                    )),
-            );
-        }
-        let loaded = match loaded {
-            Ok(loaded) if errors.is_empty() => loaded,
-            Ok(_) => return Err(errors),
-            Err(e) => {
-                errors.push(e);
-                return Err(errors);
-            }
-        };
-        let names = features.names().to_vec();
-        Ok(Arc::new(PredictNode {
-            output: Schema::new(output),
-            predictor: Predictor {
-                features: Arc::new(features),
-                horizon_ms: i64::try_from(horizon_ms).unwrap_or(i64::MAX),
-                step_ms: i64::try_from(step_ms).unwrap_or(i64::MAX),
-                predict_with_missing_lags: config.missing_lags == MissingLags::Nan,
-                relative_to,
-                input_partitioned: ctx.partitioned.first().copied().unwrap_or(false),
-            },
-            slot: Arc::new(ModelSlot::new(loaded, names)),
-            model_path: path,
-            reload: config.reload.map(|d| d.0),
-        }))
     }
+    let features = match FeaturePlan::new(&config.features, input) {
+        Ok(plan) => Some(plan),
+        Err(problems) => {
+            errors.extend(problems.into_iter().map(|p| {
+                let at = if p.at == Default::default() {
+                    ctx.node.key_at("features")
+                } else {
+                    p.at
+                };
+                ctx.node.error(at, p.message).hint(p.hint)
+            }));
+            None
+        }
+    };
+    let path = ctx.resolve(&config.model.value);
+    let model = Model::from_file(&path).map_err(|e| {
+        ctx.node
+            .error(config.model.at, format!("cannot load the model: {e}"))
+            .hint("give a LightGBM text model or an XGBoost JSON model (see `smartgrid model inspect`)")
+    });
+    let (features, model) = match (features, model) {
+        (Some(features), Ok(model)) => (features, model),
+        (_, model) => {
+            errors.extend(model.err());
+            return Err(errors);
+        }
+    };
+    let loaded = LoadedModel::new(model, features.names()).map_err(|e| {
+        ctx.node
+            .error(config.model.at, e.to_string())
+            .hint("make `features:` build the names the model was trained with, or retrain it")
+    });
+    let output: Vec<&str> = PREDICTION_FIELDS
+        .iter()
+        .copied()
+        .chain(features.names().iter().map(String::as_str))
+        .collect();
+    if output.len() > MAX_FIELDS {
+        errors.push(
+            ctx.node
+                .error(
+                    ctx.node.key_at("features"),
+                    format!(
+                        "{} features make a row wider than {MAX_FIELDS} values",
+                        features.names().len()
+                    ),
+                )
+                .hint(format!(
+                    "use at most {} features",
+                    MAX_FIELDS - PREDICTION_FIELDS.len()
+                )),
+        );
+    }
+    let loaded = match loaded {
+        Ok(loaded) if errors.is_empty() => loaded,
+        Ok(_) => return Err(errors),
+        Err(e) => {
+            errors.push(e);
+            return Err(errors);
+        }
+    };
+    let names = features.names().to_vec();
+    Ok(PredictNode {
+        output: Schema::new(output),
+        predictor: Predictor {
+            features: Arc::new(features),
+            horizon_ms: i64::try_from(horizon_ms).unwrap_or(i64::MAX),
+            step_ms: i64::try_from(step_ms).unwrap_or(i64::MAX),
+            predict_with_missing_lags: config.missing_lags == MissingLags::Nan,
+            relative_to,
+        },
+        slot: Arc::new(ModelSlot::new(loaded, names)),
+        model_path: path,
+        reload: config.reload.map(|d| d.0),
+    })
 }
 
 /// A planned `predict` node.
@@ -236,16 +219,27 @@ impl PredictNode {
     }
 }
 
-impl NodeOperator for PredictNode {
+impl Node for PredictNode {
+    const KIND: &'static str = "predict";
+    const SUMMARY: &'static str =
+        "tree-model forecast of the next window per sensor, from fields, sums, lags and time";
+    const INPUTS: Inputs = Inputs::One(Routing::BySensor);
+
+    type Config = PredictConfig;
+
+    type State = ();
+
+    fn plan(config: PredictConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let input = ctx.readings_input()?;
+        let planned = plan_predict(config, &input, ctx);
+        ctx.keep(planned)
+    }
+
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.output.clone()))
     }
 
-    fn partitioned(&self) -> bool {
-        true
-    }
-
-    fn start(&self, ctx: &ProcessContext) -> Result<(), RenderError> {
+    fn start(&self, ctx: &StartContext<'_>) -> Result<(), StartError> {
         tracing::info!(
             "predicting with {} (version {:08x})",
             self.model_path.display(),
@@ -259,7 +253,7 @@ impl NodeOperator for PredictNode {
                 self.model_path.display().to_string(),
                 ctx.shutdown.clone(),
             )
-            .map_err(|source| RenderError::Io {
+            .map_err(|source| StartError::Io {
                 context: "cannot start the model watcher".into(),
                 source,
             })?;
@@ -269,20 +263,20 @@ impl NodeOperator for PredictNode {
 
     fn render<'s>(
         &self,
+        _state: &(),
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = AnyStream::single_readings(inputs)?;
-        let metrics = &ctx.process.metrics;
+    ) -> Option<AnyStream<'s>> {
+        let input = ctx.single_readings(inputs);
         let counters = PredictCounters {
-            predictions: metrics.counter(format!("{}.predictions", ctx.node)),
-            short_history: metrics.counter(format!("{}.short_history", ctx.node)),
+            predictions: ctx.counter("predictions"),
+            short_history: ctx.counter("short_history"),
         };
-        Ok(Some(AnyStream::Readings(input.predict(
+        Some(AnyStream::Readings(input.predict(
             self.predictor.clone(),
             Arc::clone(&self.slot),
             counters,
             ctx.node,
-        ))))
+        )))
     }
 }

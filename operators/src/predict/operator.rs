@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use smartgrid_runtime::metrics::Counter;
-use smartgrid_runtime::operator::{Readings, route_by_sensor};
+use smartgrid_runtime::operator::Readings;
 use smartgrid_runtime::{Reading, Row, SensorId};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -26,8 +26,6 @@ pub struct Predictor {
     /// Input fields whose sum the model's output is added to (a model of the change);
     /// empty: the model predicts the value itself.
     pub relative_to: Vec<usize>,
-    /// The input is already partitioned by sensor (no exchange needed).
-    pub input_partitioned: bool,
 }
 
 /// What a `predict` operator counts.
@@ -43,7 +41,9 @@ pub struct PredictCounters {
 pub trait PredictExt<'s> {
     /// For each window, the model's prediction for the window `horizon` later, as a reading
     /// `[predicted, target_time, model_version, features…]` at the input window's start.
-    /// Windows are routed by sensor, so each sensor's history is on one worker.
+    /// The input must be partitioned by sensor (see
+    /// [`route_by_sensor`](smartgrid_runtime::operator::route_by_sensor)), so each
+    /// sensor's history is on one worker.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -75,7 +75,6 @@ pub trait PredictExt<'s> {
     ///     step_ms: 10_000,
     ///     predict_with_missing_lags: false,
     ///     relative_to: vec![],
-    ///     input_partitioned: false,
     /// };
     /// let sensor = SensorId::new("meter-1").expect("short name");
     /// let captured = timely::example(move |scope| {
@@ -115,7 +114,7 @@ impl<'s> PredictExt<'s> for Readings<'s> {
         name: &str,
     ) -> Readings<'s> {
         let keep = i64::from(predictor.features.max_lag()) * predictor.step_ms;
-        let input = route_by_sensor(self, predictor.input_partitioned);
+        let input = self;
         input.unary(Pipeline, name, move |_capability, _info| {
             let mut histories: FxHashMap<SensorId, History> = FxHashMap::default();
             let mut features = Vec::new();

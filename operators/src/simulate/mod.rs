@@ -98,7 +98,8 @@ use model::{SensorModel, TickCtx};
 use rng::{GOLDEN, mix64, unit};
 
 pub use node::{
-    PublishConfig, PublishError, PublishPlan, SimulateFactory, publish_loop, publish_to_broker,
+    PublishConfig, PublishError, PublishGroup, PublishPlan, SimulateNode, SimulateState,
+    publish_loop, publish_to_broker,
 };
 pub use time::{BadStartTime, StartTime};
 

@@ -7,7 +7,8 @@
 //!   broker (the embedded one in the default pipeline), and the node has no output —
 //!   an `mqtt` node reads them back, exercising the whole path a real monitor takes.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -15,8 +16,8 @@ use serde::Deserialize;
 use smartgrid_runtime::shutdown::Shutdown;
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, Message, NodeOperator, OperatorFactory, PlanContext, PortType,
-    ProcessContext, RenderContext, RenderError,
+    AnyStream, Claim, Inputs, Message, Node, PlanContext, PortType, RenderContext, Resource,
+    SourcePartitioning, StartContext, StartError,
 };
 
 use super::{Simulator, SimulatorConfig};
@@ -24,6 +25,9 @@ use crate::mqtt::{MqttError, Publisher, PublisherOptions, Qos};
 
 /// Payloads handed to the dataflow per activation.
 const BATCH: usize = 1024;
+
+/// How long the end of a run waits for the broker to acknowledge the last publishes.
+const PUBLISH_DRAIN: Duration = Duration::from_secs(30);
 
 /// Where a publishing simulator sends its payloads.
 #[derive(Clone, Debug, Deserialize)]
@@ -47,80 +51,30 @@ fn default_qos() -> u8 {
     1
 }
 
+/// The `publish:` key; the simulation's own keys are a [`SimulatorConfig`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishGroup {
+pub struct PublishGroup {
     #[serde(default)]
     publish: Option<PublishConfig>,
 }
 
-/// The `simulate` factory.
-pub struct SimulateFactory;
-
-impl OperatorFactory for SimulateFactory {
-    fn kind(&self) -> &'static str {
-        "simulate"
-    }
-
-    fn summary(&self) -> &'static str {
-        "source: realistic simulated Clemap three-phase monitors (type-16 payloads), deterministic per seed"
-    }
-
-    fn arity(&self) -> Arity {
-        Arity::Source
-    }
-
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let simulator = ctx
-            .node
-            .select(|k| k != "publish")
-            .settings::<SimulatorConfig>();
-        let publish = ctx
-            .node
-            .select(|k| k == "publish")
-            .settings::<PublishGroup>();
-        let (config, publish) = match (simulator, publish) {
-            (Ok(c), Ok(p)) => (c, p.publish),
-            (Err(mut a), Err(b)) => {
-                a.extend(b);
-                return Err(a);
-            }
-            (Err(e), _) | (_, Err(e)) => return Err(e),
-        };
-        if let Err(e) = config.validate() {
-            return Err(vec![
-                ctx.node
-                    .error(ctx.node.at, e.to_string())
-                    .hint("see the simulate settings in the README"),
-            ]);
-        }
-        if let Some(p) = &publish
-            && p.qos > 1
-        {
-            return Err(vec![
-                ctx.node
-                    .error(
-                        ctx.node.key_at("publish"),
-                        format!("QoS {} is not supported", p.qos),
-                    )
-                    .hint("use 0 or 1"),
-            ]);
-        }
-        Ok(Arc::new(SimulateNode {
-            config,
-            publish,
-            start_ms: OnceLock::new(),
-            publisher: Mutex::new(None),
-        }))
-    }
-}
-
-struct SimulateNode {
+/// A planned `simulate` node.
+pub struct SimulateNode {
     config: SimulatorConfig,
     publish: Option<PublishConfig>,
+    /// The publisher's client id, one per node.
+    client_id: String,
+    publish_at: smartgrid_runtime::Location,
+}
+
+/// What a simulate node holds while it runs.
+pub struct SimulateState {
     /// "Now", fixed once per process so every worker's sensors share one clock.
-    start_ms: OnceLock<i64>,
-    publisher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    now_ms: i64,
+    /// The publishing thread (publish mode, in the first process only); it returns how
+    /// many readings it published and the broker acknowledged.
+    publisher: Option<JoinHandle<Result<u64, MqttError>>>,
 }
 
 fn now_ms() -> i64 {
@@ -129,71 +83,115 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-impl NodeOperator for SimulateNode {
+impl Node for SimulateNode {
+    const KIND: &'static str = "simulate";
+    const SUMMARY: &'static str = "source: realistic simulated Clemap three-phase monitors (type-16 payloads), deterministic per seed";
+    const INPUTS: Inputs = Inputs::None;
+    const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["publish"]);
+
+    type Config = PublishGroup;
+
+    type State = SimulateState;
+
+    fn plan(group: PublishGroup, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let config: SimulatorConfig = ctx.settings_except(&["publish"])?;
+        if let Err(e) = config.validate() {
+            ctx.error(ctx.node.at, e.to_string()).hint =
+                Some("see the simulate settings in the README".into());
+        }
+        if let Some(p) = &group.publish
+            && p.qos > 1
+        {
+            ctx.error_at_key("publish", format!("QoS {} is not supported", p.qos))
+                .hint = Some("use 0 or 1".into());
+        }
+        Some(SimulateNode {
+            config,
+            publish: group.publish,
+            client_id: format!("smartgrid-{}-{}", ctx.pipeline, ctx.node.name),
+            publish_at: ctx.node.key_at("publish"),
+        })
+    }
+
     fn output(&self) -> Option<PortType> {
         self.publish.is_none().then_some(PortType::Messages)
     }
 
     /// Each worker simulates the sensors keyed operators route to it.
-    fn partitioned(&self) -> bool {
-        self.publish.is_none()
+    fn source_partitioning(&self) -> SourcePartitioning {
+        SourcePartitioning::BySensor
     }
 
-    fn start(&self, ctx: &ProcessContext) -> Result<(), RenderError> {
-        let now = *self.start_ms.get_or_init(now_ms);
-        let Some(publish) = self.publish.clone() else {
-            return Ok(());
+    fn resources(&self) -> Vec<Claim> {
+        self.publish
+            .iter()
+            .map(|p| Claim {
+                resource: Resource::MqttClientId {
+                    broker: p.url.clone(),
+                    client_id: self.client_id.clone(),
+                },
+                at: self.publish_at,
+            })
+            .collect()
+    }
+
+    fn start(&self, ctx: &StartContext<'_>) -> Result<SimulateState, StartError> {
+        let now = now_ms();
+        let mut state = SimulateState {
+            now_ms: now,
+            publisher: None,
         };
-        let config = self.config.clone();
+        // A cluster publishes each reading once: from the first process.
+        let Some(publish) = self.publish.clone().filter(|_| ctx.process_index == 0) else {
+            return Ok(state);
+        };
         let shutdown = ctx.shutdown.clone();
-        let client_id = format!("smartgrid-{}-simulator", ctx.pipeline);
-        let simulator = Simulator::with_now(&config, 0..config.sensors, now)
-            .map_err(|e| RenderError::Other(e.to_string()))?;
-        let publisher = Publisher::connect(&publish.url, client_id, PublisherOptions::default())
-            .map_err(|e| RenderError::Other(format!("cannot publish to {}: {e}", publish.url)))?;
+        let simulator = Simulator::with_now(&self.config, 0..self.config.sensors, now)
+            .map_err(StartError::other)?;
+        let publisher = Publisher::connect(
+            &publish.url,
+            self.client_id.clone(),
+            PublisherOptions::default(),
+        )
+        .map_err(|e| StartError::other(format!("cannot publish to {}: {e}", publish.url)))?;
         let handle = std::thread::Builder::new()
             .name("simulator".into())
             .spawn(move || {
-                match publish_loop(
+                let published = publish_loop(
                     simulator,
                     &publisher,
                     &publish.topic,
                     qos(publish.qos),
                     &shutdown,
-                ) {
-                    Ok(n) => tracing::info!("simulator published {n} readings"),
-                    Err(e) => tracing::error!("simulator stopped: {e}"),
-                }
-                if let Err(e) = publisher.flush_and_close(Duration::from_secs(5)) {
-                    tracing::warn!("simulator: {e}");
-                }
+                );
+                let flushed = publisher.flush_and_close(PUBLISH_DRAIN);
+                let published = published?;
+                flushed?;
+                Ok(published)
             })
-            .map_err(|source| RenderError::Io {
+            .map_err(|source| StartError::Io {
                 context: "cannot start the simulator thread".into(),
                 source,
             })?;
-        *self
-            .publisher
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
-        Ok(())
+        state.publisher = Some(handle);
+        Ok(state)
     }
 
     fn render<'s>(
         &self,
+        state: &SimulateState,
         ctx: &RenderContext<'s>,
         _inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
+    ) -> Option<AnyStream<'s>> {
         if self.publish.is_some() {
-            return Ok(None);
+            return None;
         }
-        let now = *self.start_ms.get_or_init(now_ms);
         let mut simulator = Simulator::with_now(
             &self.config,
             self.config.worker_sensors(ctx.worker, ctx.peers),
-            now,
+            state.now_ms,
         )
-        .map_err(|e| RenderError::Other(e.to_string()))?;
+        .expect("the settings were validated by plan and a worker's sensors are in range");
         let shutdown = ctx.process.shutdown.clone();
         let topic: Arc<str> = Arc::from(format!("simulate/{}", ctx.node));
         let mut lengths: Vec<usize> = Vec::with_capacity(BATCH);
@@ -239,7 +237,28 @@ impl NodeOperator for SimulateNode {
                 Poll::Idle
             }
         });
-        Ok(Some(AnyStream::Messages(stream)))
+        Some(AnyStream::Messages(stream))
+    }
+
+    /// A publishing simulator's run ends when every reading was published and
+    /// acknowledged (or the run was stopped), not when the dataflow (which has nothing
+    /// of it) ends.
+    fn finish(&self, state: SimulateState, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        let Some(handle) = state.publisher else {
+            return Ok(());
+        };
+        match handle.join() {
+            Ok(Ok(n)) => {
+                tracing::info!("simulator published {n} readings");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(StartError::other(format!(
+                "the simulator stopped publishing: {e}"
+            ))),
+            Err(_) => Err(StartError::other(
+                "the simulator's publishing thread panicked",
+            )),
+        }
     }
 }
 

@@ -22,13 +22,13 @@ pub mod format;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, NodeOperator, OperatorFactory, PlanContext, PortType,
-    ProcessContext, RenderContext, RenderError,
+    AnyStream, Claim, Inputs, Node, PlanContext, PortType, RenderContext, Resource, Routing,
+    Schema, StartContext, StartError,
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -76,123 +76,167 @@ pub struct StdoutSinkConfig {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The `file` sink factory.
-pub struct FileSinkFactory;
-/// The `stdout` sink factory.
-pub struct StdoutSinkFactory;
-
 /// The encoder a sink writes with: measurement defaulting to the input node's name, and
 /// a `pipeline` tag unless `tags` sets one.
 pub(crate) fn encoder(
     ctx: &PlanContext<'_>,
+    schema: &Schema,
     format: Format,
     precision: Precision,
     measurement: Option<String>,
     tags: BTreeMap<String, String>,
-) -> Result<Encoder, Vec<Diagnostic>> {
-    let schema = ctx.readings_input()?;
+) -> Encoder {
     let measurement = measurement.unwrap_or_else(|| ctx.node.inputs[0].value.clone());
     let mut tags: Vec<(String, String)> = tags.into_iter().collect();
     if !tags.iter().any(|(k, _)| k == "pipeline") {
         tags.push(("pipeline".into(), ctx.pipeline.to_string()));
     }
-    Ok(Encoder::new(
-        format,
-        precision,
-        &measurement,
-        &tags,
-        &schema,
-    ))
+    Encoder::new(format, precision, &measurement, &tags, schema)
 }
 
-impl OperatorFactory for FileSinkFactory {
-    fn kind(&self) -> &'static str {
-        "file"
-    }
-    fn summary(&self) -> &'static str {
-        "sink: append readings to a file as line protocol, JSON lines or text"
-    }
-    fn arity(&self) -> Arity {
-        Arity::One
-    }
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let config: FileSinkConfig = ctx.node.settings()?;
+/// A planned `file` sink.
+pub struct FileSink(WriterSink);
+
+impl Node for FileSink {
+    const KIND: &'static str = "file";
+    const SUMMARY: &'static str =
+        "sink: append readings to a file as line protocol, JSON lines or text";
+    const INPUTS: Inputs = Inputs::One(Routing::Any);
+
+    type Config = FileSinkConfig;
+    type State = SharedWriter;
+
+    fn plan(config: FileSinkConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let schema = ctx.readings_input()?;
         let encoder = encoder(
             ctx,
+            &schema,
             config.format,
             config.precision,
             config.measurement,
             config.tags,
-        )?;
-        Ok(Arc::new(WriterSink {
+        );
+        Some(FileSink(WriterSink {
             encoder,
             target: Target::File {
                 path: ctx.resolve(&config.path),
                 truncate: config.truncate,
+                at: ctx.node.key_at("path"),
             },
-            writer: OnceLock::new(),
         }))
     }
-}
 
-impl OperatorFactory for StdoutSinkFactory {
-    fn kind(&self) -> &'static str {
-        "stdout"
-    }
-    fn summary(&self) -> &'static str {
-        "sink: print readings (text, JSON lines or line protocol)"
-    }
-    fn arity(&self) -> Arity {
-        Arity::One
-    }
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let config: StdoutSinkConfig = ctx.node.settings()?;
-        let format = config.format.unwrap_or(Format::Text);
-        let encoder = encoder(
-            ctx,
-            format,
-            config.precision,
-            config.measurement,
-            config.tags,
-        )?;
-        Ok(Arc::new(WriterSink {
-            encoder,
-            target: Target::Stdout,
-            writer: OnceLock::new(),
-        }))
-    }
-}
-
-enum Target {
-    File { path: PathBuf, truncate: bool },
-    Stdout,
-}
-
-type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
-
-struct WriterSink {
-    encoder: Encoder,
-    target: Target,
-    /// Opened once per process in `start`, written by worker 0.
-    writer: OnceLock<SharedWriter>,
-}
-
-impl NodeOperator for WriterSink {
     fn output(&self) -> Option<PortType> {
         None
     }
 
-    fn start(&self, _ctx: &ProcessContext) -> Result<(), RenderError> {
+    fn resources(&self) -> Vec<Claim> {
+        self.0.resources()
+    }
+
+    fn start(&self, _ctx: &StartContext<'_>) -> Result<SharedWriter, StartError> {
+        self.0.start()
+    }
+
+    fn render<'s>(
+        &self,
+        writer: &SharedWriter,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Option<AnyStream<'s>> {
+        self.0.render(writer, ctx, inputs);
+        None
+    }
+}
+
+/// A planned `stdout` sink.
+pub struct StdoutSink(WriterSink);
+
+impl Node for StdoutSink {
+    const KIND: &'static str = "stdout";
+    const SUMMARY: &'static str = "sink: print readings (text, JSON lines or line protocol)";
+    const INPUTS: Inputs = Inputs::One(Routing::Any);
+
+    type Config = StdoutSinkConfig;
+    type State = SharedWriter;
+
+    fn plan(config: StdoutSinkConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let schema = ctx.readings_input()?;
+        let format = config.format.unwrap_or(Format::Text);
+        let encoder = encoder(
+            ctx,
+            &schema,
+            format,
+            config.precision,
+            config.measurement,
+            config.tags,
+        );
+        Some(StdoutSink(WriterSink {
+            encoder,
+            target: Target::Stdout,
+        }))
+    }
+
+    fn output(&self) -> Option<PortType> {
+        None
+    }
+
+    fn start(&self, _ctx: &StartContext<'_>) -> Result<SharedWriter, StartError> {
+        self.0.start()
+    }
+
+    fn render<'s>(
+        &self,
+        writer: &SharedWriter,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Option<AnyStream<'s>> {
+        self.0.render(writer, ctx, inputs);
+        None
+    }
+}
+
+enum Target {
+    File {
+        path: PathBuf,
+        truncate: bool,
+        at: smartgrid_runtime::Location,
+    },
+    Stdout,
+}
+
+/// The output of a `file` or `stdout` sink, shared by the workers of a process.
+pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// What `file` and `stdout` share: encode, and write from worker 0.
+struct WriterSink {
+    encoder: Encoder,
+    target: Target,
+}
+
+impl WriterSink {
+    fn resources(&self) -> Vec<Claim> {
+        match &self.target {
+            Target::File { path, at, .. } => vec![Claim {
+                resource: Resource::FileWritten(path.clone()),
+                at: *at,
+            }],
+            Target::Stdout => Vec::new(),
+        }
+    }
+
+    /// The output, opened once per process and written by worker 0.
+    fn start(&self) -> Result<SharedWriter, StartError> {
         let writer: Box<dyn Write + Send> = match &self.target {
             Target::Stdout => Box::new(std::io::stdout()),
-            Target::File { path, truncate } => {
+            Target::File { path, truncate, .. } => {
                 let mut file = open_output(path, *truncate)?;
                 // A header starts a new (or emptied) file; appending runs add no second one.
                 let empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
                 if let Some(header) = self.encoder.header().filter(|_| empty) {
                     file.write_all(header.as_bytes())
                         .and_then(|()| file.flush())
-                        .map_err(|source| RenderError::Io {
+                        .map_err(|source| StartError::Io {
                             context: format!("cannot write {}", path.display()),
                             source,
                         })?;
@@ -200,23 +244,19 @@ impl NodeOperator for WriterSink {
                 Box::new(file)
             }
         };
-        let _ = self.writer.set(Arc::new(Mutex::new(writer)));
-        Ok(())
+        Ok(Arc::new(Mutex::new(writer)))
     }
 
     fn render<'s>(
         &self,
+        writer: &SharedWriter,
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = AnyStream::single_readings(inputs)?;
-        let writer = Arc::clone(
-            self.writer
-                .get()
-                .ok_or_else(|| RenderError::Other("sink rendered before it was started".into()))?,
-        );
+    ) {
+        let input = ctx.single_readings(inputs);
+        let writer = Arc::clone(writer);
         let encoder = self.encoder.clone();
-        let written = ctx.process.metrics.counter(format!("{}.written", ctx.node));
+        let written = ctx.counter("written");
         let node = ctx.node.to_string();
         let mut text = String::new();
         let mut failed = false;
@@ -249,6 +289,5 @@ impl NodeOperator for WriterSink {
                 Err(_) => {}
             }
         });
-        Ok(None)
     }
 }

@@ -17,14 +17,11 @@ mod sums;
 
 pub use operator::{CountedWindow, WindowMean, WindowMeanExt};
 
-use std::any::Any;
-use std::sync::Arc;
-
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Arity, Diagnostic, Fused, NodeOperator, OperatorFactory, PlanContext, PortType,
-    RenderContext, RenderError, Schema,
+    AnyStream, Inputs, Member, Node, PlanContext, PortType, RenderContext, Routing, Schema,
+    StartContext, StartError,
 };
 
 /// Settings of a `window_mean` node.
@@ -41,140 +38,114 @@ pub struct WindowMeanConfig {
     pub fields: Option<Vec<Spanned<String>>>,
 }
 
-/// The `window_mean` factory.
-pub struct WindowMeanFactory;
+/// A planned `window_mean` node.
+pub struct WindowMeanNode {
+    output: Schema,
+    window: WindowMean,
+}
 
-impl OperatorFactory for WindowMeanFactory {
-    fn kind(&self) -> &'static str {
-        "window_mean"
+impl WindowMeanNode {
+    /// The window with the counters of node `ctx.node`.
+    fn counted(&self, ctx: &RenderContext<'_>) -> CountedWindow {
+        CountedWindow {
+            window: self.window.clone(),
+            late: ctx.counter("late"),
+            emitted: ctx.counter("windows"),
+        }
     }
+}
 
-    fn summary(&self) -> &'static str {
-        "tumbling event-time window per sensor: mean of each field and the reading count"
-    }
+impl Node for WindowMeanNode {
+    const KIND: &'static str = "window_mean";
+    const SUMMARY: &'static str =
+        "tumbling event-time window per sensor: mean of each field and the reading count";
+    const INPUTS: Inputs = Inputs::One(Routing::BySensor);
 
-    fn arity(&self) -> Arity {
-        Arity::One
-    }
+    type Config = WindowMeanConfig;
 
-    fn plan(&self, ctx: &PlanContext<'_>) -> Result<Arc<dyn NodeOperator>, Vec<Diagnostic>> {
-        let input = ctx.readings_input();
-        let config: WindowMeanConfig = ctx.node.settings()?;
-        let input = input?;
-        let mut errors = Vec::new();
+    type State = ();
+
+    fn plan(config: WindowMeanConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+        let input = ctx.readings_input()?;
         let size_ms = config.size.value.as_millis_u64();
         if size_ms == 0 {
-            errors.push(
-                ctx.node
-                    .error(config.size.at, "a window cannot be empty")
-                    .hint("use a size such as 10s or 1m"),
-            );
+            ctx.error(config.size.at, "a window cannot be empty").hint =
+                Some("use a size such as 10s or 1m".into());
         }
-        let fields: Vec<usize> = match &config.fields {
-            None => (0..input.len()).collect(),
-            Some(names) => names
-                .iter()
-                .filter_map(|name| match input.index_of(&name.value) {
-                    Some(i) => Some(i),
-                    None => {
-                        errors.push(
-                            ctx.node
-                                .error(
-                                    name.at,
-                                    format!("no upstream node produces a field `{}`", name.value),
-                                )
-                                .hint(format!("the input has: {input}")),
-                        );
-                        None
+        let mut fields = Vec::new();
+        match &config.fields {
+            None => fields.extend(0..input.len()),
+            Some(names) => {
+                for name in names {
+                    match input.index_of(&name.value) {
+                        Some(i) => fields.push(i),
+                        None => {
+                            let message =
+                                format!("no upstream node produces a field `{}`", name.value);
+                            ctx.error(name.at, message).hint =
+                                Some(format!("the input has: {input}"));
+                        }
                     }
-                })
-                .collect(),
-        };
-        if !errors.is_empty() {
-            return Err(errors);
+                }
+            }
         }
         let names: Vec<&str> = fields
             .iter()
             .map(|&i| input.name(i))
             .chain(["count"])
             .collect();
-        Ok(Arc::new(WindowMeanNode {
+        Some(WindowMeanNode {
             output: Schema::new(names),
             window: WindowMean {
                 size_ms,
                 lateness_ms: config.lateness.map_or(0, |l| l.as_millis_u64()),
                 fields: fields.into(),
-                input_partitioned: ctx.partitioned.first().copied().unwrap_or(false),
             },
-        }))
+        })
     }
-}
 
-struct WindowMeanNode {
-    output: Schema,
-    window: WindowMean,
-}
-
-impl WindowMeanNode {
-    /// The window with the counters of node `name`.
-    fn counted(&self, ctx: &RenderContext<'_>, name: &str) -> CountedWindow {
-        let metrics = &ctx.process.metrics;
-        CountedWindow {
-            window: self.window.clone(),
-            late: metrics.counter(format!("{name}.late")),
-            emitted: metrics.counter(format!("{name}.windows")),
-        }
-    }
-}
-
-impl NodeOperator for WindowMeanNode {
     fn output(&self) -> Option<PortType> {
         Some(PortType::Readings(self.output.clone()))
     }
 
-    fn partitioned(&self) -> bool {
-        true
+    fn start(&self, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        Ok(())
     }
 
     fn render<'s>(
         &self,
+        _state: &(),
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Option<AnyStream<'s>>, RenderError> {
-        let input = AnyStream::single_readings(inputs)?;
-        let window = self.counted(ctx, ctx.node);
+    ) -> Option<AnyStream<'s>> {
+        let input = ctx.single_readings(inputs);
+        let window = self.counted(ctx);
         let means = input.window_mean(window.window, window.late, window.emitted, ctx.node);
-        Ok(Some(AnyStream::Readings(means)))
+        Some(AnyStream::Readings(means))
     }
 
     /// Window sizes over one input share an operator: one sensor lookup per reading
     /// for all of them, and no copy of the stream per window.
-    fn fusable(&self) -> Option<&dyn Any> {
-        Some(self)
+    fn shares_operator(&self) -> bool {
+        true
     }
 
-    fn render_fused<'s>(
-        &self,
+    fn render_together<'s>(
+        group: &[Member<'_, Self>],
         ctx: &RenderContext<'s>,
-        others: &[Fused<'_>],
         inputs: Vec<AnyStream<'s>>,
-    ) -> Result<Vec<Option<AnyStream<'s>>>, RenderError> {
-        let input = AnyStream::single_readings(inputs)?;
-        let mut windows = vec![self.counted(ctx, ctx.node)];
-        for other in others {
-            let node = other.node.downcast_ref::<WindowMeanNode>().ok_or_else(|| {
-                RenderError::Other(format!("`{}` is not a window_mean", other.name))
-            })?;
-            windows.push(node.counted(ctx, other.name));
-        }
-        let names: Vec<&str> = std::iter::once(ctx.node)
-            .chain(others.iter().map(|o| o.name))
+    ) -> Vec<Option<AnyStream<'s>>> {
+        let input = ctx.single_readings(inputs);
+        let windows = group
+            .iter()
+            .map(|m| m.node.counted(&ctx.for_node(m.name)))
             .collect();
-        Ok(input
+        let names: Vec<&str> = group.iter().map(|m| m.name).collect();
+        input
             .window_means(windows, &names.join("+"))
             .into_iter()
             .map(|means| Some(AnyStream::Readings(means)))
-            .collect())
+            .collect()
     }
 }
 

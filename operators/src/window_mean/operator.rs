@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use smartgrid_runtime::Reading;
 use smartgrid_runtime::metrics::Counter;
-use smartgrid_runtime::operator::{Readings, Time, route_by_sensor};
+use smartgrid_runtime::operator::{Readings, Time};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -22,15 +22,15 @@ pub struct WindowMean {
     pub lateness_ms: u64,
     /// Positions of the averaged fields in the input row.
     pub fields: Arc<[usize]>,
-    /// The input is already partitioned by sensor (no exchange needed).
-    pub input_partitioned: bool,
 }
 
 /// Adds `window_mean` to streams of readings.
 pub trait WindowMeanExt<'s> {
-    /// Tumbling-window means per sensor. Readings are routed to workers by sensor, so
-    /// any number of workers gives the same windows. A reading whose window has already
-    /// been emitted is counted in `late` and dropped.
+    /// Tumbling-window means per sensor. The stream must be partitioned by sensor
+    /// (with several workers; see
+    /// [`route_by_sensor`](smartgrid_runtime::operator::route_by_sensor), which a
+    /// pipeline's renderer inserts), so any number of workers gives the same windows. A
+    /// reading whose window has already been emitted is counted in `late` and dropped.
     ///
     /// ```
     /// use smartgrid_operators::window_mean::{WindowMean, WindowMeanExt};
@@ -46,7 +46,7 @@ pub trait WindowMeanExt<'s> {
     ///         .to_stream(scope)
     ///         .container::<Vec<_>>()
     ///         .window_mean(
-    ///             WindowMean { size_ms: 10_000, lateness_ms: 0, fields: vec![0].into(), input_partitioned: false },
+    ///             WindowMean { size_ms: 10_000, lateness_ms: 0, fields: vec![0].into() },
     ///             Counter::default(),
     ///             Counter::default(),
     ///             "means",
@@ -77,8 +77,7 @@ pub trait WindowMeanExt<'s> {
     /// Several windows over this stream in one operator, one output stream each, in
     /// order: each reading's sensor is looked up once for all of them and the stream is
     /// not copied per window. Each window is what [`window_mean`](Self::window_mean)
-    /// would give. The input is routed by sensor unless the first window says it is
-    /// partitioned already.
+    /// would give. The input must be partitioned by sensor, as for `window_mean`.
     ///
     /// ```
     /// use smartgrid_operators::window_mean::{CountedWindow, WindowMean, WindowMeanExt};
@@ -90,7 +89,7 @@ pub trait WindowMeanExt<'s> {
     /// let sensor = SensorId::new("meter-1").expect("short name");
     /// let reading = move |ms: i64, p: f64| Reading { sensor, time_ms: ms, values: Row::from_iter([p]) };
     /// let window = |size_ms: u64| CountedWindow {
-    ///     window: WindowMean { size_ms, lateness_ms: 0, fields: vec![0].into(), input_partitioned: false },
+    ///     window: WindowMean { size_ms, lateness_ms: 0, fields: vec![0].into() },
     ///     late: Counter::default(),
     ///     emitted: Counter::default(),
     /// };
@@ -154,8 +153,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
     }
 
     fn window_means(self, windows: Vec<CountedWindow>, name: &str) -> Vec<Readings<'s>> {
-        let partitioned = windows.first().is_some_and(|w| w.window.input_partitioned);
-        let input = route_by_sensor(self, partitioned);
+        let input = self;
         let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
         // The input first: outputs added after it are connected to it.
         let mut input = builder.new_input(input, Pipeline);
@@ -237,7 +235,6 @@ mod tests {
                     size_ms: 10_000,
                     lateness_ms,
                     fields: vec![0].into(),
-                    input_partitioned: false,
                 };
                 scope
                     .input_from(&mut input)

@@ -307,7 +307,6 @@ mod tests {
             size_ms,
             lateness_ms,
             fields: fields.into(),
-            input_partitioned: false,
         }
     }
 

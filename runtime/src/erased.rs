@@ -1,0 +1,158 @@
+//! The typed lifecycle ([`Node`]) behind object-safe traits, so the
+//! registry, the plan and the renderer can hold kinds of every type side by side.
+//!
+//! The downcasts live here, in generic code paired with the types they undo: a state is
+//! only ever handed back to the node that made it, and a fusion group only holds nodes
+//! of one Rust type.
+
+use std::any::{Any, TypeId};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::diagnostic::Diagnostic;
+use crate::node::{
+    Claim, Inputs, Member, Node, PlanContext, RenderContext, SourcePartitioning, StartContext,
+    StartError,
+};
+use crate::operator::{AnyStream, PortType};
+
+/// A started node's state, type-erased.
+pub(crate) type AnyState = Box<dyn Any + Send + Sync>;
+
+/// A node kind in the registry, object-safe.
+pub(crate) trait DynKind: Send + Sync {
+    fn summary(&self) -> &'static str;
+    fn inputs(&self) -> Inputs;
+    fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>>;
+}
+
+/// The kind whose planned nodes are `N`s.
+pub(crate) struct KindOf<N>(PhantomData<fn() -> N>);
+
+impl<N> KindOf<N> {
+    pub(crate) fn new() -> Self {
+        KindOf(PhantomData)
+    }
+}
+
+impl<N: Node> DynKind for KindOf<N> {
+    fn summary(&self) -> &'static str {
+        N::SUMMARY
+    }
+
+    fn inputs(&self) -> Inputs {
+        N::INPUTS
+    }
+
+    fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>> {
+        let config: Result<N::Config, Vec<Diagnostic>> = match N::CONFIG_KEYS {
+            None => ctx.node.settings(),
+            Some(keys) => ctx.node.select(|k| keys.contains(&k)).settings(),
+        };
+        let config = ctx.keep(config)?;
+        let node = N::plan(config, ctx)?;
+        if ctx.has_problems() {
+            return None;
+        }
+        Some(Arc::new(node))
+    }
+}
+
+/// [`Node`], object-safe.
+pub(crate) trait DynNode: Send + Sync {
+    fn output(&self) -> Option<PortType>;
+    fn source_partitioning(&self) -> SourcePartitioning;
+    fn resources(&self) -> Vec<Claim>;
+    fn start(&self, ctx: &StartContext<'_>) -> Result<AnyState, StartError>;
+    fn render<'s>(
+        &self,
+        state: &AnyState,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Option<AnyStream<'s>>;
+    fn finish(&self, state: AnyState, ctx: &StartContext<'_>) -> Result<(), StartError>;
+    /// The node's Rust type when nodes of its kind share an operator.
+    fn fusion_type(&self) -> Option<TypeId>;
+    fn as_any(&self) -> &dyn Any;
+    /// Render this node and `others` (same Rust type, see `fusion_type`) as one operator.
+    fn render_together<'s>(
+        &'s self,
+        state: &'s AnyState,
+        others: &[(&'s dyn DynNode, &'s AnyState, &'s str)],
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Vec<Option<AnyStream<'s>>>;
+}
+
+fn state_of<N: Node>(state: &AnyState) -> &N::State {
+    state
+        .downcast_ref::<N::State>()
+        .expect("a state is only handed back to the node that made it")
+}
+
+impl<N: Node> DynNode for N {
+    fn output(&self) -> Option<PortType> {
+        Node::output(self)
+    }
+
+    fn source_partitioning(&self) -> SourcePartitioning {
+        Node::source_partitioning(self)
+    }
+
+    fn resources(&self) -> Vec<Claim> {
+        Node::resources(self)
+    }
+
+    fn start(&self, ctx: &StartContext<'_>) -> Result<AnyState, StartError> {
+        Ok(Box::new(Node::start(self, ctx)?))
+    }
+
+    fn render<'s>(
+        &self,
+        state: &AnyState,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Option<AnyStream<'s>> {
+        Node::render(self, state_of::<N>(state), ctx, inputs)
+    }
+
+    fn finish(&self, state: AnyState, ctx: &StartContext<'_>) -> Result<(), StartError> {
+        let state = state
+            .downcast::<N::State>()
+            .expect("a state is only handed back to the node that made it");
+        Node::finish(self, *state, ctx)
+    }
+
+    fn fusion_type(&self) -> Option<TypeId> {
+        self.shares_operator().then(TypeId::of::<N>)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn render_together<'s>(
+        &'s self,
+        state: &'s AnyState,
+        others: &[(&'s dyn DynNode, &'s AnyState, &'s str)],
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Vec<Option<AnyStream<'s>>> {
+        let mut group = vec![Member {
+            node: self,
+            state: state_of::<N>(state),
+            name: ctx.node,
+        }];
+        for (node, state, name) in others {
+            group.push(Member {
+                node: node
+                    .as_any()
+                    .downcast_ref::<N>()
+                    .expect("a fusion group holds nodes of one type"),
+                state: state_of::<N>(state),
+                name,
+            });
+        }
+        N::render_together(&group, ctx, inputs)
+    }
+}

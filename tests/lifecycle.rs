@@ -1,0 +1,387 @@
+//! The node lifecycle against a real mosquitto: a run ends only when what its nodes
+//! started has delivered (a publishing simulator alone publishes every reading), nodes
+//! that publish keep their own MQTT identity, a cluster publishes each reading once,
+//! and a node that cannot start stops the run before any worker does, with a clean
+//! error.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn smartgrid() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smartgrid"));
+    command.env("SMARTGRID_LOG", "info");
+    command
+}
+
+/// A `mosquitto_sub` that records `topic hex-payload` lines, subscribed (checked with a
+/// probe message) before it is returned.
+struct Subscription {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Subscription {
+    fn start(broker: &testkit::Mosquitto, topic: &str) -> Self {
+        let port = broker.port().to_string();
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-F", "%t %x"])
+            .args(["-t", topic, "-t", "probe/#"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub (bash scripts/test.sh installs mosquitto-clients)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        let subscription = Subscription { child, lines };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !subscription.lines().iter().any(|l| l.starts_with("probe/")) {
+            assert!(Instant::now() < deadline, "mosquitto_sub never subscribed");
+            let published = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-t", "probe/x", "-m", "p"])
+                .status()
+                .expect("mosquitto_pub");
+            assert!(published.success());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        subscription
+    }
+
+    /// Every line but the probes.
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| !l.starts_with("probe/"))
+            .collect()
+    }
+
+    /// The messages, once their number has not changed for a second (at most `timeout`).
+    fn settled(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = usize::MAX;
+        loop {
+            let now = self.messages();
+            if now.len() == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now.len();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the broker closed a connection because another client took its id.
+fn taken_over(broker: &testkit::Mosquitto) -> Vec<String> {
+    std::fs::read_to_string(broker.dir().join("mosquitto.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("already connected"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn unique(messages: &[String]) -> usize {
+    messages
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+fn write_pipeline(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+fn run_to_end(pipeline: &Path, args: &[&str]) -> Output {
+    smartgrid()
+        .arg("run")
+        .arg(pipeline)
+        .args(args)
+        .output()
+        .expect("run smartgrid")
+}
+
+/// 10 sensors × 12 Hz × 10 s, published as fast as possible.
+const READINGS: usize = 1200;
+
+fn publishing_simulator(url: &str) -> String {
+    format!(
+        r"
+pipeline: alone
+nodes:
+  meters:
+    type: simulate
+    sensors: 10
+    rate: 12
+    realtime: false
+    start: 2026-11-24T06:00:00Z
+    duration: 10s
+    publish: {{ url: '{url}', topic: 'meters/{{sensor}}' }}
+"
+    )
+}
+
+#[test]
+fn a_publishing_simulator_alone_delivers_every_reading_before_the_run_ends() {
+    let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
+    let subscription = Subscription::start(&broker, "meters/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write_pipeline(dir.path(), &publishing_simulator(&broker.url()));
+    for workers in ["1", "2"] {
+        let before = subscription.messages().len();
+        let out = run_to_end(&pipeline, &["--workers", workers]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The run has ended: the broker acknowledged everything, so it is all here
+        // or on its way from the broker to the subscriber.
+        let messages = subscription.settled(Duration::from_secs(20));
+        let run = &messages[before..];
+        assert_eq!(unique(run), READINGS, "{workers} worker(s)");
+        assert!(run.len() >= READINGS, "QoS 1 may repeat, never lose");
+    }
+}
+
+#[test]
+fn a_cluster_publishes_each_simulated_reading_once() {
+    let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
+    let subscription = Subscription::start(&broker, "meters/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write_pipeline(dir.path(), &publishing_simulator(&broker.url()));
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            testkit::free_port(),
+            testkit::free_port()
+        ),
+    )
+    .expect("hosts file");
+    let processes: Vec<Child> = ["0", "1"]
+        .iter()
+        .map(|index| {
+            smartgrid()
+                .arg("run")
+                .arg(&pipeline)
+                .arg("--hosts")
+                .arg(&hosts)
+                .args(["--process", index])
+                .spawn()
+                .expect("start a process")
+        })
+        .collect();
+    for mut process in processes {
+        assert!(process.wait().expect("wait").success());
+    }
+    let messages = subscription.settled(Duration::from_secs(20));
+    assert_eq!(unique(&messages), READINGS);
+    // Published by one process only: a second publisher would double every reading, and
+    // with the same client id the two would take each other's connection.
+    assert!(
+        messages.len() < READINGS + READINGS / 10,
+        "{} messages for {READINGS} readings",
+        messages.len()
+    );
+    assert_eq!(taken_over(&broker), Vec::<String>::new());
+}
+
+/// One bad payload, published `count` times to `topic`.
+fn publish_bad_payloads(broker: &testkit::Mosquitto, topic: &str, count: usize) {
+    for _ in 0..count {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+            .args(["-q", "1", "-t", topic, "-m", "not a clemap payload"])
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn two_dead_letter_publishers_on_one_broker_both_deliver() {
+    let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
+    let letters = Subscription::start(&broker, "dead/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = broker.url();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            r"
+pipeline: twice
+nodes:
+  clemap: {{ type: mqtt, url: '{url}', topics: [in/+], client_id: twice-source }}
+  first:
+    type: decode
+    input: clemap
+    format: clemap
+    dead_letter: {{ topic: dead/first, url: '{url}' }}
+  second:
+    type: decode
+    input: clemap
+    format: clemap
+    dead_letter: {{ topic: dead/second, url: '{url}' }}
+  store_first: {{ type: file, input: first, path: first.lp }}
+  store_second: {{ type: file, input: second, path: second.lp }}
+"
+        ),
+    );
+    let mut run = smartgrid()
+        .arg("run")
+        .arg(&pipeline)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smartgrid");
+    let stderr = run.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[smartgrid] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rx
+        .recv_timeout(Duration::from_millis(100))
+        .is_ok_and(|l| l.contains("subscribed"))
+    {
+        assert!(Instant::now() < deadline, "the source never subscribed");
+    }
+    let count = 50;
+    publish_bad_payloads(&broker, "in/a", count);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let per_topic = |topic: &str| {
+        letters
+            .messages()
+            .iter()
+            .filter(|l| l.starts_with(topic))
+            .count()
+    };
+    while (per_topic("dead/first ") < count || per_topic("dead/second ") < count)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(run.wait().expect("wait").success());
+    assert_eq!(per_topic("dead/first "), count, "dead letters of `first`");
+    assert_eq!(per_topic("dead/second "), count, "dead letters of `second`");
+    // Each publisher kept its own connection.
+    assert_eq!(taken_over(&broker), Vec::<String>::new());
+}
+
+fn hold_lock(dir: &Path) -> std::fs::File {
+    std::fs::create_dir_all(dir).expect("spool dir");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .expect("lock file");
+    lock.try_lock().expect("take the spool's lock");
+    lock
+}
+
+#[test]
+fn a_locked_spool_stops_the_run_before_any_worker_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let _held = hold_lock(&spool);
+    let pipeline = write_pipeline(
+        dir.path(),
+        r"
+pipeline: locked
+nodes:
+  meters: { type: simulate, sensors: 2, realtime: false, duration: 10s }
+  readings: { type: decode, input: meters, format: clemap }
+  store: { type: file, input: readings, path: out/readings.lp }
+  influx:
+    type: influx
+    input: readings
+    url: http://127.0.0.1:9
+    bucket: b
+    org: o
+    spool: { dir: spool }
+",
+    );
+    for workers in ["1", "2"] {
+        let started = Instant::now();
+        let out = run_to_end(&pipeline, &["--workers", workers]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("node `influx` failed to start") && stderr.contains("lock"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // No worker ran: the simulator's readings never reached the file sink.
+        let stored =
+            std::fs::read_to_string(dir.path().join("out/readings.lp")).unwrap_or_default();
+        assert!(stored.is_empty(), "{workers} worker(s) wrote {stored}");
+    }
+}
+
+#[test]
+fn an_unreachable_iot_hub_without_a_spool_stops_the_run_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port that nothing listens on.
+    let port = testkit::free_port();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            r"
+pipeline: nohub
+nodes:
+  meters: {{ type: simulate, sensors: 2, realtime: false, duration: 10s }}
+  readings: {{ type: decode, input: meters, format: clemap }}
+  store: {{ type: file, input: readings, path: out/readings.lp }}
+  hub:
+    type: iothub
+    input: readings
+    connection_string: HostName=hub.example;DeviceId=pi;SharedAccessKey=c2VjcmV0
+    host: 127.0.0.1
+    port: {port}
+    connect_timeout: 2s
+"
+        ),
+    );
+    for workers in ["1", "2"] {
+        let out = run_to_end(&pipeline, &["--workers", workers]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("node `hub` failed to start") && stderr.contains("spool"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("c2VjcmV0"), "the key leaked: {stderr}");
+        let stored =
+            std::fs::read_to_string(dir.path().join("out/readings.lp")).unwrap_or_default();
+        assert!(stored.is_empty(), "{workers} worker(s) wrote {stored}");
+    }
+}
