@@ -22,7 +22,8 @@
 //! slot `2f + 1` with NaN as +inf (default-right), so a missing value lands on its
 //! default side through the plain comparison, with no test in the walk.
 
-use crate::forest::{Accumulation, RawNode, Split, f32_less_than_as_f64_le};
+use crate::threshold::f32_less_than_as_f64_le;
+use crate::tree::{Accumulation, RawNode, Split};
 
 /// Trees walked together in lock-step: the walks are independent chains of loads
 /// that the CPU overlaps when they are interleaved in the instruction stream (walked
@@ -301,7 +302,7 @@ pub(crate) fn encode_row<const M: usize>(features: &[f64], num_features: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forest::xorshift;
+    use crate::xorshift::xorshift;
 
     #[test]
     fn f32_threshold_inverts_the_boundary() {

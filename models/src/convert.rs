@@ -4,14 +4,15 @@
 //!
 //! The split rules differ: XGBoost goes left when `(x as f32) < t`, LightGBM when
 //! `x <= t'` in f64. `t'` is the boundary of the f32 rounding (see
-//! `forest::f32_less_than_as_f64_le`), so both agree for every f64 input. The base
+//! `threshold::f32_less_than_as_f64_le`), so both agree for every f64 input. The base
 //! margin is added to the first tree's leaves (where LightGBM keeps its own initial
 //! score). XGBoost sums in f32 and LightGBM in f64, so the two differ by f32 rounding
 //! (about 1e-7 relative).
 
 use std::fmt::Write as _;
 
-use crate::forest::{Transform, f32_less_than_as_f64_le};
+use crate::forest::Transform;
+use crate::threshold::f32_less_than_as_f64_le;
 use crate::xgboost::{self, XgbTree};
 use crate::{ModelError, ModelFormat};
 

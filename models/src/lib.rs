@@ -14,16 +14,20 @@ mod convert;
 pub mod csv;
 mod forest;
 mod lightgbm;
+mod threshold;
 #[cfg(feature = "train")]
 pub mod train;
+mod tree;
 mod xgboost;
+#[cfg(test)]
+mod xorshift;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use convert::xgboost_to_lightgbm;
-pub use forest::Accumulation;
+pub use tree::Accumulation;
 
 /// A loaded model. Cheap to clone (shared), usable from many threads.
 #[derive(Debug, Clone)]

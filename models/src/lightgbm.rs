@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use crate::forest::{
-    Accumulation, Forest, ForestParams, RawNode, Split, Transform, lightgbm_threshold,
-};
+use crate::forest::{Forest, ForestParams, Transform};
+use crate::threshold::lightgbm_threshold;
+use crate::tree::{Accumulation, RawNode, Split};
 
 /// A LightGBM model read from its text, compiled.
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::forest::{
-    Accumulation, Forest, ForestParams, RawNode, Split, Transform, f32_less_than_as_f64_le,
-};
+use crate::forest::{Forest, ForestParams, Transform};
+use crate::threshold::f32_less_than_as_f64_le;
+use crate::tree::{Accumulation, RawNode, Split};
 
 /// An XGBoost model as read from its JSON, before compilation.
 #[derive(Debug, Clone)]
