@@ -1,5 +1,5 @@
 //! `smartgrid decode --format clemap` against the seed's reference vectors
-//! (`../shared/seed/clemap_vectors.jsonl`): good payloads give exactly the seed
+//! (`testdata/clemap_vectors.jsonl`): good payloads give exactly the seed
 //! decoder's fields, bad ones `{"error": <reason>}`, and the exit code says which.
 
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 fn vectors() -> Vec<serde_json::Value> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/seed/clemap_vectors.jsonl"
+        "/testdata/clemap_vectors.jsonl"
     );
     std::fs::read_to_string(path)
         .expect("the seed vectors beside the repository")

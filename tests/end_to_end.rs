@@ -82,7 +82,7 @@ fn mosquitto_client(program: &str, broker: &testkit::Mosquitto, topic: &str) -> 
 fn seed_vector(kind: &str) -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/seed/clemap_vectors.jsonl"
+        "/testdata/clemap_vectors.jsonl"
     );
     let text = std::fs::read_to_string(path).expect("the seed vectors beside the repository");
     text.lines()
