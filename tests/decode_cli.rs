@@ -6,12 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn vectors() -> Vec<serde_json::Value> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/clemap_vectors.jsonl"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/clemap_vectors.jsonl");
     std::fs::read_to_string(path)
-        .expect("the seed vectors beside the repository")
+        .expect("the seed vectors in testdata/")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()

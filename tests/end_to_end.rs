@@ -81,7 +81,7 @@ fn mosquitto_client(program: &str, broker: &testkit::Mosquitto, topic: &str) -> 
 
 fn seed_vector(kind: &str) -> Vec<u8> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/clemap_vectors.jsonl");
-    let text = std::fs::read_to_string(path).expect("the seed vectors beside the repository");
+    let text = std::fs::read_to_string(path).expect("the seed vectors in testdata/");
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
         .find(|v| v["error"] == kind)
