@@ -39,6 +39,12 @@ awk '{ t = $NF; n[t]++; if (match($2, /count=[0-9.]+/)) c[t] += substr($2, RSTAR
 cd - > /dev/null
 rm -rf "$dir"
 
+echo "== memory: the MQTT layer alone (embedded broker → one subscriber, 1000 sensors at 12 Hz for 5 s)"
+cargo build --release --locked -q -p smartgrid-operators --example embedded_memory
+for run in 1 2 3; do
+  "$PWD/target/release/examples/embedded_memory" --sensors 1000 --seconds 5 | sed "s/^/run=$run /"
+done
+
 echo "== prediction join: compare_with_lag (timely) vs differential-dataflow (1000 sensors × 1440 windows)"
 cargo build --release --locked -q -p smartgrid-operators --example join_bench
 join=$PWD/target/release/examples/join_bench

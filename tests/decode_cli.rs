@@ -1,17 +1,14 @@
 //! `smartgrid decode --format clemap` against the seed's reference vectors
-//! (`../shared/seed/clemap_vectors.jsonl`): good payloads give exactly the seed
+//! (`testdata/clemap_vectors.jsonl`): good payloads give exactly the seed
 //! decoder's fields, bad ones `{"error": <reason>}`, and the exit code says which.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn vectors() -> Vec<serde_json::Value> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/seed/clemap_vectors.jsonl"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/clemap_vectors.jsonl");
     std::fs::read_to_string(path)
-        .expect("the seed vectors beside the repository")
+        .expect("the seed vectors in testdata/")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()

@@ -252,9 +252,7 @@ fn counter(lines: &[String], name: &str) -> u64 {
 
 #[test]
 fn v1_to_influxd_stores_every_point_and_dead_letters_rejected_batches() {
-    if !testkit::require_binary("influxd") {
-        return;
-    }
+    testkit::require_binary("influxd");
     let db = testkit::Influxd::start();
     db.query("energy", "CREATE DATABASE energy");
     // `p_l1` of measurement `conflict` is a string field: float points there are bad data.
@@ -340,9 +338,7 @@ fn v1_to_influxd_stores_every_point_and_dead_letters_rejected_batches() {
 
 #[test]
 fn v2_to_victoria_metrics_stores_every_point_once() {
-    if !testkit::require_binary("victoria-metrics") {
-        return;
-    }
+    testkit::require_binary("victoria-metrics");
     let vm = testkit::VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
     let sinks = format!(
@@ -386,9 +382,7 @@ fn v2_to_victoria_metrics_stores_every_point_once() {
 
 #[test]
 fn a_30_second_outage_loses_and_doubles_nothing() {
-    if !testkit::require_binary("influxd") {
-        return;
-    }
+    testkit::require_binary("influxd");
     let mut db = testkit::Influxd::start();
     db.query("energy", "CREATE DATABASE energy");
     let dir = tempfile::tempdir().unwrap();
@@ -442,9 +436,7 @@ fn a_30_second_outage_loses_and_doubles_nothing() {
 
 #[test]
 fn kill_9_keeps_the_spool_and_the_next_start_replays_it() {
-    if !testkit::require_binary("influxd") {
-        return;
-    }
+    testkit::require_binary("influxd");
     let mut db = testkit::Influxd::start();
     db.query("energy", "CREATE DATABASE energy");
     db.stop(); // down for the first run: every batch goes to the spool
@@ -534,9 +526,7 @@ fn kill_9_keeps_the_spool_and_the_next_start_replays_it() {
 
 #[test]
 fn sigterm_with_the_server_down_spools_everything_and_exits() {
-    if !testkit::require_binary("influxd") {
-        return;
-    }
+    testkit::require_binary("influxd");
     let mut db = testkit::Influxd::start();
     let url = db.url();
     db.stop();
@@ -589,9 +579,7 @@ fn sigterm_with_the_server_down_spools_everything_and_exits() {
 
 #[test]
 fn kill_9_mid_run_then_a_rerun_stores_every_point_once() {
-    if !testkit::require_binary("influxd") {
-        return;
-    }
+    testkit::require_binary("influxd");
     let db = testkit::Influxd::start();
     db.query("energy", "CREATE DATABASE energy");
     let dir = tempfile::tempdir().unwrap();

@@ -54,10 +54,9 @@ impl Drop for Setup {
 }
 
 /// mosquitto over TLS and a `mosquitto_sub` on the device's events topic.
-fn setup() -> Option<Setup> {
-    if !testkit::require_binary("mosquitto") || !testkit::require_binary("mosquitto_sub") {
-        return None;
-    }
+fn setup() -> Setup {
+    testkit::require_binary("mosquitto");
+    testkit::require_binary("mosquitto_sub");
     let dir = tempfile::tempdir().expect("tempdir");
     certificates(dir.path());
     let broker = testkit::Mosquitto::start_with(&format!(
@@ -67,12 +66,12 @@ fn setup() -> Option<Setup> {
         dir.path().join("server.key").display(),
     ));
     let (watcher, received) = watch(&broker, dir.path());
-    Some(Setup {
+    Setup {
         broker,
         dir,
         received,
         watcher,
-    })
+    }
 }
 
 /// `mosquitto_sub` on the device's events topic, collecting (topic, payload) pairs.
@@ -257,7 +256,7 @@ fn check(setup: &Setup, received: &[(String, String)], max_bytes: usize) -> usiz
 
 #[test]
 fn a_run_sends_every_mean_packed_into_blocks() {
-    let Some(setup) = setup() else { return };
+    let setup = setup();
     let max_bytes = 1024;
     std::fs::write(
         setup.dir.path().join("p.yaml"),
@@ -289,7 +288,7 @@ fn a_run_sends_every_mean_packed_into_blocks() {
 
 #[test]
 fn sigterm_sends_the_open_batch() {
-    let Some(setup) = setup() else { return };
+    let setup = setup();
     // Neither size (256 KB) nor time (1 h) closes a batch during the run: only the
     // shutdown does.
     let max_bytes = 262_144;
@@ -348,7 +347,7 @@ fn sigterm_sends_the_open_batch() {
 /// next run sends them first, then its own.
 #[test]
 fn the_spool_keeps_messages_for_the_next_run() {
-    let Some(mut setup) = setup() else { return };
+    let mut setup = setup();
     let max_bytes = 1024;
     std::fs::write(
         setup.dir.path().join("p.yaml"),

@@ -1,12 +1,12 @@
 //! `smartgrid model predict|inspect` on the seed XGBoost model: the predictions for the
 //! reference rows (columns shuffled, an extra text column) are the xgboost library's
-//! (`../shared/seed/xgb_reference.csv`, column `prediction`), in row order.
+//! (`testdata/xgb_reference.csv`, column `prediction`), in row order.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn seed(file: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/seed")).join(file)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata")).join(file)
 }
 
 fn smartgrid(args: &[&str]) -> Output {

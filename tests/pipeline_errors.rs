@@ -4,12 +4,26 @@
 //! The `.expected` files are golden files, reviewed by hand. After an intended change
 //! of wording, regenerate them with `UPDATE_GOLDEN=1 cargo test --test pipeline_errors`
 //! and review the diff.
+//!
+//! The hint for an unknown node type lists every registered kind; the goldens say
+//! `{known_types}` there, which the test fills in from the registry, so registering a
+//! new kind does not rewrite unrelated goldens. Everything else is compared verbatim.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// What stands in the goldens for the registry's kinds.
+const KNOWN_TYPES: &str = "{known_types}";
+
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pipelines/broken")
+}
+
+/// The hint's list of kinds, as `smartgrid validate` prints it: the built-in registry's
+/// kinds, sorted, comma-separated.
+fn known_types() -> String {
+    let kinds: Vec<&str> = smartgrid::builtin_registry().kinds().collect();
+    kinds.join(", ")
 }
 
 fn validate(dir: &Path, file: &str) -> (Option<i32>, String, String) {
@@ -43,20 +57,30 @@ fn every_broken_pipeline_is_refused_with_its_exact_diagnostics() {
         files.len()
     );
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let known_types = known_types();
+    let listed = format!("known types: {known_types}");
+    let placeholder = format!("known types: {KNOWN_TYPES}");
     let mut failures = Vec::new();
     for file in &files {
         let (code, stdout, stderr) = validate(&dir, file);
         let expected_path = dir.join(file.replace(".yaml", ".expected"));
         if update {
-            std::fs::write(&expected_path, &stderr).expect("write golden");
+            let golden = stderr.replace(&listed, &placeholder);
+            std::fs::write(&expected_path, golden).expect("write golden");
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+        let golden = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
             panic!(
                 "{} has no .expected file (UPDATE_GOLDEN=1 creates it)",
                 file
             )
         });
+        // A golden spelling the list out would break again on the next new kind.
+        assert!(
+            !golden.contains("known types: ") || golden.contains(&placeholder),
+            "{file}: the golden lists the known types; write `{placeholder}` instead"
+        );
+        let expected = golden.replace(KNOWN_TYPES, &known_types);
         if code != Some(2) {
             failures.push(format!(
                 "{file}: exit code {code:?}, expected 2\nstdout: {stdout}\nstderr: {stderr}"
@@ -138,4 +162,22 @@ fn the_shipped_pipelines_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn the_known_types_hint_is_checked_against_the_registry() {
+    // The placeholder must stand for something: the corpus has unknown types, and the
+    // list it expands to holds the built-in kinds the hint suggests.
+    let known_types = known_types();
+    for kind in ["mqtt", "decode", "window_mean"] {
+        assert!(
+            known_types.split(", ").any(|k| k == kind),
+            "{kind} in {known_types}"
+        );
+    }
+    let golden = std::fs::read_to_string(corpus().join("unknown_type.expected")).expect("golden");
+    assert!(
+        golden.contains(&format!("known types: {KNOWN_TYPES}")),
+        "{golden}"
+    );
 }

@@ -78,7 +78,7 @@ const LAGS: i64 = 5;
 const STEP: i64 = 10_000;
 
 fn seed_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/model_xgboost.json")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/model_xgboost.json")
 }
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {

@@ -13,7 +13,7 @@ use smartgrid_models::Model;
 use smartgrid_models::csv::CsvFeatures;
 
 fn seed(file: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed")).join(file)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata")).join(file)
 }
 
 fn rows(model: &Model) -> Vec<Vec<f64>> {

@@ -155,7 +155,7 @@ fn converted_seed_model_matches_lightgbm() {
     // reads it and agrees with ours (and both with xgboost, see xgboost_reference.rs)
     let bytes = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/seed/model_xgboost.json"
+        "/../testdata/model_xgboost.json"
     ))
     .unwrap();
     let text = smartgrid_models::xgboost_to_lightgbm(&bytes).unwrap();

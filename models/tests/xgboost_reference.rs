@@ -1,5 +1,5 @@
 //! The seed XGBoost model against the predictions the xgboost library (3.2) made for the
-//! reference rows (`../shared/seed/xgb_reference.csv`, last column `prediction`).
+//! reference rows (`testdata/xgb_reference.csv`, last column `prediction`).
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use smartgrid_models::csv::CsvFeatures;
 use smartgrid_models::{Model, ModelFormat};
 
 fn seed(file: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed")).join(file)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata")).join(file)
 }
 
 /// The reference rows (features in the model's order) and xgboost's predictions.

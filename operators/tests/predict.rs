@@ -17,7 +17,7 @@ use timely::dataflow::InputHandle;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
 fn seed_model_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed/model_xgboost.json")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/model_xgboost.json")
 }
 
 /// The seed model with another base score: same features, other predictions, other

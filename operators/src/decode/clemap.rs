@@ -404,7 +404,7 @@ pub(crate) mod tests {
     pub(crate) fn seed_vectors() -> Vec<Vector> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/seed/clemap_vectors.jsonl"
+            "/../testdata/clemap_vectors.jsonl"
         );
         let text = std::fs::read_to_string(path).expect("the seed vectors are readable");
         let vectors: Vec<_> = text
