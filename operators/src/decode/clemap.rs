@@ -1,5 +1,5 @@
-//! The Clemap binary format (`../shared/seed/mqtt_msg_format.json`), byte-exact with the
-//! seed's Python decoder. Little-endian, no padding:
+//! The Clemap binary format (`testdata/mqtt_msg_format.json`, from the original system),
+//! byte-exact with the seed's Python decoder. Little-endian, no padding:
 //!
 //! | type | layout (Python `struct`) | bytes | class |
 //! |------|--------------------------|-------|-------|
