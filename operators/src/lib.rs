@@ -5,6 +5,7 @@
 pub mod compare_with_lag;
 pub mod decode;
 pub mod influx;
+pub mod io;
 pub mod iothub;
 pub mod mqtt;
 pub mod predict;

@@ -45,6 +45,25 @@ impl<N: Node> DynKind for KindOf<N> {
     }
 
     fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>> {
+        let mut renamed = false;
+        for (old, new) in N::RENAMED_KEYS {
+            if let Some((key, _)) = ctx
+                .node
+                .settings
+                .entries()
+                .iter()
+                .find(|(k, _)| k.value == *old)
+            {
+                let at = key.at;
+                ctx.error(at, format!("`{old}` is now `{new}`")).hint = Some(format!(
+                    "rename `{old}` to `{new}` (see the README's table for this node kind)"
+                ));
+                renamed = true;
+            }
+        }
+        if renamed {
+            return None;
+        }
         let config: Result<N::Config, Vec<Diagnostic>> = match N::CONFIG_KEYS {
             None => ctx.node.settings(),
             Some(keys) => ctx.node.select(|k| keys.contains(&k)).settings(),

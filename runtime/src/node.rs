@@ -179,6 +179,10 @@ pub trait Node: Send + Sync + Sized + 'static {
     /// (e.g. a format's own keys, through [`PlanContext::settings_except`]). `None`:
     /// `Config` reads every key.
     const CONFIG_KEYS: Option<&'static [&'static str]> = None;
+    /// Keys an earlier version used, each with what replaced it (`("shutdown_timeout",
+    /// "drain_timeout")`): a pipeline still using one is refused with an error at that key
+    /// that names the new one, before `Config` is read.
+    const RENAMED_KEYS: &'static [(&'static str, &'static str)] = &[];
 
     /// The node's settings as written in YAML (every key but `type`, `input`, `inputs`):
     /// a serde struct with `deny_unknown_fields` whose doc comments are the user docs.
