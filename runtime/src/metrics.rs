@@ -56,3 +56,9 @@ impl Metrics {
         map.iter().map(|(k, v)| (k.clone(), v.get())).collect()
     }
 }
+
+/// The name of node `node`'s counter `what`: `<node>.<what>` (e.g. `readings.errors.short`).
+/// Every metric of a node is named here, so a dashboard or a test can rely on one scheme.
+pub fn metric_name(node: &str, what: &str) -> String {
+    format!("{node}.{what}")
+}

@@ -76,6 +76,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::ProcessContext;
 use crate::diagnostic::{Diagnostic, Location};
+pub use crate::metrics::metric_name;
 use crate::operator::{AnyStream, Messages, PortType, Readings, Scope};
 use crate::schema::Schema;
 use crate::spec::NodeSpec;
@@ -443,12 +444,6 @@ impl<'s> RenderContext<'s> {
             _ => unreachable!("the plan checked that `{}` reads payloads", self.node),
         }
     }
-}
-
-/// The name of node `node`'s counter `what`: `<node>.<what>`. Every metric of a node is
-/// named here, so a dashboard or a test can rely on one scheme.
-pub fn metric_name(node: &str, what: &str) -> String {
-    format!("{node}.{what}")
 }
 
 /// A failure while starting or finishing a node.

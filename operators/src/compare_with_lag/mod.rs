@@ -158,11 +158,7 @@ fn plan_compare(
                 None => errors.push(
                     ctx.node
                         .error(
-                            if name.at == Default::default() {
-                                ctx.node.key_at("actual")
-                            } else {
-                                name.at
-                            },
+                            name.at,
                             format!("no upstream node produces a field `{}`", name.value),
                         )
                         .hint(format!("the second input has: {schema}")),

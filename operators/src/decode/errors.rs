@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smartgrid_runtime::Message;
+use smartgrid_runtime::metrics::metric_name;
 use smartgrid_runtime::metrics::{Counter, Metrics};
 
 use super::DecodeError;
@@ -45,7 +46,7 @@ impl ErrorSink {
         ErrorSink {
             node: node.to_string(),
             metrics: metrics.clone(),
-            total: metrics.counter(format!("{node}.errors")),
+            total: metrics.counter(metric_name(node, "errors")),
             by_reason: BTreeMap::new(),
             dead_letters,
             logged_at: BTreeMap::new(),
@@ -62,7 +63,7 @@ impl ErrorSink {
         let metrics = &self.metrics;
         self.by_reason
             .entry(reason)
-            .or_insert_with(|| metrics.counter(format!("{node}.errors.{reason}")))
+            .or_insert_with(|| metrics.counter(metric_name(node, &format!("errors.{reason}"))))
             .inc();
 
         let now = Instant::now();

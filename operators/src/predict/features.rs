@@ -115,8 +115,8 @@ pub struct FeaturePlan {
 /// A name in `features:` that is neither an input field nor a sum, or a duplicate.
 #[derive(Debug)]
 pub struct FeatureError {
-    /// Where.
-    pub at: smartgrid_runtime::Location,
+    /// Where; `None` for the feature list as a whole (its key's position).
+    pub at: Option<smartgrid_runtime::Location>,
     /// What is wrong.
     pub message: String,
     /// What to do.
@@ -138,7 +138,7 @@ impl FeaturePlan {
             let mut known: Vec<&str> = input.fields().collect();
             known.extend(extra.iter().map(String::as_str));
             FeatureError {
-                at: name.at,
+                at: Some(name.at),
                 message: format!("no upstream node produces a field `{}`", name.value),
                 hint: format!("known values: {}", known.join(", ")),
             }
@@ -185,7 +185,7 @@ impl FeaturePlan {
         for sum in &config.sums {
             if input.index_of(&sum.name.value).is_some() {
                 errors.push(FeatureError {
-                    at: sum.name.at,
+                    at: Some(sum.name.at),
                     message: format!("the input already has a field `{}`", sum.name.value),
                     hint: "give the sum another name".into(),
                 });
@@ -206,7 +206,7 @@ impl FeaturePlan {
             let count = lags.count.value;
             if count == 0 || count > MAX_LAG {
                 errors.push(FeatureError {
-                    at: lags.count.at,
+                    at: Some(lags.count.at),
                     message: format!("a lag count must be between 1 and {MAX_LAG}"),
                     hint: "count: 5 uses the five previous windows".into(),
                 });
@@ -229,7 +229,7 @@ impl FeaturePlan {
             match TimeFeature::parse(&name.value) {
                 Some(t) => plan.push(Feature::Time(t), name.value.clone(), name, &mut errors),
                 None => errors.push(FeatureError {
-                    at: name.at,
+                    at: Some(name.at),
                     message: format!("unknown time feature `{}`", name.value),
                     hint: "use hour_of_day, minute_of_day or day_of_week".into(),
                 }),
@@ -237,7 +237,7 @@ impl FeaturePlan {
         }
         if plan.features.is_empty() && errors.is_empty() {
             errors.push(FeatureError {
-                at: smartgrid_runtime::Location::default(),
+                at: None,
                 message: "no features".into(),
                 hint: "list input fields under `features: {fields: [...]}`".into(),
             });
@@ -258,7 +258,7 @@ impl FeaturePlan {
     ) {
         if self.names.contains(&name) {
             errors.push(FeatureError {
-                at: at.at,
+                at: Some(at.at),
                 message: format!("feature `{name}` is listed twice"),
                 hint: "each feature may appear once".into(),
             });

@@ -110,15 +110,10 @@ fn plan_predict(
         match input.index_of(&name.value) {
             Some(i) => relative_to.push(i),
             None => {
-                let at = if name.at == Default::default() {
-                    ctx.node.key_at("relative_to")
-                } else {
-                    name.at
-                };
                 errors.push(
                     ctx.node
                         .error(
-                            at,
+                            name.at,
                             format!("no upstream node produces a field `{}`", name.value),
                         )
                         .hint(format!("the input has: {input}")),
@@ -130,11 +125,7 @@ fn plan_predict(
         Ok(plan) => Some(plan),
         Err(problems) => {
             errors.extend(problems.into_iter().map(|p| {
-                let at = if p.at == Default::default() {
-                    ctx.node.key_at("features")
-                } else {
-                    p.at
-                };
+                let at = p.at.unwrap_or_else(|| ctx.node.key_at("features"));
                 ctx.node.error(at, p.message).hint(p.hint)
             }));
             None
