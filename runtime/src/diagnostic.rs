@@ -57,6 +57,12 @@ impl Diagnostic {
         self
     }
 
+    /// Attach a hint to a diagnostic already reported (see
+    /// [`PlanContext::error`](crate::node::PlanContext::error)).
+    pub fn with_hint(&mut self, hint: impl Into<String>) {
+        self.hint = Some(hint.into());
+    }
+
     /// Set the file name.
     pub fn in_file(mut self, file: impl Into<String>) -> Self {
         self.file = file.into();

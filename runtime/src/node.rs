@@ -342,7 +342,7 @@ impl<'a> PlanContext<'a> {
             Some(PortType::Messages) => {
                 let at = self.node.inputs.get(k).map_or(self.node.at, |i| i.at);
                 self.error(at, "this input carries raw payloads, not readings")
-                    .hint = Some("put a `decode` node between the source and this node".into());
+                    .with_hint("put a `decode` node between the source and this node");
                 None
             }
             None => None,
@@ -356,8 +356,8 @@ impl<'a> PlanContext<'a> {
             Some(PortType::Readings(schema)) => {
                 let at = self.node.inputs.first().map_or(self.node.at, |i| i.at);
                 let message = format!("this input carries readings [{schema}], not raw payloads");
-                self.error(at, message).hint =
-                    Some("a decoder reads from a source node (mqtt, simulate)".into());
+                self.error(at, message)
+                    .with_hint("a decoder reads from a source node (mqtt, simulate)");
                 None
             }
             None => None,

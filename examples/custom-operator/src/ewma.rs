@@ -58,7 +58,7 @@ impl Node for Ewma {
         let alpha = *config.alpha;
         if !(alpha > 0.0 && alpha <= 1.0) {
             ctx.error(config.alpha.at, format!("alpha {alpha} is outside (0, 1]"))
-                .hint = Some("try 0.1".into());
+                .with_hint("try 0.1");
         }
         let mut smooth = vec![config.fields.is_none(); schema.len()];
         for name in config.fields.iter().flatten() {
@@ -66,7 +66,8 @@ impl Node for Ewma {
                 Some(i) => smooth[i] = true,
                 None => {
                     let message = format!("no upstream node produces a field `{}`", name.value);
-                    ctx.error(name.at, message).hint = Some(format!("the input has: {schema}"));
+                    ctx.error(name.at, message)
+                        .with_hint(format!("the input has: {schema}"));
                 }
             }
         }

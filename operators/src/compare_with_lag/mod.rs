@@ -26,8 +26,8 @@ pub use operator::{CompareCounters, CompareWithLagExt, Comparison, Emit, Thresho
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Diagnostic, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema,
-    StartContext, StartError,
+    AnyStream, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema, StartContext,
+    StartError,
 };
 
 use crate::predict::PREDICTION_FIELDS;
@@ -91,42 +91,22 @@ pub enum EmitConfig {
     Residuals,
 }
 
-fn plan_compare(
-    config: CompareConfig,
-    ctx: &PlanContext<'_>,
-) -> Result<CompareNode, Vec<Diagnostic>> {
-    let mut errors = Vec::new();
+fn plan_compare(config: CompareConfig, ctx: &mut PlanContext<'_>) -> Option<CompareNode> {
     let inputs_at = ctx.node.inputs.first().map_or(ctx.node.at, |i| i.at);
-    let schemas: Vec<Option<&Schema>> = ctx
-        .inputs
-        .iter()
-        .map(|p| match p {
-            PortType::Readings(s) => Some(s),
-            PortType::Messages => None,
-        })
-        .collect();
-    let (predictions, actuals) = match schemas.as_slice() {
-        [Some(p), Some(a)] => (Some(*p), Some(*a)),
+    let (predictions, actuals) = match ctx.inputs {
+        [PortType::Readings(p), PortType::Readings(a)] => (Some(p), Some(a)),
         [_, _] => {
-            errors.push(
-                ctx.node
-                    .error(inputs_at, "both inputs must carry readings")
-                    .hint("put a `decode` and a `window_mean` node before this one"),
-            );
+            ctx.error(inputs_at, "both inputs must carry readings")
+                .with_hint("put a `decode` and a `window_mean` node before this one");
             (None, None)
         }
         _ => {
-            errors.push(
-                ctx.node
-                    .error(
-                        inputs_at,
-                        format!(
-                            "a `compare_with_lag` node takes two inputs, found {}",
-                            ctx.inputs.len()
-                        ),
-                    )
-                    .hint("write `inputs: [<predict node>, <window node>]`"),
+            let message = format!(
+                "a `compare_with_lag` node takes two inputs, found {}",
+                ctx.inputs.len()
             );
+            ctx.error(inputs_at, message)
+                .with_hint("write `inputs: [<predict node>, <window node>]`");
             (None, None)
         }
     };
@@ -134,17 +114,16 @@ fn plan_compare(
     let mut features = Vec::new();
     if let Some(schema) = predictions {
         for (slot, field) in prediction.iter_mut().zip(PREDICTION_FIELDS) {
-            match schema.index_of(field) {
-                Some(i) => *slot = i,
-                None => {
-                    errors.push(
-                        ctx.node
-                            .error(inputs_at, format!("the first input has no `{field}` field: it is not a prediction stream"))
-                            .hint(format!("the first input must be a `predict` node; it has: {schema}")),
-                    );
-                    break;
-                }
-            }
+            let Some(i) = schema.index_of(field) else {
+                let message = format!(
+                    "the first input has no `{field}` field: it is not a prediction stream"
+                );
+                ctx.error(inputs_at, message).with_hint(format!(
+                    "the first input must be a `predict` node; it has: {schema}"
+                ));
+                break;
+            };
+            *slot = i;
         }
         features = (0..schema.len())
             .filter(|i| !prediction.contains(i))
@@ -155,56 +134,44 @@ fn plan_compare(
         for name in &config.actual.0 {
             match schema.index_of(&name.value) {
                 Some(i) => actual.push(i),
-                None => errors.push(
-                    ctx.node
-                        .error(
-                            name.at,
-                            format!("no upstream node produces a field `{}`", name.value),
-                        )
-                        .hint(format!("the second input has: {schema}")),
-                ),
+                None => ctx
+                    .error(
+                        name.at,
+                        format!("no upstream node produces a field `{}`", name.value),
+                    )
+                    .with_hint(format!("the second input has: {schema}")),
             }
         }
     }
     if config.actual.0.is_empty() {
-        errors.push(
-            ctx.node
-                .error(ctx.node.key_at("actual"), "no actual field")
-                .hint("name the field (or fields to add up) the model predicts, such as [p_l1, p_l2, p_l3]"),
+        ctx.error_at_key("actual", "no actual field").with_hint(
+            "name the field (or fields to add up) the model predicts, such as [p_l1, p_l2, p_l3]",
         );
     }
-    let mut check = |v: &Option<Spanned<f64>>, what: &str| {
-        if let Some(v) = v
+    for (threshold, what) in [
+        (&config.threshold.absolute, "absolute"),
+        (&config.threshold.relative, "relative"),
+    ] {
+        if let Some(v) = threshold
             && !(v.value >= 0.0 && v.value.is_finite())
         {
-            errors.push(
-                ctx.node
-                    .error(v.at, format!("the {what} threshold must be a number ≥ 0"))
-                    .hint("absolute: 300 (W), relative: 0.2 (20 %)"),
-            );
+            ctx.error(v.at, format!("the {what} threshold must be a number ≥ 0"))
+                .with_hint("absolute: 300 (W), relative: 0.2 (20 %)");
         }
-    };
-    check(&config.threshold.absolute, "absolute");
-    check(&config.threshold.relative, "relative");
+    }
     if !(0.0..=1.0).contains(&config.sample_good.value) {
-        errors.push(
-            ctx.node
-                .error(
-                    config.sample_good.at,
-                    "`sample_good` is a share between 0 and 1",
-                )
-                .hint("0.01 sends 1 % of the good predictions"),
-        );
+        ctx.error(
+            config.sample_good.at,
+            "`sample_good` is a share between 0 and 1",
+        )
+        .with_hint("0.01 sends 1 % of the good predictions");
     }
     let timeout_ms = config
         .timeout
         .as_ref()
         .map_or(60_000, |t| t.value.as_millis_u64());
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     let (Some(predictions), Some(_)) = (predictions, actuals) else {
-        return Err(errors);
+        return None;
     };
     let emit = match config.emit {
         EmitConfig::Triplets => Emit::Triplets,
@@ -212,27 +179,13 @@ fn plan_compare(
     };
     let output = match emit {
         Emit::Triplets => Schema::new(
-            [
-                "predicted",
-                "actual",
-                "error",
-                "target_time",
-                "model_version",
-                "flagged",
-            ]
-            .into_iter()
-            .chain(features.iter().map(|&i| predictions.name(i))),
+            TRIPLET_FIELDS
+                .into_iter()
+                .chain(features.iter().map(|&i| predictions.name(i))),
         ),
-        Emit::Residuals => Schema::new([
-            "predicted",
-            "actual",
-            "error",
-            "relative_error",
-            "target_time",
-            "model_version",
-        ]),
+        Emit::Residuals => Schema::new(RESIDUAL_FIELDS),
     };
-    Ok(CompareNode {
+    Some(CompareNode {
         output,
         comparison: Comparison {
             prediction,
@@ -249,6 +202,26 @@ fn plan_compare(
         },
     })
 }
+
+/// A triplet's fields, before the prediction's features.
+const TRIPLET_FIELDS: [&str; 6] = [
+    "predicted",
+    "actual",
+    "error",
+    "target_time",
+    "model_version",
+    "flagged",
+];
+
+/// A residual's fields.
+const RESIDUAL_FIELDS: [&str; 6] = [
+    "predicted",
+    "actual",
+    "error",
+    "relative_error",
+    "target_time",
+    "model_version",
+];
 
 /// A planned `compare_with_lag` node.
 pub struct CompareNode {
@@ -267,8 +240,7 @@ impl Node for CompareNode {
     type State = ();
 
     fn plan(config: CompareConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
-        let planned = plan_compare(config, ctx);
-        ctx.keep(planned)
+        plan_compare(config, ctx)
     }
 
     fn output(&self) -> Option<PortType> {

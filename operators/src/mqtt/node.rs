@@ -35,7 +35,7 @@ impl Node for MqttSource {
     fn plan(mut config: MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         if let Err(issues) = config.validate() {
             for (key, message, hint) in issues {
-                ctx.error_at_key(key, message).hint = Some(hint);
+                ctx.error_at_key(key, message).with_hint(hint);
             }
             return None;
         }

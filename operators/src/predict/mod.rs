@@ -37,8 +37,8 @@ use smartgrid_models::Model;
 use smartgrid_runtime::record::MAX_FIELDS;
 use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Diagnostic, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema,
-    StartContext, StartError,
+    AnyStream, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema, StartContext,
+    StartError,
 };
 
 /// The fields every prediction starts with, before its features.
@@ -87,99 +87,72 @@ pub enum MissingLags {
 fn plan_predict(
     config: PredictConfig,
     input: &Schema,
-    ctx: &PlanContext<'_>,
-) -> Result<PredictNode, Vec<Diagnostic>> {
-    let mut errors = Vec::new();
+    ctx: &mut PlanContext<'_>,
+) -> Option<PredictNode> {
     let horizon_ms = config.horizon.value.as_millis_u64();
     let step = config.step.as_ref().unwrap_or(&config.horizon);
     let step_ms = step.value.as_millis_u64();
     // `step` defaults to `horizon`: a zero is reported once, where it was written.
     let written = [Some(&config.horizon), config.step.as_ref()];
     for (d, what) in written.into_iter().zip(["horizon", "step"]) {
-        let Some(d) = d else { continue };
-        if d.value.as_millis_u64() == 0 {
-            errors.push(
-                ctx.node
-                    .error(d.at, format!("the {what} cannot be zero"))
-                    .hint("use the input window's size, such as 10s"),
-            );
+        if let Some(d) = d.filter(|d| d.value.as_millis_u64() == 0) {
+            ctx.error(d.at, format!("the {what} cannot be zero"))
+                .with_hint("use the input window's size, such as 10s");
         }
     }
     let mut relative_to = Vec::new();
     for name in config.relative_to.iter().flat_map(|r| &r.0) {
         match input.index_of(&name.value) {
             Some(i) => relative_to.push(i),
-            None => {
-                errors.push(
-                    ctx.node
-                        .error(
-                            name.at,
-                            format!("no upstream node produces a field `{}`", name.value),
-                        )
-                        .hint(format!("the input has: {input}")),
-                );
-            }
+            None => ctx
+                .error(
+                    name.at,
+                    format!("no upstream node produces a field `{}`", name.value),
+                )
+                .with_hint(format!("the input has: {input}")),
         }
     }
-    let features = match FeaturePlan::new(&config.features, input) {
-        Ok(plan) => Some(plan),
-        Err(problems) => {
-            errors.extend(problems.into_iter().map(|p| {
+    let features = FeaturePlan::new(&config.features, input)
+        .map_err(|problems| {
+            for p in problems {
                 let at = p.at.unwrap_or_else(|| ctx.node.key_at("features"));
-                ctx.node.error(at, p.message).hint(p.hint)
-            }));
-            None
-        }
-    };
+                ctx.error(at, p.message).with_hint(p.hint);
+            }
+        })
+        .ok();
     let path = ctx.resolve(&config.model.value);
-    let model = Model::from_file(&path).map_err(|e| {
-        ctx.node
-            .error(config.model.at, format!("cannot load the model: {e}"))
-            .hint("give a LightGBM text model or an XGBoost JSON model (see `smartgrid model inspect`)")
-    });
-    let (features, model) = match (features, model) {
-        (Some(features), Ok(model)) => (features, model),
-        (_, model) => {
-            errors.extend(model.err());
-            return Err(errors);
-        }
-    };
-    let loaded = LoadedModel::new(model, features.names()).map_err(|e| {
-        ctx.node
-            .error(config.model.at, e.to_string())
-            .hint("make `features:` build the names the model was trained with, or retrain it")
-    });
+    let model = Model::from_file(&path)
+        .map_err(|e| {
+            ctx.error(config.model.at, format!("cannot load the model: {e}")).with_hint(
+                "give a LightGBM text model or an XGBoost JSON model (see `smartgrid model inspect`)",
+            );
+        })
+        .ok();
+    let (features, model) = (features?, model?);
     let output: Vec<&str> = PREDICTION_FIELDS
         .iter()
         .copied()
         .chain(features.names().iter().map(String::as_str))
         .collect();
     if output.len() > MAX_FIELDS {
-        errors.push(
-            ctx.node
-                .error(
-                    ctx.node.key_at("features"),
-                    format!(
-                        "{} features make a row wider than {MAX_FIELDS} values",
-                        features.names().len()
-                    ),
-                )
-                .hint(format!(
-                    "use at most {} features",
-                    MAX_FIELDS - PREDICTION_FIELDS.len()
-                )),
+        let message = format!(
+            "{} features make a row wider than {MAX_FIELDS} values",
+            features.names().len()
         );
+        ctx.error_at_key("features", message).with_hint(format!(
+            "use at most {} features",
+            MAX_FIELDS - PREDICTION_FIELDS.len()
+        ));
     }
-    let loaded = match loaded {
-        Ok(loaded) if errors.is_empty() => loaded,
-        Ok(_) => return Err(errors),
-        Err(e) => {
-            errors.push(e);
-            return Err(errors);
-        }
-    };
+    let loaded = LoadedModel::new(model, features.names())
+        .map_err(|e| {
+            ctx.error(config.model.at, e.to_string()).with_hint(
+                "make `features:` build the names the model was trained with, or retrain it",
+            );
+        })
+        .ok()?;
     let names = features.names().to_vec();
-    Ok(PredictNode {
+    Some(PredictNode {
         output: Schema::new(output),
         predictor: Predictor {
             features: Arc::new(features),
@@ -222,8 +195,7 @@ impl Node for PredictNode {
 
     fn plan(config: PredictConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let input = ctx.readings_input()?;
-        let planned = plan_predict(config, &input, ctx);
-        ctx.keep(planned)
+        plan_predict(config, &input, ctx)
     }
 
     fn output(&self) -> Option<PortType> {

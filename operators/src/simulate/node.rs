@@ -96,14 +96,14 @@ impl Node for SimulateNode {
     fn plan(group: PublishGroup, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let config: SimulatorConfig = ctx.settings_except(&["publish"])?;
         if let Err(e) = config.validate() {
-            ctx.error(ctx.node.at, e.to_string()).hint =
-                Some("see the simulate settings in the README".into());
+            ctx.error(ctx.node.at, e.to_string())
+                .with_hint("see the simulate settings in the README");
         }
         if let Some(p) = &group.publish
             && p.qos > 1
         {
             ctx.error_at_key("publish", format!("QoS {} is not supported", p.qos))
-                .hint = Some("use 0 or 1".into());
+                .with_hint("use 0 or 1");
         }
         Some(SimulateNode {
             config,

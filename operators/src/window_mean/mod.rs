@@ -69,8 +69,8 @@ impl Node for WindowMeanNode {
         let input = ctx.readings_input()?;
         let size_ms = config.size.value.as_millis_u64();
         if size_ms == 0 {
-            ctx.error(config.size.at, "a window cannot be empty").hint =
-                Some("use a size such as 10s or 1m".into());
+            ctx.error(config.size.at, "a window cannot be empty")
+                .with_hint("use a size such as 10s or 1m");
         }
         let mut fields = Vec::new();
         match &config.fields {
@@ -82,8 +82,8 @@ impl Node for WindowMeanNode {
                         None => {
                             let message =
                                 format!("no upstream node produces a field `{}`", name.value);
-                            ctx.error(name.at, message).hint =
-                                Some(format!("the input has: {input}"));
+                            ctx.error(name.at, message)
+                                .with_hint(format!("the input has: {input}"));
                         }
                     }
                 }
