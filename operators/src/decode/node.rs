@@ -20,10 +20,10 @@ use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
-use smartgrid_runtime::spec::{Duration, NodeSpec, Spanned};
+use smartgrid_runtime::spec::{Duration, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Claim, Diagnostic, Inputs, Node, PlanContext, PortType, RenderContext, Resource,
-    Routing, Schema, StartContext, StartError,
+    AnyStream, Claim, Inputs, Node, PlanContext, PortType, RenderContext, Resource, Routing,
+    Schema, StartContext, StartError,
 };
 
 use super::errors::{DeadLetters, ErrorSink};
@@ -76,31 +76,34 @@ pub struct DeadLetterConfig {
 const DEAD_LETTER_DRAIN: StdDuration = StdDuration::from_secs(5);
 
 fn build_decoder(
-    own: &NodeSpec,
     format: &Spanned<String>,
-) -> Result<Box<dyn PayloadDecoder>, Vec<Diagnostic>> {
+    ctx: &mut PlanContext<'_>,
+) -> Option<Box<dyn PayloadDecoder>> {
     // Each format's keys are read as that format's own struct, so errors point at the
     // exact key; `FormatConfig::build` is the one place that turns a config into a decoder.
     let (config, at) = match format.value.as_str() {
         "clemap" => (
-            FormatConfig::Clemap(own.settings()?),
-            own.key_at("feature_type"),
+            FormatConfig::Clemap(ctx.settings_except(&COMMON)?),
+            ctx.node.key_at("feature_type"),
         ),
-        "struct" => (FormatConfig::Struct(own.settings()?), own.key_at("fields")),
-        "json" => (FormatConfig::Json(own.settings()?), format.at),
+        "struct" => (
+            FormatConfig::Struct(ctx.settings_except(&COMMON)?),
+            ctx.node.key_at("fields"),
+        ),
+        "json" => (FormatConfig::Json(ctx.settings_except(&COMMON)?), format.at),
         other => {
-            return Err(vec![
-                own.error(format.at, format!("unknown format `{other}`"))
-                    .hint(format!("formats: {FORMATS}")),
-            ]);
+            ctx.error(format.at, format!("unknown format `{other}`"))
+                .with_hint(format!("formats: {FORMATS}"));
+            return None;
         }
     };
-    config.build().map_err(|message| {
-        vec![
-            own.error(at, message)
-                .hint("see the format's settings in the README"),
-        ]
-    })
+    config
+        .build()
+        .map_err(|message| {
+            ctx.error(at, message)
+                .with_hint("see the format's settings in the README");
+        })
+        .ok()
 }
 
 /// A planned `decode` node.
@@ -142,38 +145,20 @@ impl Node for DecodeNode {
 
     fn plan(common: DecodeConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         ctx.messages_input()?;
-        let own = ctx.node.select(|k| !COMMON.contains(&k));
-        let decoder = build_decoder(&own, &common.format);
         let dead_letter = common.dead_letter.map(|d| DeadLetterConfig {
             file: d.file.map(|f| ctx.resolve(&f)),
             ..d
         });
-        let no_destination = matches!(
-            dead_letter,
-            Some(DeadLetterConfig {
-                file: None,
-                topic: None,
-                ..
-            })
-        );
-        let decoder = match (decoder, no_destination) {
-            (Ok(decoder), false) => decoder,
-            (result, _) => {
-                let mut errors = result.err().unwrap_or_default();
-                if no_destination {
-                    errors.push(
-                        ctx.node
-                            .error(
-                                ctx.node.key_at("dead_letter"),
-                                "dead_letter names no destination",
-                            )
-                            .hint("add `file:` and/or `topic:`"),
-                    );
-                }
-                ctx.report(errors);
-                return None;
-            }
-        };
+        if let Some(DeadLetterConfig {
+            file: None,
+            topic: None,
+            ..
+        }) = dead_letter
+        {
+            ctx.error_at_key("dead_letter", "dead_letter names no destination")
+                .with_hint("add `file:` and/or `topic:`");
+        }
+        let decoder = build_decoder(&common.format, ctx)?;
         let client_id = format!("smartgrid-{}-{}-dead-letters", ctx.pipeline, ctx.node.name);
         Some(DecodeNode {
             schema: decoder.schema(),
