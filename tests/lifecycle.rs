@@ -385,3 +385,98 @@ nodes:
         assert!(stored.is_empty(), "{workers} worker(s) wrote {stored}");
     }
 }
+
+/// `(reason, payload)` of every dead letter in `paths`, sorted.
+fn dead_letters(paths: &[std::path::PathBuf]) -> Vec<(String, String)> {
+    let mut letters: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                    (v["reason"].to_string(), v["payload"].to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    letters.sort();
+    letters
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .expect("sink output")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_cluster_decodes_and_stores_what_one_process_does() {
+    let pipeline = r"
+pipeline: split
+nodes:
+  meters:
+    type: simulate
+    sensors: 8
+    realtime: false
+    start: 2026-11-24T06:00:00Z
+    duration: 20s
+    faults: 0.05
+  readings:
+    type: decode
+    input: meters
+    format: clemap
+    dead_letter: { file: out/dead.jsonl }
+  means: { type: window_mean, input: readings, size: 10s }
+  store: { type: file, input: means, path: out/means.lp }
+";
+    let alone = tempfile::tempdir().expect("tempdir");
+    let out = run_to_end(&write_pipeline(alone.path(), pipeline), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let cluster = tempfile::tempdir().expect("tempdir");
+    let path = write_pipeline(cluster.path(), pipeline);
+    let hosts = cluster.path().join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            testkit::free_port(),
+            testkit::free_port()
+        ),
+    )
+    .expect("hosts file");
+    let processes: Vec<Child> = ["0", "1"]
+        .iter()
+        .map(|index| {
+            smartgrid()
+                .arg("run")
+                .arg(&path)
+                .arg("--hosts")
+                .arg(&hosts)
+                .args(["--process", index])
+                .spawn()
+                .expect("start a process")
+        })
+        .collect();
+    for mut process in processes {
+        assert!(process.wait().expect("wait").success());
+    }
+    // The windows, written by the first process only, are the single run's.
+    let means = sorted_lines(&cluster.path().join("out/means.lp"));
+    assert!(!means.is_empty());
+    assert_eq!(means, sorted_lines(&alone.path().join("out/means.lp")));
+    // Each process dead-letters what it decoded, in its own file; together they are
+    // the single run's.
+    let expected = dead_letters(&[alone.path().join("out/dead.jsonl")]);
+    assert!(!expected.is_empty(), "the simulator injects faults");
+    let first = cluster.path().join("out/dead.jsonl");
+    let second = cluster.path().join("out/dead.p1.jsonl");
+    assert!(!dead_letters(std::slice::from_ref(&second)).is_empty());
+    assert_eq!(dead_letters(&[first, second]), expected);
+}
