@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use smartgrid_runtime::Message;
 use smartgrid_runtime::metrics::{Counter, Metrics};
 
-use super::DecodeError;
+use crate::formats::DecodeError;
 
 /// How often a reason is logged at most, after its first occurrence.
 const LOG_EVERY: Duration = Duration::from_secs(10);

@@ -1,10 +1,11 @@
-//! Output encodings shared by the sinks: InfluxDB line protocol, JSON lines, and a
-//! short text form for people watching a terminal.
-
-use std::fmt::Write as _;
+//! The output encodings the sinks share ([`Format`]): InfluxDB line protocol, JSON
+//! records one per line, CSV, and a short text form for people watching a terminal. An
+//! [`Encoder`] writes readings of one schema in one of them.
 
 use serde::Deserialize;
 use smartgrid_runtime::{Reading, Schema};
+
+use super::{JsonRecord, LineProtocol, csv, text};
 
 /// How records are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -62,24 +63,23 @@ impl Precision {
 /// Writes readings of one schema as lines of text, reusing its buffers.
 #[derive(Clone, Debug)]
 pub struct Encoder {
-    format: Format,
-    precision: Precision,
-    /// Already escaped measurement name.
-    measurement: String,
-    /// Already escaped `,key=value` tags sorting before `sensor_id` (InfluxDB
-    /// recommends tags sorted by key).
-    tags_before: String,
-    /// Already escaped `,key=value` tags sorting after `sensor_id`.
-    tags_after: String,
-    /// Already escaped field keys.
-    field_keys: Vec<String>,
-    /// Raw names, for JSON and text.
-    names: Vec<String>,
-    node: String,
+    how: How,
+}
+
+/// A format with what it prepared for the schema.
+#[derive(Clone, Debug)]
+enum How {
+    LineProtocol(LineProtocol),
+    Json(JsonRecord),
+    /// The node's name and the field names.
+    Text(String, Vec<String>),
+    /// The header line.
+    Csv(String),
 }
 
 impl Encoder {
-    /// An encoder for `schema`, writing `measurement` with these extra tags.
+    /// An encoder for `schema`, writing `measurement` with these extra tags (line
+    /// protocol; text shows `measurement` as the node's name; JSON and CSV use neither).
     pub fn new(
         format: Format,
         precision: Precision,
@@ -87,133 +87,39 @@ impl Encoder {
         tags: &[(String, String)],
         schema: &Schema,
     ) -> Self {
-        let mut sorted: Vec<&(String, String)> = tags.iter().collect();
-        sorted.sort();
-        let (mut tags_before, mut tags_after) = (String::new(), String::new());
-        for (k, v) in sorted {
-            let text = if k.as_str() < "sensor_id" {
-                &mut tags_before
-            } else {
-                &mut tags_after
-            };
-            text.push(',');
-            escape_key(text, k);
-            text.push('=');
-            escape_key(text, v);
-        }
-        Encoder {
-            format,
-            precision,
-            measurement: {
-                let mut m = String::new();
-                escape_measurement(&mut m, measurement);
-                m
-            },
-            tags_before,
-            tags_after,
-            field_keys: schema
-                .fields()
-                .map(|f| {
-                    let mut k = String::new();
-                    escape_key(&mut k, f);
-                    k
-                })
-                .collect(),
-            names: schema.fields().map(str::to_string).collect(),
-            node: measurement.to_string(),
-        }
+        let how = match format {
+            Format::LineProtocol => {
+                How::LineProtocol(LineProtocol::new(precision, measurement, tags, schema))
+            }
+            Format::Json => How::Json(JsonRecord::new(schema)),
+            Format::Text => How::Text(
+                measurement.to_string(),
+                schema.fields().map(str::to_string).collect(),
+            ),
+            Format::Csv => How::Csv(csv::header(schema)),
+        };
+        Encoder { how }
     }
 
     /// Append one reading as one line (with its newline) to `out`.
     pub fn encode(&self, reading: &Reading, out: &mut String) {
-        match self.format {
-            Format::LineProtocol => self.line_protocol(reading, out),
-            Format::Json => self.json(reading, out),
-            Format::Text => self.text(reading, out),
-            Format::Csv => self.csv(reading, out),
+        match &self.how {
+            How::LineProtocol(lp) => lp.write(reading, out),
+            How::Json(record) => {
+                record.write(reading, out);
+                out.push('\n');
+            }
+            How::Text(node, names) => text::write(node, names, reading, out),
+            How::Csv(_) => csv::write(reading, out),
         }
     }
 
     /// The line a file starts with, if the format has one (CSV's header).
     pub fn header(&self) -> Option<String> {
-        (self.format == Format::Csv).then(|| {
-            let mut line = String::from("sensor_id,time_ms");
-            for name in &self.names {
-                line.push(',');
-                line.push_str(name);
-            }
-            line.push('\n');
-            line
-        })
-    }
-
-    fn csv(&self, r: &Reading, out: &mut String) {
-        let sensor = r.sensor.as_str();
-        if sensor.contains([',', '"', '\n', '\r']) {
-            // RFC 4180: quote the cell, double the quotes inside.
-            let _ = write!(out, "\"{}\"", sensor.replace('"', "\"\""));
-        } else {
-            out.push_str(sensor);
+        match &self.how {
+            How::Csv(header) => Some(header.clone()),
+            _ => None,
         }
-        let _ = write!(out, ",{}", r.time_ms);
-        for value in r.values.iter() {
-            out.push(',');
-            if value.is_finite() {
-                let _ = write!(out, "{value:?}");
-            }
-        }
-        out.push('\n');
-    }
-
-    fn line_protocol(&self, r: &Reading, out: &mut String) {
-        out.push_str(&self.measurement);
-        out.push_str(&self.tags_before);
-        out.push_str(",sensor_id=");
-        escape_key(out, r.sensor.as_str());
-        out.push_str(&self.tags_after);
-        let mut first = true;
-        for (key, value) in self.field_keys.iter().zip(r.values.iter()) {
-            // Line protocol has no NaN or infinity: such a field is left out of the point.
-            if !value.is_finite() {
-                continue;
-            }
-            out.push(if first { ' ' } else { ',' });
-            first = false;
-            out.push_str(key);
-            out.push('=');
-            let _ = write!(out, "{value:?}");
-        }
-        if first {
-            // A point needs at least one field; with none finite, write nothing.
-            let keep = out.rfind('\n').map_or(0, |i| i + 1);
-            out.truncate(keep);
-            return;
-        }
-        let _ = writeln!(out, " {}", self.precision.from_millis(r.time_ms));
-    }
-
-    fn json(&self, r: &Reading, out: &mut String) {
-        let mut obj = serde_json::Map::new();
-        obj.insert("measurement".into(), self.node.clone().into());
-        obj.insert("sensor_id".into(), r.sensor.as_str().into());
-        obj.insert("time_ms".into(), r.time_ms.into());
-        obj.insert("time".into(), rfc3339(r.time_ms).into());
-        for (name, value) in self.names.iter().zip(r.values.iter()) {
-            // JSON has no NaN: such a value is written as null.
-            obj.insert(
-                name.clone(),
-                serde_json::Number::from_f64(*value).map_or(serde_json::Value::Null, Into::into),
-            );
-        }
-        let _ = writeln!(out, "{}", serde_json::Value::Object(obj));
-    }
-
-    fn text(&self, r: &Reading, out: &mut String) {
-        let _ = write!(out, "{} {} {}", rfc3339(r.time_ms), self.node, r.sensor);
-        for (name, value) in self.names.iter().zip(r.values.iter()) {
-            let _ = write!(out, " {name}={value:.1}");
-        }
-        out.push('\n');
     }
 }
 
@@ -225,30 +131,6 @@ pub fn rfc3339(ms: i64) -> String {
         ))
         .unwrap_or(std::time::UNIX_EPOCH);
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Escape a measurement name: commas and spaces.
-pub fn escape_measurement(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if matches!(c, ',' | ' ' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-}
-
-/// Escape a tag key, tag value or field key: commas, equals signs and spaces.
-pub fn escape_key(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if matches!(c, ',' | '=' | ' ' | '\\') {
-            out.push('\\');
-        }
-        if c == '\n' {
-            out.push_str("\\n");
-            continue;
-        }
-        out.push(c);
-    }
 }
 
 #[cfg(test)]
@@ -304,6 +186,10 @@ mod tests {
         let enc = Encoder::new(Format::Json, Precision::Ns, "means", &[], &schema);
         let mut out = String::new();
         enc.encode(&reading(&[2.5, 3.0]), &mut out);
+        assert_eq!(
+            out,
+            "{\"sensor_id\":\"s 1\",\"time\":\"2023-11-14T22:13:20.123Z\",\"time_ms\":1700000000123,\"p\":2.5,\"count\":3.0}\n"
+        );
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
         assert_eq!(v["sensor_id"], "s 1");
         assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
