@@ -198,6 +198,16 @@ mod tests {
     }
 
     #[test]
+    fn text_shows_time_node_sensor_and_values() {
+        let schema = Schema::new(["p", "count"]);
+        let enc = Encoder::new(Format::Text, Precision::Ns, "means", &[], &schema);
+        let mut out = String::new();
+        enc.encode(&reading(&[2.54, 3.0]), &mut out);
+        assert_eq!(out, "2023-11-14T22:13:20.123Z means s 1 p=2.5 count=3.0\n");
+        assert_eq!(enc.header(), None);
+    }
+
+    #[test]
     fn csv_has_a_header_quotes_odd_ids_and_leaves_nan_empty() {
         let schema = Schema::new(["p", "q"]);
         let enc = Encoder::new(Format::Csv, Precision::Ns, "means", &[], &schema);
