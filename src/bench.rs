@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::BytesMut;
-use smartgrid_operators::decode::clemap::ClemapDecoder;
 use smartgrid_operators::decode::errors::{DeadLetters, ErrorSink};
 use smartgrid_operators::decode::operator::{DecodeCounters, DecodeExt, EventClock};
+use smartgrid_operators::formats::clemap::ClemapDecoder;
 use smartgrid_operators::simulate::{Simulator, SimulatorConfig, StartTime};
 use smartgrid_operators::window_mean::{CountedWindow, WindowMean, WindowMeanExt};
 use smartgrid_runtime::Message;

@@ -145,7 +145,7 @@ pub fn decode(format: &str) -> anyhow::Result<ExitCode> {
                 tracing::debug!("line is not hex: {e}");
                 serde_json::json!({ "error": "invalid_hex" })
             }
-            Ok(bytes) => match smartgrid_operators::decode::clemap::decode_fields(&bytes) {
+            Ok(bytes) => match smartgrid_operators::formats::clemap::decode_fields(&bytes) {
                 Ok(fields) => serde_json::Value::Object(fields),
                 Err(e) => {
                     all_ok = false;

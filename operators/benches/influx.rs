@@ -12,10 +12,10 @@
 
 use std::time::{Duration, Instant};
 
+use smartgrid_operators::formats::Precision;
 use smartgrid_operators::influx::client::Client;
 use smartgrid_operators::influx::config::{Api, Credentials, parse_url};
 use smartgrid_operators::influx::writer::{Counters, Msg, Settings, Writer};
-use smartgrid_operators::sink::format::Precision;
 use smartgrid_operators::spool::{Spool, SpoolOptions};
 use smartgrid_runtime::metrics::Metrics;
 

@@ -11,7 +11,7 @@ use smartgrid_runtime::Message;
 use smartgrid_runtime::metrics::metric_name;
 use smartgrid_runtime::metrics::{Counter, Metrics};
 
-use super::DecodeError;
+use crate::formats::DecodeError;
 
 /// How often a reason is logged at most, after its first occurrence.
 const LOG_EVERY: Duration = Duration::from_secs(10);

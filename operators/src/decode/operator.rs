@@ -19,8 +19,8 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::Antichain;
 
-use super::PayloadDecoder;
 use super::errors::ErrorSink;
+use crate::formats::PayloadDecoder;
 
 /// Counters of one decode node.
 #[derive(Clone, Debug, Default)]

@@ -5,58 +5,20 @@
 //! packed greedily into a JSON array `[r1,r2,…]` as long as the array stays within
 //! `max_message_bytes` (default 4096, one block), and a message leaves when the next
 //! record would not fit or when `flush_interval` has passed since its first record.
+//!
+//! A record is [`crate::formats::JsonRecord`]'s object, the same as a `json` line of
+//! the `file` sink.
 
 use std::time::{Duration, Instant};
 
-use smartgrid_runtime::{Reading, Schema};
-
-use crate::sink::format::rfc3339;
+// moved to crate::formats
+pub use crate::formats::JsonRecord as RecordEncoder;
 
 /// The default message size: one billing block.
 pub const BLOCK_BYTES: usize = 4096;
 
 /// IoT Hub refuses device-to-cloud messages larger than 256 KB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
-
-/// One reading as a compact JSON object: `sensor_id`, `time` (RFC 3339, ms) and the
-/// schema's fields (a NaN or infinity becomes `null`).
-#[derive(Clone, Debug)]
-pub struct RecordEncoder {
-    /// Field names already JSON-quoted, with their `:`.
-    keys: Vec<String>,
-}
-
-impl RecordEncoder {
-    /// An encoder for readings of `schema`.
-    pub fn new(schema: &Schema) -> Self {
-        RecordEncoder {
-            keys: schema
-                .fields()
-                .map(|f| format!("{}:", serde_json::Value::from(f)))
-                .collect(),
-        }
-    }
-
-    /// The JSON object for `reading`.
-    pub fn encode(&self, reading: &Reading) -> String {
-        let mut out = String::with_capacity(64 + 16 * self.keys.len());
-        out.push_str("{\"sensor_id\":");
-        out.push_str(&serde_json::Value::from(reading.sensor.as_str()).to_string());
-        out.push_str(",\"time\":\"");
-        out.push_str(&rfc3339(reading.time_ms));
-        out.push('"');
-        for (key, value) in self.keys.iter().zip(reading.values.iter()) {
-            out.push(',');
-            out.push_str(key);
-            match serde_json::Number::from_f64(*value) {
-                Some(n) => out.push_str(&n.to_string()),
-                None => out.push_str("null"),
-            }
-        }
-        out.push('}');
-        out
-    }
-}
 
 /// Packs JSON records into arrays of at most `max_bytes`.
 #[derive(Debug)]
@@ -149,9 +111,10 @@ impl Batcher {
 
 #[cfg(test)]
 mod tests {
-    use smartgrid_runtime::{Row, SensorId};
+    use smartgrid_runtime::{Reading, Row, Schema, SensorId};
 
     use super::*;
+    use crate::formats::{JsonRecord, rfc3339};
 
     fn reading(i: usize, value: f64) -> Reading {
         Reading {
@@ -181,7 +144,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_messages_fit() {
         let schema = Schema::new(["predicted", "actual", "error"]);
-        let encoder = RecordEncoder::new(&schema);
+        let encoder = JsonRecord::new(&schema);
         let readings: Vec<Reading> = (0..5000)
             .map(|i| {
                 reading(
@@ -216,6 +179,7 @@ mod tests {
             for (value, reading) in decoded.iter().zip(&readings) {
                 assert_eq!(value["sensor_id"], reading.sensor.as_str());
                 assert_eq!(value["time"], rfc3339(reading.time_ms));
+                assert_eq!(value["time_ms"], reading.time_ms);
                 for (i, name) in schema.fields().enumerate() {
                     let expected = reading.values[i];
                     if expected.is_finite() {
@@ -224,7 +188,7 @@ mod tests {
                         assert!(value[name].is_null());
                     }
                 }
-                assert_eq!(value.as_object().map(|o| o.len()), Some(2 + schema.len()));
+                assert_eq!(value.as_object().map(|o| o.len()), Some(3 + schema.len()));
             }
         }
     }

@@ -92,7 +92,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use smartgrid_runtime::spec::Duration;
 
-use crate::decode::clemap::{TEN_SEC_LEN, TenSecData, encode_ten_sec};
+use crate::formats::clemap::{TEN_SEC_LEN, TenSecData, encode_ten_sec};
 
 use model::{SensorModel, TickCtx};
 use rng::{GOLDEN, mix64, unit};

@@ -339,7 +339,7 @@ impl PayloadDecoder for JsonDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::FormatConfig;
+    use crate::formats::FormatConfig;
     use serde_json::json;
 
     fn decoder(v: Value) -> Result<JsonDecoder, String> {
