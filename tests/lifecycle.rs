@@ -437,7 +437,11 @@ nodes:
 ";
     let alone = tempfile::tempdir().expect("tempdir");
     let out = run_to_end(&write_pipeline(alone.path(), pipeline), &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let cluster = tempfile::tempdir().expect("tempdir");
     let path = write_pipeline(cluster.path(), pipeline);

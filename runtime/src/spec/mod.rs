@@ -132,9 +132,29 @@ impl NodeSpec {
     }
 }
 
+/// The largest pipeline file accepted: far above any real pipeline (a thousand nodes
+/// take ~100 KiB), and small enough that parsing and checking one stays well under a
+/// second.
+pub const MAX_PIPELINE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Read and parse a pipeline file. Structural problems (bad YAML, unknown top-level
 /// keys, a node without `type`) are all reported together.
 pub fn parse_file(path: &Path, env: Env) -> Result<PipelineSpec, Vec<Diagnostic>> {
+    let too_big = |size: u64| {
+        vec![
+            Diagnostic::new(
+                Location { line: 1, column: 1 },
+                format!("the file is {size} bytes; a pipeline file may be at most {MAX_PIPELINE_BYTES} bytes (4 MiB)"),
+            )
+            .hint("split the pipeline, or generate a smaller one")
+            .in_file(path.display().to_string()),
+        ]
+    };
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > MAX_PIPELINE_BYTES
+    {
+        return Err(too_big(meta.len()));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![
             Diagnostic::new(
@@ -144,6 +164,10 @@ pub fn parse_file(path: &Path, env: Env) -> Result<PipelineSpec, Vec<Diagnostic>
             .in_file(path.display().to_string()),
         ]
     })?;
+    if text.len() as u64 > MAX_PIPELINE_BYTES {
+        // It grew between the size check and the read.
+        return Err(too_big(text.len() as u64));
+    }
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse_str(&text, &path.display().to_string(), base_dir, env)
 }

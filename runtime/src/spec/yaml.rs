@@ -151,6 +151,9 @@ enum Frame {
         at: Location,
         anchor: usize,
         entries: Vec<(Spanned<String>, Node)>,
+        /// Where each key of `entries` was first written: one lookup per key, so a
+        /// mapping of any size is checked for duplicates in linear time.
+        seen: HashMap<String, Location>,
         /// The key read, waiting for its value: `Some(None)` for a key that is not a string
         /// (already reported; its value is dropped).
         key: Option<Option<Spanned<String>>>,
@@ -220,6 +223,7 @@ impl Builder {
                 at,
                 anchor,
                 entries: Vec::new(),
+                seen: HashMap::new(),
                 key: None,
             }),
             Event::SequenceEnd | Event::MappingEnd => {
@@ -301,7 +305,9 @@ impl Builder {
                 }
             }
             Some(Frame::Sequence { items, .. }) => items.push(node),
-            Some(Frame::Mapping { entries, key, .. }) => match key.take() {
+            Some(Frame::Mapping {
+                entries, seen, key, ..
+            }) => match key.take() {
                 None => {
                     *key = Some(match node.value {
                         NodeValue::Scalar { text, .. } => Some(Spanned::new(text, node.at)),
@@ -320,14 +326,15 @@ impl Builder {
                 }
                 Some(None) => {}
                 Some(Some(name)) => {
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.value == name.value) {
+                    if let Some(first) = seen.get(&name.value) {
                         self.problems.push(
                             Diagnostic::new(name.at, format!("duplicate key `{}`", name.value)).hint(format!(
                                 "`{}` is already defined at line {}, column {}; a key may appear once",
-                                name.value, first.at.line, first.at.column
+                                name.value, first.line, first.column
                             )),
                         );
                     } else {
+                        seen.insert(name.value.clone(), name.at);
                         entries.push((name, node));
                     }
                 }
