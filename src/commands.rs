@@ -1,6 +1,6 @@
 //! One function per command.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -133,12 +133,25 @@ pub fn decode(format: &str) -> anyhow::Result<ExitCode> {
     if format != "clemap" {
         bail!("unknown format `{format}` (this command knows: clemap)");
     }
-    let stdin = std::io::stdin();
+    let mut stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut all_ok = true;
-    for line in stdin.lock().lines() {
-        let line = line.context("cannot read stdin")?;
-        let hex_text = line.trim();
+    let mut buffer = Vec::new();
+    // Each line gets one answer, whatever its bytes: a bad line never stops the rest.
+    while let Some(line) = read_line(&mut stdin, &mut buffer).context("cannot read stdin")? {
+        let hex_text = match line {
+            Line::Text(text) => text.trim(),
+            Line::TooLong => {
+                all_ok = false;
+                writeln!(out, "{}", serde_json::json!({ "error": "line_too_long" }))?;
+                continue;
+            }
+            Line::NotUtf8 => {
+                all_ok = false;
+                writeln!(out, "{}", serde_json::json!({ "error": "invalid_utf8" }))?;
+                continue;
+            }
+        };
         let value = match hex::decode(hex_text) {
             Err(e) => {
                 all_ok = false;
@@ -162,6 +175,63 @@ pub fn decode(format: &str) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The longest input line `smartgrid decode` reads: the hex of the largest MQTT
+/// payload the pipeline accepts (1 MiB), with room for whitespace.
+const MAX_DECODE_LINE: usize = 2 * 1024 * 1024 + 64;
+
+/// One line of `smartgrid decode`'s input.
+enum Line<'a> {
+    Text(&'a str),
+    NotUtf8,
+    TooLong,
+}
+
+/// The next line (without its line ending) of `input`, held in `buffer`; `None` at the
+/// end. A line longer than [`MAX_DECODE_LINE`] is skipped, not kept in memory.
+fn read_line<'b>(
+    input: &mut impl std::io::BufRead,
+    buffer: &'b mut Vec<u8>,
+) -> std::io::Result<Option<Line<'b>>> {
+    buffer.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        any = true;
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if !too_long {
+            buffer.extend_from_slice(&available[..take]);
+            if buffer.len() > MAX_DECODE_LINE {
+                too_long = true;
+                buffer.clear();
+            }
+        }
+        input.consume(take);
+        if done {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    if too_long {
+        return Ok(Some(Line::TooLong));
+    }
+    while buffer.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+        buffer.pop();
+    }
+    Ok(Some(match std::str::from_utf8(buffer) {
+        Ok(text) => Line::Text(text),
+        Err(_) => Line::NotUtf8,
+    }))
 }
 
 /// `smartgrid simulate --broker URL`

@@ -15,6 +15,10 @@ fn vectors() -> Vec<serde_json::Value> {
 }
 
 fn decode(input: &str) -> (Option<i32>, Vec<serde_json::Value>) {
+    decode_bytes(input.as_bytes())
+}
+
+fn decode_bytes(input: &[u8]) -> (Option<i32>, Vec<serde_json::Value>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
         .args(["decode", "--format", "clemap"])
         .env("SMARTGRID_LOG", "off")
@@ -26,7 +30,7 @@ fn decode(input: &str) -> (Option<i32>, Vec<serde_json::Value>) {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(input.as_bytes())
+        .write_all(input)
         .expect("write");
     let out = child.wait_with_output().expect("wait");
     let lines = String::from_utf8(out.stdout)
@@ -87,4 +91,28 @@ fn exit_code_is_zero_when_everything_decodes_and_bad_hex_is_an_error_line() {
     let (code, out) = decode("zz-not-hex\n");
     assert_eq!(code, Some(1));
     assert_eq!(out, vec![serde_json::json!({ "error": "invalid_hex" })]);
+}
+
+#[test]
+fn lines_that_are_not_utf8_or_too_long_get_an_error_line_and_the_rest_decode() {
+    let good: Vec<String> = vectors()
+        .iter()
+        .filter(|v| v.get("expect").is_some())
+        .map(|v| v["hex"].as_str().expect("hex").to_string())
+        .take(2)
+        .collect();
+    let mut input = Vec::new();
+    input.extend_from_slice(good[0].as_bytes());
+    input.extend_from_slice(b"\n\xff\xfe not utf-8\n");
+    input.extend_from_slice(&vec![b'a'; 3 * 1024 * 1024]);
+    input.extend_from_slice(b"\r\n");
+    input.extend_from_slice(good[1].as_bytes());
+    input.extend_from_slice(b"\r\n");
+    let (code, out) = decode_bytes(&input);
+    assert_eq!(code, Some(1));
+    assert_eq!(out.len(), 4, "one line out per line in: {out:?}");
+    assert!(out[0].get("error").is_none(), "{}", out[0]);
+    assert_eq!(out[1], serde_json::json!({ "error": "invalid_utf8" }));
+    assert_eq!(out[2], serde_json::json!({ "error": "line_too_long" }));
+    assert!(out[3].get("error").is_none(), "{}", out[3]);
 }
