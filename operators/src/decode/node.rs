@@ -31,8 +31,18 @@ use super::operator::{DecodeCounters, DecodeExt, EventClock};
 use super::{FormatConfig, PayloadDecoder};
 use crate::mqtt::{Publisher, PublisherOptions, Qos};
 
+/// How far ahead of this machine's clock a reading may be stamped, by default: clocks
+/// of devices and of this machine may differ by a few seconds to minutes.
+const DEFAULT_MAX_FUTURE: StdDuration = StdDuration::from_secs(300);
+
 /// The keys every format shares; the rest belong to the format.
-const COMMON: [&str; 4] = ["format", "watermark_delay", "idle_timeout", "dead_letter"];
+const COMMON: [&str; 5] = [
+    "format",
+    "watermark_delay",
+    "idle_timeout",
+    "max_future",
+    "dead_letter",
+];
 const FORMATS: &str = "clemap, struct, json";
 
 /// Settings of a `decode` node shared by every format.
@@ -50,6 +60,11 @@ pub struct DecodeConfig {
     /// windows still close. Default `5s`.
     #[serde(default)]
     pub idle_timeout: Option<Duration>,
+    /// Readings stamped further ahead of this machine's clock are refused (counted as
+    /// `<node>.errors.future`, dead-lettered): a device whose clock is wrong cannot
+    /// make every other reading late. Default `5m`.
+    #[serde(default)]
+    pub max_future: Option<Spanned<Duration>>,
     /// Where undecodable payloads go besides the counters and the log.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
@@ -185,6 +200,7 @@ impl Node for DecodeNode {
                 idle: common
                     .idle_timeout
                     .map_or(StdDuration::from_secs(5), |d| d.0),
+                max_future: common.max_future.map_or(DEFAULT_MAX_FUTURE, |d| d.value.0),
             },
             dead_letter,
             client_id,

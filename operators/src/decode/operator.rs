@@ -20,6 +20,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::Antichain;
 
 use super::errors::ErrorSink;
+use crate::formats::DecodeError;
 use crate::formats::PayloadDecoder;
 
 /// Counters of one decode node.
@@ -38,6 +39,9 @@ pub struct EventClock {
     pub delay: Duration,
     /// After this long without events, the watermark follows the wall clock.
     pub idle: Duration,
+    /// Readings stamped further ahead of the wall clock than this are refused (reason
+    /// `future`): one device with a wrong clock must not move the watermark for all.
+    pub max_future: Duration,
 }
 
 /// Adds `decode` to streams of payloads.
@@ -74,8 +78,10 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
         builder.build(move |mut capabilities| {
             let mut capability = capabilities.pop();
             let mut watermark = Watermark::new(clock.delay, clock.idle);
+            let max_future_ms = i64::try_from(clock.max_future.as_millis()).unwrap_or(i64::MAX);
             move |frontiers| {
                 let now = Instant::now();
+                let latest_ms = wall_clock_ms().saturating_add(max_future_ms);
                 let mut out = output.activate();
                 // Counted locally and added once per activation: the counters are shared
                 // by every worker, and an atomic add per reading on one cache line would
@@ -89,6 +95,13 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                     for message in data.drain(..) {
                         let mut values = Row::new();
                         match decoder.decode(&message.topic, &message.payload, &mut values) {
+                            Ok(Some(d)) if d.time_ms > latest_ms => {
+                                let future = DecodeError::Future {
+                                    ahead_ms: d.time_ms - (latest_ms - max_future_ms),
+                                    allowed_ms: max_future_ms,
+                                };
+                                errors.record(&future, &message);
+                            }
                             Ok(Some(d)) => {
                                 watermark.observe(d.time_ms, now);
                                 decoded += 1;
@@ -121,4 +134,11 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
         });
         stream
     }
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

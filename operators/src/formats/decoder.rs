@@ -48,11 +48,17 @@ pub enum DecodeError {
     /// Longer than a `struct` layout.
     #[error("extra bytes: the layout needs {expected} bytes, got {got}")]
     LayoutExtra { expected: usize, got: usize },
+    /// Stamped further ahead of this machine's clock than the decoder allows: a wrong
+    /// clock on the device, which would otherwise make every later reading late.
+    #[error(
+        "stamped {ahead_ms} ms ahead of this machine's clock (at most {allowed_ms} ms allowed)"
+    )]
+    Future { ahead_ms: i64, allowed_ms: i64 },
 }
 
 impl DecodeError {
     /// A short stable reason, used as the counter name and in dead letters:
-    /// `empty`, `truncated`, `extra`, `unknown_type`, `non_finite`, `invalid`.
+    /// `empty`, `truncated`, `extra`, `unknown_type`, `non_finite`, `invalid`, `future`.
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::Empty => "empty",
@@ -61,6 +67,7 @@ impl DecodeError {
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::NonFinite(_) => "non_finite",
             DecodeError::Invalid(_) => "invalid",
+            DecodeError::Future { .. } => "future",
         }
     }
 }
