@@ -250,13 +250,29 @@ pub fn main_with(registry: Registry) -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
     // the embedded broker (rumqttd) logs every connection and disconnection, even as
     // errors; it is internal plumbing here, so it is silent unless asked for.
     let filter = EnvFilter::try_from_env("SMARTGRID_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .with_filter(filter.and(filter_fn(|meta| !is_wire_dump(meta))));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Whether an event is a network library's debug or trace output. Those dump requests
+/// and packets (an HTTP `Authorization` header, an MQTT CONNECT with its password), so
+/// no `SMARTGRID_LOG` setting shows them: secrets never reach a log.
+fn is_wire_dump(meta: &tracing::Metadata<'_>) -> bool {
+    const WIRE: [&str; 6] = ["ureq", "rustls", "rumqttc", "rumqttd", "hyper", "h2"];
+    *meta.level() > tracing::Level::INFO
+        && WIRE.iter().any(|lib| {
+            meta.target().strip_prefix(lib).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with("::") || rest.starts_with('_')
+            })
+        })
 }
