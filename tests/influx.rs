@@ -313,13 +313,15 @@ fn v1_to_influxd_stores_every_point_and_dead_letters_rejected_batches() {
     assert!(!letters.is_empty());
     let mut dead = 0;
     for letter in &letters {
-        assert_eq!(letter["status"], 400, "{letter}");
+        assert_eq!(letter["reason"], "rejected", "{letter}");
+        assert_eq!(letter["node"], "conflicting", "{letter}");
         let error = letter["error"].as_str().unwrap();
+        assert!(error.starts_with("HTTP 400: "), "{error}");
         assert!(error.contains("field type conflict"), "{error}");
         let batch = letter["lines"].as_str().unwrap();
         assert_eq!(
             batch.lines().count() as u64,
-            letter["points"].as_u64().unwrap()
+            letter["records"].as_u64().unwrap()
         );
         assert!(batch.lines().all(|l| l.starts_with("conflict,")));
         dead += batch.lines().count();

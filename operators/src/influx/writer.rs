@@ -305,7 +305,7 @@ impl Writer {
         } else {
             self.log.warn(
                 "write_failed",
-                &format!("write to {url} failed: {reason}; retrying with backoff (batches wait in the spool, {pending} now)"),
+                &format!("write failed ({url}): {reason}; retrying with backoff (batches wait in the spool, {pending} now)"),
             );
         }
         let at = self.backoff.due(after);
