@@ -99,6 +99,7 @@ pub fn run(
         base_dir: plan.base_dir.clone(),
         metrics: metrics.clone(),
         shutdown,
+        pressure: smartgrid_runtime::pressure::Pressure::new(),
         workers: cluster.workers,
         process_index: cluster.process,
         process_count: cluster.addresses.len().max(1),

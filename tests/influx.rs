@@ -313,13 +313,15 @@ fn v1_to_influxd_stores_every_point_and_dead_letters_rejected_batches() {
     assert!(!letters.is_empty());
     let mut dead = 0;
     for letter in &letters {
-        assert_eq!(letter["status"], 400, "{letter}");
+        assert_eq!(letter["reason"], "rejected", "{letter}");
+        assert_eq!(letter["node"], "conflicting", "{letter}");
         let error = letter["error"].as_str().unwrap();
+        assert!(error.starts_with("HTTP 400: "), "{error}");
         assert!(error.contains("field type conflict"), "{error}");
         let batch = letter["lines"].as_str().unwrap();
         assert_eq!(
             batch.lines().count() as u64,
-            letter["points"].as_u64().unwrap()
+            letter["records"].as_u64().unwrap()
         );
         assert!(batch.lines().all(|l| l.starts_with("conflict,")));
         dead += batch.lines().count();
@@ -636,4 +638,73 @@ fn kill_9_mid_run_then_a_rerun_stores_every_point_once() {
     // Every point once, with the values of the full run (the first run's last, partial
     // windows were overwritten by the rerun's complete ones).
     assert_same(&stored, &oracle, JSON_ULPS);
+}
+
+/// A stopped server never holds up the worker: the influx sink's queue is one chunk,
+/// its writer stalls on retries and then spools, and the file sink on the same worker
+/// still gets every reading while the server is away. Once the server is back, the
+/// spool is replayed and the database holds exactly what the file holds.
+#[test]
+fn a_stopped_server_does_not_hold_up_the_pipeline() {
+    testkit::require_binary("influxd");
+    let mut db = testkit::Influxd::start();
+    db.query("energy", "CREATE DATABASE energy");
+    db.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  store:
+    type: influx
+    input: means
+    url: {url}
+    api: v1
+    db: energy
+    precision: ms
+    batch_size: 200
+    flush_interval: 100ms
+    timeout: 1s
+    queue: 1
+    retry: {{ initial_delay: 1s, max_delay: 1s, attempts_before_spool: 3 }}
+    spool: {{ dir: spool, fsync: false }}
+    drain_timeout: 2m
+",
+        url = db.url()
+    );
+    // As fast as it goes: 2 simulated hours of 1 s windows for 4 sensors.
+    let simulate = "    sensors: 4\n    seed: 5\n    realtime: false\n    duration: 2h";
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        pipeline("stalled", simulate, &sinks),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let run = start(dir.path(), &[]);
+    // The file fills up and stops growing while the server is still down: the input
+    // has ended, and only the influx sink's drain keeps the process alive.
+    let oracle_path = dir.path().join("oracle.lp");
+    let mut last = (0, Instant::now());
+    loop {
+        let n = read_line_protocol(&oracle_path).len();
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n > 0 && last.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the file sink stalled at {n} points with the server down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let oracle = read_line_protocol(&oracle_path);
+    assert!(oracle.len() > 4 * 1000, "{} windows", oracle.len());
+    db.restart();
+    let lines = run.finish(Duration::from_secs(120));
+    let oracle: Points = oracle
+        .into_iter()
+        .map(|((_, s, t), f)| (("means".to_string(), s, t), f))
+        .collect();
+    assert_same(&influx_points(&db, "energy", "means"), &oracle, JSON_ULPS);
+    assert!(counter(&lines, "store.spooled") > 0, "batches were spooled");
+    assert_eq!(counter(&lines, "store.written"), oracle.len() as u64);
+    assert_eq!(counter(&lines, "store.dead_letters"), 0);
 }

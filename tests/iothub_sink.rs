@@ -155,11 +155,11 @@ nodes:
     connection_string: ${{IOTHUB_CONNECTION_STRING}}
     host: 127.0.0.1
     port: {port}
-    ca_file: ca.pem
+    tls: {{ ca_file: ca.pem }}
     max_message_bytes: {max_bytes}
     flush_interval: 1h
     properties: {{type: means}}
-    spool: outbox
+    spool: {{ dir: outbox }}
 {extra}
   store:
     type: file
@@ -350,7 +350,7 @@ fn the_spool_keeps_messages_for_the_next_run() {
             "    realtime: false\n    duration: 5m",
             "10s",
             max_bytes,
-            "    shutdown_timeout: 2s",
+            "    drain_timeout: 2s",
         ),
     )
     .expect("write");

@@ -12,10 +12,11 @@
 
 use std::time::{Duration, Instant};
 
+use smartgrid_operators::delivery::{DeadLetters, Handoff, Lines, handoff};
 use smartgrid_operators::formats::Precision;
 use smartgrid_operators::influx::client::Client;
-use smartgrid_operators::influx::config::{Api, Credentials, parse_url};
-use smartgrid_operators::influx::writer::{Counters, Msg, Settings, Writer};
+use smartgrid_operators::influx::config::{InfluxApi, parse_url};
+use smartgrid_operators::influx::writer::{Counters, Settings, Writer};
 use smartgrid_operators::spool::{Spool, SpoolOptions};
 use smartgrid_runtime::metrics::Metrics;
 
@@ -47,25 +48,27 @@ fn chunks(points: usize, hour: u64) -> Vec<(Vec<u8>, usize)> {
 }
 
 struct Sink {
-    tx: crossbeam_channel::Sender<Msg>,
+    tx: Handoff<Lines>,
     thread: std::thread::JoinHandle<()>,
     metrics: Metrics,
 }
 
 fn start(url: &str, gzip: bool, spool_dir: &std::path::Path) -> Sink {
     let endpoint = parse_url(url).expect("a valid --url");
+    let api = InfluxApi::V2 {
+        org: "bench".into(),
+        bucket: "bench".into(),
+        token: None,
+    };
     let client = Client::new(
         &endpoint,
-        Api::V2,
-        Some("bench"),
-        Some("bench"),
-        None,
-        None,
+        &api,
         Precision::Ms,
-        &Credentials::default(),
         gzip,
         Duration::from_secs(30),
-    );
+        None,
+    )
+    .expect("a client");
     let spool = Spool::open(
         spool_dir,
         SpoolOptions {
@@ -78,7 +81,6 @@ fn start(url: &str, gzip: bool, spool_dir: &std::path::Path) -> Sink {
     let counters = Counters {
         written: metrics.counter("written"),
         spooled: metrics.counter("spooled"),
-        dead_letters: metrics.counter("dead_letters"),
         dropped: metrics.counter("dropped"),
         failures: metrics.counter("failures"),
     };
@@ -94,16 +96,32 @@ fn start(url: &str, gzip: bool, spool_dir: &std::path::Path) -> Sink {
         "bench".into(),
         client,
         spool,
-        spool_dir.join("dead.jsonl"),
+        DeadLetters::new(
+            "bench",
+            spool_dir.join("dead.jsonl"),
+            metrics.counter("dead_letters"),
+        ),
         settings,
         counters,
     );
-    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (tx, rx) = handoff(64, &smartgrid_runtime::pressure::Pressure::new());
     let thread = std::thread::spawn(move || writer.run(rx));
     Sink {
         tx,
         thread,
         metrics,
+    }
+}
+
+/// Hand `text` over, waiting (spinning) while the queue is full: the bench measures the
+/// writer, not the hand-off.
+fn send(sink: &mut Sink, text: Vec<u8>, points: usize) {
+    sink.tx.push(Lines {
+        text: String::from_utf8(text).expect("line protocol is UTF-8"),
+        records: points,
+    });
+    while !sink.tx.flush() {
+        std::thread::yield_now();
     }
 }
 
@@ -212,15 +230,12 @@ fn main() {
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(1);
     let data = chunks(points, 0);
-    let sinks: Vec<Sink> = (0..writers)
+    let mut sinks: Vec<Sink> = (0..writers)
         .map(|w| start(&url, gzip, &dir.path().join(format!("spool-direct-{w}"))))
         .collect();
     let t0 = Instant::now();
     for (i, (text, n)) in data.into_iter().enumerate() {
-        sinks[i % writers]
-            .tx
-            .send(Msg::Lines { text, points: n })
-            .expect("writer alive");
+        send(&mut sinks[i % writers], text, n);
     }
     let total = || -> u64 { sinks.iter().map(|s| counter(&s.metrics, "written")).sum() };
     while total() < points as u64 {
@@ -228,7 +243,7 @@ fn main() {
     }
     let direct = t0.elapsed();
     for sink in sinks {
-        let _ = sink.tx.send(Msg::Close);
+        drop(sink.tx);
         sink.thread.join().expect("writer thread");
     }
     println!(
@@ -243,12 +258,10 @@ fn main() {
     vm.stop();
     let data = chunks(points, 1);
     let batches = data.len() as u64;
-    let sink = start(&url, gzip, &dir.path().join("spool-outage"));
+    let mut sink = start(&url, gzip, &dir.path().join("spool-outage"));
     let t0 = Instant::now();
     for (text, n) in data {
-        sink.tx
-            .send(Msg::Lines { text, points: n })
-            .expect("writer alive");
+        send(&mut sink, text, n);
     }
     wait_for(&sink.metrics, "spooled", batches);
     let spooled = t0.elapsed();
@@ -256,7 +269,7 @@ fn main() {
     let t1 = Instant::now();
     wait_for(&sink.metrics, "written", points as u64);
     let replay = t1.elapsed();
-    let _ = sink.tx.send(Msg::Close);
+    drop(sink.tx);
     sink.thread.join().expect("writer thread");
     println!(
         "  spooled: {:>10.0} points/s ({spooled:.2?}, server down, fsync per batch)",

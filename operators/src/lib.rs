@@ -4,6 +4,7 @@
 
 pub mod compare_with_lag;
 pub mod decode;
+pub mod delivery;
 pub mod formats;
 pub mod influx;
 pub mod io;

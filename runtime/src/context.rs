@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::metrics::Metrics;
+use crate::pressure::Pressure;
 use crate::shutdown::Shutdown;
 
 /// What every node may use, once per process.
@@ -16,6 +17,8 @@ pub struct ProcessContext {
     pub metrics: Metrics,
     /// The stop flag.
     pub shutdown: Shutdown,
+    /// Raised while a sink's hand-off queue is full: sources pause (see [`Pressure`]).
+    pub pressure: Pressure,
     /// Workers per process.
     pub workers: usize,
     /// This process's index in a cluster run (0 for a single process).

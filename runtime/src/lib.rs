@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node;
 pub mod operator;
 pub mod plan;
+pub mod pressure;
 pub mod record;
 pub mod registry;
 pub mod render;

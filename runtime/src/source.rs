@@ -10,6 +10,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::operators::generic::operator::source;
 
 use crate::operator::{Scope, Time};
+use crate::pressure::Pressure;
 
 /// What one poll found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +29,8 @@ pub const IDLE_POLL: Duration = Duration::from_millis(5);
 
 /// Build a source that calls `poll` on every activation. `poll` appends records to the
 /// buffer it is given (at most what it wants per call, so one source cannot starve
-/// the worker) and says whether it is done.
+/// the worker) and says whether it is done. While the worker's [`Pressure`] is raised,
+/// `poll` is not called: the source acts as if idle.
 ///
 /// ```
 /// use smartgrid_runtime::source::{Poll, poll_source};
@@ -61,6 +63,13 @@ where
             let Some(cap) = capability.as_mut() else {
                 return;
             };
+            if Pressure::raised_on_this_worker() {
+                // A sink holds more than its queue takes: leave the records where they
+                // wait (the broker, the simulator's clock) until it has drained.
+                advance_to_now(cap);
+                activator.activate_after(IDLE_POLL);
+                return;
+            }
             let state = poll(&mut buffer);
             if !buffer.is_empty() {
                 output.session(&*cap).give_container(&mut buffer);

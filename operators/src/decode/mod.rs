@@ -8,9 +8,3 @@
 pub mod errors;
 pub mod node;
 pub mod operator;
-
-// moved to crate::formats
-pub use crate::formats::{
-    ClemapConfig, ClemapDecoder, DecodeError, Decoded, FormatConfig, JsonConfig, JsonDecoder,
-    PayloadDecoder, StructConfig, StructDecoder, TimeUnit, clemap, json, structs,
-};

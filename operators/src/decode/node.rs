@@ -28,7 +28,7 @@ use smartgrid_runtime::{
 
 use super::errors::{DeadLetters, ErrorSink};
 use super::operator::{DecodeCounters, DecodeExt, EventClock};
-use super::{FormatConfig, PayloadDecoder};
+use crate::formats::{FormatConfig, PayloadDecoder};
 use crate::mqtt::{Publisher, PublisherOptions, Qos};
 
 /// How far ahead of this machine's clock a reading may be stamped, by default: clocks

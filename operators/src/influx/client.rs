@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use super::config::{Api, Credentials, Endpoint};
-use crate::sink::format::Precision;
+use super::config::{Endpoint, InfluxApi};
+use crate::formats::Precision;
+use crate::io::TlsConfig;
 
 /// What the server's answer means for the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,30 +43,26 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `endpoint` speaking `api`.
-    #[allow(clippy::too_many_arguments)]
+    /// A client for `endpoint` speaking `api`; with `tls`, its CA and client
+    /// certificate are read here (a problem names the file).
     pub fn new(
         endpoint: &Endpoint,
-        api: Api,
-        org: Option<&str>,
-        bucket: Option<&str>,
-        db: Option<&str>,
-        rp: Option<&str>,
+        api: &InfluxApi,
         precision: Precision,
-        credentials: &Credentials,
         gzip: bool,
         timeout: Duration,
-    ) -> Self {
+        tls: Option<&TlsConfig>,
+    ) -> Result<Self, String> {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         let path = match api {
-            Api::V2 => {
-                query.append_pair("org", org.unwrap_or_default());
-                query.append_pair("bucket", bucket.unwrap_or_default());
+            InfluxApi::V2 { org, bucket, .. } => {
+                query.append_pair("org", org);
+                query.append_pair("bucket", bucket);
                 query.append_pair("precision", precision.as_str());
                 "/api/v2/write"
             }
-            Api::V1 => {
-                query.append_pair("db", db.unwrap_or_default());
+            InfluxApi::V1 { db, rp, .. } => {
+                query.append_pair("db", db);
                 if let Some(rp) = rp {
                     query.append_pair("rp", rp);
                 }
@@ -80,28 +77,28 @@ impl Client {
             }
         };
         let authorization = match api {
-            Api::V2 => credentials
-                .token
+            InfluxApi::V2 { token, .. } => token
                 .as_deref()
                 .filter(|t| !t.is_empty())
                 .map(|t| format!("Token {t}")),
-            Api::V1 => credentials.username.as_deref().map(|user| {
-                let pair = format!("{user}:{}", credentials.password.as_deref().unwrap_or(""));
+            InfluxApi::V1 { credentials, .. } => credentials.as_ref().map(|(user, password)| {
+                let pair = format!("{user}:{}", password.as_deref().unwrap_or(""));
                 format!("Basic {}", base64(pair.as_bytes()))
             }),
         };
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
-            .user_agent(concat!("smartgrid/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        Self {
-            agent,
+            .user_agent(concat!("smartgrid/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls {
+            config = config.tls_config(tls_config(tls)?);
+        }
+        Ok(Self {
+            agent: config.build().into(),
             url: format!("{}{path}?{}", endpoint.base, query.finish()),
             authorization,
             gzip,
-        }
+        })
     }
 
     /// The body to send for `lines` (compressed when `gzip` is on).
@@ -189,7 +186,37 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-pub use crate::io::Backoff;
+/// ureq's TLS settings for `tls`: its CA instead of the system's roots, and a client
+/// certificate if one is given.
+fn tls_config(tls: &TlsConfig) -> Result<ureq::tls::TlsConfig, String> {
+    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let certs = |path: &std::path::Path| -> Result<Vec<Certificate<'static>>, String> {
+        let pem = read(path)?;
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(certs)
+    };
+    let mut builder = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = &tls.ca_file {
+        builder = builder.root_certs(RootCerts::new_with_certs(&certs(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        let key = PrivateKey::from_pem(&read(key)?)
+            .map_err(|e| format!("{} holds no usable private key: {e}", key.display()))?;
+        builder = builder.client_cert(Some(ClientCert::new_with_certs(&certs(cert)?, key)));
+    }
+    Ok(builder.build())
+}
 
 /// Standard base64 with padding (for the basic-auth header).
 fn base64(bytes: &[u8]) -> String {

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use smartgrid_runtime::spec::{Env, parse_str};
 
-use super::config::ByteSize;
+use crate::delivery::ByteSize;
 
 const HEAD: &str = "pipeline: t
 nodes:
@@ -53,20 +53,26 @@ fn good_v2_and_v1_settings_plan() {
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let err = plan(
-        "    url: ftp://db:8086\n    token: ${INFLUX_TOKEN}\n    batch_size: 0\n",
-        &[],
-    )
-    .unwrap_err();
+    // Every check made after reading the settings runs, whichever fails first; an
+    // unreadable value (an unset variable) stops the reading itself.
+    let err = plan("    url: ftp://db:8086\n    batch_size: 0\n", &[]).unwrap_err();
     for needle in [
         "invalid InfluxDB URL `ftp://db:8086`: the scheme `ftp` is not supported",
-        "environment variable `INFLUX_TOKEN` is not set",
         "the v2 write API needs `org`",
         "the v2 write API needs `bucket`",
         "`batch_size` must be above zero",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+    let err = plan(
+        "    url: http://h\n    org: o\n    bucket: b\n    token: ${INFLUX_TOKEN}\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("environment variable `INFLUX_TOKEN` is not set"),
+        "{err}"
+    );
     let err = plan("    url: http://h\n    api: v3\n    db: x\n", &[]).unwrap_err();
     assert!(err.contains("v3"), "{err}");
     let err = plan("    url: http://h\n    api: v1\n    bucket: b\n", &[]).unwrap_err();

@@ -1,28 +1,18 @@
 //! The writer thread: batches lines, sends them, retries, spools, dead-letters.
 //!
-//! The dataflow hands it encoded lines through a bounded channel ([`Msg`]); HTTP never
-//! runs on a timely worker. Order is kept: while the spool holds anything, new batches
+//! The dataflow hands it encoded lines through the sink toolkit's hand-off
+//! ([`crate::delivery`]); HTTP never runs on a timely worker. Order is kept: while the spool holds anything, new batches
 //! go behind it, and the spool is replayed oldest first.
 
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use smartgrid_runtime::metrics::Counter;
-use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::shutdown::Shutdown;
 
-use super::client::{Backoff, Client, Outcome};
+use super::client::{Client, Outcome};
+use crate::delivery::{DeadLetters, Inbox, Lines, Payload, Reason, Received, ThrottledLog};
+use crate::io::Backoff;
 use crate::spool::{Spool, SpoolError};
-
-/// What the sink operator sends to the writer.
-pub enum Msg {
-    /// Encoded lines (each ending in `\n`) and how many there are.
-    Lines { text: Vec<u8>, points: usize },
-    /// The input ended: send or spool everything, then stop.
-    Close,
-}
 
 /// Timing and sizes of the writer.
 #[derive(Clone, Debug)]
@@ -41,16 +31,12 @@ pub struct Counters {
     pub written: Counter,
     /// Batches put in the spool.
     pub spooled: Counter,
-    /// Points rejected by the server, in the dead-letter file.
-    pub dead_letters: Counter,
     /// Batches deleted unsent by `when_full: drop_oldest`.
     pub dropped: Counter,
     /// Failed attempts (connection errors, 5xx, 429, …).
     pub failures: Counter,
 }
 
-/// How often an ongoing outage is logged.
-const LOG_EVERY: Duration = Duration::from_secs(30);
 /// The longest stretch of spool replay before new input is looked at again.
 const REPLAY_SLICE: Duration = Duration::from_millis(200);
 
@@ -59,8 +45,8 @@ pub struct Writer {
     node: String,
     client: Client,
     spool: Spool,
-    dead_letter_path: PathBuf,
-    dead_letters: Option<std::io::BufWriter<std::fs::File>>,
+    dead_letters: DeadLetters,
+    log: ThrottledLog,
     settings: Settings,
     counters: Counters,
     batch: Vec<u8>,
@@ -69,8 +55,8 @@ pub struct Writer {
     backoff: Backoff,
     /// No attempt before this (after a failure).
     retry_at: Option<Instant>,
-    /// Since when the server has been failing, and when that was last logged.
-    outage: Option<(Instant, Instant)>,
+    /// Since when the server has been failing.
+    outage: Option<Instant>,
     dropped_seen: u64,
     /// Set while draining on shutdown: a full spool waits no longer than this.
     drain_deadline: Option<Instant>,
@@ -90,17 +76,17 @@ impl Writer {
         node: String,
         client: Client,
         spool: Spool,
-        dead_letter_path: PathBuf,
+        dead_letters: DeadLetters,
         settings: Settings,
         counters: Counters,
     ) -> Self {
         let backoff = Backoff::new(settings.retry_initial, settings.retry_max);
         Self {
+            log: ThrottledLog::new(&node),
             node,
             client,
             spool,
-            dead_letter_path,
-            dead_letters: None,
+            dead_letters,
             batch: Vec::new(),
             batch_points: 0,
             batch_since: None,
@@ -121,8 +107,8 @@ impl Writer {
         self
     }
 
-    /// Run until [`Msg::Close`] (or every sender is gone), then drain.
-    pub fn run(mut self, rx: Receiver<Msg>) {
+    /// Run until the input ends (the inbox is closed and read), then drain.
+    pub fn run(mut self, inbox: Inbox<Lines>) {
         if !self.spool.is_empty() {
             tracing::info!(
                 node = %self.node,
@@ -141,19 +127,19 @@ impl Writer {
             if !self.spool.is_empty() {
                 wake = wake.min(self.retry_at.unwrap_or(now));
             }
-            match rx.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(Msg::Lines { text, points }) => {
+            match inbox.recv_timeout(wake.saturating_duration_since(now)) {
+                Received::Chunk(lines) => {
                     if self.batch.is_empty() {
                         self.batch_since = Some(Instant::now());
                     }
-                    self.batch.extend_from_slice(&text);
-                    self.batch_points += points;
+                    self.batch.extend_from_slice(lines.text.as_bytes());
+                    self.batch_points += lines.records;
                     if self.batch_points >= self.settings.batch_size {
                         self.ship_batch();
                     }
                 }
-                Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+                Received::Closed => break,
+                Received::Timeout => {}
             }
             if self
                 .batch_since
@@ -188,9 +174,6 @@ impl Writer {
                 self.spool.dir().display()
             );
         }
-        if let Some(f) = &mut self.dead_letters {
-            let _ = f.flush();
-        }
     }
 
     /// Send the current batch: directly when nothing waits in the spool, retrying a
@@ -215,7 +198,11 @@ impl Writer {
                     return;
                 }
                 Outcome::Rejected { status, message } => {
-                    self.dead_letter(&batch, status, &message);
+                    self.dead_letter(
+                        &batch,
+                        Reason::Rejected,
+                        &format!("HTTP {status}: {message}"),
+                    );
                     return;
                 }
                 Outcome::Misconfigured { status, message } => {
@@ -261,7 +248,11 @@ impl Writer {
                     }
                 }
                 Outcome::Rejected { status, message } => {
-                    self.dead_letter(&record, status, &message);
+                    self.dead_letter(
+                        &record,
+                        Reason::Rejected,
+                        &format!("HTTP {status}: {message}"),
+                    );
                     self.ack();
                 }
                 Outcome::Misconfigured { status, message } => {
@@ -286,7 +277,9 @@ impl Writer {
         self.counters.written.add(points);
         self.backoff.reset();
         self.retry_at = None;
-        if let Some((since, _)) = self.outage.take() {
+        if let Some(since) = self.outage.take() {
+            self.log.clear("refused");
+            self.log.clear("write_failed");
             tracing::info!(
                 node = %self.node,
                 "{} accepts writes again after {:.1}s; {} batches to replay",
@@ -297,37 +290,23 @@ impl Writer {
         }
     }
 
-    /// Note a failed attempt, log it (once, then every [`LOG_EVERY`]) and schedule the
-    /// next one. Returns when it is due.
+    /// Note a failed attempt, log it (throttled) and schedule the next one. Returns when
+    /// it is due.
     fn failed(&mut self, reason: &str, config: bool, after: Option<Duration>) -> Instant {
         self.counters.failures.inc();
-        let now = Instant::now();
-        let log = match &mut self.outage {
-            None => {
-                self.outage = Some((now, now));
-                true
-            }
-            Some((_, logged)) if now.duration_since(*logged) >= LOG_EVERY => {
-                *logged = now;
-                true
-            }
-            Some(_) => false,
-        };
-        if log {
-            let pending = self.spool.len();
-            if config {
-                tracing::error!(
-                    node = %self.node,
-                    url = %self.client.url(),
-                    "the server refuses the writes: {reason}; check the url, org/bucket or db, and the credentials (batches wait in the spool, {pending} now)"
-                );
-            } else {
-                tracing::warn!(
-                    node = %self.node,
-                    url = %self.client.url(),
-                    "write failed: {reason}; retrying with backoff (batches wait in the spool, {pending} now)"
-                );
-            }
+        self.outage.get_or_insert_with(Instant::now);
+        let pending = self.spool.len();
+        let url = self.client.url().to_string();
+        if config {
+            self.log.error(
+                "refused",
+                &format!("{url} refuses the writes: {reason}; check the url, org/bucket or db, and the credentials (batches wait in the spool, {pending} now)"),
+            );
+        } else {
+            self.log.warn(
+                "write_failed",
+                &format!("write failed ({url}): {reason}; retrying with backoff (batches wait in the spool, {pending} now)"),
+            );
         }
         let at = self.backoff.due(after);
         self.retry_at = Some(at);
@@ -343,10 +322,12 @@ impl Writer {
                     self.counters.spooled.inc();
                     let dropped = self.spool.dropped();
                     if dropped > self.dropped_seen {
-                        tracing::warn!(
-                            node = %self.node,
-                            "spool full: {} oldest batches deleted unsent (when_full: drop_oldest)",
-                            dropped - self.dropped_seen
+                        self.log.warn(
+                            "spool_dropped",
+                            &format!(
+                                "spool full: {} oldest batches deleted unsent (when_full: drop_oldest)",
+                                dropped - self.dropped_seen
+                            ),
                         );
                         self.counters.dropped.add(dropped - self.dropped_seen);
                         self.dropped_seen = dropped;
@@ -364,7 +345,11 @@ impl Writer {
                 {
                     // Shutting down, the server away and the spool full: the dead-letter
                     // file is the last place on disk for the batch.
-                    self.dead_letter(batch, 0, "not sent: the spool was full at shutdown");
+                    self.dead_letter(
+                        batch,
+                        Reason::SpoolFull,
+                        "not sent: the spool was full at shutdown",
+                    );
                     return;
                 }
                 Err(SpoolError::Full { .. }) => {
@@ -374,46 +359,16 @@ impl Writer {
                     self.replay(REPLAY_SLICE);
                 }
                 Err(e) => {
-                    tracing::error!(node = %self.node, "cannot spool a batch: {e}; it goes to the dead-letter file");
-                    self.dead_letter(batch, 0, &format!("not spooled: {e}"));
+                    self.dead_letter(batch, Reason::Unspoolable, &format!("not spooled: {e}"));
                     return;
                 }
             }
         }
     }
 
-    /// Write a batch the server rejected (or that could not be spooled) as one JSON line.
-    fn dead_letter(&mut self, batch: &[u8], status: u16, message: &str) {
-        let points = points_in(batch);
-        self.counters.dead_letters.add(points);
-        tracing::error!(
-            node = %self.node,
-            status,
-            "a batch of {points} points goes to the dead-letter file {}: {message}",
-            self.dead_letter_path.display()
-        );
-        let letter = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "node": self.node,
-            "status": status,
-            "error": message,
-            "points": points,
-            "lines": String::from_utf8_lossy(batch),
-        });
-        if self.dead_letters.is_none() {
-            match open_output(&self.dead_letter_path, false) {
-                Ok(f) => self.dead_letters = Some(f),
-                Err(e) => {
-                    tracing::error!(node = %self.node, "cannot open the dead-letter file: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(f) = &mut self.dead_letters {
-            let written = writeln!(f, "{letter}").and_then(|()| f.flush());
-            if let Err(e) = written {
-                tracing::error!(node = %self.node, "cannot write a dead letter: {e}");
-            }
-        }
+    /// Write a batch the server rejected (or that could not be spooled) as one letter.
+    fn dead_letter(&mut self, batch: &[u8], reason: Reason, error: &str) {
+        self.dead_letters
+            .write(reason, error, points_in(batch), Payload::Lines(batch));
     }
 }

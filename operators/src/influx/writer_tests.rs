@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use smartgrid_runtime::metrics::Metrics;
 
 use super::client::Client;
-use super::config::{Api, Credentials, parse_url};
-use super::writer::{Counters, Msg, Settings, Writer};
-use crate::sink::format::Precision;
+use super::config::{InfluxApi, parse_url};
+use super::writer::{Counters, Settings, Writer};
+use crate::delivery::{DeadLetters, Lines, handoff};
+use crate::formats::Precision;
 use crate::spool::{Spool, SpoolOptions};
 
 /// One request as the server saw it.
@@ -92,19 +93,16 @@ struct Harness {
 }
 
 /// Run a writer over `batches` (each sent as one full batch) until it drains.
-fn run_writer(url: &str, batches: &[&str], api: Api, credentials: Credentials) -> Harness {
+fn run_writer(url: &str, batches: &[&str], api: InfluxApi) -> Harness {
     let client = Client::new(
         &parse_url(url).unwrap(),
-        api,
-        Some("o"),
-        Some("b"),
-        Some("db"),
-        None,
+        &api,
         Precision::Ms,
-        &credentials,
         false,
         Duration::from_secs(5),
-    );
+        None,
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(
         dir.path().join("spool"),
@@ -118,7 +116,6 @@ fn run_writer(url: &str, batches: &[&str], api: Api, credentials: Credentials) -
     let counters = Counters {
         written: metrics.counter("written"),
         spooled: metrics.counter("spooled"),
-        dead_letters: metrics.counter("dead_letters"),
         dropped: metrics.counter("dropped"),
         failures: metrics.counter("failures"),
     };
@@ -134,20 +131,24 @@ fn run_writer(url: &str, batches: &[&str], api: Api, credentials: Credentials) -
         "store".into(),
         client,
         spool,
-        dir.path().join("dead.jsonl"),
+        DeadLetters::new(
+            "store",
+            dir.path().join("dead.jsonl"),
+            metrics.counter("dead_letters"),
+        ),
         settings,
         counters,
     );
-    let (tx, rx) = crossbeam_channel::bounded(8);
-    let thread = std::thread::spawn(move || writer.run(rx));
+    let (mut handoff, inbox) = handoff::<Lines>(8, &smartgrid_runtime::pressure::Pressure::new());
+    let thread = std::thread::spawn(move || writer.run(inbox));
     for batch in batches {
-        tx.send(Msg::Lines {
-            text: batch.as_bytes().to_vec(),
-            points: batch.lines().count(),
-        })
-        .unwrap();
+        handoff.push(Lines {
+            text: batch.to_string(),
+            records: batch.lines().count(),
+        });
     }
-    tx.send(Msg::Close).unwrap();
+    assert!(handoff.flush(), "eight chunks fit");
+    drop(handoff);
     thread.join().unwrap();
     Harness { metrics, dir }
 }
@@ -170,11 +171,12 @@ fn retry_after_is_honoured_and_the_batch_sent_once_accepted() {
         (429, "retry-after: 1\r\n", "slow down"),
         (204, "", ""),
     ]);
-    let credentials = Credentials {
+    let api = InfluxApi::V2 {
+        org: "o".into(),
+        bucket: "b".into(),
         token: Some("tok-123".into()),
-        ..Credentials::default()
     };
-    let h = run_writer(&url, &[A], Api::V2, credentials);
+    let h = run_writer(&url, &[A], api);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(
@@ -199,7 +201,15 @@ fn an_outage_keeps_the_order_through_the_spool() {
         (503, "", "down"),
         (204, "", ""),
     ]);
-    let h = run_writer(&url, &[A, B, C], Api::V2, Credentials::default());
+    let h = run_writer(
+        &url,
+        &[A, B, C],
+        InfluxApi::V2 {
+            org: "o".into(),
+            bucket: "b".into(),
+            token: None,
+        },
+    );
     let seen = seen.lock().unwrap().clone();
     let accepted: Vec<&str> = seen[3..].iter().map(|s| s.body.as_str()).collect();
     assert_eq!(accepted, vec![A, B, C], "replayed in order, each once");
@@ -213,12 +223,12 @@ fn an_outage_keeps_the_order_through_the_spool() {
 fn unauthorized_batches_wait_in_the_spool() {
     // 401 forever: nothing is lost, nothing dead-lettered; the batch stays spooled.
     let (url, seen) = scripted_server(vec![(401, "", "{\"error\":\"authorization failed\"}")]);
-    let credentials = Credentials {
-        username: Some("me".into()),
-        password: Some("pw".into()),
-        ..Credentials::default()
+    let api = InfluxApi::V1 {
+        db: "db".into(),
+        rp: None,
+        credentials: Some(("me".into(), Some("pw".into()))),
     };
-    let h = run_writer(&url, &[A], Api::V1, credentials);
+    let h = run_writer(&url, &[A], api);
     let seen = seen.lock().unwrap().clone();
     assert!(seen.len() >= 2, "retried: {seen:?}");
     assert_eq!(seen[0].path, "/write?db=db&precision=ms");
@@ -240,7 +250,15 @@ fn bad_data_goes_to_the_dead_letter_file_once() {
         ),
         (204, "", ""),
     ]);
-    let h = run_writer(&url, &[A, B], Api::V2, Credentials::default());
+    let h = run_writer(
+        &url,
+        &[A, B],
+        InfluxApi::V2 {
+            org: "o".into(),
+            bucket: "b".into(),
+            token: None,
+        },
+    );
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "a rejected batch is not retried: {seen:?}");
     assert_eq!(counter(&h, "dead_letters"), 2);
@@ -251,13 +269,13 @@ fn bad_data_goes_to_the_dead_letter_file_once() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0]["status"], 400);
+    assert_eq!(letters[0]["reason"], "rejected");
     assert_eq!(letters[0]["lines"], A);
-    assert_eq!(letters[0]["points"], 2);
+    assert_eq!(letters[0]["records"], 2);
     assert!(
         letters[0]["error"]
             .as_str()
             .unwrap()
-            .contains("missing field value")
+            .contains("HTTP 400: {\"error\":\"unable to parse")
     );
 }

@@ -11,9 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-// moved to crate::formats
-pub use crate::formats::JsonRecord as RecordEncoder;
-
 /// The default message size: one billing block.
 pub const BLOCK_BYTES: usize = 4096;
 

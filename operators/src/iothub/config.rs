@@ -11,6 +11,8 @@ use smartgrid_runtime::spec::Duration;
 use super::batch::{BLOCK_BYTES, MAX_MESSAGE_BYTES};
 use super::client::DEFAULT_PORT;
 use super::connection_string::{ConnectionString, Credential};
+use crate::delivery::{RetryConfig, SpoolConfig};
+use crate::io::TlsConfig;
 use crate::mqtt::ConfigIssue;
 
 fn default_port() -> u16 {
@@ -36,20 +38,11 @@ fn default_max_message_bytes() -> usize {
 fn default_flush_interval() -> Duration {
     Duration(StdDuration::from_secs(30 * 60))
 }
-fn default_outbox_max_bytes() -> u64 {
-    256 << 20
-}
 fn default_keep_alive() -> Duration {
     Duration(StdDuration::from_secs(60))
 }
-fn default_reconnect_min() -> Duration {
-    Duration(StdDuration::from_secs(1))
-}
-fn default_reconnect_max() -> Duration {
-    Duration(StdDuration::from_secs(300))
-}
-fn default_shutdown_timeout() -> Duration {
-    Duration(StdDuration::from_secs(10))
+fn default_queue() -> usize {
+    crate::delivery::config::DEFAULT_QUEUE
 }
 
 /// The certificate and key of a device that authenticates with X.509.
@@ -88,10 +81,11 @@ pub struct IotHubConfig {
     #[serde(default = "default_port", deserialize_with = "port")]
     pub port: u16,
 
-    /// PEM file with the CA certificate(s) of the hub or the IoT Edge gateway
-    /// (default: the system's trusted roots; a gateway usually needs its own CA).
+    /// `{ ca_file: gateway-ca.pem }`: the CA certificate(s) of the hub or the IoT Edge
+    /// gateway (default: the system's trusted roots; a gateway usually needs its own
+    /// CA). The device's own certificate is `x509`, not `tls.client_cert`.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub tls: Option<TlsConfig>,
 
     /// How long each SAS token is valid (default `1h`); the client reconnects with a
     /// new token after 80 % of it.
@@ -114,34 +108,37 @@ pub struct IotHubConfig {
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 
-    /// A folder for the durable outbox: messages wait there until the hub
-    /// acknowledged them, across outages and restarts. Relative to the pipeline file.
-    /// Default: an outbox in memory (kept across outages, lost on exit).
+    /// The outbox: messages wait there until the hub acknowledged them, across outages.
+    /// `{ dir: outbox, max_size: 256MiB, fsync: true }`: with `dir` (relative to the
+    /// pipeline file) the outbox is on disk and survives restarts; without it, it is in
+    /// memory (lost on exit). When it is full, new messages go to the dead-letter file.
     #[serde(default)]
-    pub spool: Option<PathBuf>,
+    pub spool: SpoolConfig,
 
-    /// The most bytes the outbox holds (default 256 MiB); when it is full, new
-    /// messages are dropped and counted (`<node>.dropped`).
-    #[serde(default = "default_outbox_max_bytes")]
-    pub outbox_max_bytes: u64,
+    /// Reconnecting: `{ initial_delay: 1s, max_delay: 300s }` (the defaults); the delay
+    /// doubles per failed attempt.
+    #[serde(default)]
+    pub retry: RetryConfig,
 
     /// MQTT keep-alive (default `60s`, between 1 s and 1177 s as IoT Hub requires).
     #[serde(default = "default_keep_alive")]
     pub keep_alive: Duration,
 
-    /// First wait before reconnecting (default `1s`); doubles per failed attempt.
-    #[serde(default = "default_reconnect_min")]
-    pub reconnect_min: Duration,
-
-    /// The longest wait between reconnect attempts (default `300s`).
-    #[serde(default = "default_reconnect_max")]
-    pub reconnect_max: Duration,
-
     /// On exit (end of input, SIGINT, SIGTERM), wait this long for the hub to
-    /// acknowledge what is pending (default `10s`). What is left stays in the `spool`
+    /// acknowledge what is pending (default `10s`). What is left stays in the spool
     /// folder for the next run.
-    #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout: Duration,
+    #[serde(default = "crate::delivery::config::default_drain_timeout")]
+    pub drain_timeout: Duration,
+
+    /// Records waiting for the uplink thread, in chunks; when full, the sources pause
+    /// and no worker waits. Default 64.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+
+    /// Where records that cannot be sent go (a record too big for a message, a full
+    /// outbox), one JSON line each. Default `data/<node>.dead_letters.jsonl`.
+    #[serde(default)]
+    pub dead_letter: Option<PathBuf>,
 
     /// At start, wait this long for the first connection (default `10s`). Without a
     /// `spool`, a hub not reached by then stops the run before it starts: the messages
@@ -248,25 +245,36 @@ impl IotHubConfig {
                 );
             }
         }
-        if self.outbox_max_bytes < self.max_message_bytes as u64 * 4 {
+        if self.retry.attempts_before_spool.is_some() {
             issue(
-                "outbox_max_bytes",
-                format!("{} bytes holds too few messages", self.outbox_max_bytes),
-                "use at least a few messages' worth, e.g. 268435456 (256 MiB, the default)",
+                "retry",
+                "`retry.attempts_before_spool` does not apply to IoT Hub".into(),
+                "every message waits in the outbox until the hub acknowledges it; remove the key",
             );
         }
-        if self.reconnect_min.0.is_zero() {
+        if self.spool.when_full == Some(crate::spool::WhenFull::DropOldest) {
             issue(
-                "reconnect_min",
-                "a zero reconnect delay would hammer an unreachable hub".into(),
-                "use e.g. `1s` (the default)",
+                "spool",
+                "the IoT Hub outbox cannot drop its oldest messages".into(),
+                "remove `when_full`: a full outbox sends new records to the dead-letter file",
             );
         }
-        if self.reconnect_max.0 < self.reconnect_min.0 {
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_cert.is_some() || t.client_key.is_some())
+        {
             issue(
-                "reconnect_max",
-                "reconnect_max is shorter than reconnect_min".into(),
-                "make reconnect_max at least reconnect_min",
+                "tls",
+                "a device authenticates with `x509`, not with `tls.client_cert`".into(),
+                "write `x509: {cert: device.pem, key: device.key}` and `x509=true` in the connection string",
+            );
+        }
+        if self.queue == 0 {
+            issue(
+                "queue",
+                "`queue` must be above zero".into(),
+                "leave it out for the default",
             );
         }
         match connection {
@@ -283,7 +291,7 @@ impl fmt::Debug for IotHubConfig {
             .field("x509", &self.x509)
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("ca_file", &self.ca_file)
+            .field("tls", &self.tls)
             .field("token_ttl", &self.token_ttl.0)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("flush_interval", &self.flush_interval.0)
@@ -337,7 +345,7 @@ mod tests {
     #[test]
     fn every_problem_names_its_key() {
         let mut cfg = config(
-            "    max_message_bytes: 100\n    flush_interval: 0s\n    token_ttl: 5s\n    keep_alive: 2000s\n    properties: {$ct: x}\n    reconnect_min: 2s\n    reconnect_max: 1s\n    host: mqtts://x\n    x509: {cert: a.pem, key: a.key}\n",
+            "    max_message_bytes: 100\n    flush_interval: 0s\n    token_ttl: 5s\n    keep_alive: 2000s\n    properties: {$ct: x}\n    retry: {attempts_before_spool: 2}\n    host: mqtts://x\n    x509: {cert: a.pem, key: a.key}\n",
         )
         .expect("parses");
         cfg.port = 0;
@@ -352,7 +360,7 @@ mod tests {
                 "max_message_bytes",
                 "port",
                 "properties",
-                "reconnect_max",
+                "retry",
                 "token_ttl",
                 "x509"
             ]

@@ -27,5 +27,5 @@ pub use client::{
 pub use config::{IotHubConfig, X509Config};
 pub use connection_string::{ConnectionString, ConnectionStringError, Credential, SharedAccessKey};
 pub use events::{CloudEvent, CloudMessage, DesiredPatch, TwinResponse};
-pub use node::{IotHubSink, IotHubState};
+pub use node::IotHubSink;
 pub use outbox::{MemoryStore, Outbox, OutboxError, OutboxStore};

@@ -14,15 +14,15 @@
 //!   input: means_10s
 //!   format: text               # text (default) | json | line_protocol
 //! ```
-//! Both write from one worker (records are routed there), flush whenever the input
-//! frontier advances, and flush and close when the input ends.
-
-pub mod format;
+//! Both encode on worker 0 (records are routed there) and write from their own writer
+//! thread, fed by the sink toolkit's hand-off ([`crate::delivery`]): a slow disk or a
+//! blocked terminal pauses the sources instead of a worker. The writer flushes whenever
+//! it has nothing more to read, and flushes and closes when the input ends.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
@@ -30,10 +30,15 @@ use smartgrid_runtime::{
     AnyStream, Claim, Inputs, Node, PlanContext, PortType, RenderContext, Resource, Routing,
     Schema, StartContext, StartError,
 };
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 
-use format::{Encoder, Format, Precision};
+use crate::delivery::config::DEFAULT_QUEUE;
+use crate::delivery::config::check_positive;
+use crate::delivery::{Inbox, Lines, Received, SinkState, ThrottledLog, render_sink};
+use crate::formats::{Encoder, Format, Precision};
+
+fn default_queue() -> usize {
+    DEFAULT_QUEUE
+}
 
 /// Settings of a `file` sink.
 #[derive(Debug, Deserialize)]
@@ -56,6 +61,10 @@ pub struct FileSinkConfig {
     /// Start the file afresh instead of appending. Default false.
     #[serde(default)]
     pub truncate: bool,
+    /// Chunks of lines waiting for the writer thread; when full, the sources pause.
+    /// Default 64.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
 }
 
 /// Settings of a `stdout` sink.
@@ -74,6 +83,10 @@ pub struct StdoutSinkConfig {
     /// Extra tags on every point.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Chunks of lines waiting for the writer thread; when full, the sources pause.
+    /// Default 64.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
 }
 
 /// The encoder a sink writes with: measurement defaulting to the input node's name, and
@@ -104,7 +117,7 @@ impl Node for FileSink {
     const INPUTS: Inputs = Inputs::One(Routing::Any);
 
     type Config = FileSinkConfig;
-    type State = SharedWriter;
+    type State = SinkState<Lines>;
 
     fn plan(config: FileSinkConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let schema = ctx.readings_input()?;
@@ -116,8 +129,10 @@ impl Node for FileSink {
             config.measurement,
             config.tags,
         );
+        check_positive(ctx, &[("queue", config.queue == 0)]);
         Some(FileSink(WriterSink {
             encoder,
+            queue: config.queue,
             target: Target::File {
                 path: ctx.resolve(&config.path),
                 truncate: config.truncate,
@@ -134,18 +149,32 @@ impl Node for FileSink {
         self.0.resources()
     }
 
-    fn start(&self, _ctx: &StartContext<'_>) -> Result<SharedWriter, StartError> {
-        self.0.start()
+    fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
+        self.0.start(ctx)
     }
 
     fn render<'s>(
         &self,
-        writer: &SharedWriter,
+        state: &Self::State,
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
-        self.0.render(writer, ctx, inputs);
+        let encoder = self.0.encoder.clone();
+        render_sink(
+            ctx,
+            ctx.single_readings(inputs),
+            state,
+            move |reading, lines: &mut Lines| {
+                encoder.encode(reading, &mut lines.text);
+                lines.records += 1;
+            },
+        );
         None
+    }
+
+    /// Wait until the writer has written and flushed everything.
+    fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        state.finish()
     }
 }
 
@@ -158,7 +187,7 @@ impl Node for StdoutSink {
     const INPUTS: Inputs = Inputs::One(Routing::Any);
 
     type Config = StdoutSinkConfig;
-    type State = SharedWriter;
+    type State = SinkState<Lines>;
 
     fn plan(config: StdoutSinkConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let schema = ctx.readings_input()?;
@@ -171,8 +200,10 @@ impl Node for StdoutSink {
             config.measurement,
             config.tags,
         );
+        check_positive(ctx, &[("queue", config.queue == 0)]);
         Some(StdoutSink(WriterSink {
             encoder,
+            queue: config.queue,
             target: Target::Stdout,
         }))
     }
@@ -181,18 +212,32 @@ impl Node for StdoutSink {
         None
     }
 
-    fn start(&self, _ctx: &StartContext<'_>) -> Result<SharedWriter, StartError> {
-        self.0.start()
+    fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
+        self.0.start(ctx)
     }
 
     fn render<'s>(
         &self,
-        writer: &SharedWriter,
+        state: &Self::State,
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
-        self.0.render(writer, ctx, inputs);
+        let encoder = self.0.encoder.clone();
+        render_sink(
+            ctx,
+            ctx.single_readings(inputs),
+            state,
+            move |reading, lines: &mut Lines| {
+                encoder.encode(reading, &mut lines.text);
+                lines.records += 1;
+            },
+        );
         None
+    }
+
+    /// Wait until the writer has written and flushed everything.
+    fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        state.finish()
     }
 }
 
@@ -205,12 +250,10 @@ enum Target {
     Stdout,
 }
 
-/// The output of a `file` or `stdout` sink, shared by the workers of a process.
-pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
-
-/// What `file` and `stdout` share: encode, and write from worker 0.
+/// What `file` and `stdout` share: encode on worker 0, write from a writer thread.
 struct WriterSink {
     encoder: Encoder,
+    queue: usize,
     target: Target,
 }
 
@@ -225,8 +268,12 @@ impl WriterSink {
         }
     }
 
-    /// The output, opened once per process and written by worker 0.
-    fn start(&self) -> Result<SharedWriter, StartError> {
+    /// Open the output (once per process; only worker 0's process writes) and start the
+    /// writer thread.
+    fn start(&self, ctx: &StartContext<'_>) -> Result<SinkState<Lines>, StartError> {
+        if ctx.process_index != 0 {
+            return Ok(SinkState::idle());
+        }
         let writer: Box<dyn Write + Send> = match &self.target {
             Target::Stdout => Box::new(std::io::stdout()),
             Target::File { path, truncate, .. } => {
@@ -244,50 +291,48 @@ impl WriterSink {
                 Box::new(file)
             }
         };
-        Ok(Arc::new(Mutex::new(writer)))
-    }
-
-    fn render<'s>(
-        &self,
-        writer: &SharedWriter,
-        ctx: &RenderContext<'s>,
-        inputs: Vec<AnyStream<'s>>,
-    ) {
-        let input = ctx.single_readings(inputs);
-        let writer = Arc::clone(writer);
-        let encoder = self.encoder.clone();
         let written = ctx.counter("written");
-        let node = ctx.node.to_string();
-        let mut text = String::new();
-        let mut failed = false;
-        // Every record goes to worker 0, so lines from many workers never interleave.
-        input.sink(Exchange::new(|_| 0), ctx.node, move |(input, frontier)| {
-            let mut count = 0;
-            input.for_each(|_time, data| {
-                for reading in data.iter() {
-                    encoder.encode(reading, &mut text);
-                    count += 1;
-                }
-            });
-            if text.is_empty() && !frontier.is_empty() {
-                return;
+        let log = ThrottledLog::new(ctx.node);
+        SinkState::start(ctx, self.queue, move |inbox| {
+            write_lines(inbox, writer, &written, log)
+        })
+    }
+}
+
+/// The writer thread of a `file` or `stdout` sink: write every chunk, flush whenever
+/// nothing more is waiting (a reader of the file sees lines within milliseconds) and
+/// at the end.
+fn write_lines(
+    inbox: Inbox<Lines>,
+    mut out: Box<dyn Write + Send>,
+    written: &smartgrid_runtime::metrics::Counter,
+    mut log: ThrottledLog,
+) {
+    let mut dirty = false;
+    loop {
+        let next = if dirty {
+            inbox.try_recv()
+        } else {
+            inbox.recv_timeout(Duration::from_secs(1))
+        };
+        let result = match next {
+            Received::Chunk(lines) => {
+                dirty = true;
+                out.write_all(lines.text.as_bytes())
+                    .map(|()| written.add(lines.records as u64))
             }
-            let mut w = writer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let result = w.write_all(text.as_bytes()).and_then(|()| w.flush());
-            text.clear();
-            match result {
-                Ok(()) => {
-                    written.add(count);
-                    failed = false;
-                }
-                Err(e) if !failed => {
-                    tracing::error!(node = %node, "cannot write: {e}");
-                    failed = true;
-                }
-                Err(_) => {}
+            Received::Timeout if dirty => {
+                dirty = false;
+                out.flush()
             }
-        });
+            Received::Timeout => Ok(()),
+            Received::Closed => break,
+        };
+        if let Err(e) = result {
+            log.error("write", &format!("cannot write: {e}"));
+        }
+    }
+    if let Err(e) = out.flush() {
+        log.error("write", &format!("cannot write: {e}"));
     }
 }

@@ -1,0 +1,279 @@
+//! The keys every sink reads the same way, and their checks. Each sink's `Config` names
+//! them as fields (same names, same meaning); defaults that differ by sink (an HTTP
+//! retry is quicker than an MQTT reconnect) are given by the sink when it plans.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration as StdDuration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
+use smartgrid_runtime::PlanContext;
+use smartgrid_runtime::spec::{Duration, error_with_hint};
+
+use crate::spool::WhenFull;
+
+/// `retry:` how failed attempts (requests, connections) are retried: exponential
+/// backoff with ±25 % jitter from `initial_delay` up to `max_delay`; a server's
+/// `Retry-After` wins when longer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// The first delay; it doubles after every failure.
+    #[serde(default)]
+    pub initial_delay: Option<Duration>,
+    /// The longest delay between attempts.
+    #[serde(default)]
+    pub max_delay: Option<Duration>,
+    /// `influx` only: attempts at a new batch before it goes to the spool (later batches
+    /// follow it there, to keep the order). Default 3.
+    #[serde(default)]
+    pub attempts_before_spool: Option<u32>,
+}
+
+/// Retry delays, planned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// The first delay.
+    pub initial: StdDuration,
+    /// The longest delay.
+    pub max: StdDuration,
+}
+
+impl RetryConfig {
+    /// The delays, with this sink's defaults; a problem at `retry` if they are zero or
+    /// out of order.
+    pub fn plan(&self, defaults: Retry, ctx: &mut PlanContext<'_>) -> Option<Retry> {
+        let retry = Retry {
+            initial: self.initial_delay.map_or(defaults.initial, |d| d.get()),
+            max: self.max_delay.map_or(defaults.max, |d| d.get()),
+        };
+        if retry.initial.is_zero() || retry.max < retry.initial {
+            ctx.error_at_key(
+                "retry",
+                "retry delays must be above zero, with max_delay at least initial_delay",
+            )
+            .hint = Some(format!(
+                "for example retry: {{ initial_delay: {}, max_delay: {} }}",
+                humantime::format_duration(defaults.initial),
+                humantime::format_duration(defaults.max)
+            ));
+            return None;
+        }
+        Some(retry)
+    }
+}
+
+/// `spool:` where and how much a sink keeps on disk until its server acknowledged it.
+/// Written as a table (`spool: { dir: data/spool/store }`); an empty `spool:` takes
+/// every default.
+#[derive(Clone, Debug, Default)]
+pub struct SpoolConfig {
+    /// The spool directory (one per sink; locked while the pipeline runs), relative to
+    /// the pipeline file.
+    pub dir: Option<PathBuf>,
+    /// Most bytes held, such as `512MiB` or `2GB`.
+    pub max_size: Option<ByteSize>,
+    /// When full: `backpressure` (default; the pipeline waits, nothing is lost) or
+    /// `drop_oldest` (the oldest batches are deleted and counted).
+    pub when_full: Option<WhenFull>,
+    /// `fsync` every spooled batch and acknowledgement (survives a power loss). Default
+    /// true; false still survives a crash of the process.
+    pub fsync: Option<bool>,
+}
+
+/// The derived reading of [`SpoolConfig`]'s table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolTable {
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    max_size: Option<ByteSize>,
+    #[serde(default)]
+    when_full: Option<WhenFull>,
+    #[serde(default)]
+    fsync: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for SpoolConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // By hand only to refuse the old `spool: <path>` with the new spelling.
+        struct Table;
+        impl<'de> Visitor<'de> for Table {
+            type Value = SpoolConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table such as { dir: data/spool, max_size: 1GiB }")
+            }
+            fn visit_str<E: de::Error>(self, path: &str) -> Result<SpoolConfig, E> {
+                Err(error_with_hint(
+                    "`spool` is a table now, not a path",
+                    &format!("write spool: {{ dir: {path} }}"),
+                ))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<SpoolConfig, E> {
+                Ok(SpoolConfig::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<SpoolConfig, E> {
+                Ok(SpoolConfig::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SpoolConfig, A::Error> {
+                let t = SpoolTable::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(SpoolConfig {
+                    dir: t.dir,
+                    max_size: t.max_size,
+                    when_full: t.when_full,
+                    fsync: t.fsync,
+                })
+            }
+        }
+        d.deserialize_any(Table)
+    }
+}
+
+/// Spool settings, planned.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    /// The directory, resolved (`None`: the sink has no disk spool).
+    pub dir: Option<PathBuf>,
+    /// Most bytes.
+    pub max_bytes: u64,
+    /// What a full spool does.
+    pub when_full: WhenFull,
+    /// Sync every write.
+    pub fsync: bool,
+}
+
+impl SpoolConfig {
+    /// The settings with `default_dir` (relative to the pipeline file; `None`: no disk
+    /// spool unless `dir` is given) and `default_max`; a problem at `spool` if
+    /// `max_size` is under `min_bytes`.
+    pub fn plan(
+        &self,
+        default_dir: Option<PathBuf>,
+        default_max: u64,
+        min_bytes: u64,
+        ctx: &mut PlanContext<'_>,
+    ) -> Option<Spool> {
+        let max_bytes = self.max_size.map_or(default_max, |s| s.0);
+        if max_bytes < min_bytes {
+            ctx.error_at_key(
+                "spool",
+                format!("spool max_size {max_bytes} bytes is too small to hold a batch"),
+            )
+            .hint = Some(format!("use at least {}", ByteSize(min_bytes)));
+            return None;
+        }
+        Some(Spool {
+            dir: self.dir.clone().or(default_dir).map(|d| ctx.resolve(&d)),
+            max_bytes,
+            when_full: self.when_full.unwrap_or_default(),
+            fsync: self.fsync.unwrap_or(true),
+        })
+    }
+}
+
+impl Spool {
+    /// Options for [`crate::spool::Spool::open`].
+    pub fn options(&self) -> crate::spool::SpoolOptions {
+        crate::spool::SpoolOptions {
+            max_bytes: self.max_bytes,
+            when_full: self.when_full,
+            fsync: self.fsync,
+            ..crate::spool::SpoolOptions::default()
+        }
+    }
+}
+
+/// `queue` (chunks between the operator and the writer; when full, the sources pause)
+/// must be above zero; so must every count or duration named in `positive`.
+pub fn check_positive(ctx: &mut PlanContext<'_>, positive: &[(&str, bool)]) {
+    for (key, zero) in positive {
+        if *zero {
+            ctx.error_at_key(key, format!("`{key}` must be above zero"))
+                .hint = Some("leave it out for the default".to_string());
+        }
+    }
+}
+
+/// The default `queue`: chunks (one per activation of the sink's operator, at most
+/// 256 KiB of lines each) waiting for the writer thread.
+pub const DEFAULT_QUEUE: usize = 64;
+
+/// The default `drain_timeout`.
+pub fn default_drain_timeout() -> Duration {
+    Duration(StdDuration::from_secs(10))
+}
+
+/// The default dead-letter file of `node`: `data/<node>.dead_letters.jsonl`, relative to
+/// the pipeline file.
+pub fn default_dead_letter(node: &str) -> PathBuf {
+    PathBuf::from(format!("data/{node}.dead_letters.jsonl"))
+}
+
+/// A size in bytes: a number, or a number with a unit (`KB`, `MB`, `GB` are powers of
+/// 1000; `KiB`, `MiB`, `GiB` powers of 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            n if n >= 1 << 30 && n % (1 << 30) == 0 => write!(f, "{}GiB", n >> 30),
+            n if n >= 1 << 20 && n % (1 << 20) == 0 => write!(f, "{}MiB", n >> 20),
+            n if n >= 1 << 10 && n % (1 << 10) == 0 => write!(f, "{}KiB", n >> 10),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let factor: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => return Err(format!("unknown size unit `{other}`")),
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size"))?;
+        Ok(ByteSize((value * factor as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|message: String| {
+            error_with_hint::<D::Error>(&message, "write a size such as 512MiB, 2GB or 1000000")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_and_print() {
+        assert_eq!("512MiB".parse(), Ok(ByteSize(512 << 20)));
+        assert_eq!("2GB".parse(), Ok(ByteSize(2_000_000_000)));
+        assert_eq!("1000".parse(), Ok(ByteSize(1000)));
+        assert!("10 parsecs".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+}

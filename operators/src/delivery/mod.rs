@@ -1,0 +1,30 @@
+//! The sink toolkit: what the `influx`, `iothub`, `file` and `stdout` sinks share, so
+//! that they deliver the same way and read the same keys.
+//!
+//! ```text
+//!  worker 0: render_sink ──Handoff (never blocks)──▶ Inbox: the sink's writer thread
+//!              │ queue full: keeps the chunk,           batches (size, delay), sends,
+//!              │ raises the process's Pressure          retries (Backoff), spools,
+//!              │ (sources pause), retries soon          dead-letters, drains on exit
+//! ```
+//!
+//! * [`handoff`]: the bounded queue between the operator and the writer thread, with
+//!   the operator's pending buffer and the pressure it raises while the queue is full.
+//! * [`operator`]: the sink's state (hand-off and writer thread; started in
+//!   `Node::start`, joined in `Node::finish`) and worker 0's operator.
+//! * [`dead_letter`]: the one JSON-lines dead-letter file and record shape.
+//! * [`throttle`]: one log line per reason per 10 s, with a count of what was held back.
+//! * [`config`]: the keys every sink reads the same way: `retry`, `spool`, `queue`,
+//!   `drain_timeout`, `dead_letter` (and `tls`, in [`crate::io::TlsConfig`]).
+
+pub mod config;
+pub mod dead_letter;
+pub mod handoff;
+pub mod operator;
+pub mod throttle;
+
+pub use config::{ByteSize, RetryConfig, SpoolConfig};
+pub use dead_letter::{DeadLetters, Payload, Reason};
+pub use handoff::{Chunk, Handoff, Inbox, Lines, Received, handoff};
+pub use operator::{SinkState, render_sink};
+pub use throttle::ThrottledLog;
