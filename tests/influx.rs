@@ -669,8 +669,9 @@ fn a_stopped_server_does_not_hold_up_the_pipeline() {
 ",
         url = db.url()
     );
-    // As fast as it goes: 2 simulated hours of 1 s windows for 4 sensors.
-    let simulate = "    sensors: 4\n    seed: 5\n    realtime: false\n    duration: 2h";
+    // As fast as it goes: 2 simulated hours of 1 s windows for 4 sensors, in the past
+    // (readings ahead of the clock are refused).
+    let simulate = "    sensors: 4\n    seed: 5\n    realtime: false\n    start: 2026-11-24T00:00:00Z\n    duration: 2h";
     std::fs::write(
         dir.path().join("p.yaml"),
         pipeline("stalled", simulate, &sinks),

@@ -15,6 +15,7 @@ use crate::node::{
     StartError,
 };
 use crate::operator::{AnyStream, PortType};
+use crate::spec::redact_secrets;
 
 /// A started node's state, type-erased.
 pub(crate) type AnyState = Box<dyn Any + Send + Sync>;
@@ -68,8 +69,16 @@ impl<N: Node> DynKind for KindOf<N> {
             None => ctx.node.settings(),
             Some(keys) => ctx.node.select(|k| keys.contains(&k)).settings(),
         };
-        let config = ctx.keep(config)?;
-        let node = N::plan(config, ctx)?;
+        let planned = ctx.keep(config).and_then(|config| N::plan(config, ctx));
+        // A kind may quote a value it was given; it must read as the file says it.
+        let secrets = ctx.node.secrets();
+        if !secrets.is_empty() {
+            for problem in &mut ctx.problems {
+                problem.message = redact_secrets(&problem.message, &secrets);
+                problem.hint = problem.hint.as_ref().map(|h| redact_secrets(h, &secrets));
+            }
+        }
+        let node = planned?;
         if ctx.has_problems() {
             return None;
         }

@@ -36,6 +36,9 @@ pub struct PlannedNode {
     pub partitioned: bool,
     /// The planned node.
     pub(crate) operator: Arc<dyn DynNode>,
+    /// What its `${VAR}`s expanded to, and the references, so that errors met while it
+    /// runs quote the file, not the secret.
+    pub(crate) secrets: Vec<(String, String)>,
     /// What it emits.
     pub output: Option<PortType>,
 }
@@ -298,6 +301,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
                 partitioned,
                 operator,
                 output,
+                secrets: node.secrets(),
             }
         })
         .collect();

@@ -102,7 +102,7 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
                 let _ = finish_all(&plan, states, &process);
                 return Err(RunError::Start {
                     node: node.name.clone(),
-                    source,
+                    source: redacted(source, &node.secrets),
                 });
             }
         }
@@ -156,6 +156,7 @@ fn finish_all(
             process,
         };
         if let Err(source) = node.operator.finish(state, &ctx) {
+            let source = redacted(source, &node.secrets);
             tracing::error!(node = %node.name, "{source}");
             if first.is_ok() {
                 first = Err(RunError::Finish {
@@ -166,6 +167,17 @@ fn finish_all(
         }
     }
     first
+}
+
+/// `error` with every value of `secrets` replaced by its `${VAR}` reference.
+fn redacted(error: StartError, secrets: &[(String, String)]) -> StartError {
+    let text = error.to_string();
+    let clean = crate::spec::redact_secrets(&text, secrets);
+    if clean == text {
+        error
+    } else {
+        StartError::Other(clean)
+    }
 }
 
 fn render(

@@ -39,6 +39,8 @@ pub struct Client {
     url: String,
     /// The `Authorization` header value, if any. Never logged.
     authorization: Option<String>,
+    /// The credentials in every form a server could echo, longest first (see `scrub`).
+    secrets: Vec<String>,
     gzip: bool,
 }
 
@@ -93,12 +95,47 @@ impl Client {
         if let Some(tls) = tls {
             config = config.tls_config(tls_config(tls)?);
         }
+        let mut secrets: Vec<String> = Vec::new();
+        match api {
+            InfluxApi::V2 { token, .. } => secrets.extend(token.iter().cloned()),
+            InfluxApi::V1 { credentials, .. } => {
+                if let Some((_, Some(password))) = credentials {
+                    secrets.push(password.clone());
+                }
+            }
+        }
+        // The header's own encodings too: a server may echo the header it was sent.
+        secrets.extend(authorization.iter().filter_map(|a| {
+            a.split_once(' ')
+                .map(|(_, credential)| credential.to_string())
+        }));
+        let encoded: Vec<String> = secrets
+            .iter()
+            .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
+            .collect();
+        secrets.extend(encoded);
+        secrets.retain(|s| s.len() >= 3);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
         Ok(Self {
             agent: config.build().into(),
             url: format!("{}{path}?{}", endpoint.base, query.finish()),
             authorization,
+            secrets,
             gzip,
         })
+    }
+
+    /// `text` (a server's answer, a transport error) with every credential this client
+    /// sends replaced by `***`: a server that echoes the request must not put the token
+    /// into the log or a dead-letter file.
+    fn scrub(&self, mut text: String) -> String {
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
     }
 
     /// The body to send for `lines` (compressed when `gzip` is on).
@@ -128,7 +165,7 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 return Outcome::Retry {
-                    reason: e.to_string(),
+                    reason: self.scrub(e.to_string()),
                     after: None,
                 };
             }
@@ -150,7 +187,7 @@ impl Client {
             .unwrap_or_default()
             .trim()
             .to_string();
-        classify(status, message, retry_after)
+        classify(status, self.scrub(message), retry_after)
     }
 
     /// The write URL (it holds no secret: credentials go in a header).

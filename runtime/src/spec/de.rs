@@ -36,6 +36,7 @@ use crate::diagnostic::Diagnostic;
 use node::NodeDe;
 
 pub use error::error_with_hint;
+pub(crate) use error::{collect_secrets, redact};
 
 /// Deserialize `node` as a `T`, substituting `${VAR}` from `env`. Every problem found is
 /// returned, each at its position (without a file or node name).

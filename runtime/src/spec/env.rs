@@ -22,9 +22,10 @@ use super::Env;
 pub(crate) struct Substituted<'a> {
     /// The text with every `${…}` replaced.
     pub text: Cow<'a, str>,
-    /// The values that came from the environment (not defaults), so that error messages
-    /// can be scrubbed of them.
-    pub secrets: Vec<String>,
+    /// The values that came from the environment (not defaults), each with the
+    /// reference it replaced (`${INFLUX_TOKEN}`), so that messages can quote what the
+    /// file says instead.
+    pub secrets: Vec<(String, String)>,
 }
 
 impl Substituted<'_> {
@@ -104,7 +105,7 @@ pub(crate) fn substitute<'a>(text: &'a str, env: &Env) -> Result<Substituted<'a>
                 (Some(value), _) => {
                     out.push_str(&value);
                     if !value.is_empty() {
-                        secrets.push(value);
+                        secrets.push((value, format!("${{{name}}}")));
                     }
                 }
                 (None, Some(default)) => out.push_str(default),
@@ -206,6 +207,9 @@ mod tests {
         assert!(!s.changed());
         let s = substitute("user:${PASSWORD}@${MISSING:-host}", &env()).expect("all resolvable");
         assert!(s.changed());
-        assert_eq!(s.secrets, vec!["hunter2".to_owned()]);
+        assert_eq!(
+            s.secrets,
+            vec![("hunter2".to_owned(), "${PASSWORD}".to_owned())]
+        );
     }
 }

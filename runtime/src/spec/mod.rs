@@ -103,6 +103,14 @@ impl NodeSpec {
         })
     }
 
+    /// The values `${VAR}`s in this node's settings expand to, each with the reference it
+    /// replaced, for [`redact_secrets`].
+    pub fn secrets(&self) -> Vec<(String, String)> {
+        let mut secrets = Vec::new();
+        de::collect_secrets(&self.settings, &self.env, &mut secrets);
+        secrets
+    }
+
     /// This node with only the settings whose key passes `keep`. A kind whose settings
     /// come in groups (common keys plus a format's own) deserializes each group into its
     /// own struct, keeping exact positions and `deny_unknown_fields` for both.
@@ -136,6 +144,12 @@ impl NodeSpec {
 /// take ~100 KiB), and small enough that parsing and checking one stays well under a
 /// second.
 pub const MAX_PIPELINE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// `text` with every value of `secrets` (from [`NodeSpec::secrets`]) replaced by the
+/// `${VAR}` it came from.
+pub fn redact_secrets(text: &str, secrets: &[(String, String)]) -> String {
+    de::redact(text, secrets)
+}
 
 /// Read and parse a pipeline file. Structural problems (bad YAML, unknown top-level
 /// keys, a node without `type`) are all reported together.

@@ -165,8 +165,9 @@ impl Error {
     }
 }
 
-/// The values `${VAR}`s in `node` and below expand to, longest first.
-fn collect_secrets(node: &Node, env: &Env, out: &mut Vec<String>) {
+/// The values `${VAR}`s in `node` and below expand to, each with its reference, longest
+/// value first.
+pub(crate) fn collect_secrets(node: &Node, env: &Env, out: &mut Vec<(String, String)>) {
     match &node.value {
         NodeValue::Null => {}
         NodeValue::Scalar { text, .. } => {
@@ -179,19 +180,26 @@ fn collect_secrets(node: &Node, env: &Env, out: &mut Vec<String>) {
             .iter()
             .for_each(|(_, n)| collect_secrets(n, env, out)),
     }
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+}
+
+/// `text` with every value in `secrets` replaced by the reference it came from. Values
+/// under 3 characters are left: they would replace ordinary digits and words, and are
+/// no secrets.
+pub(crate) fn redact(text: &str, secrets: &[(String, String)]) -> String {
+    let mut text = text.to_string();
+    for (value, reference) in secrets.iter().filter(|(v, _)| v.chars().count() >= 3) {
+        if text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), reference);
+        }
+    }
+    text
 }
 
 impl Problem {
     /// Replace substituted values a `Deserialize` impl may have quoted in its message.
-    fn scrub(&mut self, secrets: &[String]) {
-        let scrub = |text: &mut String| {
-            for secret in secrets.iter().filter(|s| s.chars().count() >= 3) {
-                if text.contains(secret.as_str()) {
-                    *text = text.replace(secret.as_str(), "***");
-                }
-            }
-        };
+    fn scrub(&mut self, secrets: &[(String, String)]) {
+        let scrub = |text: &mut String| *text = redact(text, secrets);
         match &mut self.kind {
             Kind::Plain(text) | Kind::Custom(text) => scrub(text),
             Kind::InvalidType { found, expected } => {
