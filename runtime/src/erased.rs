@@ -65,6 +65,17 @@ impl<N: Node> DynKind for KindOf<N> {
         if renamed {
             return None;
         }
+        for (path, limit) in N::LIMITS {
+            let Some((at, written, Some(text))) = ctx.node.scalar_at(path) else {
+                continue;
+            };
+            if let Some(range) = limit.check(&text) {
+                // Quote the file, not what a `${VAR}` became.
+                let written = written.to_string();
+                ctx.error(at, format!("`{path}` is {written}; it must be {range}"))
+                    .with_hint("leave it out for the default");
+            }
+        }
         let config: Result<N::Config, Vec<Diagnostic>> = match N::CONFIG_KEYS {
             None => ctx.node.settings(),
             Some(keys) => ctx.node.select(|k| keys.contains(&k)).settings(),

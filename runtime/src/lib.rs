@@ -37,8 +37,8 @@ pub mod watermark;
 pub use context::ProcessContext;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use node::{
-    Claim, Inputs, Member, Node, PlanContext, RenderContext, Resource, Routing, SourcePartitioning,
-    StartContext, StartError,
+    Claim, Inputs, Limit, Member, Node, PlanContext, RenderContext, Resource, Routing,
+    SourcePartitioning, StartContext, StartError,
 };
 pub use operator::{AnyStream, PortType};
 pub use record::{Message, Reading, Row, SensorId};

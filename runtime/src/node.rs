@@ -184,6 +184,11 @@ pub trait Node: Send + Sync + Sized + 'static {
     /// "drain_timeout")`): a pipeline still using one is refused with an error at that key
     /// that names the new one, before `Config` is read.
     const RENAMED_KEYS: &'static [(&'static str, &'static str)] = &[];
+    /// The allowed range of each numeric setting (`("drain_timeout", Limit::duration(..))`,
+    /// nested keys joined by `.`): a value outside it is refused at validate time with the
+    /// range, so no value that passes `validate` can make a run allocate without bound or
+    /// wait for ever.
+    const LIMITS: &'static [(&'static str, Limit)] = &[];
 
     /// The node's settings as written in YAML (every key but `type`, `input`, `inputs`):
     /// a serde struct with `deny_unknown_fields` whose doc comments are the user docs.
@@ -250,6 +255,87 @@ pub trait Node: Send + Sync + Sized + 'static {
                 m.node.render(m.state, &ctx, inputs.clone())
             })
             .collect()
+    }
+}
+
+/// The allowed range of a numeric setting (see [`Node::LIMITS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// A duration (`10s`), from `min` to `max`.
+    Duration {
+        /// The least allowed.
+        min: std::time::Duration,
+        /// The most allowed.
+        max: std::time::Duration,
+    },
+    /// A count (a whole number), from `min` to `max`.
+    Count {
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// A size in bytes (`512MiB`), from `min` to `max`.
+    Bytes {
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+    },
+}
+
+impl Limit {
+    /// Durations from `min` to `max`, in seconds.
+    pub const fn seconds(min: u64, max: u64) -> Limit {
+        Limit::Duration {
+            min: std::time::Duration::from_secs(min),
+            max: std::time::Duration::from_secs(max),
+        }
+    }
+
+    /// Durations from `min_ms` to `max` seconds.
+    pub const fn millis_to_seconds(min_ms: u64, max: u64) -> Limit {
+        Limit::Duration {
+            min: std::time::Duration::from_millis(min_ms),
+            max: std::time::Duration::from_secs(max),
+        }
+    }
+
+    /// Counts from `min` to `max`.
+    pub const fn count(min: u64, max: u64) -> Limit {
+        Limit::Count { min, max }
+    }
+
+    /// Sizes from `min` to `max` bytes.
+    pub const fn bytes(min: u64, max: u64) -> Limit {
+        Limit::Bytes { min, max }
+    }
+
+    /// Whether `text` (after `${VAR}` substitution) is outside the range, and the range
+    /// in words. A value that does not parse is left to the deserializer to report.
+    pub fn check(&self, text: &str) -> Option<String> {
+        use crate::spec::{ByteSize, Duration};
+        let (inside, range) = match *self {
+            Limit::Duration { min, max } => {
+                let value = text.parse::<Duration>().ok()?.0;
+                (
+                    (min..=max).contains(&value),
+                    format!("from {} to {}", Duration(min), Duration(max)),
+                )
+            }
+            Limit::Count { min, max } => {
+                let value = text.trim().parse::<u64>().ok()?;
+                ((min..=max).contains(&value), format!("from {min} to {max}"))
+            }
+            Limit::Bytes { min, max } => {
+                let value = text.parse::<ByteSize>().ok()?.0;
+                (
+                    (min..=max).contains(&value),
+                    format!("from {} to {}", ByteSize(min), ByteSize(max)),
+                )
+            }
+        };
+        (!inside).then_some(range)
     }
 }
 

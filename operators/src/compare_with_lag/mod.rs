@@ -26,8 +26,8 @@ pub use operator::{CompareCounters, CompareWithLagExt, Comparison, Emit, Thresho
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema, StartContext,
-    StartError,
+    AnyStream, Inputs, Limit, Node, PlanContext, PortType, RenderContext, Routing, Schema,
+    StartContext, StartError,
 };
 
 use crate::predict::PREDICTION_FIELDS;
@@ -234,6 +234,7 @@ impl Node for CompareNode {
     const SUMMARY: &'static str =
         "joins predictions with the actual window at their target time; triplets when off";
     const INPUTS: Inputs = Inputs::Many(Routing::BySensor);
+    const LIMITS: &'static [(&'static str, Limit)] = &[("timeout", Limit::seconds(0, 31622400))];
 
     type Config = CompareConfig;
 

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::spec::{Duration, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Node, PlanContext, PortType, RenderContext, Resource, Routing,
+    AnyStream, Claim, Inputs, Limit, Node, PlanContext, PortType, RenderContext, Resource, Routing,
     Schema, StartContext, StartError,
 };
 
@@ -167,6 +167,11 @@ impl Node for DecodeNode {
     const SUMMARY: &'static str =
         "payloads → readings (clemap, struct layout, json); bad payloads counted and dead-lettered";
     const INPUTS: Inputs = Inputs::One(Routing::Any);
+    const LIMITS: &'static [(&'static str, Limit)] = &[
+        ("watermark_delay", Limit::seconds(0, 3600)),
+        ("idle_timeout", Limit::millis_to_seconds(1, 86400)),
+        ("max_future", Limit::seconds(0, 315360000)),
+    ];
     const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&COMMON);
 
     type Config = DecodeConfig;

@@ -23,8 +23,9 @@ pub mod handoff;
 pub mod operator;
 pub mod throttle;
 
-pub use config::{ByteSize, RetryConfig, SpoolConfig};
+pub use config::{RetryConfig, SpoolConfig};
 pub use dead_letter::{DeadLetters, Payload, Reason};
 pub use handoff::{Chunk, Handoff, Inbox, Lines, Received, handoff};
 pub use operator::{SinkState, render_sink};
+pub use smartgrid_runtime::spec::ByteSize;
 pub use throttle::ThrottledLog;

@@ -33,11 +33,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Location, Node, PlanContext, PortType, RenderContext, Resource,
-    Routing, StartContext, StartError,
+    AnyStream, Claim, Inputs, Limit, Location, Node, PlanContext, PortType, RenderContext,
+    Resource, Routing, StartContext, StartError,
 };
 
-use crate::delivery::config::{Retry, Spool as SpoolPlan, check_positive, default_dead_letter};
+use crate::delivery::config::{Retry, Spool as SpoolPlan, default_dead_letter};
 use crate::delivery::{DeadLetters, Lines, SinkState, render_sink};
 use crate::formats::{Encoder, Format};
 use crate::io::TlsConfig;
@@ -76,6 +76,17 @@ impl Node for InfluxSink {
     const KIND: &'static str = "influx";
     const SUMMARY: &'static str = "sink: InfluxDB v2/v1 write API (batches, retries with backoff, on-disk spool, dead letters)";
     const INPUTS: Inputs = Inputs::One(Routing::Any);
+    const LIMITS: &'static [(&'static str, Limit)] = &[
+        ("batch_size", Limit::count(1, 100_000)),
+        ("flush_interval", Limit::millis_to_seconds(1, 3600)),
+        ("timeout", Limit::millis_to_seconds(100, 600)),
+        ("queue", Limit::count(1, 65_536)),
+        ("drain_timeout", Limit::seconds(0, 3600)),
+        ("retry.initial_delay", Limit::millis_to_seconds(1, 3600)),
+        ("retry.max_delay", Limit::millis_to_seconds(1, 86400)),
+        ("retry.attempts_before_spool", Limit::count(0, 1000)),
+        ("spool.max_size", Limit::bytes(0, 1 << 40)),
+    ];
 
     type Config = InfluxConfig;
     type State = SinkState<Lines>;
@@ -85,15 +96,6 @@ impl Node for InfluxSink {
         let schema = ctx.readings_input()?;
         let endpoint = config::plan_url(&config, ctx);
         let api = config::plan_api(&config, ctx);
-        check_positive(
-            ctx,
-            &[
-                ("batch_size", config.batch_size == 0),
-                ("queue", config.queue == 0),
-                ("flush_interval", config.flush_interval.get().is_zero()),
-                ("timeout", config.timeout.get().is_zero()),
-            ],
-        );
         let retry = config.retry.plan(RETRY, ctx);
         let node = ctx.node.name.clone();
         let default_dir = PathBuf::from("data/spool").join(ctx.pipeline).join(&node);

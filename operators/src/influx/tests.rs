@@ -60,7 +60,7 @@ fn every_problem_is_reported_at_once() {
         "invalid InfluxDB URL `ftp://db:8086`: the scheme `ftp` is not supported",
         "the v2 write API needs `org`",
         "the v2 write API needs `bucket`",
-        "`batch_size` must be above zero",
+        "`batch_size` is 0; it must be from 1 to 100000",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }

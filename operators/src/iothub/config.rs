@@ -270,13 +270,6 @@ impl IotHubConfig {
                 "write `x509: {cert: device.pem, key: device.key}` and `x509=true` in the connection string",
             );
         }
-        if self.queue == 0 {
-            issue(
-                "queue",
-                "`queue` must be above zero".into(),
-                "leave it out for the default",
-            );
-        }
         match connection {
             Some(cs) if issues.is_empty() => Ok(cs),
             _ => Err(issues),

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Location, Node, PlanContext, PortType, RenderContext, Resource,
-    Routing, StartContext, StartError,
+    AnyStream, Claim, Inputs, Limit, Location, Node, PlanContext, PortType, RenderContext,
+    Resource, Routing, StartContext, StartError,
 };
 
 use super::batch::Batcher;
@@ -103,6 +103,16 @@ impl Node for IotHubSink {
     const KIND: &'static str = "iothub";
     const SUMMARY: &'static str = "sink: send readings to Azure IoT Hub as JSON batches (QoS 1, durable outbox, SAS or X.509)";
     const INPUTS: Inputs = Inputs::One(Routing::Any);
+    const LIMITS: &'static [(&'static str, Limit)] = &[
+        ("token_ttl", Limit::seconds(60, 31536000)),
+        ("flush_interval", Limit::millis_to_seconds(1, 3600)),
+        ("queue", Limit::count(1, 65_536)),
+        ("drain_timeout", Limit::seconds(0, 3600)),
+        ("connect_timeout", Limit::seconds(0, 600)),
+        ("retry.initial_delay", Limit::millis_to_seconds(1, 3600)),
+        ("retry.max_delay", Limit::millis_to_seconds(1, 86400)),
+        ("spool.max_size", Limit::bytes(0, 1 << 40)),
+    ];
     const RENAMED_KEYS: &'static [(&'static str, &'static str)] = &[
         ("shutdown_timeout", "drain_timeout"),
         ("reconnect_min", "retry.initial_delay"),

@@ -37,8 +37,8 @@ use smartgrid_models::Model;
 use smartgrid_runtime::record::MAX_FIELDS;
 use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Inputs, Node, PlanContext, PortType, RenderContext, Routing, Schema, StartContext,
-    StartError,
+    AnyStream, Inputs, Limit, Node, PlanContext, PortType, RenderContext, Routing, Schema,
+    StartContext, StartError,
 };
 
 /// The fields every prediction starts with, before its features.
@@ -92,14 +92,6 @@ fn plan_predict(
     let horizon_ms = config.horizon.value.as_millis_u64();
     let step = config.step.as_ref().unwrap_or(&config.horizon);
     let step_ms = step.value.as_millis_u64();
-    // `step` defaults to `horizon`: a zero is reported once, where it was written.
-    let written = [Some(&config.horizon), config.step.as_ref()];
-    for (d, what) in written.into_iter().zip(["horizon", "step"]) {
-        if let Some(d) = d.filter(|d| d.value.as_millis_u64() == 0) {
-            ctx.error(d.at, format!("the {what} cannot be zero"))
-                .with_hint("use the input window's size, such as 10s");
-        }
-    }
     let mut relative_to = Vec::new();
     for name in config.relative_to.iter().flat_map(|r| &r.0) {
         match input.index_of(&name.value) {
@@ -188,6 +180,11 @@ impl Node for PredictNode {
     const SUMMARY: &'static str =
         "tree-model forecast of the next window per sensor, from fields, sums, lags and time";
     const INPUTS: Inputs = Inputs::One(Routing::BySensor);
+    const LIMITS: &'static [(&'static str, Limit)] = &[
+        ("horizon", Limit::millis_to_seconds(1, 31622400)),
+        ("step", Limit::millis_to_seconds(1, 31622400)),
+        ("reload", Limit::millis_to_seconds(100, 86400)),
+    ];
 
     type Config = PredictConfig;
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use smartgrid_runtime::shutdown::Shutdown;
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Message, Node, PlanContext, PortType, RenderContext, Resource,
+    AnyStream, Claim, Inputs, Limit, Message, Node, PlanContext, PortType, RenderContext, Resource,
     SourcePartitioning, StartContext, StartError,
 };
 
@@ -87,6 +87,7 @@ impl Node for SimulateNode {
     const KIND: &'static str = "simulate";
     const SUMMARY: &'static str = "source: realistic simulated Clemap three-phase monitors (type-16 payloads), deterministic per seed";
     const INPUTS: Inputs = Inputs::None;
+    const LIMITS: &'static [(&'static str, Limit)] = &[("duration", Limit::seconds(0, 315360000))];
     const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["publish"]);
 
     type Config = PublishGroup;

@@ -27,12 +27,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Node, PlanContext, PortType, RenderContext, Resource, Routing,
+    AnyStream, Claim, Inputs, Limit, Node, PlanContext, PortType, RenderContext, Resource, Routing,
     Schema, StartContext, StartError,
 };
 
 use crate::delivery::config::DEFAULT_QUEUE;
-use crate::delivery::config::check_positive;
 use crate::delivery::{Inbox, Lines, Received, SinkState, ThrottledLog, render_sink};
 use crate::formats::{Encoder, Format, Precision};
 
@@ -115,6 +114,7 @@ impl Node for FileSink {
     const SUMMARY: &'static str =
         "sink: append readings to a file as line protocol, JSON lines or text";
     const INPUTS: Inputs = Inputs::One(Routing::Any);
+    const LIMITS: &'static [(&'static str, Limit)] = &[("queue", Limit::count(1, 65_536))];
 
     type Config = FileSinkConfig;
     type State = SinkState<Lines>;
@@ -129,7 +129,6 @@ impl Node for FileSink {
             config.measurement,
             config.tags,
         );
-        check_positive(ctx, &[("queue", config.queue == 0)]);
         Some(FileSink(WriterSink {
             encoder,
             queue: config.queue,
@@ -185,6 +184,7 @@ impl Node for StdoutSink {
     const KIND: &'static str = "stdout";
     const SUMMARY: &'static str = "sink: print readings (text, JSON lines or line protocol)";
     const INPUTS: Inputs = Inputs::One(Routing::Any);
+    const LIMITS: &'static [(&'static str, Limit)] = &[("queue", Limit::count(1, 65_536))];
 
     type Config = StdoutSinkConfig;
     type State = SinkState<Lines>;
@@ -200,7 +200,6 @@ impl Node for StdoutSink {
             config.measurement,
             config.tags,
         );
-        check_positive(ctx, &[("queue", config.queue == 0)]);
         Some(StdoutSink(WriterSink {
             encoder,
             queue: config.queue,

@@ -20,7 +20,7 @@ pub use operator::{CountedWindow, WindowMean, WindowMeanExt};
 use serde::Deserialize;
 use smartgrid_runtime::spec::{Duration, Spanned};
 use smartgrid_runtime::{
-    AnyStream, Inputs, Member, Node, PlanContext, PortType, RenderContext, Routing, Schema,
+    AnyStream, Inputs, Limit, Member, Node, PlanContext, PortType, RenderContext, Routing, Schema,
     StartContext, StartError,
 };
 
@@ -60,6 +60,10 @@ impl Node for WindowMeanNode {
     const SUMMARY: &'static str =
         "tumbling event-time window per sensor: mean of each field and the reading count";
     const INPUTS: Inputs = Inputs::One(Routing::BySensor);
+    const LIMITS: &'static [(&'static str, Limit)] = &[
+        ("size", Limit::millis_to_seconds(1, 31622400)),
+        ("lateness", Limit::seconds(0, 31622400)),
+    ];
 
     type Config = WindowMeanConfig;
 
@@ -68,10 +72,6 @@ impl Node for WindowMeanNode {
     fn plan(config: WindowMeanConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let input = ctx.readings_input()?;
         let size_ms = config.size.value.as_millis_u64();
-        if size_ms == 0 {
-            ctx.error(config.size.at, "a window cannot be empty")
-                .with_hint("use a size such as 10s or 1m");
-        }
         let mut fields = Vec::new();
         match &config.fields {
             None => fields.extend(0..input.len()),

@@ -20,6 +20,7 @@
 //! tree with positions until the node's factory asks for them as its config type with
 //! [`NodeSpec::settings`]; errors then point at the offending key or value.
 
+mod byte_size;
 mod de;
 mod duration;
 mod env;
@@ -27,6 +28,7 @@ mod one_or_many;
 mod spanned;
 mod yaml;
 
+pub use byte_size::ByteSize;
 pub use de::error_with_hint;
 pub use duration::{Duration, ParseDurationError};
 pub use one_or_many::OneOrMany;
@@ -109,6 +111,26 @@ impl NodeSpec {
         let mut secrets = Vec::new();
         de::collect_secrets(&self.settings, &self.env, &mut secrets);
         secrets
+    }
+
+    /// The scalar at `path` (keys joined by `.`, such as `retry.max_delay`): where it
+    /// stands, its text as written, and its text after `${VAR}` substitution (`None` if
+    /// that fails; deserializing reports why).
+    pub fn scalar_at(&self, path: &str) -> Option<(Location, &str, Option<String>)> {
+        let mut node = &self.settings;
+        for key in path.split('.') {
+            node = node.get(key)?;
+        }
+        match &node.value {
+            NodeValue::Scalar { text, .. } => Some((
+                node.at,
+                text.as_str(),
+                env::substitute(text, &self.env)
+                    .ok()
+                    .map(|s| s.text.into_owned()),
+            )),
+            _ => None,
+        }
     }
 
     /// This node with only the settings whose key passes `keep`. A kind whose settings
