@@ -1,8 +1,10 @@
 //! What the connectors share, beside the node kinds: how to wait between attempts and
-//! how TLS is configured. The MQTT and HTTP layers build on it; no timely code lives
+//! how TLS is configured, and the one MQTT connection layer ([`mqtt`]). The HTTP
+//! sinks build on the first two; no timely code lives
 //! here.
 
 mod backoff;
+pub mod mqtt;
 mod tls;
 
 pub use backoff::Backoff;
