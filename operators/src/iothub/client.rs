@@ -396,11 +396,12 @@ impl std::fmt::Debug for DeviceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iothub::ConnectionString;
 
     #[test]
     fn outbox_records() {
         assert_eq!(
-            super::super::session::split_record(b"$.ct=x\n[1]"),
+            crate::iothub::session::split_record(b"$.ct=x\n[1]"),
             ("$.ct=x", &b"[1]"[..])
         );
     }

@@ -407,7 +407,7 @@ mod tests {
             "p.yaml:8:5: node `broker`: the capacity must be at least 1",
             "p.yaml:9:5: node `broker`: 500ms is shorter than a second",
             "p.yaml:10:12: node `broker`: `tls.ca_file` only applies to TLS connections",
-            "p.yaml:11:36: node `broker`: max_delay (5s) is shorter than initial_delay (10s)",
+            "p.yaml:11:34: node `broker`: max_delay (5s) is shorter than initial_delay (10s)",
         ] {
             assert!(errors.contains(expected), "{expected}\nin\n{errors}");
         }
@@ -436,17 +436,17 @@ mod tests {
         let yaml = "    url: mqtts://broker.local\n    tls:\n      ca_file: missing.pem\n      client_cert: junk.pem\n      client_key: junk.pem\n";
         let errors = planned(yaml, dir.path()).expect_err("refused");
         assert!(
-            errors.contains("p.yaml:7:7: node `broker`: cannot read ")
+            errors.contains("p.yaml:6:7: node `broker`: cannot read ")
                 && errors.contains("missing.pem"),
             "{errors}"
         );
         assert!(
-            errors.contains("p.yaml:8:7: node `broker`: ")
+            errors.contains("p.yaml:7:7: node `broker`: ")
                 && errors.contains("holds no `BEGIN CERTIFICATE` section"),
             "{errors}"
         );
         assert!(
-            errors.contains("p.yaml:9:7: node `broker`: ")
+            errors.contains("p.yaml:8:7: node `broker`: ")
                 && errors.contains("holds no private key"),
             "{errors}"
         );

@@ -293,7 +293,7 @@ impl ConnectOptions {
             Endpoint::Remote { host, port, tls } => (host.clone(), *port, *tls),
         };
         let broker = format!("{host}:{port}");
-        let mut options = MqttOptions::new(self.identity.client_id.clone(), host, *&port);
+        let mut options = MqttOptions::new(self.identity.client_id.clone(), host, port);
         let keep_alive = match self.keep_alive.as_secs() {
             0 if self.keep_alive.is_zero() => 0,
             secs => secs.clamp(1, u64::from(u16::MAX)),
