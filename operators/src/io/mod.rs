@@ -1,7 +1,6 @@
-//! What the connectors share, beside the node kinds: how to wait between attempts and
-//! how TLS is configured, and the one MQTT connection layer ([`mqtt`]). The HTTP
-//! sinks build on the first two; no timely code lives
-//! here.
+//! What the connectors share, beside the node kinds: how to wait between attempts
+//! ([`Backoff`]), how TLS is configured ([`TlsConfig`]), and the one MQTT connection
+//! layer ([`mqtt`]) every MQTT client runs on. No timely code lives here.
 
 mod backoff;
 pub mod mqtt;

@@ -183,13 +183,13 @@ impl ErrorLog {
 
     fn connected(&mut self, first: bool, session_present: bool) {
         if first {
-            tracing::info!(broker = %self.broker, "{} connected", self.what);
+            tracing::info!(broker = %self.broker, "connected to {}", self.what);
         } else {
             tracing::info!(
                 broker = %self.broker,
                 session_present,
                 after_failures = self.streak,
-                "{} reconnected",
+                "reconnected to {}",
                 self.what
             );
         }
@@ -253,7 +253,8 @@ pub(crate) struct Driver {
 
 impl Driver {
     /// A driver for `eventloop` (connecting to `broker`, `host:port`, named in
-    /// messages), called `what` in its log lines ("MQTT", "IoT Hub").
+    /// messages); `what` names the peer in its log lines ("connected to IoT Hub",
+    /// "MQTT broker connection failed").
     pub(crate) fn new(
         eventloop: EventLoop,
         broker: String,

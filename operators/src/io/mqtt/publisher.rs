@@ -137,7 +137,7 @@ impl Publisher {
             connect.retry,
             flags.clone(),
             Arc::clone(&state),
-            "MQTT publisher",
+            "MQTT broker (publisher)",
         );
         let mut sending = Sending {
             shared: Arc::clone(&shared),

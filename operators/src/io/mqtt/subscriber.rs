@@ -151,7 +151,7 @@ pub fn spawn_subscriber(
         connect.retry,
         flags.clone(),
         Arc::clone(&state),
-        "MQTT",
+        "MQTT broker",
     );
     let mut receiving = Receiving {
         client,
