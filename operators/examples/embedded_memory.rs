@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use smartgrid_operators::mqtt::{
-    MqttConfig, Publisher, PublisherOptions, Qos, spawn_subscriber, start_embedded_broker,
+use smartgrid_operators::io::mqtt::{
+    ClientIdentity, ConnectOptions, Endpoint, Publisher, PublisherOptions, Qos, SubscribeOptions,
+    spawn_subscriber, start_embedded_broker,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -74,15 +75,14 @@ fn status_kib(field: &str) -> u64 {
 fn main() {
     let args = parse_args();
     let broker = start_embedded_broker(0).expect("the embedded broker starts");
-    let mut cfg = MqttConfig::new(broker.url());
-    cfg.topics = vec!["data/realtime/feature/+".to_string()];
-    cfg.qos = 0;
-    let sub = spawn_subscriber(
-        &cfg,
-        "footprint-sub".to_string(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("spawn the subscriber");
+    let connect = ConnectOptions::new(
+        Endpoint::parse(&broker.url()).expect("the broker's URL"),
+        ClientIdentity::new("footprint-sub"),
+    );
+    let mut subscribe = SubscribeOptions::new(["data/realtime/feature/+"]);
+    subscribe.qos = Qos::AtMostOnce;
+    let sub = spawn_subscriber(&connect, &subscribe, Arc::new(AtomicBool::new(false)))
+        .expect("spawn the subscriber");
     sub.wait_subscribed(WAIT).expect("subscribed");
     let received = Arc::new(AtomicU64::new(0));
     let drained = Arc::clone(&received);

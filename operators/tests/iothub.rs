@@ -14,16 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use smartgrid_operators::io::TlsConfig;
+use smartgrid_operators::io::mqtt::{
+    ClientIdentity, ConnectOptions, Endpoint, MqttError, Password, Publisher, PublisherOptions,
+    Qos, Retry, SubscribeOptions, Subscriber, TlsOptions, spawn_subscriber,
+};
 use smartgrid_operators::iothub::sas::Clock;
 use smartgrid_operators::iothub::{
     CloudEvent, ConnectionString, DeviceClient, DeviceClientOptions, IotHubError, MemoryStore,
     Outbox, X509Files,
 };
-use smartgrid_operators::mqtt::{
-    MqttConfig, MqttError, Publisher, PublisherOptions, Qos, Subscriber, spawn_subscriber,
-};
 use smartgrid_runtime::record::Message;
-use smartgrid_runtime::spec::Duration as SpecDuration;
 use testkit::Mosquitto;
 
 mod common;
@@ -122,16 +123,26 @@ impl Hub {
         self.dir.path().join("ca.pem")
     }
 
+    fn tls(&self) -> TlsConfig {
+        TlsConfig {
+            ca_file: Some(self.ca()),
+            ..TlsConfig::default()
+        }
+    }
+
     /// The test's own subscriber (persistent session, quick reconnects).
     fn observe(&self, topics: &[&str], client_id: &str) -> Subscriber {
-        let mut cfg = MqttConfig::new(self.url());
-        cfg.topics = topics.iter().map(|t| t.to_string()).collect();
-        cfg.ca_file = Some(self.ca());
-        cfg.username = Some(OBSERVER.0.into());
-        cfg.password = Some(OBSERVER.1.into());
-        cfg.reconnect_min = SpecDuration(Duration::from_millis(50));
-        cfg.reconnect_max = SpecDuration(Duration::from_millis(200));
-        let sub = spawn_subscriber(&cfg, client_id.into(), Arc::default()).expect("spawn");
+        let identity =
+            ClientIdentity::new(client_id).with_login(OBSERVER.0, Some(Password::new(OBSERVER.1)));
+        let mut connect = ConnectOptions::new(Endpoint::parse(&self.url()).expect("url"), identity);
+        connect.tls = TlsOptions::load_first(&self.tls()).expect("the test CA");
+        connect.retry = Retry::new(Duration::from_millis(50), Duration::from_millis(200));
+        let sub = spawn_subscriber(
+            &connect,
+            &SubscribeOptions::new(topics.iter().copied()),
+            Arc::default(),
+        )
+        .expect("spawn");
         sub.wait_subscribed(WAIT)
             .unwrap_or_else(|e| panic!("{e}\n{}", self.broker.log_tail()));
         sub
@@ -143,9 +154,9 @@ impl Hub {
             &self.url(),
             "backend",
             PublisherOptions {
-                ca_file: Some(self.ca()),
+                tls: self.tls(),
                 username: Some(OBSERVER.0.into()),
-                password: Some(OBSERVER.1.into()),
+                password: Some(Password::new(OBSERVER.1)),
                 ..PublisherOptions::default()
             },
         )

@@ -8,11 +8,12 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use smartgrid_operators::mqtt::{
-    MqttConfig, MqttError, Publisher, PublisherOptions, Qos, Subscriber, spawn_subscriber,
+use smartgrid_operators::io::TlsConfig;
+use smartgrid_operators::io::mqtt::{
+    ClientIdentity, ConnectOptions, Endpoint, MqttError, Password, Publisher, PublisherOptions,
+    Qos, Retry, SubscribeOptions, Subscriber, TlsOptions, spawn_subscriber,
 };
 use smartgrid_runtime::record::Message;
-use smartgrid_runtime::spec::Duration as SpecDuration;
 use testkit::Mosquitto;
 
 mod common;
@@ -20,18 +21,25 @@ use common::{make_certificates, make_password_file};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A subscriber config with quick reconnects, so tests do not wait for the defaults.
-fn config(url: &str, topic: &str) -> MqttConfig {
-    let mut cfg = MqttConfig::new(url);
-    cfg.topics = vec![topic.to_string()];
-    cfg.reconnect_min = SpecDuration(Duration::from_millis(100));
-    cfg.reconnect_max = SpecDuration(Duration::from_millis(800));
-    cfg
+/// A subscriber's settings, with quick reconnects so tests do not wait for the
+/// defaults; the client id is set by [`subscribe`].
+fn config(url: &str, topic: &str) -> (ConnectOptions, SubscribeOptions) {
+    let mut connect = ConnectOptions::new(
+        Endpoint::parse(url).expect("valid url"),
+        ClientIdentity::new("unnamed"),
+    );
+    connect.retry = Retry::new(Duration::from_millis(100), Duration::from_millis(800));
+    (connect, SubscribeOptions::new([topic]))
 }
 
-fn subscribe(cfg: &MqttConfig, client_id: &str) -> Subscriber {
-    let sub = spawn_subscriber(cfg, client_id.to_string(), Arc::new(AtomicBool::new(false)))
-        .expect("spawn subscriber");
+fn spawn(cfg: &(ConnectOptions, SubscribeOptions), client_id: &str) -> Subscriber {
+    let mut connect = cfg.0.clone();
+    connect.identity.client_id = client_id.to_string();
+    spawn_subscriber(&connect, &cfg.1, Arc::new(AtomicBool::new(false))).expect("spawn subscriber")
+}
+
+fn subscribe(cfg: &(ConnectOptions, SubscribeOptions), client_id: &str) -> Subscriber {
+    let sub = spawn(cfg, client_id);
     sub.wait_subscribed(WAIT).expect("subscribed");
     sub
 }
@@ -121,7 +129,7 @@ fn persistent_session_keeps_messages_published_while_down() {
     testkit::require_binary("mosquitto");
     let broker = Mosquitto::start();
     let cfg = config(&broker.url(), "meters/#");
-    assert!(!cfg.clean_session, "persistent session is the default");
+    assert!(!cfg.0.clean_session, "persistent session is the default");
 
     let mut sub = subscribe(&cfg, "persistent-1");
     publish_numbered(&broker.url(), "meters/a", 0..10);
@@ -176,8 +184,7 @@ fn publisher_resends_unconfirmed_messages_after_broker_restart() {
         "resend-pub",
         PublisherOptions {
             // Reconnect only after the subscriber is back, so it sees the resends.
-            reconnect_min: Duration::from_secs(2),
-            reconnect_max: Duration::from_secs(2),
+            retry: Retry::new(Duration::from_secs(2), Duration::from_secs(2)),
             ..PublisherOptions::default()
         },
     )
@@ -226,7 +233,7 @@ fn bounded_channel_applies_backpressure_without_loss() {
     testkit::require_binary("mosquitto");
     let broker = Mosquitto::start_with("max_queued_messages 10000");
     let mut cfg = config(&broker.url(), "burst/+");
-    cfg.channel_capacity = 10;
+    cfg.1.channel_capacity = 10;
     let sub = subscribe(&cfg, "slow-consumer");
 
     let url = broker.url();
@@ -270,11 +277,15 @@ fn mqtts_with_password() {
     ));
     let url = format!("mqtts://127.0.0.1:{}", broker.port());
 
+    let tls = TlsConfig {
+        ca_file: Some(dir.path().join("ca.pem")),
+        ..TlsConfig::default()
+    };
     let mut cfg = config(&url, "secure/+");
-    cfg.ca_file = Some(dir.path().join("ca.pem"));
-    cfg.username = Some("meter".into());
-    cfg.password = Some("s3cret".into());
-    let sub = spawn_subscriber(&cfg, "tls-sub".into(), Arc::default()).expect("spawn");
+    cfg.0.tls = TlsOptions::load_first(&tls).expect("the test CA");
+    cfg.0.identity =
+        ClientIdentity::new("unnamed").with_login("meter", Some(Password::new("s3cret")));
+    let sub = spawn(&cfg, "tls-sub");
     sub.wait_subscribed(WAIT)
         .unwrap_or_else(|e| panic!("{e}\n{}", broker.log_tail()));
 
@@ -282,9 +293,9 @@ fn mqtts_with_password() {
         &url,
         "tls-pub",
         PublisherOptions {
-            ca_file: cfg.ca_file.clone(),
-            username: cfg.username.clone(),
-            password: cfg.password.clone(),
+            tls: tls.clone(),
+            username: Some("meter".into()),
+            password: Some(Password::new("s3cret")),
             ..PublisherOptions::default()
         },
     )
@@ -299,8 +310,11 @@ fn mqtts_with_password() {
 
     // Wrong password: the broker's refusal comes back with its reason.
     let mut wrong = cfg.clone();
-    wrong.password = Some("guess".into());
-    let sub = spawn_subscriber(&wrong, "tls-wrong".into(), Arc::default()).expect("spawn");
+    wrong.0.identity =
+        ClientIdentity::new("unnamed").with_login("meter", Some(Password::new("guess")));
+    let sub = spawn(&wrong, "tls-wrong");
+    // The password shows in no error and no stats.
+    assert!(!format!("{:?} {:?}", sub.stats(), wrong.0).contains("guess"));
     let err = sub
         .wait_subscribed(Duration::from_secs(3))
         .expect_err("refused");
@@ -311,8 +325,12 @@ fn mqtts_with_password() {
 
     // A CA that did not sign the server's certificate: the handshake fails.
     let mut untrusted = cfg.clone();
-    untrusted.ca_file = Some(dir.path().join("other-ca.pem"));
-    let sub = spawn_subscriber(&untrusted, "tls-untrusted".into(), Arc::default()).expect("spawn");
+    untrusted.0.tls = TlsOptions::load_first(&TlsConfig {
+        ca_file: Some(dir.path().join("other-ca.pem")),
+        ..TlsConfig::default()
+    })
+    .expect("the other CA");
+    let sub = spawn(&untrusted, "tls-untrusted");
     let err = sub
         .wait_subscribed(Duration::from_secs(3))
         .expect_err("untrusted");

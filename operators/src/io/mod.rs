@@ -1,8 +1,9 @@
-//! What the connectors share, beside the node kinds: how to wait between attempts and
-//! how TLS is configured (and checked while planning). The MQTT and HTTP layers build
-//! on it; no timely code lives here.
+//! What the connectors share, beside the node kinds: how to wait between attempts
+//! ([`Backoff`]), how TLS is configured ([`TlsConfig`]), and the one MQTT connection
+//! layer ([`mqtt`]) every MQTT client runs on. No timely code lives here.
 
 mod backoff;
+pub mod mqtt;
 mod tls;
 
 pub use backoff::Backoff;

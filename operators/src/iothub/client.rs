@@ -1,193 +1,46 @@
-//! An Azure IoT Hub device client speaking the hub's MQTT device protocol on rumqttc.
+//! An Azure IoT Hub device client speaking the hub's MQTT device protocol on the MQTT
+//! connection layer (`crate::io::mqtt`): [`DeviceClient`] is the handle.
 //!
 //! ```text
 //!  send_event ──▶ Outbox (memory or disk) ──▶ pump task ──▶ rumqttc EventLoop ──TLS──▶ hub
-//!                    ▲                                           │
+//!                    ▲                                        (connection driver)
 //!                    └──────── removed on PUBACK ◀───────────────┘
 //!  events() ◀── C2D messages, desired-property patches, twin responses
 //! ```
-//! One thread runs a current-thread tokio runtime with two tasks: the event loop (connect
-//! with backoff, dispatch incoming packets, match PUBACKs to outbox ids) and the pump
-//! (send outbox records within an in-flight window, send twin requests, renew the SAS
-//! token by reconnecting once in-flight messages are acknowledged, close).
+//! One thread runs a current-thread tokio runtime with two tasks: the connection driver
+//! (connect with backoff; `session.rs` dispatches incoming packets and matches PUBACKs
+//! to outbox ids) and the pump (send outbox records within an in-flight window, send
+//! twin requests, renew the SAS token by reconnecting once in-flight messages are
+//! acknowledged, close). The client gives the driver its own endpoint, identity (the
+//! SAS token is the password) and TLS files; it shares no settings type with the
+//! `mqtt` node.
 //!
 //! Every connection is a clean session: whatever was not acknowledged is sent again from
 //! the outbox after reconnecting, in order. Delivery is at least once.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use rumqttc::AsyncClient;
-use smartgrid_runtime::spec::Duration as SpecDuration;
 
-use super::connection_string::{ConnectionString, Credential};
+use super::connection_string::Credential;
 use super::events::CloudEvent;
-use super::outbox::{Outbox, OutboxError};
-use super::sas::{Clock, SystemClock, resource_uri, url_encode};
-use super::session::{Counters, Link, Shared, Worker, new_token, subscriptions};
-use crate::mqtt::{MqttConfig, MqttError, StopFlags, lock, mqtt_options};
+use super::outbox::Outbox;
+use super::sas::{resource_uri, url_encode};
+use super::session::{Worker, new_token};
+use super::shared::{Counters, Link, Shared};
+use crate::io::TlsConfig;
+use crate::io::mqtt::driver::{self, ConnectionState, Driver, StopFlags, lock};
+use crate::io::mqtt::{ClientIdentity, ConnectOptions, Endpoint, Password, Retry, TlsOptions};
 
-/// The MQTT API version IoT Hub is asked for.
-pub const API_VERSION: &str = "2021-04-12";
-
-/// IoT Hub's default MQTT-over-TLS port.
-pub const DEFAULT_PORT: u16 = 8883;
-
-/// The property bag every telemetry message carries: JSON in UTF-8, so hub routing
-/// queries can look into the body.
-pub const JSON_PROPERTIES: &str = "$.ct=application%2Fjson&$.ce=utf-8";
-
-/// Files of a device that authenticates with an X.509 certificate.
-#[derive(Clone, Debug)]
-pub struct X509Files {
-    /// PEM certificate (chain) of the device.
-    pub cert: PathBuf,
-    /// PEM private key of `cert`.
-    pub key: PathBuf,
-}
-
-/// How a [`DeviceClient`] connects.
-#[derive(Clone)]
-pub struct DeviceClientOptions {
-    /// The device (or module) and its key or `x509=true`.
-    pub connection: ConnectionString,
-    /// The certificate and key for an `x509=true` device.
-    pub x509: Option<X509Files>,
-    /// Connect to this host instead of the gateway or hub named in the connection
-    /// string (the hub name stays in the user name and token), e.g. a local test broker.
-    pub host: Option<String>,
-    /// The TLS port. Default 8883.
-    pub port: u16,
-    /// PEM CA certificate(s) of the hub or gateway; default: the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// How long a SAS token is valid. Default 1 h.
-    pub token_ttl: Duration,
-    /// The part of `token_ttl` after which the client reconnects with a new token.
-    /// Default 0.8.
-    pub renew_fraction: f64,
-    /// MQTT keep-alive. Default 60 s.
-    pub keep_alive: Duration,
-    /// First wait before reconnecting (default 1 s); doubles per failed attempt …
-    pub reconnect_min: Duration,
-    /// … up to this (default 300 s).
-    pub reconnect_max: Duration,
-    /// Telemetry messages sent and not yet acknowledged, at most. Default 32.
-    pub max_in_flight: u16,
-    /// Received events kept for [`DeviceClient::events`]; more are dropped (and
-    /// counted). Default 1024.
-    pub events_capacity: usize,
-    /// The time source for token expiries (tests inject one).
-    pub clock: Arc<dyn Clock>,
-}
-
-impl DeviceClientOptions {
-    /// Defaults for `connection`.
-    pub fn new(connection: ConnectionString) -> Self {
-        DeviceClientOptions {
-            connection,
-            x509: None,
-            host: None,
-            port: DEFAULT_PORT,
-            ca_file: None,
-            token_ttl: Duration::from_secs(3600),
-            renew_fraction: 0.8,
-            keep_alive: Duration::from_secs(60),
-            reconnect_min: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(300),
-            max_in_flight: 32,
-            events_capacity: 1024,
-            clock: Arc::new(SystemClock),
-        }
-    }
-
-    /// The MQTT user name: `{hub}/{device}[/{module}]/?api-version=…`.
-    pub fn username(&self) -> String {
-        format!(
-            "{}/{}/?api-version={API_VERSION}",
-            self.connection.host_name,
-            self.connection.client_id()
-        )
-    }
-
-    /// `devices/{device}[/modules/{module}]/messages/events/`.
-    pub fn events_topic(&self) -> String {
-        match &self.connection.module_id {
-            Some(m) => format!(
-                "devices/{}/modules/{m}/messages/events/",
-                self.connection.device_id
-            ),
-            None => format!("devices/{}/messages/events/", self.connection.device_id),
-        }
-    }
-
-    pub(super) fn devicebound_prefix(&self) -> String {
-        format!(
-            "devices/{}/messages/devicebound/",
-            self.connection.device_id
-        )
-    }
-}
-
-impl std::fmt::Debug for DeviceClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceClientOptions")
-            .field("connection", &self.connection)
-            .field("x509", &self.x509)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("ca_file", &self.ca_file)
-            .field("token_ttl", &self.token_ttl)
-            .field("max_in_flight", &self.max_in_flight)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What went wrong in the IoT Hub client.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum IotHubError {
-    /// Connecting, TLS, or a setting the MQTT layer refused.
-    #[error(transparent)]
-    Mqtt(#[from] MqttError),
-    /// A setting that cannot work.
-    #[error("{0}")]
-    Config(String),
-    /// The outbox refused or failed.
-    #[error("{0}")]
-    Outbox(String),
-    /// Something did not happen in time.
-    #[error("timed out after {after:?} waiting for {waiting_for}")]
-    Timeout {
-        /// How long.
-        after: Duration,
-        /// What for.
-        waiting_for: String,
-    },
-    /// The client's thread has stopped.
-    #[error("the IoT Hub client has stopped")]
-    Closed,
-    /// [`DeviceClient::close`] ended with messages not acknowledged (they stay in the
-    /// outbox).
-    #[error(
-        "{pending} message(s) not acknowledged by IoT Hub{}",
-        last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
-    )]
-    Unsent {
-        /// Messages left in the outbox.
-        pending: usize,
-        /// The most recent connection error, if any.
-        last_error: Option<Box<IotHubError>>,
-    },
-}
-
-impl From<OutboxError> for IotHubError {
-    fn from(e: OutboxError) -> Self {
-        IotHubError::Outbox(e.to_string())
-    }
-}
+use super::options::subscriptions;
+pub use super::options::{
+    API_VERSION, DEFAULT_PORT, DeviceClientOptions, IotHubError, JSON_PROPERTIES, X509Files,
+};
 
 /// A snapshot of the client's state.
 #[derive(Clone, Debug)]
@@ -257,25 +110,36 @@ impl DeviceClient {
             .host
             .clone()
             .unwrap_or_else(|| options.connection.connect_host().to_string());
-        let mut cfg = MqttConfig::new(format!("mqtts://{host}:{}", options.port));
-        cfg.clean_session = true;
-        cfg.ca_file = options.ca_file.clone();
-        cfg.client_cert = options.x509.as_ref().map(|x| x.cert.clone());
-        cfg.client_key = options.x509.as_ref().map(|x| x.key.clone());
-        cfg.username = Some(options.username());
-        cfg.keep_alive = SpecDuration(options.keep_alive);
-        cfg.reconnect_min = SpecDuration(options.reconnect_min);
-        cfg.reconnect_max = SpecDuration(options.reconnect_max);
         let resource = resource_uri(&options.connection);
         let first_token = key.as_ref().map(|key| new_token(&options, &resource, key));
-        cfg.password = first_token.as_ref().map(|t| t.token.clone());
-        let (mut mqtt, broker) = mqtt_options(&cfg, &client_id)?;
+        let identity = ClientIdentity::new(client_id.clone()).with_login(
+            options.username(),
+            first_token.as_ref().map(|t| Password::new(t.token.clone())),
+        );
+        let mut connect = ConnectOptions::new(
+            Endpoint::Remote {
+                host,
+                port: options.port,
+                tls: true,
+            },
+            identity,
+        );
+        connect.tls = TlsOptions::load_first(&TlsConfig {
+            ca_file: options.ca_file.clone(),
+            client_cert: options.x509.as_ref().map(|x| x.cert.clone()),
+            client_key: options.x509.as_ref().map(|x| x.key.clone()),
+        })?;
+        connect.clean_session = true;
+        connect.keep_alive = options.keep_alive;
+        connect.retry = Retry::new(options.reconnect_min, options.reconnect_max);
+        let (mut mqtt, broker) = connect.rumqttc()?;
         let window = options.max_in_flight;
         mqtt.set_inflight(window);
         let channel = usize::from(window) * 2 + 16;
         let (client, eventloop) = AsyncClient::new(mqtt, channel);
 
         let (events_tx, events) = crossbeam_channel::bounded(options.events_capacity.max(1));
+        let state = Arc::new(ConnectionState::default());
         let shared = Arc::new(Shared {
             outbox: Mutex::new(outbox),
             link: Mutex::new(Link {
@@ -284,7 +148,7 @@ impl DeviceClient {
             }),
             wake: tokio::sync::Notify::new(),
             counters: Counters::default(),
-            last_error: Mutex::new(None),
+            state: Arc::clone(&state),
             next_rid: AtomicU64::new(1),
         });
         if let Some(t) = &first_token {
@@ -293,18 +157,18 @@ impl DeviceClient {
                 .token_expiry
                 .store(t.expiry, Ordering::Relaxed);
         }
-        let flags = StopFlags {
-            shutdown: Arc::new(AtomicBool::new(false)),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
+        let flags = StopFlags::standalone();
+        let driver = Driver::new(
+            eventloop,
+            broker,
+            connect.retry,
+            flags.clone(),
+            state,
+            "IoT Hub",
+        );
         let events_topic = options.events_topic();
         let worker = Worker {
             client,
-            broker,
             filters: subscriptions(&options),
             devicebound: options.devicebound_prefix(),
             events_topic: events_topic.clone(),
@@ -316,10 +180,7 @@ impl DeviceClient {
             flags: flags.clone(),
             events: events_tx,
         };
-        let thread = thread::Builder::new()
-            .name(format!("iothub-{client_id}"))
-            .spawn(move || runtime.block_on(worker.run(eventloop)))
-            .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
+        let thread = driver::spawn(format!("iothub-{client_id}"), move || worker.run(driver))?;
         Ok(DeviceClient {
             shared,
             events,
@@ -404,15 +265,15 @@ impl DeviceClient {
         DeviceClientStats {
             connected,
             subscribed,
-            connections: c.connections.load(Ordering::Relaxed),
+            connections: self.shared.state.connections(),
             token_renewals: c.token_renewals.load(Ordering::Relaxed),
-            connection_errors: c.connection_errors.load(Ordering::Relaxed),
+            connection_errors: self.shared.state.connection_errors(),
             sent: c.sent.load(Ordering::Relaxed),
             acknowledged: c.acknowledged.load(Ordering::Relaxed),
             outbox_pending: lock(&self.shared.outbox).pending(),
             events_dropped: c.events_dropped.load(Ordering::Relaxed),
             token_expiry: (expiry != 0).then_some(expiry),
-            last_error: lock(&self.shared.last_error).clone(),
+            last_error: self.shared.state.last_error().map(IotHubError::Mqtt),
         }
     }
 
@@ -459,7 +320,7 @@ impl DeviceClient {
         while !self.is_finished() && Instant::now() < join_deadline {
             thread::sleep(Duration::from_millis(5));
         }
-        self.flags.stop.store(true, Ordering::Relaxed);
+        self.flags.stop();
         self.shared.wake.notify_one();
         while !self.is_finished() && Instant::now() < join_deadline + Duration::from_secs(1) {
             thread::sleep(Duration::from_millis(5));
@@ -476,7 +337,11 @@ impl DeviceClient {
         }
         Err(IotHubError::Unsent {
             pending,
-            last_error: lock(&self.shared.last_error).clone().map(Box::new),
+            last_error: self
+                .shared
+                .state
+                .last_error()
+                .map(|e| Box::new(IotHubError::Mqtt(e))),
         })
     }
 
@@ -496,8 +361,8 @@ impl DeviceClient {
             }
             if Instant::now() >= deadline {
                 let connected = lock(&self.shared.link).connected;
-                return Err(match lock(&self.shared.last_error).clone() {
-                    Some(error) if !connected => error,
+                return Err(match self.shared.state.last_error() {
+                    Some(error) if !connected => IotHubError::Mqtt(error),
                     _ => IotHubError::Timeout {
                         after: started.elapsed(),
                         waiting_for: what.to_string(),
@@ -515,7 +380,7 @@ impl DeviceClient {
 
 impl Drop for DeviceClient {
     fn drop(&mut self) {
-        self.flags.stop.store(true, Ordering::Relaxed);
+        self.flags.stop();
         self.shared.wake.notify_one();
     }
 }
@@ -531,6 +396,7 @@ impl std::fmt::Debug for DeviceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iothub::ConnectionString;
 
     #[test]
     fn outbox_records() {

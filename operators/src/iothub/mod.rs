@@ -1,9 +1,12 @@
-//! The `iothub` sink and an Azure IoT Hub device client on rumqttc.
+//! The `iothub` sink and an Azure IoT Hub device client on the MQTT connection layer
+//! (`crate::io::mqtt`).
 //!
 //! * [`ConnectionString`]: `HostName=…;DeviceId=…;SharedAccessKey=…` (or `x509=true`).
 //! * [`sas`]: SAS tokens (HMAC-SHA256 of the resource and expiry with the device key).
 //! * [`DeviceClient`]: QoS 1 telemetry from an [`Outbox`], C2D messages, twin desired
-//!   patches, reported properties, token renewal, reconnect with backoff.
+//!   patches, reported properties, token renewal, reconnect with backoff. The handle
+//!   (`client.rs`) and the connection thread (`session.rs`) share `options.rs` and
+//!   `shared.rs`, not each other.
 //! * [`batch`]: records packed into JSON arrays that fit IoT Hub's 4 KB billing block.
 //! * [`IotHubSink`]: the `iothub` node kind.
 //!
@@ -16,9 +19,11 @@ mod config;
 mod connection_string;
 mod events;
 mod node;
+mod options;
 pub mod outbox;
 pub mod sas;
 mod session;
+mod shared;
 
 pub use client::{
     API_VERSION, DEFAULT_PORT, DeviceClient, DeviceClientOptions, DeviceClientStats, IotHubError,

@@ -1,72 +1,24 @@
-//! The client's thread: the MQTT event loop (connect with backoff, dispatch incoming
-//! packets, match PUBACKs to outbox ids) and the pump beside it (send outbox records
-//! within the in-flight window, send twin requests, renew the SAS token, close).
+//! The client's connection thread: the IoT Hub [`Handler`] on the MQTT connection
+//! driver (dispatch incoming packets, match PUBACKs to outbox ids, renew the SAS token
+//! before connecting) and the pump beside it (send outbox records within the in-flight
+//! window, send twin requests, ask for the renewal's reconnect, close).
 //!
 //! Both run on one current-thread tokio runtime and share [`Link`] (the state of the
 //! current connection) under a mutex never held across an `.await`.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, ConnAck, Event, EventLoop, Incoming, Outgoing, QoS, SubscribeFilter};
 
-use super::client::{DeviceClientOptions, IotHubError};
 use super::connection_string::SharedAccessKey;
 use super::events::{CloudEvent, parse_incoming};
-use super::outbox::Outbox;
+use super::options::DeviceClientOptions;
 use super::sas::Token;
-use crate::mqtt::{MqttError, StopFlags, lock, next_backoff};
-
-/// The event-loop side's view of the current connection.
-#[derive(Default)]
-pub(super) struct Link {
-    pub(super) connected: bool,
-    pub(super) subscribed: bool,
-    /// The next outbox id to send on this connection.
-    pub(super) cursor: u64,
-    /// Telemetry sent on this connection and not acknowledged.
-    pub(super) in_flight: usize,
-    /// Publishes handed to rumqttc, waiting for their `Outgoing::Publish` event, which
-    /// tells their packet id: `Some(outbox id)` for telemetry, `None` for twin requests.
-    pub(super) handed: VecDeque<Option<u64>>,
-    /// Packet id → outbox id of telemetry awaiting its PUBACK.
-    pub(super) pkids: HashMap<u16, u64>,
-    /// Twin requests waiting for a subscribed connection: topic and body.
-    pub(super) twin_requests: VecDeque<(String, Vec<u8>)>,
-    /// A DISCONNECT was requested (renewal or close).
-    pub(super) disconnecting: bool,
-    /// When the pump started waiting for acknowledgements before a renewal.
-    pub(super) renew_wait_since: Option<Instant>,
-    /// Renew at this Unix second (None for X.509).
-    pub(super) renew_at: Option<u64>,
-    /// `close` asked for: send what is pending until then, then disconnect.
-    pub(super) close_deadline: Option<Instant>,
-    /// The final DISCONNECT was requested: do not reconnect.
-    pub(super) closed: bool,
-}
-
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) connections: AtomicU64,
-    pub(super) token_renewals: AtomicU64,
-    pub(super) connection_errors: AtomicU64,
-    pub(super) sent: AtomicU64,
-    pub(super) acknowledged: AtomicU64,
-    pub(super) events_dropped: AtomicU64,
-    pub(super) token_expiry: AtomicU64,
-}
-
-pub(super) struct Shared {
-    pub(super) outbox: Mutex<Outbox>,
-    pub(super) link: Mutex<Link>,
-    pub(super) wake: tokio::sync::Notify,
-    pub(super) counters: Counters,
-    pub(super) last_error: Mutex<Option<IotHubError>>,
-    pub(super) next_rid: AtomicU64,
-}
+use super::shared::{Link, Shared};
+use crate::io::mqtt::driver::{Driver, Flow, Handler, StopFlags, lock};
 
 /// The longest a renewal waits for in-flight messages to be acknowledged before it
 /// reconnects anyway (they are then sent again).
@@ -89,27 +41,9 @@ pub(super) fn new_token(
     )
 }
 
-/// C2D (devices only; modules get none) and the twin's topics.
-pub(super) fn subscriptions(options: &DeviceClientOptions) -> Vec<SubscribeFilter> {
-    let mut filters = vec![
-        SubscribeFilter::new("$iothub/twin/res/#".into(), QoS::AtMostOnce),
-        SubscribeFilter::new(
-            "$iothub/twin/PATCH/properties/desired/#".into(),
-            QoS::AtMostOnce,
-        ),
-    ];
-    if options.connection.module_id.is_none() {
-        filters.push(SubscribeFilter::new(
-            format!("{}#", options.devicebound_prefix()),
-            QoS::AtLeastOnce,
-        ));
-    }
-    filters
-}
-
+/// The connection thread's state (shared by the handler and the pump).
 pub(super) struct Worker {
     pub(super) client: AsyncClient,
-    pub(super) broker: String,
     pub(super) filters: Vec<SubscribeFilter>,
     pub(super) devicebound: String,
     pub(super) events_topic: String,
@@ -123,10 +57,11 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) async fn run(self, mut eventloop: EventLoop) {
+    /// Runs the pump beside `driver` until the driver ends.
+    pub(super) async fn run(self, driver: Driver) {
         let worker = Arc::new(self);
         let pump = tokio::spawn(Arc::clone(&worker).pump());
-        worker.event_loop(&mut eventloop).await;
+        driver.run(&mut HubLink(Arc::clone(&worker))).await;
         pump.abort();
         lock(&worker.shared.link).connected = false;
     }
@@ -140,137 +75,18 @@ impl Worker {
                 .is_some_and(|d| Instant::now() >= d || lock(&self.shared.outbox).pending() == 0)
     }
 
-    async fn event_loop(&self, eventloop: &mut EventLoop) {
-        let mut backoff = self.options.reconnect_min;
-        loop {
-            {
-                let mut link = lock(&self.shared.link);
-                if !link.connected {
-                    if self.stop_now(&link) {
-                        return;
-                    }
-                    self.refresh_token_if_due(&mut link, eventloop);
-                }
-            }
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    backoff = self.options.reconnect_min;
-                    let mut link = lock(&self.shared.link);
-                    *link = Link {
-                        connected: true,
-                        cursor: 0,
-                        twin_requests: std::mem::take(&mut link.twin_requests),
-                        renew_at: link.renew_at,
-                        close_deadline: link.close_deadline,
-                        ..Link::default()
-                    };
-                    let n = self
-                        .shared
-                        .counters
-                        .connections
-                        .fetch_add(1, Ordering::Relaxed);
-                    if n == 0 {
-                        tracing::info!(broker = %self.broker, "connected to IoT Hub");
-                    } else {
-                        tracing::info!(broker = %self.broker, "reconnected to IoT Hub");
-                    }
-                    if self
-                        .client
-                        .try_subscribe_many(self.filters.clone())
-                        .is_err()
-                    {
-                        tracing::warn!("cannot queue the IoT Hub subscriptions");
-                    }
-                    drop(link);
-                    self.shared.wake.notify_one();
-                }
-                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    {
-                        tracing::warn!("IoT Hub refused a subscription: {:?}", ack.return_codes);
-                    }
-                    lock(&self.shared.link).subscribed = true;
-                    self.shared.wake.notify_one();
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    let mut link = lock(&self.shared.link);
-                    if let Some(Some(id)) = link.handed.pop_front() {
-                        link.pkids.insert(pkid, id);
-                        self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                    let mut link = lock(&self.shared.link);
-                    if let Some(id) = link.pkids.remove(&ack.pkid) {
-                        link.in_flight = link.in_flight.saturating_sub(1);
-                        if let Err(e) = lock(&self.shared.outbox).ack(id) {
-                            tracing::error!(
-                                "cannot remove an acknowledged message from the outbox: {e}"
-                            );
-                        }
-                        self.shared
-                            .counters
-                            .acknowledged
-                            .fetch_add(1, Ordering::Relaxed);
-                        drop(link);
-                        self.shared.wake.notify_one();
-                    }
-                }
-                Ok(Event::Incoming(Incoming::Publish(publish))) => self.dispatch(publish),
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                    let mut link = lock(&self.shared.link);
-                    link.connected = false;
-                    link.subscribed = false;
-                    // Drop the socket; what was in flight is resent from the outbox.
-                    eventloop.clean();
-                    eventloop.pending.clear();
-                    if link.closed || self.stop_now(&link) {
-                        return;
-                    }
-                    self.refresh_token_if_due(&mut link, eventloop);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    let stop = {
-                        let mut link = lock(&self.shared.link);
-                        link.connected = false;
-                        link.subscribed = false;
-                        eventloop.clean();
-                        eventloop.pending.clear();
-                        self.stop_now(&link)
-                    };
-                    if stop {
-                        return;
-                    }
-                    let error = MqttError::from_connection(&self.broker, &error);
-                    let failures = self
-                        .shared
-                        .counters
-                        .connection_errors
-                        .fetch_add(1, Ordering::Relaxed)
-                        + 1;
-                    tracing::warn!(
-                        broker = %self.broker,
-                        %error,
-                        failures,
-                        retry_in = ?backoff,
-                        "IoT Hub connection failed"
-                    );
-                    *lock(&self.shared.last_error) = Some(IotHubError::Mqtt(error));
-                    let deadline = lock(&self.shared.link).close_deadline;
-                    let pause = match deadline {
-                        Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
-                        None => backoff,
-                    };
-                    if self.flags.pause(pause).await {
-                        return;
-                    }
-                    backoff = next_backoff(backoff, self.options.reconnect_max);
-                }
-            }
+    /// After a DISCONNECT or a broken connection: drop the socket and what rumqttc
+    /// would resend (the outbox resends it); `Stop` if the client is done.
+    fn link_down(&self, eventloop: &mut EventLoop) -> Flow {
+        let mut link = lock(&self.shared.link);
+        link.connected = false;
+        link.subscribed = false;
+        eventloop.clean();
+        eventloop.pending.clear();
+        if link.closed || self.stop_now(&link) {
+            Flow::Stop
+        } else {
+            Flow::Continue
         }
     }
 
@@ -402,6 +218,104 @@ impl Worker {
                 Err(_) => break,
             }
         }
+    }
+}
+
+/// The IoT Hub client's [`Handler`] on the connection driver.
+struct HubLink(Arc<Worker>);
+
+impl Handler for HubLink {
+    fn before_connect(&mut self, eventloop: &mut EventLoop) -> Flow {
+        let mut link = lock(&self.0.shared.link);
+        if self.0.stop_now(&link) {
+            return Flow::Stop;
+        }
+        self.0.refresh_token_if_due(&mut link, eventloop);
+        Flow::Continue
+    }
+
+    fn connected(&mut self, _eventloop: &mut EventLoop, _ack: &ConnAck, _first: bool) {
+        let worker = &self.0;
+        let mut link = lock(&worker.shared.link);
+        *link = Link {
+            connected: true,
+            cursor: 0,
+            twin_requests: std::mem::take(&mut link.twin_requests),
+            renew_at: link.renew_at,
+            close_deadline: link.close_deadline,
+            ..Link::default()
+        };
+        // Every connection is a clean session: subscribe each time.
+        if worker
+            .client
+            .try_subscribe_many(worker.filters.clone())
+            .is_err()
+        {
+            tracing::warn!("cannot queue the IoT Hub subscriptions");
+        }
+        drop(link);
+        worker.shared.wake.notify_one();
+    }
+
+    fn event(&mut self, _eventloop: &mut EventLoop, event: Event) {
+        let worker = &self.0;
+        match event {
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    tracing::warn!("IoT Hub refused a subscription: {:?}", ack.return_codes);
+                }
+                lock(&worker.shared.link).subscribed = true;
+                worker.shared.wake.notify_one();
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let mut link = lock(&worker.shared.link);
+                if let Some(Some(id)) = link.handed.pop_front() {
+                    link.pkids.insert(pkid, id);
+                    worker.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                let mut link = lock(&worker.shared.link);
+                if let Some(id) = link.pkids.remove(&ack.pkid) {
+                    link.in_flight = link.in_flight.saturating_sub(1);
+                    if let Err(e) = lock(&worker.shared.outbox).ack(id) {
+                        tracing::error!(
+                            "cannot remove an acknowledged message from the outbox: {e}"
+                        );
+                    }
+                    worker
+                        .shared
+                        .counters
+                        .acknowledged
+                        .fetch_add(1, Ordering::Relaxed);
+                    drop(link);
+                    worker.shared.wake.notify_one();
+                }
+            }
+            Event::Incoming(Incoming::Publish(publish)) => worker.dispatch(publish),
+            _ => {}
+        }
+    }
+
+    /// A renewal's DISCONNECT reconnects (with the new token, in `before_connect`);
+    /// the final one ends the driver.
+    fn disconnected(&mut self, eventloop: &mut EventLoop) -> Flow {
+        self.0.link_down(eventloop)
+    }
+
+    fn connection_lost(&mut self, eventloop: &mut EventLoop) -> Flow {
+        self.0.link_down(eventloop)
+    }
+
+    /// A closing client waits no longer than its deadline.
+    fn max_pause(&self) -> Option<Duration> {
+        lock(&self.0.shared.link)
+            .close_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 

@@ -1,58 +1,69 @@
-//! The `mqtt` source node: settings checked at plan time, one subscriber per run (in
-//! the process of worker 0, started before the workers), drained into the dataflow
-//! without blocking.
+//! The `mqtt` source node: its settings planned once into the connection layer's typed
+//! options (every problem located at its key, TLS files read and checked), one
+//! subscriber per run (in the process of worker 0, started before the workers),
+//! drained into the dataflow without blocking.
 
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Message, Node, PlanContext, PortType, RenderContext, Resource,
-    StartContext, StartError,
+    AnyStream, Claim, Inputs, Location, Message, Node, PlanContext, PortType, RenderContext,
+    Resource, StartContext, StartError,
 };
 
-use super::{MqttConfig, Subscriber, TryRecvError, embedded_broker, spawn_subscriber};
+use super::config::{DEFAULT_TOPIC, MqttConfig};
+use crate::io::mqtt::{
+    ClientIdentity, ConnectOptions, Endpoint, MqttError, Password, Qos, Retry, SubscribeOptions,
+    Subscriber, TlsOptions, TryRecvError, embedded_broker, spawn_subscriber,
+};
 
 /// Messages handed to the dataflow per activation, so one source cannot starve a worker.
 const BATCH: usize = 1024;
 
 /// A planned `mqtt` source.
 pub struct MqttSource {
-    config: MqttConfig,
-    client_id: String,
-    client_id_at: smartgrid_runtime::Location,
+    connect: ConnectOptions,
+    subscribe: SubscribeOptions,
+    client_id_at: Location,
 }
 
 impl Node for MqttSource {
     const KIND: &'static str = "mqtt";
     const SUMMARY: &'static str = "source: subscribe to MQTT topics (QoS 0/1, persistent session, TLS, reconnect with backoff)";
     const INPUTS: Inputs = Inputs::None;
+    const RENAMED_KEYS: &'static [(&'static str, &'static str)] = &[
+        ("ca_file", "tls.ca_file"),
+        ("client_cert", "tls.client_cert"),
+        ("client_key", "tls.client_key"),
+        ("reconnect_min", "retry.initial_delay"),
+        ("reconnect_max", "retry.max_delay"),
+    ];
 
     type Config = MqttConfig;
 
     /// The subscriber, in the process that runs worker 0.
     type State = Option<Arc<Subscriber>>;
 
-    fn plan(mut config: MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
-        if let Err(issues) = config.validate() {
-            for (key, message, hint) in issues {
-                ctx.error_at_key(key, message).with_hint(hint);
-            }
-            return None;
-        }
-        for path in [
-            &mut config.ca_file,
-            &mut config.client_cert,
-            &mut config.client_key,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *path = ctx.resolve(path);
-        }
+    fn plan(config: MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let client_id = config.client_id(ctx.pipeline, &ctx.node.name);
+        let endpoint = plan_endpoint(&config, ctx);
+        let subscribe = plan_subscription(&config, ctx);
+        let identity = plan_identity(&config, client_id, endpoint.as_ref(), ctx);
+        let keep_alive = plan_keep_alive(&config, ctx);
+        let retry = plan_retry(&config, ctx);
+        let tls = match &endpoint {
+            Some(endpoint) => plan_tls(&config, endpoint, ctx),
+            None => None,
+        };
+        let mut connect = ConnectOptions::new(endpoint?, identity?);
+        connect.tls = tls?;
+        connect.keep_alive = keep_alive?;
+        connect.clean_session = config.clean_session;
+        connect.retry = retry?;
         Some(MqttSource {
-            config,
-            client_id,
+            connect,
+            subscribe: subscribe?,
             client_id_at: ctx.node.key_at("client_id"),
         })
     }
@@ -64,8 +75,8 @@ impl Node for MqttSource {
     fn resources(&self) -> Vec<Claim> {
         vec![Claim {
             resource: Resource::MqttClientId {
-                broker: self.config.url.clone(),
-                client_id: self.client_id.clone(),
+                broker: self.connect.endpoint.to_string(),
+                client_id: self.connect.identity.client_id.clone(),
             },
             at: self.client_id_at,
         }]
@@ -77,13 +88,12 @@ impl Node for MqttSource {
         if ctx.process_index != 0 {
             return Ok(None);
         }
-        if self.config.url == "embedded" {
+        if self.connect.endpoint == Endpoint::Embedded {
             embedded_broker()
                 .map_err(|e| StartError::other(format!("cannot start the embedded broker: {e}")))?;
         }
-        let subscriber =
-            spawn_subscriber(&self.config, self.client_id.clone(), ctx.shutdown.flag())
-                .map_err(StartError::other)?;
+        let subscriber = spawn_subscriber(&self.connect, &self.subscribe, ctx.shutdown.flag())
+            .map_err(StartError::other)?;
         Ok(Some(Arc::new(subscriber)))
     }
 
@@ -128,5 +138,333 @@ impl Node for MqttSource {
             }
         });
         Some(AnyStream::Messages(stream))
+    }
+}
+
+/// Reports a problem at `key` with a hint.
+fn problem(ctx: &mut PlanContext<'_>, key: &str, message: impl Into<String>, hint: &str) {
+    ctx.error_at_key(key, message).hint = Some(hint.to_string());
+}
+
+/// Where `outer.inner` stands (`tls: { ca_file: … }`), else where `outer` does.
+fn nested_at(ctx: &PlanContext<'_>, outer: &str, inner: &str) -> Location {
+    ctx.node
+        .settings
+        .get(outer)
+        .and_then(|mapping| mapping.entries().iter().find(|(k, _)| k.value == inner))
+        .map_or_else(|| ctx.node.key_at(outer), |(k, _)| k.at)
+}
+
+fn nested_problem(
+    ctx: &mut PlanContext<'_>,
+    outer: &str,
+    inner: &str,
+    message: impl Into<String>,
+    hint: &str,
+) {
+    let at = nested_at(ctx, outer, inner);
+    ctx.error(at, message).hint = Some(hint.to_string());
+}
+
+fn plan_endpoint(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Endpoint> {
+    match Endpoint::parse(&config.url) {
+        Ok(endpoint) => Some(endpoint),
+        Err(e) => {
+            let hint = "write mqtt://host:port, mqtts://host:port or `embedded`";
+            problem(ctx, "url", e.to_string(), hint);
+            None
+        }
+    }
+}
+
+fn plan_subscription(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<SubscribeOptions> {
+    let mut ok = true;
+    if config.topics.is_empty() {
+        let hint = format!("subscribe to at least one filter, e.g. `{DEFAULT_TOPIC}`");
+        problem(ctx, "topics", "no topic filter given", &hint);
+        ok = false;
+    }
+    for topic in &config.topics {
+        if topic.is_empty() {
+            problem(
+                ctx,
+                "topics",
+                "an empty topic filter",
+                "remove it or write a filter",
+            );
+            ok = false;
+        } else if !rumqttc::valid_filter(topic) {
+            let hint = "`+` must fill a whole level and `#` must be the last level, e.g. `data/+/feature/#`";
+            problem(
+                ctx,
+                "topics",
+                format!("`{topic}` is not a valid topic filter"),
+                hint,
+            );
+            ok = false;
+        }
+    }
+    let qos = match Qos::try_from(config.qos) {
+        Ok(qos) => Some(qos),
+        Err(_) => {
+            let hint = "use 1 (at least once, the default) or 0 (at most once)";
+            problem(
+                ctx,
+                "qos",
+                format!("QoS {} is not supported", config.qos),
+                hint,
+            );
+            None
+        }
+    };
+    if config.channel_capacity == 0 {
+        let hint = "use e.g. 10000 (the default)";
+        problem(
+            ctx,
+            "channel_capacity",
+            "the capacity must be at least 1",
+            hint,
+        );
+        ok = false;
+    }
+    let qos = qos?;
+    ok.then(|| SubscribeOptions {
+        topics: config.topics.clone(),
+        qos,
+        channel_capacity: config.channel_capacity,
+    })
+}
+
+fn plan_identity(
+    config: &MqttConfig,
+    client_id: String,
+    endpoint: Option<&Endpoint>,
+    ctx: &mut PlanContext<'_>,
+) -> Option<ClientIdentity> {
+    let mut ok = true;
+    if client_id.is_empty() {
+        let hint = "remove the key to use smartgrid-<pipeline>-<node>, or give a unique id";
+        problem(ctx, "client_id", "the client id is empty", hint);
+        ok = false;
+    } else if client_id.len() > usize::from(u16::MAX) {
+        problem(
+            ctx,
+            "client_id",
+            "the client id is too long",
+            "use a short id",
+        );
+        ok = false;
+    }
+    if config.password.is_some() && config.username.is_none() {
+        let hint = "MQTT 3.1.1 sends a password only with a username; set `username`";
+        problem(ctx, "password", "a password without a username", hint);
+        ok = false;
+    }
+    if endpoint == Some(&Endpoint::Embedded)
+        && (config.username.is_some() || config.password.is_some())
+    {
+        let key = if config.username.is_some() {
+            "username"
+        } else {
+            "password"
+        };
+        let hint = "remove the credentials, or use an external broker";
+        problem(ctx, key, "the embedded broker does not check logins", hint);
+        ok = false;
+    }
+    let mut identity = ClientIdentity::new(client_id);
+    if let Some(username) = &config.username {
+        identity =
+            identity.with_login(username.clone(), config.password.clone().map(Password::new));
+    }
+    ok.then_some(identity)
+}
+
+fn plan_keep_alive(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<StdDuration> {
+    let keep_alive = config.keep_alive.0;
+    if !keep_alive.is_zero() && keep_alive < StdDuration::from_secs(1) {
+        let hint = "use whole seconds, e.g. `30s`, or `0s` to disable pings";
+        let message = format!("{keep_alive:?} is shorter than a second");
+        problem(ctx, "keep_alive", message, hint);
+        None
+    } else if keep_alive > StdDuration::from_secs(u64::from(u16::MAX)) {
+        let message = format!("{keep_alive:?} is longer than MQTT allows (65535 s)");
+        problem(ctx, "keep_alive", message, "use e.g. `30s`");
+        None
+    } else {
+        Some(keep_alive)
+    }
+}
+
+fn plan_retry(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Retry> {
+    let (initial, max) = (config.retry.initial_delay.0, config.retry.max_delay.0);
+    if initial.is_zero() {
+        let message = "a zero reconnect delay would hammer an unreachable broker";
+        let hint = "use e.g. `1s` (the default)";
+        nested_problem(ctx, "retry", "initial_delay", message, hint);
+        return None;
+    }
+    if max < initial {
+        let message = format!("max_delay ({max:?}) is shorter than initial_delay ({initial:?})");
+        let hint = "make max_delay at least initial_delay";
+        nested_problem(ctx, "retry", "max_delay", message, hint);
+        return None;
+    }
+    Some(Retry::new(initial, max))
+}
+
+/// The TLS files, resolved against the pipeline file, read and parsed now: a file that
+/// is missing or holds no certificate or key is refused here, at its key.
+fn plan_tls(
+    config: &MqttConfig,
+    endpoint: &Endpoint,
+    ctx: &mut PlanContext<'_>,
+) -> Option<TlsOptions> {
+    if !endpoint.is_tls() {
+        let keys: Vec<&str> = config.tls.files().map(|(key, _)| key).collect();
+        for key in &keys {
+            let message = format!("`tls.{key}` only applies to TLS connections");
+            let hint = "use an mqtts:// URL, or remove the key";
+            nested_problem(ctx, "tls", key, message, hint);
+        }
+        return keys.is_empty().then(TlsOptions::default);
+    }
+    let resolved = config.tls.resolved(|p| ctx.resolve(p));
+    match TlsOptions::load(&resolved) {
+        Ok(tls) => Some(tls),
+        Err(errors) => {
+            for error in errors {
+                let (key, message) = match &error {
+                    MqttError::TlsFile { key, path, source } => {
+                        (*key, format!("cannot read {}: {source}", path.display()))
+                    }
+                    MqttError::TlsPem { key, path, message } => {
+                        (*key, format!("{} {message}", path.display()))
+                    }
+                    MqttError::InvalidConfig { key, message } => (*key, message.clone()),
+                    other => ("ca_file", other.to_string()),
+                };
+                nested_problem(ctx, "tls", key, message, tls_hint(key));
+            }
+            None
+        }
+    }
+}
+
+fn tls_hint(key: &str) -> &'static str {
+    match key {
+        "ca_file" => {
+            "give the PEM file of the CA that signed the broker's certificate (relative paths \
+             start at the pipeline file's folder), or remove `ca_file` to use the system's \
+             trusted roots"
+        }
+        "client_cert" => {
+            "give the PEM file with the client's certificate chain and set `client_key` to its \
+             private key (relative paths start at the pipeline file's folder)"
+        }
+        _ => {
+            "give the PEM file with the private key of `client_cert` (PKCS#8, PKCS#1 or SEC1; \
+             relative paths start at the pipeline file's folder)"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smartgrid_runtime::plan::plan;
+    use smartgrid_runtime::spec::{Env, parse_str};
+
+    /// Plans a pipeline with one `mqtt` node `broker` (with `settings`, indented as
+    /// its keys) read by a decoder; the errors as `smartgrid validate` prints them.
+    fn planned(settings: &str, dir: &std::path::Path) -> Result<(), String> {
+        let text = format!(
+            "nodes:\n  broker:\n    type: mqtt\n{settings}  d: {{ type: decode, input: broker, format: clemap }}\n  out: {{ type: stdout, input: d }}\n"
+        );
+        let env = Env::Fixed([("PW".to_string(), "hunter2".to_string())].into());
+        let spec =
+            parse_str(&text, "p.yaml", dir.to_path_buf(), env).map_err(|e| format!("{e:?}"))?;
+        plan(&spec, &crate::builtin_registry())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_complete_config_plans() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = "    url: mqtt://broker.local:1883\n    topics: [a/+, b/#]\n    qos: 0\n    username: meter\n    password: ${PW}\n    keep_alive: 1m\n    retry: { initial_delay: 500ms, max_delay: 1m }\n";
+        planned(yaml, dir.path()).expect("plans");
+    }
+
+    #[test]
+    fn every_problem_is_located_at_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = "    url: mqtt://127.0.0.1:1883\n    qos: 2\n    topics: [a/#/b]\n    password: ${PW}\n    channel_capacity: 0\n    keep_alive: 500ms\n    tls: { ca_file: ca.pem }\n    retry: { initial_delay: 10s, max_delay: 5s }\n";
+        let errors = planned(yaml, dir.path()).expect_err("refused");
+        for expected in [
+            "p.yaml:5:5: node `broker`: QoS 2 is not supported",
+            "p.yaml:6:5: node `broker`: `a/#/b` is not a valid topic filter",
+            "p.yaml:7:5: node `broker`: a password without a username",
+            "p.yaml:8:5: node `broker`: the capacity must be at least 1",
+            "p.yaml:9:5: node `broker`: 500ms is shorter than a second",
+            "p.yaml:10:12: node `broker`: `tls.ca_file` only applies to TLS connections",
+            "p.yaml:11:34: node `broker`: max_delay (5s) is shorter than initial_delay (10s)",
+        ] {
+            assert!(errors.contains(expected), "{expected}\nin\n{errors}");
+        }
+        assert!(!errors.contains("hunter2"), "{errors}");
+    }
+
+    #[test]
+    fn old_keys_are_refused_naming_the_new_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = "    url: mqtts://broker.local\n    ca_file: ca.pem\n    reconnect_min: 1s\n";
+        let errors = planned(yaml, dir.path()).expect_err("refused");
+        assert!(
+            errors.contains("`ca_file` is now `tls.ca_file`"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("`reconnect_min` is now `retry.initial_delay`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn tls_files_must_exist_and_hold_pem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").expect("write");
+        let yaml = "    url: mqtts://broker.local\n    tls:\n      ca_file: missing.pem\n      client_cert: junk.pem\n      client_key: junk.pem\n";
+        let errors = planned(yaml, dir.path()).expect_err("refused");
+        assert!(
+            errors.contains("p.yaml:6:7: node `broker`: cannot read ")
+                && errors.contains("missing.pem"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("p.yaml:7:7: node `broker`: ")
+                && errors.contains("holds no `BEGIN CERTIFICATE` section"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("p.yaml:8:7: node `broker`: ")
+                && errors.contains("holds no private key"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn embedded_brokers_take_no_login() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let errors =
+            planned("    url: embedded\n    username: u\n", dir.path()).expect_err("refused");
+        assert!(
+            errors.contains("the embedded broker does not check logins"),
+            "{errors}"
+        );
+        let errors = planned("    url: htp://x\n", dir.path()).expect_err("refused");
+        assert!(
+            errors.contains("p.yaml:4:5: node `broker`: invalid MQTT broker URL"),
+            "{errors}"
+        );
     }
 }

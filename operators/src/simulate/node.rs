@@ -21,7 +21,7 @@ use smartgrid_runtime::{
 };
 
 use super::{Simulator, SimulatorConfig};
-use crate::mqtt::{MqttError, Publisher, PublisherOptions, Qos};
+use crate::io::mqtt::{MqttError, Publisher, PublisherOptions, Qos};
 
 /// Payloads handed to the dataflow per activation.
 const BATCH: usize = 1024;

@@ -260,7 +260,7 @@ fn substituted_values_never_appear_in_messages() {
         found[0].2,
         "expected a boolean, found a string `${URL}` (after substitution)"
     );
-    // A Deserialize impl quoting its input is scrubbed.
+    // A Deserialize impl quoting its input quotes what the file says.
     #[derive(Debug)]
     struct Quoting;
     impl<'de> Deserialize<'de> for Quoting {
@@ -272,7 +272,7 @@ fn substituted_values_never_appear_in_messages() {
     let found = errors::<Quoting>("user:${PORT}@host", &vars);
     assert_eq!(
         found[0].2,
-        "invalid value `user:${PORT}@host` (after substitution): cannot use user:***@host"
+        "invalid value `user:${PORT}@host` (after substitution): cannot use user:${PORT}@host"
     );
     let found = errors::<Vec<Quoting>>("[\"${FMT}\"]", &vars);
     assert!(!found[0].2.contains("topsecret"), "{found:?}");

@@ -1,4 +1,6 @@
-//! Errors of the MQTT client layer.
+//! [`MqttError`]: what the MQTT connection layer reports. Cloneable, so the last
+//! connection error can be kept in a client's stats while it goes on retrying, and
+//! free of secrets: passwords and tokens never appear in it.
 
 use std::io;
 use std::path::PathBuf;

@@ -1,4 +1,6 @@
-//! The subscriber: see [`Subscriber`].
+//! The subscriber: a connection (on the [`Driver`]) that subscribes to topic filters
+//! and hands every message to a bounded channel the `mqtt` source drains. See
+//! [`Subscriber`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,26 +11,46 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, Outgoing, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnAck, Event, EventLoop, Incoming, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use smartgrid_runtime::record::Message;
 
-use super::config::{MqttConfig, Qos};
+use super::driver::{self, ConnectionState, Driver, Handler, STOP_POLL, StopFlags, lock};
 use super::error::MqttError;
-use super::options::mqtt_options;
+use super::options::{ConnectOptions, Qos};
 
 /// Capacity of rumqttc's request channel (subscribe requests, acks, disconnect). The
 /// broker sends at most its in-flight window (mosquitto: 20, the embedded broker: 100)
 /// of unacknowledged QoS 1 messages, so acks never come close to this.
 const REQUEST_CAPACITY: usize = 1024;
 
-/// How often the thread looks at the stop flags while it waits.
-const STOP_POLL: Duration = Duration::from_millis(100);
-
 /// At most this many distinct topic strings are kept for reuse (one `Arc<str>` per
 /// sensor topic instead of an allocation per message).
 const TOPIC_CACHE: usize = 4096;
+
+/// What to subscribe to and how messages are handed over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Topic filters (checked by the caller: `rumqttc::valid_filter`).
+    pub topics: Vec<String>,
+    /// QoS of every subscription; with QoS 1 a message is acknowledged only after it
+    /// is in the channel.
+    pub qos: Qos,
+    /// How many messages may wait in the channel (at least 1).
+    pub channel_capacity: usize,
+}
+
+impl SubscribeOptions {
+    /// `topics` at QoS 1 with a channel of 10 000.
+    pub fn new(topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        SubscribeOptions {
+            topics: topics.into_iter().map(Into::into).collect(),
+            qos: Qos::AtLeastOnce,
+            channel_capacity: 10_000,
+        }
+    }
+}
 
 /// A snapshot of a subscriber's state.
 #[derive(Debug, Clone)]
@@ -50,15 +72,11 @@ pub struct SubscriberStats {
 
 type Wake = Box<dyn Fn() + Send>;
 
-/// State shared between the connection thread and the [`Subscriber`] handle.
+/// What the subscriber's thread and its handle share beside the connection state.
 #[derive(Default)]
 struct Shared {
-    connected: AtomicBool,
     subscribed: AtomicBool,
-    reconnects: AtomicU64,
-    connection_errors: AtomicU64,
     messages: AtomicU64,
-    last_error: Mutex<Option<MqttError>>,
     wake: Mutex<Option<Wake>>,
 }
 
@@ -68,65 +86,6 @@ impl Shared {
             wake();
         }
     }
-
-    fn set_error(&self, error: MqttError) {
-        *lock(&self.last_error) = Some(error);
-    }
-}
-
-/// Locks a mutex; a panic elsewhere while it was held cannot leave these simple values
-/// half-updated, so a poisoned lock is used as is.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The flags that end a connection thread: the pipeline's shutdown flag and the
-/// handle's own stop flag.
-#[derive(Clone)]
-pub(crate) struct StopFlags {
-    pub(crate) shutdown: Arc<AtomicBool>,
-    pub(crate) stop: Arc<AtomicBool>,
-}
-
-impl StopFlags {
-    pub(crate) fn stopping(&self) -> bool {
-        self.shutdown.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Sleeps for `duration`, returning early (with `true`) if a stop flag is set.
-    pub(crate) async fn pause(&self, duration: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + duration;
-        loop {
-            if self.stopping() {
-                return true;
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            tokio::time::sleep((deadline - now).min(STOP_POLL)).await;
-        }
-    }
-
-    /// Waits until a stop flag is set, then asks for a DISCONNECT through `disconnect`
-    /// (retrying while the request channel is full). The event loop sends it next
-    /// time it is polled, so a stop never cancels a poll half-way.
-    pub(crate) async fn disconnect_on_stop(self, disconnect: impl Fn() -> bool) {
-        let mut tick = tokio::time::interval(STOP_POLL);
-        loop {
-            tick.tick().await;
-            if self.stopping() && disconnect() {
-                return;
-            }
-        }
-    }
-}
-
-/// The next wait after a failed attempt that waited `current`.
-pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
-    current.saturating_mul(2).min(max)
 }
 
 /// The subscriber: a background thread that keeps an MQTT connection alive and hands
@@ -134,7 +93,7 @@ pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
 ///
 /// ```text
 ///  broker ──TCP/TLS──▶ rumqttc EventLoop ──▶ bounded channel ──▶ Subscriber::try_recv
-///                       (own thread,          (channel_capacity;     (timely source,
+///                       (Driver, own thread,  (channel_capacity;     (timely source,
 ///                        tokio current-        full = stop reading    never blocks)
 ///                        thread runtime)       from the broker)
 /// ```
@@ -148,10 +107,9 @@ pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
 ///   sending. Memory stays bounded. (No pings go out while waiting: a pipeline stalled
 ///   for longer than 1.5 × `keep_alive` gets disconnected, reconnects, and receives the
 ///   unacknowledged messages again.)
-/// * **Reconnects.** After a connection error the thread waits `reconnect_min`,
-///   doubling up to `reconnect_max`, and resets the wait after a successful connect.
-///   It subscribes on the first connect and whenever the broker has no session for
-///   this client (`session_present` false, e.g. a broker restarted without
+/// * **Reconnects.** The [`Driver`] waits with a jittered backoff between attempts. The
+///   subscriber subscribes on the first connect and whenever the broker has no session
+///   for this client (`session_present` false, e.g. a broker restarted without
 ///   persistence).
 /// * **Stopping.** When the shutdown flag (or [`Subscriber::stop`]) is set, the thread
 ///   sends DISCONNECT, exits, and the channel closes once drained, so the source can
@@ -161,61 +119,72 @@ pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
 pub struct Subscriber {
     rx: Receiver<Message>,
     shared: Arc<Shared>,
+    state: Arc<ConnectionState>,
     flags: StopFlags,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Connects to the broker of `cfg` as `client_id` in a background thread and
-/// subscribes to `cfg.topics`.
+/// Connects with `connect` in a background thread and subscribes as `subscribe` says.
 ///
 /// Returns at once; the connection is made (and remade) in the background, so an
 /// unreachable broker is not an error here (see [`Subscriber::stats`] and
-/// [`Subscriber::wait_subscribed`]). Errors are invalid settings, unreadable TLS files,
-/// an embedded broker that cannot start, or a thread that cannot be spawned. Setting
-/// `shutdown` stops the thread.
+/// [`Subscriber::wait_subscribed`]). Errors are a TLS configuration that cannot be
+/// built, an embedded broker that cannot start, or a thread that cannot be spawned.
+/// Setting `shutdown` stops the thread.
 pub fn spawn_subscriber(
-    cfg: &MqttConfig,
-    client_id: String,
+    connect: &ConnectOptions,
+    subscribe: &SubscribeOptions,
     shutdown: Arc<AtomicBool>,
 ) -> Result<Subscriber, MqttError> {
-    let (mut options, broker) = mqtt_options(cfg, &client_id)?;
-    let qos = cfg.qos();
+    let (mut options, broker) = connect.rumqttc()?;
+    let qos = subscribe.qos;
     // QoS 1 messages are acknowledged by us, after they are in the channel.
     options.set_manual_acks(qos == Qos::AtLeastOnce);
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-    let (tx, rx) = crossbeam_channel::bounded(cfg.channel_capacity);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
+    let (tx, rx) = crossbeam_channel::bounded(subscribe.channel_capacity.max(1));
     let shared = Arc::new(Shared::default());
-    let flags = StopFlags {
-        shutdown,
-        stop: Arc::new(AtomicBool::new(false)),
-    };
-    let worker = Worker {
-        client,
+    let state = Arc::new(ConnectionState::default());
+    let flags = StopFlags::new(shutdown);
+    let driver = Driver::new(
+        eventloop,
         broker,
-        filters: cfg
+        connect.retry,
+        flags.clone(),
+        Arc::clone(&state),
+        "MQTT broker",
+    );
+    let mut receiving = Receiving {
+        client,
+        filters: subscribe
             .topics
             .iter()
             .map(|topic| SubscribeFilter::new(topic.clone(), qos.to_rumqttc()))
             .collect(),
-        reconnect_min: cfg.reconnect_min.0,
-        reconnect_max: cfg.reconnect_max.0,
         tx: Some(tx),
         shared: Arc::clone(&shared),
+        state: Arc::clone(&state),
         flags: flags.clone(),
         topics: HashMap::new(),
         pending_acks: VecDeque::new(),
+        need_subscribe: false,
     };
-    let thread = thread::Builder::new()
-        .name(format!("mqtt-sub-{client_id}"))
-        .spawn(move || runtime.block_on(worker.run(eventloop)))
-        .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
+    let name = format!("mqtt-sub-{}", connect.identity.client_id);
+    let thread = driver::spawn(name, move || async move {
+        let client = receiving.client.clone();
+        let watcher = tokio::spawn(
+            receiving
+                .flags
+                .clone()
+                .disconnect_on_stop(move || client.try_disconnect().is_ok()),
+        );
+        driver.run(&mut receiving).await;
+        watcher.abort();
+        receiving.finish();
+    })?;
     Ok(Subscriber {
         rx,
         shared,
+        state,
         flags,
         thread: Some(thread),
     })
@@ -252,12 +221,12 @@ impl Subscriber {
     /// Connection state and counters.
     pub fn stats(&self) -> SubscriberStats {
         SubscriberStats {
-            connected: self.shared.connected.load(Ordering::Relaxed),
+            connected: self.state.connected(),
             subscribed: self.shared.subscribed.load(Ordering::Relaxed),
-            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
-            connection_errors: self.shared.connection_errors.load(Ordering::Relaxed),
+            reconnects: self.state.reconnects(),
+            connection_errors: self.state.connection_errors(),
             messages: self.shared.messages.load(Ordering::Relaxed),
-            last_error: lock(&self.shared.last_error).clone(),
+            last_error: self.state.last_error(),
         }
     }
 
@@ -269,29 +238,18 @@ impl Subscriber {
             if self.shared.subscribed.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if let Some(refused @ MqttError::SubscriptionRefused { .. }) =
-                &*lock(&self.shared.last_error)
-            {
-                return Err(refused.clone());
+            let last_error = self.state.last_error();
+            if let Some(refused @ MqttError::SubscriptionRefused { .. }) = last_error {
+                return Err(refused);
             }
             if self.is_finished() {
-                return Err(lock(&self.shared.last_error)
-                    .clone()
-                    .unwrap_or(MqttError::Closed));
+                return Err(last_error.unwrap_or(MqttError::Closed));
             }
             if Instant::now() >= deadline {
-                let timed_out = MqttError::Timeout {
+                return Err(self.state.explain(MqttError::Timeout {
                     after: timeout,
                     waiting_for: "the MQTT subscription".into(),
-                };
-                let last_error = lock(&self.shared.last_error).clone();
-                let connected = self.shared.connected.load(Ordering::Relaxed);
-                return Err(match last_error {
-                    // Not connected: the last connection error says why.
-                    Some(error) if !connected => error,
-                    // Connected (an earlier error is not the reason), or no error.
-                    _ => timed_out,
-                });
+                }));
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -305,7 +263,7 @@ impl Subscriber {
     /// Disconnects and waits for the thread to end. Messages already in the channel
     /// can still be taken; then [`try_recv`](Self::try_recv) reports `Disconnected`.
     pub fn stop(&mut self) {
-        self.flags.stop.store(true, Ordering::Relaxed);
+        self.flags.stop();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -316,7 +274,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.flags.stop.store(true, Ordering::Relaxed);
+        self.flags.stop();
     }
 }
 
@@ -339,122 +297,83 @@ enum Delivery {
     ReceiverGone,
 }
 
-/// The connection thread's state.
-struct Worker {
+/// The subscriber's [`Handler`]: subscribe, deliver, acknowledge.
+struct Receiving {
     client: AsyncClient,
-    broker: String,
     filters: Vec<SubscribeFilter>,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
     /// `None` once the thread is done, so the channel closes before the last wake.
     tx: Option<Sender<Message>>,
     shared: Arc<Shared>,
+    state: Arc<ConnectionState>,
     flags: StopFlags,
     /// Topic strings seen recently, shared by their messages.
     topics: HashMap<String, Arc<str>>,
     /// Acks that did not fit into rumqttc's request channel yet, in receive order.
     pending_acks: VecDeque<Publish>,
+    need_subscribe: bool,
 }
 
-impl Worker {
-    async fn run(mut self, mut eventloop: EventLoop) {
-        let client = self.client.clone();
-        let watcher = tokio::spawn(
-            self.flags
-                .clone()
-                .disconnect_on_stop(move || client.try_disconnect().is_ok()),
-        );
-        let mut backoff = self.reconnect_min;
-        let mut first_connect = true;
-        let mut connected = false;
-        let mut need_subscribe = false;
-        loop {
-            if self.flags.stopping() && !connected {
-                break;
-            }
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                    connected = true;
-                    backoff = self.reconnect_min;
-                    self.shared.connected.store(true, Ordering::Relaxed);
-                    // A refusal belongs to the subscription of the previous connection.
-                    let mut last_error = lock(&self.shared.last_error);
-                    if matches!(*last_error, Some(MqttError::SubscriptionRefused { .. })) {
-                        *last_error = None;
-                    }
-                    drop(last_error);
-                    if first_connect {
-                        tracing::info!(broker = %self.broker, "MQTT connected");
-                    } else {
-                        self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            broker = %self.broker,
-                            session_present = ack.session_present,
-                            "MQTT reconnected"
-                        );
-                    }
-                    // A broker without our session has no subscriptions for us. On
-                    // the first connect we subscribe anyway, so a changed `topics`
-                    // list takes effect even when the broker kept the old session.
-                    if ack.session_present && !first_connect {
-                        self.shared.subscribed.store(true, Ordering::Relaxed);
-                    } else {
-                        need_subscribe = true;
-                    }
-                    first_connect = false;
-                    self.deliver_stale(&mut eventloop);
-                }
-                Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                    if self.flags.stopping() {
-                        // Not acknowledged: the broker keeps it for the next session.
-                        continue;
-                    }
-                    match self.deliver(&publish) {
-                        Delivery::Delivered => self.ack(&publish),
-                        Delivery::Stopping => {}
-                        Delivery::ReceiverGone => {
-                            self.flags.stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Incoming::SubAck(suback))) => {
-                    self.check_suback(&suback.return_codes);
-                }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    connected = false;
-                    self.shared.connected.store(false, Ordering::Relaxed);
-                    self.shared.subscribed.store(false, Ordering::Relaxed);
-                    // rumqttc drops queued acks on a connection error; the broker
-                    // resends the unacknowledged messages instead.
-                    self.pending_acks.clear();
-                    need_subscribe = false;
-                    if self.flags.stopping() {
-                        break;
-                    }
-                    self.connection_failed(&error, backoff);
-                    if self.flags.pause(backoff).await {
-                        break;
-                    }
-                    backoff = next_backoff(backoff, self.reconnect_max);
-                }
-            }
-            if need_subscribe && connected {
-                match self.client.try_subscribe_many(self.filters.clone()) {
-                    Ok(()) => need_subscribe = false,
-                    Err(_) => tracing::debug!("request channel full; subscribing later"),
-                }
-            }
-            self.flush_acks();
+impl Handler for Receiving {
+    fn connected(&mut self, eventloop: &mut EventLoop, ack: &ConnAck, first: bool) {
+        // A refusal belongs to the subscription of the previous connection.
+        self.state
+            .clear_error_if(|e| matches!(e, MqttError::SubscriptionRefused { .. }));
+        // The first connect always subscribes, so a changed `topics` list takes effect
+        // even when the broker kept the old session; later ones only when the broker
+        // has no session for us.
+        if ack.session_present && !first {
+            self.shared.subscribed.store(true, Ordering::Relaxed);
+        } else {
+            self.need_subscribe = true;
         }
-        watcher.abort();
-        self.shared.connected.store(false, Ordering::Relaxed);
+        self.deliver_stale(eventloop);
+    }
+
+    fn event(&mut self, _eventloop: &mut EventLoop, event: Event) {
+        match event {
+            Event::Incoming(Incoming::Publish(publish)) => {
+                if self.flags.stopping() {
+                    // Not acknowledged: the broker keeps it for the next session.
+                    return;
+                }
+                match self.deliver(&publish) {
+                    Delivery::Delivered => self.ack(&publish),
+                    Delivery::Stopping => {}
+                    Delivery::ReceiverGone => self.flags.stop(),
+                }
+            }
+            Event::Incoming(Incoming::SubAck(suback)) => self.check_suback(&suback.return_codes),
+            _ => {}
+        }
+    }
+
+    fn connection_lost(&mut self, _eventloop: &mut EventLoop) -> driver::Flow {
         self.shared.subscribed.store(false, Ordering::Relaxed);
-        // Close the channel, then wake the consumer so it sees the end.
+        // rumqttc drops queued acks on a connection error; the broker resends the
+        // unacknowledged messages instead.
+        self.pending_acks.clear();
+        self.need_subscribe = false;
+        driver::Flow::Continue
+    }
+
+    fn after_poll(&mut self) {
+        if self.need_subscribe && self.state.connected() {
+            match self.client.try_subscribe_many(self.filters.clone()) {
+                Ok(()) => self.need_subscribe = false,
+                Err(_) => tracing::debug!("request channel full; subscribing later"),
+            }
+        }
+        self.flush_acks();
+    }
+}
+
+impl Receiving {
+    /// After the driver ended: close the channel, then wake the consumer so it sees the
+    /// end.
+    fn finish(&mut self) {
+        self.shared.subscribed.store(false, Ordering::Relaxed);
         self.tx = None;
         self.shared.wake();
-        tracing::debug!(broker = %self.broker, "MQTT subscriber stopped");
     }
 
     /// rumqttc keeps packets it had read but not yet returned when a connection broke,
@@ -481,27 +400,10 @@ impl Worker {
                 return;
             }
             if let Delivery::ReceiverGone = self.deliver(&publish) {
-                self.flags.stop.store(true, Ordering::Relaxed);
+                self.flags.stop();
                 return;
             }
         }
-    }
-
-    fn connection_failed(&self, error: &ConnectionError, backoff: Duration) {
-        let errors = self
-            .shared
-            .connection_errors
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        let error = MqttError::from_connection(&self.broker, error);
-        tracing::warn!(
-            broker = %self.broker,
-            %error,
-            failures = errors,
-            retry_in = ?backoff,
-            "MQTT connection failed"
-        );
-        self.shared.set_error(error);
     }
 
     fn check_suback(&self, codes: &[SubscribeReasonCode]) {
@@ -513,7 +415,7 @@ impl Worker {
                     filter: filter.path.clone(),
                 };
                 tracing::error!(%error, "MQTT subscription refused");
-                self.shared.set_error(error);
+                self.state.set_error(error);
             }
         }
         if ok {
@@ -589,21 +491,19 @@ fn intern(cache: &mut HashMap<String, Arc<str>>, topic: &str) -> Arc<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::embedded::start_embedded_broker;
-    use crate::mqtt::publisher::{Publisher, PublisherOptions};
+    use crate::io::mqtt::embedded::start_embedded_broker;
+    use crate::io::mqtt::options::{ClientIdentity, Endpoint, Retry};
+    use crate::io::mqtt::publisher::{Publisher, PublisherOptions};
 
     const WAIT: Duration = Duration::from_secs(10);
 
-    #[test]
-    fn backoff_doubles_up_to_the_maximum() {
-        let max = Duration::from_secs(300);
-        let mut wait = Duration::from_secs(1);
-        let mut seen = Vec::new();
-        for _ in 0..10 {
-            seen.push(wait.as_secs());
-            wait = next_backoff(wait, max);
-        }
-        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+    fn connect(url: &str, client_id: &str) -> ConnectOptions {
+        let mut options = ConnectOptions::new(
+            Endpoint::parse(url).expect("valid url"),
+            ClientIdentity::new(client_id),
+        );
+        options.retry = Retry::new(Duration::from_secs(1), Duration::from_secs(5));
+        options
     }
 
     #[test]
@@ -620,11 +520,13 @@ mod tests {
     #[test]
     fn embedded_round_trip() {
         let broker = start_embedded_broker(0).expect("embedded broker");
-        let mut cfg = MqttConfig::new(broker.url());
-        cfg.topics = vec!["test/roundtrip/+".into()];
         let shutdown = Arc::new(AtomicBool::new(false));
-        let mut sub =
-            spawn_subscriber(&cfg, "rt-sub".into(), Arc::clone(&shutdown)).expect("spawn");
+        let mut sub = spawn_subscriber(
+            &connect(&broker.url(), "rt-sub"),
+            &SubscribeOptions::new(["test/roundtrip/+"]),
+            Arc::clone(&shutdown),
+        )
+        .expect("spawn");
         let wakes = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&wakes);
         sub.set_wake(Box::new(move || {
@@ -669,10 +571,14 @@ mod tests {
     /// The shared embedded broker via `url: embedded`.
     #[test]
     fn url_embedded_uses_the_shared_broker() {
-        let mut cfg = MqttConfig::new("embedded");
-        cfg.topics = vec!["test/shared/#".into()];
-        cfg.qos = 0;
-        let mut sub = spawn_subscriber(&cfg, "shared-sub".into(), Arc::default()).expect("spawn");
+        let mut subscribe = SubscribeOptions::new(["test/shared/#"]);
+        subscribe.qos = Qos::AtMostOnce;
+        let mut sub = spawn_subscriber(
+            &connect("embedded", "shared-sub"),
+            &subscribe,
+            Arc::default(),
+        )
+        .expect("spawn");
         sub.wait_subscribed(WAIT).expect("subscribed");
         let publisher =
             Publisher::connect("embedded", "shared-pub", PublisherOptions::default()).expect("pub");
@@ -734,9 +640,12 @@ mod tests {
             while read_packet(&mut stream).is_ok() {}
         });
 
-        let mut cfg = MqttConfig::new(format!("mqtt://127.0.0.1:{port}"));
-        cfg.topics = vec!["allowed/+".into(), "denied/+".into()];
-        let mut sub = spawn_subscriber(&cfg, "refused".into(), Arc::default()).expect("spawn");
+        let mut sub = spawn_subscriber(
+            &connect(&format!("mqtt://127.0.0.1:{port}"), "refused"),
+            &SubscribeOptions::new(["allowed/+", "denied/+"]),
+            Arc::default(),
+        )
+        .expect("spawn");
         let err = sub.wait_subscribed(WAIT).expect_err("refused");
         match err {
             MqttError::SubscriptionRefused { filter } => assert_eq!(filter, "denied/+"),
@@ -755,9 +664,12 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr").port()
         };
-        let mut cfg = MqttConfig::new(format!("mqtt://127.0.0.1:{port}"));
-        cfg.reconnect_min = smartgrid_runtime::spec::Duration(Duration::from_secs(1));
-        let mut sub = spawn_subscriber(&cfg, "nobody".into(), Arc::default()).expect("spawn");
+        let mut sub = spawn_subscriber(
+            &connect(&format!("mqtt://127.0.0.1:{port}"), "nobody"),
+            &SubscribeOptions::new(["a/+"]),
+            Arc::default(),
+        )
+        .expect("spawn");
         let err = sub
             .wait_subscribed(Duration::from_millis(500))
             .expect_err("nothing listens");

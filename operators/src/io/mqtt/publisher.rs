@@ -1,31 +1,28 @@
-//! The publisher: see [`Publisher`].
+//! The publisher: a connection (on the [`Driver`]) that sends queued messages and
+//! counts their acknowledgements. See [`Publisher`].
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, ClientError, Event, EventLoop, Incoming, Outgoing, Request};
+use rumqttc::{Client, ClientError, ConnAck, Event, EventLoop, Incoming, Outgoing, Request};
 
-use super::client::{StopFlags, lock, next_backoff};
-use super::config::{MqttConfig, Qos};
+use super::driver::{self, ConnectionState, Driver, Flow, Handler, StopFlags};
 use super::error::MqttError;
-use super::options::mqtt_options;
+use super::options::{ClientIdentity, ConnectOptions, Endpoint, Password, Qos, Retry};
+use super::tls::TlsOptions;
+use crate::io::TlsConfig;
 
-/// How a [`Publisher`] connects. `Default` gives a plain anonymous connection.
-#[derive(Clone)]
+/// How [`Publisher::connect`] connects. `Default` gives a plain anonymous connection.
+#[derive(Clone, Debug)]
 pub struct PublisherOptions {
     /// User name for brokers that require a login.
     pub username: Option<String>,
-    /// Password for `username` (never logged).
-    pub password: Option<String>,
-    /// PEM file with the CA certificate(s) for `mqtts://` (default: the system's roots).
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate for `mqtts://`.
-    pub client_cert: Option<PathBuf>,
-    /// PEM key of `client_cert`.
-    pub client_key: Option<PathBuf>,
+    /// Password for `username` (never shown).
+    pub password: Option<Password>,
+    /// CA and client certificate files for `mqtts://` (default: the system's roots).
+    pub tls: TlsConfig,
     /// Ping interval when idle (0 or 1 s to 65535 s). Default 30 s.
     pub keep_alive: Duration,
     /// Ask the broker for a clean session (default `true`: a publisher has no
@@ -33,10 +30,8 @@ pub struct PublisherOptions {
     pub clean_session: bool,
     /// How many messages may wait to be sent before `publish` blocks. Default 1000.
     pub queue_capacity: usize,
-    /// First wait before reconnecting (default 1 s); doubles per failed attempt …
-    pub reconnect_min: Duration,
-    /// … up to this (default 30 s).
-    pub reconnect_max: Duration,
+    /// The wait between connection attempts (default 1 s up to 30 s, jittered).
+    pub retry: Retry,
 }
 
 impl Default for PublisherOptions {
@@ -44,50 +39,12 @@ impl Default for PublisherOptions {
         PublisherOptions {
             username: None,
             password: None,
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
+            tls: TlsConfig::default(),
             keep_alive: Duration::from_secs(30),
             clean_session: true,
             queue_capacity: 1000,
-            reconnect_min: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(30),
+            retry: Retry::new(Duration::from_secs(1), Duration::from_secs(30)),
         }
-    }
-}
-
-impl std::fmt::Debug for PublisherOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublisherOptions")
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("ca_file", &self.ca_file)
-            .field("client_cert", &self.client_cert)
-            .field("client_key", &self.client_key)
-            .field("keep_alive", &self.keep_alive)
-            .field("clean_session", &self.clean_session)
-            .field("queue_capacity", &self.queue_capacity)
-            .field("reconnect_min", &self.reconnect_min)
-            .field("reconnect_max", &self.reconnect_max)
-            .finish()
-    }
-}
-
-impl PublisherOptions {
-    fn to_config(&self, url: &str) -> MqttConfig {
-        use smartgrid_runtime::spec::Duration as SpecDuration;
-        let mut cfg = MqttConfig::new(url);
-        cfg.clean_session = self.clean_session;
-        cfg.username = self.username.clone();
-        cfg.password = self.password.clone();
-        cfg.ca_file = self.ca_file.clone();
-        cfg.client_cert = self.client_cert.clone();
-        cfg.client_key = self.client_key.clone();
-        cfg.keep_alive = SpecDuration(self.keep_alive);
-        cfg.channel_capacity = self.queue_capacity;
-        cfg.reconnect_min = SpecDuration(self.reconnect_min);
-        cfg.reconnect_max = SpecDuration(self.reconnect_max);
-        cfg
     }
 }
 
@@ -115,14 +72,11 @@ impl PublisherStats {
     }
 }
 
+/// Message counters, beside the connection state.
 #[derive(Default)]
 struct Shared {
-    connected: AtomicBool,
-    reconnects: AtomicU64,
-    connection_errors: AtomicU64,
     published: AtomicU64,
     completed: AtomicU64,
-    last_error: Mutex<Option<MqttError>>,
 }
 
 /// A small blocking publisher, for the simulator, the dead-letter topic and
@@ -140,6 +94,7 @@ struct Shared {
 pub struct Publisher {
     client: Client,
     shared: Arc<Shared>,
+    state: Arc<ConnectionState>,
     flags: StopFlags,
     thread: Option<JoinHandle<()>>,
 }
@@ -147,48 +102,61 @@ pub struct Publisher {
 impl Publisher {
     /// Connects to `url` (`mqtt://host:port`, `mqtts://host:port` or `embedded`) as
     /// `client_id`, in the background: returns at once, and an unreachable broker is
-    /// not an error here (see [`wait_connected`](Self::wait_connected)).
+    /// not an error here (see [`wait_connected`](Self::wait_connected)). Errors are a
+    /// bad URL, unreadable TLS files, or a thread that cannot start.
     pub fn connect(
         url: &str,
         client_id: impl Into<String>,
         options: PublisherOptions,
     ) -> Result<Self, MqttError> {
-        Self::from_config(&options.to_config(url), client_id)
+        let mut identity = ClientIdentity::new(client_id);
+        if let Some(username) = options.username {
+            identity = identity.with_login(username, options.password);
+        }
+        let mut connect = ConnectOptions::new(Endpoint::parse(url)?, identity);
+        connect.tls = TlsOptions::load_first(&options.tls)?;
+        connect.keep_alive = options.keep_alive;
+        connect.clean_session = options.clean_session;
+        connect.retry = options.retry;
+        Self::start(&connect, options.queue_capacity)
     }
 
-    /// Connects with the connection settings of an `mqtt` node's config (`topics` and
-    /// `qos` are not used; `channel_capacity` is the queue size).
-    pub fn from_config(cfg: &MqttConfig, client_id: impl Into<String>) -> Result<Self, MqttError> {
-        let client_id = client_id.into();
-        let (options, broker) = mqtt_options(cfg, &client_id)?;
-        let (client, connection) = Client::new(options, cfg.channel_capacity.max(1));
-        // Run the event loop on our own thread, with reconnect backoff; the runtime
-        // rumqttc made for its blocking iterator is not needed.
+    /// Connects with `connect`, queueing up to `queue_capacity` messages.
+    pub fn start(connect: &ConnectOptions, queue_capacity: usize) -> Result<Self, MqttError> {
+        let (options, broker) = connect.rumqttc()?;
+        let (client, connection) = Client::new(options, queue_capacity.max(1));
+        // The driver polls the event loop on our own thread; the runtime rumqttc made
+        // for its blocking iterator is not needed.
         let eventloop = connection.eventloop;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
         let shared = Arc::new(Shared::default());
-        let flags = StopFlags {
-            shutdown: Arc::new(AtomicBool::new(false)),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let worker = Worker {
-            client: client.clone(),
+        let state = Arc::new(ConnectionState::default());
+        let flags = StopFlags::standalone();
+        let driver = Driver::new(
+            eventloop,
             broker,
-            reconnect_min: cfg.reconnect_min.0,
-            reconnect_max: cfg.reconnect_max.0,
+            connect.retry,
+            flags.clone(),
+            Arc::clone(&state),
+            "MQTT broker (publisher)",
+        );
+        let mut sending = Sending {
             shared: Arc::clone(&shared),
-            flags: flags.clone(),
+            resend: Vec::new(),
         };
-        let thread = thread::Builder::new()
-            .name(format!("mqtt-pub-{client_id}"))
-            .spawn(move || runtime.block_on(worker.run(eventloop)))
-            .map_err(|e| MqttError::Spawn(Arc::new(e)))?;
+        let watcher_client = client.clone();
+        let watcher_flags = flags.clone();
+        let name = format!("mqtt-pub-{}", connect.identity.client_id);
+        let thread = driver::spawn(name, move || async move {
+            let watcher = tokio::spawn(
+                watcher_flags.disconnect_on_stop(move || watcher_client.try_disconnect().is_ok()),
+            );
+            driver.run(&mut sending).await;
+            watcher.abort();
+        })?;
         Ok(Publisher {
             client,
             shared,
+            state,
             flags,
             thread: Some(thread),
         })
@@ -233,12 +201,12 @@ impl Publisher {
     /// Connection state and counters.
     pub fn stats(&self) -> PublisherStats {
         PublisherStats {
-            connected: self.shared.connected.load(Ordering::Relaxed),
-            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
-            connection_errors: self.shared.connection_errors.load(Ordering::Relaxed),
+            connected: self.state.connected(),
+            reconnects: self.state.reconnects(),
+            connection_errors: self.state.connection_errors(),
             published: self.shared.published.load(Ordering::Relaxed),
             completed: self.shared.completed.load(Ordering::Relaxed),
-            last_error: lock(&self.shared.last_error).clone(),
+            last_error: self.state.last_error(),
         }
     }
 
@@ -246,7 +214,7 @@ impl Publisher {
     /// broker's refusal) if there was one.
     pub fn wait_connected(&self, timeout: Duration) -> Result<(), MqttError> {
         self.wait_until(Instant::now() + timeout, "the MQTT connection", || {
-            self.shared.connected.load(Ordering::Relaxed)
+            self.state.connected()
         })
     }
 
@@ -287,14 +255,10 @@ impl Publisher {
             }
             let now = Instant::now();
             if now >= deadline {
-                let timeout = MqttError::Timeout {
+                return Err(self.state.explain(MqttError::Timeout {
                     after: now - started,
                     waiting_for: what.to_string(),
-                };
-                return Err(match lock(&self.shared.last_error).clone() {
-                    Some(error) if !self.shared.connected.load(Ordering::Relaxed) => error,
-                    _ => timeout,
-                });
+                }));
             }
             thread::sleep(Duration::from_millis(5));
         }
@@ -306,7 +270,7 @@ impl Publisher {
     pub fn flush_and_close(mut self, timeout: Duration) -> Result<(), MqttError> {
         let deadline = Instant::now() + timeout;
         let flushed = self.flush_until(deadline);
-        self.flags.stop.store(true, Ordering::Relaxed);
+        self.flags.stop();
         let _ = self.client.try_disconnect();
         // The thread ends after sending DISCONNECT, or within a moment if it is not
         // connected. Do not wait past the deadline (plus a grace for the DISCONNECT).
@@ -330,7 +294,7 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.flags.stop.store(true, Ordering::Relaxed);
+        self.flags.stop();
         let _ = self.client.try_disconnect();
     }
 }
@@ -351,88 +315,37 @@ fn check_topic(topic: &str) -> Result<(), MqttError> {
     }
 }
 
-struct Worker {
-    client: Client,
-    broker: String,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
+/// The publisher's [`Handler`]: count completions, resend what a lost session forgot.
+struct Sending {
     shared: Arc<Shared>,
-    flags: StopFlags,
+    /// What rumqttc would resend after the last connection error: it drops this when
+    /// the broker has no session for us, so we put it back.
+    resend: Vec<Request>,
 }
 
-impl Worker {
-    async fn run(self, mut eventloop: EventLoop) {
-        let client = self.client.clone();
-        let watcher = tokio::spawn(
-            self.flags
-                .clone()
-                .disconnect_on_stop(move || client.try_disconnect().is_ok()),
-        );
-        let mut backoff = self.reconnect_min;
-        let mut first_connect = true;
-        let mut connected = false;
-        // What rumqttc would resend after the last connection error: it drops this
-        // when the broker has no session for us, so we put it back.
-        let mut resend: Vec<Request> = Vec::new();
-        loop {
-            if self.flags.stopping() && !connected {
-                break;
-            }
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                    connected = true;
-                    backoff = self.reconnect_min;
-                    self.shared.connected.store(true, Ordering::Relaxed);
-                    if !first_connect {
-                        self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(broker = %self.broker, "MQTT publisher reconnected");
-                    }
-                    first_connect = false;
-                    if !ack.session_present && !resend.is_empty() {
-                        tracing::debug!(count = resend.len(), "resending unconfirmed messages");
-                        eventloop.pending.extend(resend.drain(..));
-                    }
-                    resend.clear();
-                }
-                Ok(Event::Incoming(Incoming::PubAck(_))) => {
-                    self.shared.completed.fetch_add(1, Ordering::Relaxed);
-                }
-                // Packet id 0: a QoS 0 publish was written; it needs no ack.
-                Ok(Event::Outgoing(Outgoing::Publish(0))) => {
-                    self.shared.completed.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    connected = false;
-                    self.shared.connected.store(false, Ordering::Relaxed);
-                    if self.flags.stopping() {
-                        break;
-                    }
-                    resend = resendable(&eventloop);
-                    let errors = self
-                        .shared
-                        .connection_errors
-                        .fetch_add(1, Ordering::Relaxed)
-                        + 1;
-                    let error = MqttError::from_connection(&self.broker, &error);
-                    tracing::warn!(
-                        broker = %self.broker,
-                        %error,
-                        failures = errors,
-                        retry_in = ?backoff,
-                        "MQTT publisher connection failed"
-                    );
-                    *lock(&self.shared.last_error) = Some(error);
-                    if self.flags.pause(backoff).await {
-                        break;
-                    }
-                    backoff = next_backoff(backoff, self.reconnect_max);
-                }
-            }
+impl Handler for Sending {
+    fn connected(&mut self, eventloop: &mut EventLoop, ack: &ConnAck, _first: bool) {
+        if !ack.session_present && !self.resend.is_empty() {
+            tracing::debug!(count = self.resend.len(), "resending unconfirmed messages");
+            eventloop.pending.extend(self.resend.drain(..));
         }
-        watcher.abort();
-        self.shared.connected.store(false, Ordering::Relaxed);
+        self.resend.clear();
+    }
+
+    fn event(&mut self, _eventloop: &mut EventLoop, event: Event) {
+        match event {
+            Event::Incoming(Incoming::PubAck(_))
+            // Packet id 0: a QoS 0 publish was written; it needs no ack.
+            | Event::Outgoing(Outgoing::Publish(0)) => {
+                self.shared.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn connection_lost(&mut self, eventloop: &mut EventLoop) -> Flow {
+        self.resend = resendable(eventloop);
+        Flow::Continue
     }
 }
 
@@ -459,7 +372,7 @@ fn resendable(eventloop: &EventLoop) -> Vec<Request> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::embedded::start_embedded_broker;
+    use crate::io::mqtt::embedded::start_embedded_broker;
 
     #[test]
     fn invalid_topics_are_refused() {
@@ -533,7 +446,7 @@ mod tests {
     #[test]
     fn options_debug_redacts_the_password() {
         let options = PublisherOptions {
-            password: Some("hunter2".into()),
+            password: Some(Password::new("hunter2")),
             ..PublisherOptions::default()
         };
         assert!(!format!("{options:?}").contains("hunter2"));
