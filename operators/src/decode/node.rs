@@ -29,7 +29,7 @@ use smartgrid_runtime::{
 use super::errors::{DeadLetters, ErrorSink};
 use super::operator::{DecodeCounters, DecodeExt, EventClock};
 use crate::formats::{FormatConfig, PayloadDecoder};
-use crate::mqtt::{Publisher, PublisherOptions, Qos};
+use crate::io::mqtt::{Publisher, PublisherOptions, Qos};
 
 /// How far ahead of this machine's clock a reading may be stamped, by default: clocks
 /// of devices and of this machine may differ by a few seconds to minutes.

@@ -13,7 +13,6 @@ use super::client::DEFAULT_PORT;
 use super::connection_string::{ConnectionString, Credential};
 use crate::delivery::{RetryConfig, SpoolConfig};
 use crate::io::TlsConfig;
-use crate::mqtt::ConfigIssue;
 
 fn default_port() -> u16 {
     DEFAULT_PORT
@@ -158,11 +157,16 @@ const CONNECTION_STRING_HINT: &str = "use the device's connection string from th
 
 impl IotHubConfig {
     /// Checks the settings without touching the network or the file system; the parsed
-    /// connection string, or every problem with its key and a hint.
-    pub fn validate(&self) -> Result<ConnectionString, Vec<ConfigIssue>> {
-        let mut issues: Vec<ConfigIssue> = Vec::new();
+    /// connection string, or `None` after every problem went to `report` (the key at
+    /// fault, the message, a hint).
+    pub fn validate(
+        &self,
+        report: &mut dyn FnMut(&'static str, String, &str),
+    ) -> Option<ConnectionString> {
+        let mut problems = 0;
         let mut issue = |key: &'static str, message: String, hint: &str| {
-            issues.push((key, message, hint.to_string()));
+            problems += 1;
+            report(key, message, hint);
         };
         let connection = match self.connection_string.parse::<ConnectionString>() {
             Ok(cs) => Some(cs),
@@ -270,10 +274,7 @@ impl IotHubConfig {
                 "write `x509: {cert: device.pem, key: device.key}` and `x509=true` in the connection string",
             );
         }
-        match connection {
-            Some(cs) if issues.is_empty() => Ok(cs),
-            _ => Err(issues),
-        }
+        connection.filter(|_| problems == 0)
     }
 }
 
@@ -312,11 +313,15 @@ mod tests {
         spec.nodes[0].settings().map_err(|e| format!("{e:?}"))
     }
 
+    /// Every problem `cfg.validate` reports: key, message, hint.
+    fn problems(cfg: &IotHubConfig) -> Vec<(&'static str, String, String)> {
+        let mut found = Vec::new();
+        cfg.validate(&mut |key, message, hint| found.push((key, message, hint.to_string())));
+        found
+    }
+
     fn keys(cfg: &IotHubConfig) -> Vec<&'static str> {
-        match cfg.validate() {
-            Ok(_) => Vec::new(),
-            Err(issues) => issues.into_iter().map(|(k, _, _)| k).collect(),
-        }
+        problems(cfg).into_iter().map(|(k, _, _)| k).collect()
     }
 
     #[test]
@@ -326,7 +331,7 @@ mod tests {
         assert_eq!(cfg.max_message_bytes, 4096);
         assert_eq!(cfg.token_ttl.0, StdDuration::from_secs(3600));
         assert_eq!(cfg.flush_interval.0, StdDuration::from_secs(1800));
-        let cs = cfg.validate().expect("valid");
+        let cs = cfg.validate(&mut |_, m, _| panic!("{m}")).expect("valid");
         assert_eq!(cs.device_id, "meter-7");
         let shown = format!("{cfg:?}");
         assert!(
@@ -360,7 +365,7 @@ mod tests {
         );
         let mut bad = config("").expect("parses");
         bad.connection_string = "HostName=h;DeviceId=d".into();
-        let issues = bad.validate().expect_err("no key");
+        let issues = problems(&bad);
         assert_eq!(issues[0].0, "connection_string");
         assert!(
             issues[0].2.contains("Primary connection string"),

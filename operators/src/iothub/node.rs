@@ -126,15 +126,9 @@ impl Node for IotHubSink {
 
     fn plan(config: IotHubConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let schema = ctx.readings_input()?;
-        let connection = match config.validate() {
-            Ok(cs) => Some(cs),
-            Err(issues) => {
-                for (key, message, hint) in issues {
-                    ctx.error_at_key(key, message).hint = Some(hint);
-                }
-                None
-            }
-        };
+        let connection = config.validate(&mut |key, message, hint| {
+            ctx.error_at_key(key, message).with_hint(hint);
+        });
         let retry = config.retry.plan(RETRY, ctx);
         let min_outbox = config.max_message_bytes as u64 * 4;
         let spool = config.spool.plan(None, OUTBOX_BYTES, min_outbox, ctx);

@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Location, Message, Node, PlanContext, PortType, RenderContext,
+    AnyStream, Claim, Inputs, Limit, Location, Message, Node, PlanContext, PortType, RenderContext,
     Resource, StartContext, StartError,
 };
 
@@ -38,6 +38,12 @@ impl Node for MqttSource {
         ("client_key", "tls.client_key"),
         ("reconnect_min", "retry.initial_delay"),
         ("reconnect_max", "retry.max_delay"),
+    ];
+    const LIMITS: &'static [(&'static str, Limit)] = &[
+        // The channel allocates its slots up front.
+        ("channel_capacity", Limit::count(1, 1_000_000)),
+        ("retry.initial_delay", Limit::seconds(0, 3600)),
+        ("retry.max_delay", Limit::seconds(0, 86_400)),
     ];
 
     type Config = MqttConfig;
@@ -217,16 +223,6 @@ fn plan_subscription(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<S
             None
         }
     };
-    if config.channel_capacity == 0 {
-        let hint = "use e.g. 10000 (the default)";
-        problem(
-            ctx,
-            "channel_capacity",
-            "the capacity must be at least 1",
-            hint,
-        );
-        ok = false;
-    }
     let qos = qos?;
     ok.then(|| SubscribeOptions {
         topics: config.topics.clone(),
