@@ -129,3 +129,188 @@ nodes:
         "{after} windows after the future reading:\n{means}"
     );
 }
+
+/// How many times the broker accepted a connection from `client_id`.
+fn connections(broker: &testkit::Mosquitto, client_id: &str) -> usize {
+    std::fs::read_to_string(broker.dir().join("mosquitto.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {client_id} ")))
+        .count()
+}
+
+fn publish_file(broker: &testkit::Mosquitto, topic: &str, path: &std::path::Path) {
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-q",
+            "1",
+        ])
+        .args(["-t", topic])
+        .arg("-f")
+        .arg(path)
+        .status()
+        .expect("mosquitto_pub");
+    assert!(status.success());
+}
+
+/// Starts `smartgrid run` and returns once its MQTT source has subscribed; the lines it
+/// logs keep coming on the receiver.
+fn run_until_subscribed(
+    pipeline: &std::path::Path,
+    seconds: u32,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
+        .arg("run")
+        .arg(pipeline)
+        .args(["--for", &format!("{seconds}s")])
+        .env("SMARTGRID_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smartgrid");
+    let stderr = run.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[smartgrid] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rx
+        .recv_timeout(Duration::from_millis(100))
+        .is_ok_and(|l| l.contains("subscribed"))
+    {
+        assert!(Instant::now() < deadline, "the source never subscribed");
+    }
+    (run, rx)
+}
+
+/// The counters line a run logs when it stops.
+fn final_counters(run: &mut std::process::Child, rx: &std::sync::mpsc::Receiver<String>) -> String {
+    let mut counters = String::new();
+    for line in rx.iter() {
+        if line.contains("stopped;") {
+            counters = line;
+        }
+    }
+    assert!(run.wait().expect("wait").success());
+    counters
+}
+
+#[test]
+fn an_oversized_message_is_refused_once_and_ingestion_goes_on() {
+    let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = broker.url();
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r"
+pipeline: big
+nodes:
+  meters:
+    type: simulate
+    sensors: 3
+    publish: {{ url: '{url}', topic: 'data/realtime/feature/{{sensor}}' }}
+  clemap:
+    type: mqtt
+    url: '{url}'
+    client_id: big-source
+    dead_letter: {{ file: refused.jsonl }}
+  readings: {{ type: decode, input: clemap, format: clemap }}
+  means: {{ type: window_mean, input: readings, size: 1s }}
+  store: {{ type: file, input: means, path: means.jsonl, format: json }}
+"
+        ),
+    )
+    .expect("write pipeline");
+    let (mut run, rx) = run_until_subscribed(&pipeline, 10);
+    std::thread::sleep(Duration::from_secs(2));
+    let injected_ms = now_ms();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![0x5a; 2 * 1024 * 1024]).expect("write");
+    publish_file(&broker, "data/realtime/feature/big", &big);
+    let counters = final_counters(&mut run, &rx);
+
+    assert!(counters.contains("clemap.oversized=1"), "{counters}");
+    // Refused once: the connection was never broken for it, so it was not redelivered.
+    assert_eq!(
+        connections(&broker, "big-source"),
+        1,
+        "{}",
+        broker.log_tail()
+    );
+    let letters = std::fs::read_to_string(dir.path().join("refused.jsonl")).expect("letters");
+    let letters: Vec<serde_json::Value> = letters
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["topic"], "data/realtime/feature/big");
+    assert_eq!(letters[0]["size"], 2 * 1024 * 1024);
+    assert_eq!(letters[0]["reason"], "oversized");
+    assert!(letters[0].get("payload").is_none(), "the body is not kept");
+    let means = std::fs::read_to_string(dir.path().join("means.jsonl")).expect("windows");
+    let after = means
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|w| {
+            w["time_ms"]
+                .as_i64()
+                .is_some_and(|t| t > injected_ms + 2_000)
+        })
+        .count();
+    assert!(after >= 3 * 3, "{after} windows after the big message");
+}
+
+#[test]
+fn a_dead_letter_too_large_to_publish_is_dropped_and_counted() {
+    let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = broker.url();
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r"
+pipeline: letters
+nodes:
+  clemap: {{ type: mqtt, url: '{url}', topics: [in/+], client_id: letters-source }}
+  readings:
+    type: decode
+    input: clemap
+    format: clemap
+    dead_letter: {{ topic: dead/readings, url: '{url}' }}
+  store: {{ type: file, input: readings, path: out.lp }}
+"
+        ),
+    )
+    .expect("write pipeline");
+    let (mut run, rx) = run_until_subscribed(&pipeline, 6);
+    // 700 KB of garbage: its letter carries the payload in hex, 1.4 MB, over the limit.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![0x11; 700 * 1024]).expect("write");
+    publish_file(&broker, "in/big", &big);
+    std::thread::sleep(Duration::from_millis(500));
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, b"garbage").expect("write");
+    publish_file(&broker, "in/small", &small);
+    let counters = final_counters(&mut run, &rx);
+    assert!(counters.contains("readings.errors=2"), "{counters}");
+    assert!(
+        counters.contains("readings.dead_letters.dropped=1"),
+        "{counters}"
+    );
+    // The publisher kept its one connection: nothing was retried for ever.
+    assert_eq!(
+        connections(&broker, "smartgrid-letters-readings-dead-letters"),
+        1,
+        "{}",
+        broker.log_tail()
+    );
+}

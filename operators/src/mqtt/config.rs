@@ -3,10 +3,11 @@
 //! typed options (`crate::io::mqtt`) once.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
-use smartgrid_runtime::spec::Duration;
+use smartgrid_runtime::spec::{ByteSize, Duration};
 
 use crate::io::TlsConfig;
 
@@ -131,6 +132,25 @@ pub struct MqttConfig {
     /// `300s`); reset after a successful connection.
     #[serde(default)]
     pub retry: RetryConfig,
+
+    /// The largest payload taken (default `1MiB`). A larger message is acknowledged,
+    /// counted (`<node>.oversized`) and dead-lettered by topic and size, without its
+    /// body, so one such message cannot stop ingestion.
+    #[serde(default)]
+    pub max_message_size: Option<ByteSize>,
+
+    /// `{ file: path }`: where refused messages are recorded (JSON lines: time, node,
+    /// topic, reason, error, size), relative to the pipeline file.
+    #[serde(default)]
+    pub dead_letter: Option<SourceDeadLetter>,
+}
+
+/// Where an `mqtt` source records the messages it refuses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDeadLetter {
+    /// A JSON-lines file.
+    pub file: PathBuf,
 }
 
 impl MqttConfig {
@@ -157,6 +177,8 @@ impl fmt::Debug for MqttConfig {
             .field("keep_alive", &self.keep_alive.0)
             .field("channel_capacity", &self.channel_capacity)
             .field("retry", &self.retry)
+            .field("max_message_size", &self.max_message_size)
+            .field("dead_letter", &self.dead_letter)
             .finish()
     }
 }

@@ -3,9 +3,11 @@
 //! subscriber per run (in the process of worker 0, started before the workers),
 //! drained into the dataflow without blocking.
 
-use std::sync::Arc;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
     AnyStream, Claim, Inputs, Limit, Location, Message, Node, PlanContext, PortType, RenderContext,
@@ -14,18 +16,68 @@ use smartgrid_runtime::{
 
 use super::config::{DEFAULT_TOPIC, MqttConfig};
 use crate::io::mqtt::{
-    ClientIdentity, ConnectOptions, Endpoint, MqttError, Password, Qos, Retry, SubscribeOptions,
-    Subscriber, TlsOptions, TryRecvError, embedded_broker, spawn_subscriber,
+    ClientIdentity, ConnectOptions, Endpoint, MAX_PACKET_SIZE, MqttError, Password, Qos, Refused,
+    Retry, SubscribeOptions, Subscriber, TlsOptions, TryRecvError, embedded_broker,
+    spawn_subscriber,
 };
 
 /// Messages handed to the dataflow per activation, so one source cannot starve a worker.
 const BATCH: usize = 1024;
+
+/// What a running `mqtt` source holds, in the process that runs worker 0.
+pub struct Running {
+    subscriber: Arc<Subscriber>,
+    dead_letters: Option<Arc<Mutex<std::io::BufWriter<std::fs::File>>>>,
+}
+
+/// Worker 0's record of the messages refused for their size: counted, and written to
+/// the dead-letter file by topic and size (never their body).
+struct Refusals {
+    node: String,
+    limit: usize,
+    file: Option<Arc<Mutex<std::io::BufWriter<std::fs::File>>>>,
+    counter: smartgrid_runtime::metrics::Counter,
+}
+
+impl Refusals {
+    fn record(&mut self, refused: Vec<Refused>) {
+        if refused.is_empty() {
+            return;
+        }
+        self.counter.add(refused.len() as u64);
+        let Some(file) = &self.file else { return };
+        let time = crate::formats::rfc3339(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        );
+        let mut file = file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in refused {
+            let letter = serde_json::json!({
+                "time": time,
+                "node": self.node,
+                "topic": &*r.topic,
+                "reason": "oversized",
+                "error": format!("a payload of {} bytes is over max_message_size ({} bytes)", r.size, self.limit),
+                "size": r.size,
+            });
+            let written = writeln!(file, "{letter}").and_then(|()| file.flush());
+            if let Err(e) = written {
+                tracing::error!(node = %self.node, "cannot write a dead letter: {e}");
+            }
+        }
+    }
+}
 
 /// A planned `mqtt` source.
 pub struct MqttSource {
     connect: ConnectOptions,
     subscribe: SubscribeOptions,
     client_id_at: Location,
+    /// The dead-letter file for refused messages, and where it is named.
+    dead_letter: Option<(std::path::PathBuf, Location)>,
 }
 
 impl Node for MqttSource {
@@ -40,6 +92,7 @@ impl Node for MqttSource {
         ("reconnect_max", "retry.max_delay"),
     ];
     const LIMITS: &'static [(&'static str, Limit)] = &[
+        ("max_message_size", Limit::bytes(1024, 256 << 20)),
         // The channel allocates its slots up front.
         ("channel_capacity", Limit::count(1, 1_000_000)),
         ("retry.initial_delay", Limit::seconds(0, 3600)),
@@ -49,7 +102,7 @@ impl Node for MqttSource {
     type Config = MqttConfig;
 
     /// The subscriber, in the process that runs worker 0.
-    type State = Option<Arc<Subscriber>>;
+    type State = Option<Running>;
 
     fn plan(config: MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let client_id = config.client_id(ctx.pipeline, &ctx.node.name);
@@ -67,10 +120,15 @@ impl Node for MqttSource {
         connect.keep_alive = keep_alive?;
         connect.clean_session = config.clean_session;
         connect.retry = retry?;
+        let dead_letter = config
+            .dead_letter
+            .as_ref()
+            .map(|d| (ctx.resolve(&d.file), ctx.node.key_at("dead_letter")));
         Some(MqttSource {
             connect,
             subscribe: subscribe?,
             client_id_at: ctx.node.key_at("client_id"),
+            dead_letter,
         })
     }
 
@@ -79,13 +137,20 @@ impl Node for MqttSource {
     }
 
     fn resources(&self) -> Vec<Claim> {
-        vec![Claim {
+        let mut claims = vec![Claim {
             resource: Resource::MqttClientId {
                 broker: self.connect.endpoint.to_string(),
                 client_id: self.connect.identity.client_id.clone(),
             },
             at: self.client_id_at,
-        }]
+        }];
+        if let Some((path, at)) = &self.dead_letter {
+            claims.push(Claim {
+                resource: Resource::FileWritten(path.clone()),
+                at: *at,
+            });
+        }
+        claims
     }
 
     fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
@@ -98,9 +163,16 @@ impl Node for MqttSource {
             embedded_broker()
                 .map_err(|e| StartError::other(format!("cannot start the embedded broker: {e}")))?;
         }
+        let dead_letters = match &self.dead_letter {
+            Some((path, _)) => Some(Arc::new(Mutex::new(open_output(path, false)?))),
+            None => None,
+        };
         let subscriber = spawn_subscriber(&self.connect, &self.subscribe, ctx.shutdown.flag())
             .map_err(StartError::other)?;
-        Ok(Some(Arc::new(subscriber)))
+        Ok(Some(Running {
+            subscriber: Arc::new(subscriber),
+            dead_letters,
+        }))
     }
 
     fn render<'s>(
@@ -109,15 +181,22 @@ impl Node for MqttSource {
         ctx: &RenderContext<'s>,
         _inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
-        let subscriber = state.as_ref().filter(|_| ctx.worker == 0).map(Arc::clone);
-        let Some(subscriber) = subscriber else {
+        let Some(running) = state.as_ref().filter(|_| ctx.worker == 0) else {
             let empty = poll_source(ctx.scope, ctx.node, |_: &mut Vec<Message>| Poll::Done);
             return Some(AnyStream::Messages(empty));
+        };
+        let subscriber = Arc::clone(&running.subscriber);
+        let mut refusals = Refusals {
+            node: ctx.node.to_string(),
+            limit: self.subscribe.max_message_size,
+            file: running.dead_letters.clone(),
+            counter: ctx.counter("oversized"),
         };
         let received = ctx.counter("messages");
         let node = ctx.node.to_string();
         let mut announced = false;
         let stream = poll_source(ctx.scope, ctx.node, move |out: &mut Vec<Message>| {
+            refusals.record(subscriber.take_refused());
             if !announced && subscriber.stats().subscribed {
                 tracing::info!(node = %node, "subscribed");
                 announced = true;
@@ -228,6 +307,9 @@ fn plan_subscription(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<S
         topics: config.topics.clone(),
         qos,
         channel_capacity: config.channel_capacity,
+        max_message_size: config.max_message_size.map_or(MAX_PACKET_SIZE, |s| {
+            usize::try_from(s.0).unwrap_or(usize::MAX)
+        }),
     })
 }
 
@@ -400,7 +482,7 @@ mod tests {
             "p.yaml:5:5: node `broker`: QoS 2 is not supported",
             "p.yaml:6:5: node `broker`: `a/#/b` is not a valid topic filter",
             "p.yaml:7:5: node `broker`: a password without a username",
-            "p.yaml:8:5: node `broker`: the capacity must be at least 1",
+            "p.yaml:8:23: node `broker`: `channel_capacity` is 0; it must be from 1 to 1000000",
             "p.yaml:9:5: node `broker`: 500ms is shorter than a second",
             "p.yaml:10:12: node `broker`: `tls.ca_file` only applies to TLS connections",
             "p.yaml:11:34: node `broker`: max_delay (5s) is shorter than initial_delay (10s)",

@@ -99,6 +99,14 @@ pub enum MqttError {
     /// The client's background thread has stopped; nothing more can be sent.
     #[error("the MQTT client has stopped")]
     Closed,
+    /// A message too large to send (the packet limit).
+    #[error("a message of {size} bytes is over the {limit}-byte packet limit")]
+    TooLarge {
+        /// The packet's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 
     /// The in-process broker could not be started.
     #[error("embedded MQTT broker: {0}")]

@@ -34,5 +34,5 @@ pub use options::{
     Password, Qos, Retry,
 };
 pub use publisher::{Publisher, PublisherOptions, PublisherStats};
-pub use subscriber::{SubscribeOptions, Subscriber, SubscriberStats, spawn_subscriber};
+pub use subscriber::{Refused, SubscribeOptions, Subscriber, SubscriberStats, spawn_subscriber};
 pub use tls::TlsOptions;

@@ -22,8 +22,14 @@ pub const DEFAULT_PORT: u16 = 1883;
 /// The port used when an `mqtts://` URL names none.
 pub const DEFAULT_TLS_PORT: u16 = 8883;
 
-/// The largest packet sent or accepted (matches the embedded broker's limit).
+/// The largest packet sent (matches the embedded broker's limit), and the default for
+/// the largest payload a subscriber hands on.
 pub const MAX_PACKET_SIZE: usize = 1024 * 1024;
+
+/// The largest packet MQTT can frame (a 4-byte remaining length). A subscriber reads up
+/// to this, so that a message over its own limit is read, acknowledged and refused once
+/// instead of breaking the connection (and being redelivered) for ever.
+pub const MQTT_MAX_PACKET: usize = 268_435_455;
 
 /// The delivery guarantee of a subscription or a publish. QoS 2 is not offered: the
 /// pipeline is at-least-once end to end, so QoS 2's extra round trip buys nothing.
@@ -264,6 +270,9 @@ pub struct ConnectOptions {
     pub clean_session: bool,
     /// The wait between attempts.
     pub retry: Retry,
+    /// The largest packet read from the broker ([`MAX_PACKET_SIZE`] unless a subscriber
+    /// raises it to [`MQTT_MAX_PACKET`]).
+    pub max_incoming_packet: usize,
 }
 
 impl ConnectOptions {
@@ -277,6 +286,7 @@ impl ConnectOptions {
             keep_alive: Duration::from_secs(30),
             clean_session: false,
             retry: Retry::default(),
+            max_incoming_packet: MAX_PACKET_SIZE,
         }
     }
 
@@ -301,7 +311,7 @@ impl ConnectOptions {
         options
             .set_keep_alive(Duration::from_secs(keep_alive))
             .set_clean_session(self.clean_session)
-            .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+            .set_max_packet_size(self.max_incoming_packet, MAX_PACKET_SIZE);
         if let Some((username, password)) = &self.identity.login {
             let password = password.as_ref().map(Password::expose).unwrap_or_default();
             options.set_credentials(username.clone(), password);

@@ -10,7 +10,9 @@ use rumqttc::{Client, ClientError, ConnAck, Event, EventLoop, Incoming, Outgoing
 
 use super::driver::{self, ConnectionState, Driver, Flow, Handler, StopFlags};
 use super::error::MqttError;
-use super::options::{ClientIdentity, ConnectOptions, Endpoint, Password, Qos, Retry};
+use super::options::{
+    ClientIdentity, ConnectOptions, Endpoint, MAX_PACKET_SIZE, Password, Qos, Retry,
+};
 use super::tls::TlsOptions;
 use crate::io::TlsConfig;
 
@@ -169,7 +171,9 @@ impl Publisher {
         payload: impl Into<Vec<u8>>,
         qos: Qos,
     ) -> Result<(), MqttError> {
+        let payload = payload.into();
         check_topic(topic)?;
+        check_size(topic, &payload)?;
         self.client
             .publish(topic, qos.to_rumqttc(), false, payload)
             .map_err(|_| MqttError::Closed)?;
@@ -184,7 +188,9 @@ impl Publisher {
         payload: impl Into<Vec<u8>>,
         qos: Qos,
     ) -> Result<bool, MqttError> {
+        let payload = payload.into();
         check_topic(topic)?;
+        check_size(topic, &payload)?;
         match self
             .client
             .try_publish(topic, qos.to_rumqttc(), false, payload)
@@ -305,6 +311,20 @@ impl std::fmt::Debug for Publisher {
             .field("stats", &self.stats())
             .finish()
     }
+}
+
+/// Refuses a message whose packet would be over [`MAX_PACKET_SIZE`]: rumqttc would fail
+/// the connection on it, reconnect and try the same message again, for ever.
+fn check_size(topic: &str, payload: &[u8]) -> Result<(), MqttError> {
+    // Fixed header (at most 5), topic length and topic, packet id.
+    let size = 5 + 2 + topic.len() + 2 + payload.len();
+    if size > MAX_PACKET_SIZE {
+        return Err(MqttError::TooLarge {
+            size,
+            limit: MAX_PACKET_SIZE,
+        });
+    }
+    Ok(())
 }
 
 fn check_topic(topic: &str) -> Result<(), MqttError> {

@@ -18,7 +18,7 @@ use smartgrid_runtime::record::Message;
 
 use super::driver::{self, ConnectionState, Driver, Handler, STOP_POLL, StopFlags, lock};
 use super::error::MqttError;
-use super::options::{ConnectOptions, Qos};
+use super::options::{ConnectOptions, MAX_PACKET_SIZE, MQTT_MAX_PACKET, Qos};
 
 /// Capacity of rumqttc's request channel (subscribe requests, acks, disconnect). The
 /// broker sends at most its in-flight window (mosquitto: 20, the embedded broker: 100)
@@ -39,7 +39,24 @@ pub struct SubscribeOptions {
     pub qos: Qos,
     /// How many messages may wait in the channel (at least 1).
     pub channel_capacity: usize,
+    /// The largest payload handed on. A larger one is acknowledged, counted and kept
+    /// aside as a [`Refused`] (topic and size, not its body) instead.
+    pub max_message_size: usize,
 }
+
+/// A message refused for its size: acknowledged to the broker (so it is not sent again)
+/// and not handed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its topic.
+    pub topic: Arc<str>,
+    /// Its payload's size in bytes.
+    pub size: usize,
+}
+
+/// How many refused messages are kept for the consumer to take; past that they are
+/// still counted.
+const REFUSED_KEPT: usize = 1024;
 
 impl SubscribeOptions {
     /// `topics` at QoS 1 with a channel of 10 000.
@@ -48,6 +65,7 @@ impl SubscribeOptions {
             topics: topics.into_iter().map(Into::into).collect(),
             qos: Qos::AtLeastOnce,
             channel_capacity: 10_000,
+            max_message_size: MAX_PACKET_SIZE,
         }
     }
 }
@@ -66,6 +84,8 @@ pub struct SubscriberStats {
     pub connection_errors: u64,
     /// Messages handed into the channel.
     pub messages: u64,
+    /// Messages refused for their size.
+    pub oversized: u64,
     /// The most recent connection error, if any.
     pub last_error: Option<MqttError>,
 }
@@ -77,6 +97,9 @@ type Wake = Box<dyn Fn() + Send>;
 struct Shared {
     subscribed: AtomicBool,
     messages: AtomicU64,
+    oversized: AtomicU64,
+    /// The latest refused messages, for [`Subscriber::take_refused`].
+    refused: Mutex<VecDeque<Refused>>,
     wake: Mutex<Option<Wake>>,
 }
 
@@ -136,6 +159,11 @@ pub fn spawn_subscriber(
     subscribe: &SubscribeOptions,
     shutdown: Arc<AtomicBool>,
 ) -> Result<Subscriber, MqttError> {
+    // Read any packet the protocol can frame: one over our limit is then refused once,
+    // not a broken connection the broker answers by sending it again.
+    let mut connect = connect.clone();
+    connect.max_incoming_packet = MQTT_MAX_PACKET;
+    let connect = &connect;
     let (mut options, broker) = connect.rumqttc()?;
     let qos = subscribe.qos;
     // QoS 1 messages are acknowledged by us, after they are in the channel.
@@ -167,6 +195,7 @@ pub fn spawn_subscriber(
         topics: HashMap::new(),
         pending_acks: VecDeque::new(),
         need_subscribe: false,
+        max_message_size: subscribe.max_message_size,
     };
     let name = format!("mqtt-sub-{}", connect.identity.client_id);
     let thread = driver::spawn(name, move || async move {
@@ -195,6 +224,12 @@ impl Subscriber {
     /// `Err(Disconnected)`: the thread has stopped and every message was taken.
     pub fn try_recv(&self) -> Result<Message, TryRecvError> {
         self.rx.try_recv()
+    }
+
+    /// The messages refused for their size since the last call (the latest
+    /// 1024 at most; [`SubscriberStats::oversized`] counts them all).
+    pub fn take_refused(&self) -> Vec<Refused> {
+        lock(&self.shared.refused).drain(..).collect()
     }
 
     /// The next message, waiting up to `timeout` (for tests and simple consumers).
@@ -226,6 +261,7 @@ impl Subscriber {
             reconnects: self.state.reconnects(),
             connection_errors: self.state.connection_errors(),
             messages: self.shared.messages.load(Ordering::Relaxed),
+            oversized: self.shared.oversized.load(Ordering::Relaxed),
             last_error: self.state.last_error(),
         }
     }
@@ -311,6 +347,7 @@ struct Receiving {
     /// Acks that did not fit into rumqttc's request channel yet, in receive order.
     pending_acks: VecDeque<Publish>,
     need_subscribe: bool,
+    max_message_size: usize,
 }
 
 impl Handler for Receiving {
@@ -334,6 +371,11 @@ impl Handler for Receiving {
             Event::Incoming(Incoming::Publish(publish)) => {
                 if self.flags.stopping() {
                     // Not acknowledged: the broker keeps it for the next session.
+                    return;
+                }
+                if publish.payload.len() > self.max_message_size {
+                    self.refuse(&publish);
+                    self.ack(&publish);
                     return;
                 }
                 match self.deliver(&publish) {
@@ -449,6 +491,28 @@ impl Receiving {
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         self.shared.wake();
         Delivery::Delivered
+    }
+
+    /// Keeps a message that is too large aside (its topic and size), counted and logged.
+    fn refuse(&mut self, publish: &Publish) {
+        let refused = Refused {
+            topic: intern(&mut self.topics, &publish.topic),
+            size: publish.payload.len(),
+        };
+        self.shared.oversized.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            topic = %refused.topic,
+            size = refused.size,
+            limit = self.max_message_size,
+            "MQTT message refused: over the size limit"
+        );
+        let mut kept = lock(&self.shared.refused);
+        if kept.len() == REFUSED_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(refused);
+        drop(kept);
+        self.shared.wake();
     }
 
     /// Acknowledges a delivered QoS 1 message (in receive order, as MQTT requires).
