@@ -314,3 +314,69 @@ nodes:
         broker.log_tail()
     );
 }
+
+fn validate_text(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(&pipeline, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
+        .arg("validate")
+        .arg(&pipeline)
+        .env("SMARTGRID_LOG", "off")
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn names_that_cannot_be_client_ids_are_refused_by_validate() {
+    let nodes = "nodes:\n  src: { type: mqtt, url: 'mqtt://127.0.0.1:1883', client_id: CLIENT }\n  d: { type: decode, input: src, format: clemap }\n  out: { type: stdout, input: d }\n";
+    let (code, stderr) = validate_text(&format!(
+        "pipeline: site/a\n{}",
+        nodes.replace("CLIENT", "ok")
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("p.yaml:1:11: invalid pipeline name `site/a`"),
+        "{stderr}"
+    );
+    for bad in ["'meter/7'", "'meter 7'", "'a+b'"] {
+        let (code, stderr) = validate_text(&format!(
+            "pipeline: site-a\n{}",
+            nodes.replace("CLIENT", bad)
+        ));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("node `src`: the client id may not contain"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_source_that_never_subscribes_fails_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = dir.path().join("p.yaml");
+    // Nothing listens on this port.
+    let port = testkit::free_port();
+    std::fs::write(
+        &pipeline,
+        format!(
+            "pipeline: deaf\nnodes:\n  src: {{ type: mqtt, url: 'mqtt://127.0.0.1:{port}' }}\n  d: {{ type: decode, input: src, format: clemap }}\n  out: {{ type: file, input: d, path: out.lp }}\n"
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--for", "3s"])
+        .env("SMARTGRID_LOG", "warn")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("node `src`: never subscribed"), "{stderr}");
+}

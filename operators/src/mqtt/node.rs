@@ -224,6 +224,25 @@ impl Node for MqttSource {
         });
         Some(AnyStream::Messages(stream))
     }
+
+    /// A source that never subscribed in the whole run received nothing: that is an
+    /// error to exit with, not a quiet success.
+    fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        let Some(running) = state else {
+            return Ok(());
+        };
+        let stats = running.subscriber.stats();
+        if stats.ever_subscribed {
+            return Ok(());
+        }
+        let why = stats
+            .last_error
+            .map_or_else(|| "no answer".to_string(), |e| e.to_string());
+        Err(StartError::other(format!(
+            "never subscribed to {} during the run ({why}); nothing was received",
+            self.connect.endpoint
+        )))
+    }
 }
 
 /// Reports a problem at `key` with a hint.
@@ -324,13 +343,23 @@ fn plan_identity(
         let hint = "remove the key to use smartgrid-<pipeline>-<node>, or give a unique id";
         problem(ctx, "client_id", "the client id is empty", hint);
         ok = false;
-    } else if client_id.len() > usize::from(u16::MAX) {
+    } else if client_id.len() > 128 {
         problem(
             ctx,
             "client_id",
-            "the client id is too long",
+            "the client id is longer than 128 bytes",
             "use a short id",
         );
+        ok = false;
+    } else if let Some(c) = client_id
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_whitespace() || c.is_control())
+    {
+        // Brokers build topic paths and log lines from client ids: `/` made the
+        // embedded broker panic, and wildcards and spaces are refused by others.
+        let message = format!("the client id may not contain {c:?}");
+        let hint = "use letters, digits, `-`, `_`, `.` and `:`";
+        problem(ctx, "client_id", message, hint);
         ok = false;
     }
     if config.password.is_some() && config.username.is_none() {

@@ -391,6 +391,18 @@ fn valid_keys_hint(word: &str, valid: &[&str]) -> String {
     }
 }
 
+/// Whether `name` can name a pipeline: 1 to 64 of `[A-Za-z0-9_.-]`, not starting with
+/// `.` or `-`. It becomes part of MQTT client ids (where `/` breaks brokers), spool
+/// folder names (where `..` would escape) and tags.
+fn is_pipeline_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// Whether `name` is a valid node name: `[A-Za-z_][A-Za-z0-9_-]*`.
 fn is_node_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -443,7 +455,15 @@ pub(crate) fn parse_pipeline(
             for (key, value) in entries {
                 match key.value.as_str() {
                     "pipeline" => match string_value(value, &env, "the pipeline name") {
-                        Ok(n) => name = Some(n.value),
+                        Ok(n) if is_pipeline_name(&n.value) => name = Some(n.value),
+                        Ok(n) => problems.push(
+                            Diagnostic::new(n.at, format!("invalid pipeline name `{}`", n.value))
+                                .hint(
+                                    "use up to 64 letters, digits, `_`, `-` and `.`, not starting \
+                                     with `.` or `-`: the name goes into MQTT client ids, \
+                                     folder names and stored tags",
+                                ),
+                        ),
                         Err(d) => problems.push(d),
                     },
                     "nodes" => nodes_node = Some((key, value)),
@@ -500,12 +520,26 @@ pub(crate) fn parse_pipeline(
         return Err(in_file(problems));
     }
     let name = name.unwrap_or_else(|| {
-        Path::new(file)
+        // The file's stem, made a valid name: every other character becomes `_`.
+        let stem: String = Path::new(file)
             .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|s| !s.is_empty())
-            .unwrap_or("pipeline")
-            .to_owned()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        if is_pipeline_name(&stem) {
+            stem
+        } else {
+            "pipeline".to_owned()
+        }
     });
     Ok(PipelineSpec {
         file: file.to_owned(),

@@ -86,6 +86,8 @@ pub struct SubscriberStats {
     pub messages: u64,
     /// Messages refused for their size.
     pub oversized: u64,
+    /// Whether the subscriptions were in place at some point of the run.
+    pub ever_subscribed: bool,
     /// The most recent connection error, if any.
     pub last_error: Option<MqttError>,
 }
@@ -96,6 +98,8 @@ type Wake = Box<dyn Fn() + Send>;
 #[derive(Default)]
 struct Shared {
     subscribed: AtomicBool,
+    /// Subscribed at least once during the run.
+    ever_subscribed: AtomicBool,
     messages: AtomicU64,
     oversized: AtomicU64,
     /// The latest refused messages, for [`Subscriber::take_refused`].
@@ -262,6 +266,7 @@ impl Subscriber {
             connection_errors: self.state.connection_errors(),
             messages: self.shared.messages.load(Ordering::Relaxed),
             oversized: self.shared.oversized.load(Ordering::Relaxed),
+            ever_subscribed: self.shared.ever_subscribed.load(Ordering::Relaxed),
             last_error: self.state.last_error(),
         }
     }
@@ -360,6 +365,7 @@ impl Handler for Receiving {
         // has no session for us.
         if ack.session_present && !first {
             self.shared.subscribed.store(true, Ordering::Relaxed);
+            self.shared.ever_subscribed.store(true, Ordering::Relaxed);
         } else {
             self.need_subscribe = true;
         }
@@ -462,6 +468,7 @@ impl Receiving {
         }
         if ok {
             self.shared.subscribed.store(true, Ordering::Relaxed);
+            self.shared.ever_subscribed.store(true, Ordering::Relaxed);
         }
     }
 
