@@ -1,9 +1,12 @@
 //! Messages that must not stop ingestion, against a real mosquitto: each is refused
 //! once (counted, dead-lettered) and the pipeline goes on.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::{Run, broker_log};
 
 /// A well-formed Clemap type-16 payload (`=Bd12sBqqqqqq`, little-endian) for sensor
 /// `id`, stamped `seconds` after the epoch.
@@ -53,55 +56,14 @@ nodes:
         ),
     )
     .expect("write pipeline");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
-        .arg("run")
-        .arg(&pipeline)
-        .args(["--for", "9s"])
-        .env("SMARTGRID_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start smartgrid");
-    let stderr = run.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[smartgrid] {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !rx
-        .recv_timeout(Duration::from_millis(100))
-        .is_ok_and(|l| l.contains("subscribed"))
-    {
-        assert!(Instant::now() < deadline, "the source never subscribed");
-    }
+    let run = Run::start(&pipeline, &["--for", "9s"]);
+    run.wait_for("subscribed");
     std::thread::sleep(Duration::from_secs(2));
     let injected_ms = now_ms();
     let future = dir.path().join("future.bin");
     std::fs::write(&future, clemap_payload(*b"future-clock", 4_102_444_800.0)).expect("write");
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port().to_string(),
-            "-q",
-            "1",
-        ])
-        .args(["-t", "data/realtime/feature/future"])
-        .arg("-f")
-        .arg(&future)
-        .status()
-        .expect("mosquitto_pub");
-    assert!(status.success());
-    let mut counters = String::new();
-    for line in rx.iter() {
-        if line.contains("stopped;") {
-            counters = line;
-        }
-    }
-    assert!(run.wait().expect("wait").success());
+    publish_file(&broker, "data/realtime/feature/future", &future);
+    let counters = run.counters();
 
     assert!(counters.contains("readings.errors.future=1"), "{counters}");
     assert!(counters.contains("means.late=0"), "{counters}");
@@ -132,8 +94,7 @@ nodes:
 
 /// How many times the broker accepted a connection from `client_id`.
 fn connections(broker: &testkit::Mosquitto, client_id: &str) -> usize {
-    std::fs::read_to_string(broker.dir().join("mosquitto.log"))
-        .unwrap_or_default()
+    broker_log(broker)
         .lines()
         .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {client_id} ")))
         .count()
@@ -157,48 +118,11 @@ fn publish_file(broker: &testkit::Mosquitto, topic: &str, path: &std::path::Path
     assert!(status.success());
 }
 
-/// Starts `smartgrid run` and returns once its MQTT source has subscribed; the lines it
-/// logs keep coming on the receiver.
-fn run_until_subscribed(
-    pipeline: &std::path::Path,
-    seconds: u32,
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let mut run = Command::new(env!("CARGO_BIN_EXE_smartgrid"))
-        .arg("run")
-        .arg(pipeline)
-        .args(["--for", &format!("{seconds}s")])
-        .env("SMARTGRID_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start smartgrid");
-    let stderr = run.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[smartgrid] {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !rx
-        .recv_timeout(Duration::from_millis(100))
-        .is_ok_and(|l| l.contains("subscribed"))
-    {
-        assert!(Instant::now() < deadline, "the source never subscribed");
-    }
-    (run, rx)
-}
-
-/// The counters line a run logs when it stops.
-fn final_counters(run: &mut std::process::Child, rx: &std::sync::mpsc::Receiver<String>) -> String {
-    let mut counters = String::new();
-    for line in rx.iter() {
-        if line.contains("stopped;") {
-            counters = line;
-        }
-    }
-    assert!(run.wait().expect("wait").success());
-    counters
+/// Starts `smartgrid run` for `seconds` and returns once its MQTT source has subscribed.
+fn run_until_subscribed(pipeline: &std::path::Path, seconds: u32) -> Run {
+    let run = Run::start(pipeline, &["--for", &format!("{seconds}s")]);
+    run.wait_for("subscribed");
+    run
 }
 
 #[test]
@@ -229,13 +153,13 @@ nodes:
         ),
     )
     .expect("write pipeline");
-    let (mut run, rx) = run_until_subscribed(&pipeline, 10);
+    let run = run_until_subscribed(&pipeline, 10);
     std::thread::sleep(Duration::from_secs(2));
     let injected_ms = now_ms();
     let big = dir.path().join("big.bin");
     std::fs::write(&big, vec![0x5a; 2 * 1024 * 1024]).expect("write");
     publish_file(&broker, "data/realtime/feature/big", &big);
-    let counters = final_counters(&mut run, &rx);
+    let counters = run.counters();
 
     assert!(counters.contains("clemap.oversized=1"), "{counters}");
     // Refused once: the connection was never broken for it, so it was not redelivered.
@@ -291,7 +215,7 @@ nodes:
         ),
     )
     .expect("write pipeline");
-    let (mut run, rx) = run_until_subscribed(&pipeline, 6);
+    let run = run_until_subscribed(&pipeline, 6);
     // 700 KB of garbage: its letter carries the payload in hex, 1.4 MB, over the limit.
     let big = dir.path().join("big.bin");
     std::fs::write(&big, vec![0x11; 700 * 1024]).expect("write");
@@ -300,7 +224,7 @@ nodes:
     let small = dir.path().join("small.bin");
     std::fs::write(&small, b"garbage").expect("write");
     publish_file(&broker, "in/small", &small);
-    let counters = final_counters(&mut run, &rx);
+    let counters = run.counters();
     assert!(counters.contains("readings.errors=2"), "{counters}");
     assert!(
         counters.contains("readings.dead_letters.dropped=1"),

@@ -4,17 +4,15 @@
 //! and a node that cannot start stops the run before any worker does, with a clean
 //! error.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn smartgrid() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_smartgrid"));
-    command.env("SMARTGRID_LOG", "info");
-    command
-}
+use support::{Run, broker_log, run_cluster, smartgrid, write_pipeline};
 
 /// A `mosquitto_sub` that records `topic hex-payload` lines, subscribed (checked with a
 /// probe message) before it is returned.
@@ -90,8 +88,7 @@ impl Drop for Subscription {
 
 /// Whether the broker closed a connection because another client took its id.
 fn taken_over(broker: &testkit::Mosquitto) -> Vec<String> {
-    std::fs::read_to_string(broker.dir().join("mosquitto.log"))
-        .unwrap_or_default()
+    broker_log(broker)
         .lines()
         .filter(|l| l.contains("already connected"))
         .map(str::to_string)
@@ -103,12 +100,6 @@ fn unique(messages: &[String]) -> usize {
         .iter()
         .collect::<std::collections::BTreeSet<_>>()
         .len()
-}
-
-fn write_pipeline(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("pipeline.yaml");
-    std::fs::write(&path, text).expect("write pipeline");
-    path
 }
 
 fn run_to_end(pipeline: &Path, args: &[&str]) -> Output {
@@ -169,32 +160,7 @@ fn a_cluster_publishes_each_simulated_reading_once() {
     let subscription = Subscription::start(&broker, "meters/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = write_pipeline(dir.path(), &publishing_simulator(&broker.url()));
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1:{}\n127.0.0.1:{}\n",
-            testkit::free_port(),
-            testkit::free_port()
-        ),
-    )
-    .expect("hosts file");
-    let processes: Vec<Child> = ["0", "1"]
-        .iter()
-        .map(|index| {
-            smartgrid()
-                .arg("run")
-                .arg(&pipeline)
-                .arg("--hosts")
-                .arg(&hosts)
-                .args(["--process", index])
-                .spawn()
-                .expect("start a process")
-        })
-        .collect();
-    for mut process in processes {
-        assert!(process.wait().expect("wait").success());
-    }
+    run_cluster(&pipeline, dir.path());
     let messages = subscription.settled(Duration::from_secs(20));
     assert_eq!(unique(&messages), READINGS);
     // Published by one process only: a second publisher would double every reading, and
@@ -247,27 +213,8 @@ nodes:
 "
         ),
     );
-    let mut run = smartgrid()
-        .arg("run")
-        .arg(&pipeline)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start smartgrid");
-    let stderr = run.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[smartgrid] {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !rx
-        .recv_timeout(Duration::from_millis(100))
-        .is_ok_and(|l| l.contains("subscribed"))
-    {
-        assert!(Instant::now() < deadline, "the source never subscribed");
-    }
+    let run = Run::start(&pipeline, &[]);
+    run.wait_for("subscribed");
     let count = 50;
     publish_bad_payloads(&broker, "in/a", count);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -283,12 +230,7 @@ nodes:
     {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    assert!(run.wait().expect("wait").success());
+    run.terminate();
     assert_eq!(per_topic("dead/first "), count, "dead letters of `first`");
     assert_eq!(per_topic("dead/second "), count, "dead letters of `second`");
     // Each publisher kept its own connection.
@@ -445,32 +387,7 @@ nodes:
 
     let cluster = tempfile::tempdir().expect("tempdir");
     let path = write_pipeline(cluster.path(), pipeline);
-    let hosts = cluster.path().join("hosts.txt");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1:{}\n127.0.0.1:{}\n",
-            testkit::free_port(),
-            testkit::free_port()
-        ),
-    )
-    .expect("hosts file");
-    let processes: Vec<Child> = ["0", "1"]
-        .iter()
-        .map(|index| {
-            smartgrid()
-                .arg("run")
-                .arg(&path)
-                .arg("--hosts")
-                .arg(&hosts)
-                .args(["--process", index])
-                .spawn()
-                .expect("start a process")
-        })
-        .collect();
-    for mut process in processes {
-        assert!(process.wait().expect("wait").success());
-    }
+    run_cluster(&path, cluster.path());
     // The windows, written by the first process only, are the single run's.
     let means = sorted_lines(&cluster.path().join("out/means.lp"));
     assert!(!means.is_empty());

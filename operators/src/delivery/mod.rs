@@ -26,6 +26,6 @@ pub mod throttle;
 pub use config::{RetryConfig, SpoolConfig};
 pub use dead_letter::{DeadLetters, Payload, Reason};
 pub use handoff::{Chunk, Handoff, Inbox, Lines, Received, handoff};
-pub use operator::{SinkState, render_sink};
+pub use operator::{SinkState, render_lines, render_sink, spool_and_dead_letter_claims};
 pub use smartgrid_runtime::spec::ByteSize;
 pub use throttle::ThrottledLog;

@@ -10,7 +10,7 @@ use smartgrid_runtime::timely::dataflow::channels::pact::Exchange;
 use smartgrid_runtime::timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use smartgrid_runtime::{Reading, RenderContext, StartContext, StartError};
 
-use super::handoff::{Chunk, Handoff, Inbox, handoff};
+use super::handoff::{Chunk, Handoff, Inbox, Lines, handoff};
 
 /// How soon an operator holding pending chunks tries the queue again.
 const RETRY_PENDING: Duration = Duration::from_millis(2);
@@ -68,6 +68,41 @@ impl<C: Chunk> SinkState<C> {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
     }
+}
+
+/// [`render_sink`] for sinks that write text lines: each reading encoded by `encoder`.
+pub fn render_lines<'s>(
+    ctx: &RenderContext<'s>,
+    input: Readings<'s>,
+    state: &SinkState<Lines>,
+    encoder: crate::formats::Encoder,
+) {
+    render_sink(ctx, input, state, move |reading, lines: &mut Lines| {
+        encoder.encode(reading, &mut lines.text);
+        lines.records += 1;
+    });
+}
+
+/// What a sink that spools and dead-letters claims: its spool directory (when on disk)
+/// and its dead-letter file, each at the key that names it.
+pub fn spool_and_dead_letter_claims(
+    spool_dir: Option<&std::path::Path>,
+    spool_at: smartgrid_runtime::Location,
+    dead_letter: &std::path::Path,
+    dead_letter_at: smartgrid_runtime::Location,
+) -> Vec<smartgrid_runtime::Claim> {
+    use smartgrid_runtime::{Claim, Resource};
+    let spool = spool_dir.map(|dir| Claim {
+        resource: Resource::Directory(dir.to_path_buf()),
+        at: spool_at,
+    });
+    spool
+        .into_iter()
+        .chain([Claim {
+            resource: Resource::FileWritten(dead_letter.to_path_buf()),
+            at: dead_letter_at,
+        }])
+        .collect()
 }
 
 /// Render a sink: every reading is routed to worker 0, encoded there by `encode` into

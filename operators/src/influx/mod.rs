@@ -33,12 +33,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Limit, Location, Node, PlanContext, PortType, RenderContext,
-    Resource, Routing, StartContext, StartError,
+    AnyStream, Claim, Inputs, Limit, Location, Node, PlanContext, PortType, RenderContext, Routing,
+    StartContext, StartError,
 };
 
 use crate::delivery::config::{Retry, Spool as SpoolPlan, default_dead_letter};
-use crate::delivery::{DeadLetters, Lines, SinkState, render_sink};
+use crate::delivery::{DeadLetters, Lines, SinkState, render_lines, spool_and_dead_letter_claims};
 use crate::formats::{Encoder, Format};
 use crate::io::TlsConfig;
 use crate::spool::Spool;
@@ -154,16 +154,12 @@ impl Node for InfluxSink {
     }
 
     fn resources(&self) -> Vec<Claim> {
-        let spool = self.spool.dir.iter().map(|dir| Claim {
-            resource: Resource::Directory(dir.clone()),
-            at: self.spool_at,
-        });
-        spool
-            .chain([Claim {
-                resource: Resource::FileWritten(self.dead_letter.clone()),
-                at: self.dead_letter_at,
-            }])
-            .collect()
+        spool_and_dead_letter_claims(
+            self.spool.dir.as_deref(),
+            self.spool_at,
+            &self.dead_letter,
+            self.dead_letter_at,
+        )
     }
 
     /// Open the spool and start the writer thread (in the process of worker 0, which
@@ -212,15 +208,11 @@ impl Node for InfluxSink {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
-        let encoder = self.encoder.clone();
-        render_sink(
+        render_lines(
             ctx,
             ctx.single_readings(inputs),
             state,
-            move |reading, lines: &mut Lines| {
-                encoder.encode(reading, &mut lines.text);
-                lines.records += 1;
-            },
+            self.encoder.clone(),
         );
         None
     }

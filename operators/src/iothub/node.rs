@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Limit, Location, Node, PlanContext, PortType, RenderContext,
-    Resource, Routing, StartContext, StartError,
+    AnyStream, Claim, Inputs, Limit, Location, Node, PlanContext, PortType, RenderContext, Routing,
+    StartContext, StartError,
 };
 
 use super::batch::Batcher;
@@ -24,7 +24,10 @@ use super::config::IotHubConfig;
 use super::events::CloudEvent;
 use super::outbox::{MemoryStore, Outbox};
 use crate::delivery::config::{Retry, Spool as SpoolPlan, default_dead_letter};
-use crate::delivery::{DeadLetters, Inbox, Payload, Reason, Received, SinkState, render_sink};
+use crate::delivery::{
+    DeadLetters, Inbox, Payload, Reason, Received, SinkState, render_sink,
+    spool_and_dead_letter_claims,
+};
 use crate::formats::JsonRecord;
 use crate::spool::{Spool, WhenFull};
 
@@ -171,16 +174,12 @@ impl Node for IotHubSink {
     }
 
     fn resources(&self) -> Vec<Claim> {
-        let spool = self.spool.dir.iter().map(|dir| Claim {
-            resource: Resource::Directory(dir.clone()),
-            at: self.spool_at,
-        });
-        spool
-            .chain([Claim {
-                resource: Resource::FileWritten(self.dead_letter.clone()),
-                at: self.dead_letter_at,
-            }])
-            .collect()
+        spool_and_dead_letter_claims(
+            self.spool.dir.as_deref(),
+            self.spool_at,
+            &self.dead_letter,
+            self.dead_letter_at,
+        )
     }
 
     /// Connect (in the process of worker 0, which owns the connection and the outbox,

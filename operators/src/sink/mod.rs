@@ -32,7 +32,7 @@ use smartgrid_runtime::{
 };
 
 use crate::delivery::config::DEFAULT_QUEUE;
-use crate::delivery::{Inbox, Lines, Received, SinkState, ThrottledLog, render_sink};
+use crate::delivery::{Inbox, Lines, Received, SinkState, ThrottledLog, render_lines};
 use crate::formats::{Encoder, Format, Precision};
 
 fn default_queue() -> usize {
@@ -158,15 +158,11 @@ impl Node for FileSink {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
-        let encoder = self.0.encoder.clone();
-        render_sink(
+        render_lines(
             ctx,
             ctx.single_readings(inputs),
             state,
-            move |reading, lines: &mut Lines| {
-                encoder.encode(reading, &mut lines.text);
-                lines.records += 1;
-            },
+            self.0.encoder.clone(),
         );
         None
     }
@@ -221,15 +217,11 @@ impl Node for StdoutSink {
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
-        let encoder = self.0.encoder.clone();
-        render_sink(
+        render_lines(
             ctx,
             ctx.single_readings(inputs),
             state,
-            move |reading, lines: &mut Lines| {
-                encoder.encode(reading, &mut lines.text);
-                lines.records += 1;
-            },
+            self.0.encoder.clone(),
         );
         None
     }

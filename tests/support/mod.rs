@@ -1,0 +1,121 @@
+//! What the end-to-end tests of runs share: starting `smartgrid`, following its log,
+//! reading a broker's log, running a two-process cluster.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// The `smartgrid` binary, logging at info.
+pub fn smartgrid() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smartgrid"));
+    command.env("SMARTGRID_LOG", "info");
+    command
+}
+
+/// `text` written as `pipeline.yaml` in `dir`.
+pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+/// A running `smartgrid run`, its log lines echoed to ours and kept for the test.
+pub struct Run {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Run {
+    /// `smartgrid run pipeline args…`.
+    pub fn start(pipeline: &Path, args: &[&str]) -> Run {
+        let mut child = smartgrid()
+            .arg("run")
+            .arg(pipeline)
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start smartgrid");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[smartgrid] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        Run { child, lines }
+    }
+
+    /// Returns once a log line contains `needle` (within 20 s).
+    pub fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .lines
+            .recv_timeout(Duration::from_millis(100))
+            .is_ok_and(|l| l.contains(needle))
+        {
+            assert!(Instant::now() < deadline, "no log line with {needle:?}");
+        }
+    }
+
+    /// The counters line the run logs when it stops; the run must succeed.
+    pub fn counters(mut self) -> String {
+        let counters = self
+            .lines
+            .iter()
+            .filter(|line| line.contains("stopped;"))
+            .last()
+            .unwrap_or_default();
+        assert!(self.child.wait().expect("wait").success(), "the run failed");
+        counters
+    }
+
+    /// SIGTERM, and the run must end well.
+    pub fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        assert!(self.child.wait().expect("wait").success());
+    }
+}
+
+/// Everything `broker` logged.
+pub fn broker_log(broker: &testkit::Mosquitto) -> String {
+    std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default()
+}
+
+/// Runs `pipeline` as a cluster of two processes on loopback and waits for both, which
+/// must succeed.
+pub fn run_cluster(pipeline: &Path, dir: &Path) {
+    let hosts = dir.join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            testkit::free_port(),
+            testkit::free_port()
+        ),
+    )
+    .expect("hosts file");
+    let processes: Vec<Child> = ["0", "1"]
+        .iter()
+        .map(|index| {
+            smartgrid()
+                .arg("run")
+                .arg(pipeline)
+                .arg("--hosts")
+                .arg(&hosts)
+                .args(["--process", index])
+                .spawn()
+                .expect("start a process")
+        })
+        .collect();
+    for mut process in processes {
+        assert!(process.wait().expect("wait").success());
+    }
+}
