@@ -127,7 +127,7 @@ impl fmt::Debug for InfluxConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hide = |s: &Option<String>| s.as_ref().map(|_| "***");
         f.debug_struct("InfluxConfig")
-            .field("url", &redacted(&self.url))
+            .field("url", &crate::io::redact_url(&self.url))
             .field("api", &self.api)
             .field("token", &hide(&self.token))
             .field("username", &self.username)
@@ -255,7 +255,10 @@ pub fn plan_url(config: &InfluxConfig, ctx: &mut PlanContext<'_>) -> Option<Endp
     match parse_url(&config.url) {
         Ok(e) => Some(e),
         Err(reason) => {
-            let message = format!("invalid InfluxDB URL `{}`: {reason}", redacted(&config.url));
+            let message = format!(
+                "invalid InfluxDB URL `{}`: {reason}",
+                crate::io::redact_url(&config.url)
+            );
             ctx.error_at_key("url", message).hint =
                 Some("write http://host:8086 or https://host".into());
             None
@@ -264,16 +267,6 @@ pub fn plan_url(config: &InfluxConfig, ctx: &mut PlanContext<'_>) -> Option<Endp
 }
 
 /// `text` with any password in it replaced by `***`, for messages.
-fn redacted(text: &str) -> String {
-    match url::Url::parse(text.trim()) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => text.to_string(),
-    }
-}
-
 /// Parse and check a server URL (`http://host:port[/prefix]`).
 pub fn parse_url(text: &str) -> Result<Endpoint, String> {
     let url = url::Url::parse(text.trim()).map_err(|e| e.to_string())?;

@@ -4,7 +4,9 @@
 
 mod backoff;
 pub mod mqtt;
+mod redact;
 mod tls;
 
 pub use backoff::Backoff;
+pub use redact::redact_url;
 pub use tls::{TlsConfig, nested_key_at, plan_tls};

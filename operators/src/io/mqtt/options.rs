@@ -95,7 +95,7 @@ impl Endpoint {
     /// Parses `mqtt://host[:port]`, `mqtts://host[:port]` or `embedded`.
     pub fn parse(url: &str) -> Result<Endpoint, MqttError> {
         let bad = |reason: &str| MqttError::InvalidUrl {
-            url: url.to_string(),
+            url: crate::io::redact_url(url),
             reason: reason.to_string(),
         };
         let trimmed = url.trim();
