@@ -83,5 +83,19 @@ pub fn plan_tls(tls: &TlsConfig, ctx: &mut PlanContext<'_>, ca_hint: &str) -> Op
             .hint = Some("give both, or neither".to_string());
         ok = false;
     }
+    if ok {
+        // The files exist: they must also hold what they are named for, or the first
+        // connection would fail long after `validate` said yes.
+        if let Err(errors) = super::mqtt::TlsOptions::load(&resolved) {
+            for error in errors {
+                if let super::mqtt::MqttError::TlsPem { key, path, message } = error {
+                    let at = nested_key_at(ctx, "tls", key);
+                    ctx.error(at, format!("{} {message}", path.display()))
+                        .with_hint("give a PEM file (`-----BEGIN …-----`)");
+                    ok = false;
+                }
+            }
+        }
+    }
     ok.then_some(resolved)
 }
