@@ -5,16 +5,14 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use smartgrid_runtime::Message;
 use smartgrid_runtime::metrics::metric_name;
 use smartgrid_runtime::metrics::{Counter, Metrics};
 
+use crate::delivery::ThrottledLog;
 use crate::formats::DecodeError;
-
-/// How often a reason is logged at most, after its first occurrence.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Publishes one dead letter (JSON bytes) somewhere, e.g. an MQTT topic.
 pub type Publish = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
@@ -35,8 +33,8 @@ pub struct ErrorSink {
     total: Counter,
     by_reason: BTreeMap<&'static str, Counter>,
     dead_letters: DeadLetters,
-    logged_at: BTreeMap<&'static str, Instant>,
-    suppressed: BTreeMap<&'static str, u64>,
+    /// At most one line per reason per 10 s, with a count of the rest.
+    log: ThrottledLog,
     dirty: bool,
 }
 
@@ -49,8 +47,7 @@ impl ErrorSink {
             total: metrics.counter(metric_name(node, "errors")),
             by_reason: BTreeMap::new(),
             dead_letters,
-            logged_at: BTreeMap::new(),
-            suppressed: BTreeMap::new(),
+            log: ThrottledLog::new(node),
             dirty: false,
         }
     }
@@ -66,16 +63,10 @@ impl ErrorSink {
             .or_insert_with(|| metrics.counter(metric_name(node, &format!("errors.{reason}"))))
             .inc();
 
-        let now = Instant::now();
-        match self.logged_at.get(reason) {
-            Some(at) if now.duration_since(*at) < LOG_EVERY => {
-                *self.suppressed.entry(reason).or_default() += 1
-            }
-            _ => {
-                tracing::warn!(node = %self.node, topic = %message.topic, reason, "undecodable payload: {error}");
-                self.logged_at.insert(reason, now);
-            }
-        }
+        self.log.warn(
+            reason,
+            &format!("undecodable payload on `{}`: {error}", message.topic),
+        );
 
         if self.dead_letters.file.is_none() && self.dead_letters.publish.is_none() {
             return;
@@ -104,24 +95,9 @@ impl ErrorSink {
         }
     }
 
-    /// Log what was suppressed once its interval has passed; flush the file.
+    /// Log what was held back once its interval has passed; flush the file.
     pub fn tick(&mut self, now: Instant) {
-        let due: Vec<&'static str> = self
-            .suppressed
-            .keys()
-            .copied()
-            .filter(|r| {
-                self.logged_at
-                    .get(r)
-                    .is_none_or(|at| now.duration_since(*at) >= LOG_EVERY)
-            })
-            .collect();
-        for reason in due {
-            if let Some(n) = self.suppressed.remove(reason) {
-                tracing::warn!(node = %self.node, reason, "{n} more undecodable payloads in the last {}s", LOG_EVERY.as_secs());
-                self.logged_at.insert(reason, now);
-            }
-        }
+        self.log.tick(now);
         self.flush();
     }
 

@@ -38,6 +38,24 @@ impl ThrottledLog {
         }
     }
 
+    /// Say, for every reason whose interval has passed, how many lines were held back
+    /// since its last line, so a burst that stopped is still accounted for. Call it now
+    /// and then (a sink's or decoder's activation).
+    pub fn tick(&mut self, now: Instant) {
+        for (reason, (at, held)) in &mut self.reasons {
+            if *held > 0 && now.duration_since(*at) >= EVERY {
+                tracing::warn!(
+                    node = %self.node,
+                    reason,
+                    "{held} more like this in the last {}s",
+                    now.duration_since(*at).as_secs()
+                );
+                *at = now;
+                *held = 0;
+            }
+        }
+    }
+
     /// Forget `reason` (its trouble is over): its next line is logged at once.
     pub fn clear(&mut self, reason: &'static str) {
         self.reasons.remove(reason);
