@@ -71,14 +71,10 @@ impl ErrorSink {
         if self.dead_letters.file.is_none() && self.dead_letters.publish.is_none() {
             return;
         }
-        let letter = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "node": self.node,
-            "topic": &*message.topic,
-            "reason": reason,
-            "error": error.to_string(),
-            "payload_hex": hex::encode(&message.payload),
-        });
+        let mut letter =
+            crate::delivery::dead_letter::letter(&self.node, reason, &error.to_string());
+        letter["topic"] = (*message.topic).into();
+        letter["payload_hex"] = hex::encode(&message.payload).into();
         let mut line = letter.to_string().into_bytes();
         if let Some(publish) = &self.dead_letters.publish {
             publish(line.clone());

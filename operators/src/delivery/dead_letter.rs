@@ -43,6 +43,20 @@ impl Reason {
     }
 }
 
+/// The fields every dead letter starts with, whoever writes it (a sink, a decoder, a
+/// source): `time` (RFC 3339, ms), `node`, `reason` (short and stable, the counter's
+/// name), `error` (what went wrong, in words). Each writer adds what it has: `records`
+/// and `lines`/`payload` (sinks), `topic` and `payload_hex` (decode), `topic` and
+/// `size` (a source refusing a message).
+pub fn letter(node: &str, reason: &str, error: &str) -> serde_json::Value {
+    serde_json::json!({
+        "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "node": node,
+        "reason": reason,
+        "error": error,
+    })
+}
+
 /// What the letter carries.
 pub enum Payload<'a> {
     /// Text lines, each ending in `\n` (one record each).
@@ -87,13 +101,8 @@ impl DeadLetters {
                 self.path.display()
             ),
         );
-        let mut letter = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "node": self.node,
-            "reason": reason.as_str(),
-            "error": error,
-            "records": records,
-        });
+        let mut letter = letter(&self.node, reason.as_str(), error);
+        letter["records"] = records.into();
         let (key, bytes) = match payload {
             Payload::Lines(b) => ("lines", b),
             Payload::Message(b) => ("payload", b),

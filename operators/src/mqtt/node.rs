@@ -46,23 +46,17 @@ impl Refusals {
         }
         self.counter.add(refused.len() as u64);
         let Some(file) = &self.file else { return };
-        let time = crate::formats::rfc3339(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        );
         let mut file = file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for r in refused {
-            let letter = serde_json::json!({
-                "time": time,
-                "node": self.node,
-                "topic": &*r.topic,
-                "reason": "oversized",
-                "error": format!("a payload of {} bytes is over max_message_size ({} bytes)", r.size, self.limit),
-                "size": r.size,
-            });
+            let error = format!(
+                "a payload of {} bytes is over max_message_size ({} bytes)",
+                r.size, self.limit
+            );
+            let mut letter = crate::delivery::dead_letter::letter(&self.node, "oversized", &error);
+            letter["topic"] = (*r.topic).into();
+            letter["size"] = r.size.into();
             let written = writeln!(file, "{letter}").and_then(|()| file.flush());
             if let Err(e) = written {
                 tracing::error!(node = %self.node, "cannot write a dead letter: {e}");
