@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::operator::open_output;
 
-use super::throttle::ThrottledLog;
+use crate::io::ThrottledLog;
 
 /// Why records became dead letters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

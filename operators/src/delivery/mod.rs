@@ -21,11 +21,10 @@ pub mod config;
 pub mod dead_letter;
 pub mod handoff;
 pub mod operator;
-pub mod throttle;
 
+pub use crate::io::ThrottledLog;
 pub use config::{RetryConfig, SpoolConfig};
 pub use dead_letter::{DeadLetters, Payload, Reason};
 pub use handoff::{Chunk, Handoff, Inbox, Lines, Received, handoff};
 pub use operator::{SinkState, render_lines, render_sink, spool_and_dead_letter_claims};
 pub use smartgrid_runtime::spec::ByteSize;
-pub use throttle::ThrottledLog;

@@ -5,8 +5,10 @@
 mod backoff;
 pub mod mqtt;
 mod redact;
+mod throttle;
 mod tls;
 
 pub use backoff::Backoff;
 pub use redact::redact_url;
+pub use throttle::ThrottledLog;
 pub use tls::{TlsConfig, nested_key_at, plan_tls};

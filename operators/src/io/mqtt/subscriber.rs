@@ -19,6 +19,7 @@ use smartgrid_runtime::record::Message;
 use super::driver::{self, ConnectionState, Driver, Handler, STOP_POLL, StopFlags, lock};
 use super::error::MqttError;
 use super::options::{ConnectOptions, MAX_PACKET_SIZE, MQTT_MAX_PACKET, Qos};
+use crate::io::ThrottledLog;
 
 /// Capacity of rumqttc's request channel (subscribe requests, acks, disconnect). The
 /// broker sends at most its in-flight window (mosquitto: 20, the embedded broker: 100)
@@ -200,6 +201,7 @@ pub fn spawn_subscriber(
         pending_acks: VecDeque::new(),
         need_subscribe: false,
         max_message_size: subscribe.max_message_size,
+        log: ThrottledLog::new(&connect.identity.client_id),
     };
     let name = format!("mqtt-sub-{}", connect.identity.client_id);
     let thread = driver::spawn(name, move || async move {
@@ -353,6 +355,8 @@ struct Receiving {
     pending_acks: VecDeque<Publish>,
     need_subscribe: bool,
     max_message_size: usize,
+    /// At most one line per reason per 10 s (a flood of large messages is one line).
+    log: ThrottledLog,
 }
 
 impl Handler for Receiving {
@@ -507,11 +511,12 @@ impl Receiving {
             size: publish.payload.len(),
         };
         self.shared.oversized.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            topic = %refused.topic,
-            size = refused.size,
-            limit = self.max_message_size,
-            "MQTT message refused: over the size limit"
+        self.log.warn(
+            "oversized",
+            &format!(
+                "a message of {} bytes on `{}` refused: over the {}-byte limit",
+                refused.size, refused.topic, self.max_message_size
+            ),
         );
         let mut kept = lock(&self.shared.refused);
         if kept.len() == REFUSED_KEPT {
