@@ -99,6 +99,23 @@ fn device_files(config: &IotHubConfig, ctx: &mut PlanContext<'_>) -> Option<Opti
         cert: file(ctx, &x509.cert),
         key: file(ctx, &x509.key),
     };
+    if ok {
+        // They exist: they must also hold a certificate and a key.
+        let pair = crate::io::TlsConfig {
+            ca_file: None,
+            client_cert: Some(files.cert.clone()),
+            client_key: Some(files.key.clone()),
+        };
+        if let Err(errors) = crate::io::mqtt::TlsOptions::load(&pair) {
+            for error in errors {
+                if let crate::io::mqtt::MqttError::TlsPem { path, message, .. } = error {
+                    ctx.error_at_key("x509", format!("{} {message}", path.display()))
+                        .with_hint("give the device's PEM certificate and its unencrypted key");
+                    ok = false;
+                }
+            }
+        }
+    }
     ok.then_some(Some(files))
 }
 
