@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -106,149 +107,110 @@ pub(crate) fn encoder(
     Encoder::new(format, precision, &measurement, &tags, schema)
 }
 
-/// A planned `file` sink.
-pub struct FileSink(WriterSink);
+/// What tells `file` and `stdout` apart: their name, their settings, and where the
+/// lines go. Everything else is [`WriterSink`]'s.
+pub trait WriterKind: Send + Sync + 'static {
+    /// The `type:` name.
+    const KIND: &'static str;
+    /// One line for `smartgrid kinds`.
+    const SUMMARY: &'static str;
+    /// The node's settings.
+    type Config: serde::de::DeserializeOwned;
+    /// The settings as the shared parts.
+    fn parts(config: Self::Config, ctx: &PlanContext<'_>) -> Parts;
+}
 
-impl Node for FileSink {
+/// The settings both kinds have, read from either's config.
+pub struct Parts {
+    format: Format,
+    precision: Precision,
+    measurement: Option<String>,
+    tags: BTreeMap<String, String>,
+    queue: usize,
+    target: Target,
+}
+
+/// The `file` kind.
+pub struct File;
+/// The `stdout` kind.
+pub struct Stdout;
+
+/// A planned `file` sink.
+pub type FileSink = WriterSink<File>;
+/// A planned `stdout` sink.
+pub type StdoutSink = WriterSink<Stdout>;
+
+impl WriterKind for File {
     const KIND: &'static str = "file";
     const SUMMARY: &'static str =
         "sink: append readings to a file as line protocol, JSON lines or text";
-    const INPUTS: Inputs = Inputs::One(Routing::Any);
-    const LIMITS: &'static [(&'static str, Limit)] = &[("queue", Limit::count(1, 65_536))];
-
     type Config = FileSinkConfig;
-    type State = SinkState<Lines>;
 
-    fn plan(config: FileSinkConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
-        let schema = ctx.readings_input()?;
-        let encoder = encoder(
-            ctx,
-            &schema,
-            config.format,
-            config.precision,
-            config.measurement,
-            config.tags,
-        );
-        Some(FileSink(WriterSink {
-            encoder,
+    fn parts(config: FileSinkConfig, ctx: &PlanContext<'_>) -> Parts {
+        Parts {
+            format: config.format,
+            precision: config.precision,
+            measurement: config.measurement,
+            tags: config.tags,
             queue: config.queue,
             target: Target::File {
                 path: ctx.resolve(&config.path),
                 truncate: config.truncate,
                 at: ctx.node.key_at("path"),
             },
-        }))
-    }
-
-    fn output(&self) -> Option<PortType> {
-        None
-    }
-
-    fn resources(&self) -> Vec<Claim> {
-        self.0.resources()
-    }
-
-    fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
-        self.0.start(ctx)
-    }
-
-    fn render<'s>(
-        &self,
-        state: &Self::State,
-        ctx: &RenderContext<'s>,
-        inputs: Vec<AnyStream<'s>>,
-    ) -> Option<AnyStream<'s>> {
-        render_lines(
-            ctx,
-            ctx.single_readings(inputs),
-            state,
-            self.0.encoder.clone(),
-        );
-        None
-    }
-
-    /// Wait until the writer has written and flushed everything.
-    fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
-        state.finish()
+        }
     }
 }
 
-/// A planned `stdout` sink.
-pub struct StdoutSink(WriterSink);
-
-impl Node for StdoutSink {
+impl WriterKind for Stdout {
     const KIND: &'static str = "stdout";
     const SUMMARY: &'static str = "sink: print readings (text, JSON lines or line protocol)";
+    type Config = StdoutSinkConfig;
+
+    fn parts(config: StdoutSinkConfig, _ctx: &PlanContext<'_>) -> Parts {
+        Parts {
+            format: config.format.unwrap_or(Format::Text),
+            precision: config.precision,
+            measurement: config.measurement,
+            tags: config.tags,
+            queue: config.queue,
+            target: Target::Stdout,
+        }
+    }
+}
+
+impl<K: WriterKind> Node for WriterSink<K> {
+    const KIND: &'static str = K::KIND;
+    const SUMMARY: &'static str = K::SUMMARY;
     const INPUTS: Inputs = Inputs::One(Routing::Any);
     const LIMITS: &'static [(&'static str, Limit)] = &[("queue", Limit::count(1, 65_536))];
 
-    type Config = StdoutSinkConfig;
+    type Config = K::Config;
     type State = SinkState<Lines>;
 
-    fn plan(config: StdoutSinkConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
+    fn plan(config: K::Config, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let schema = ctx.readings_input()?;
-        let format = config.format.unwrap_or(Format::Text);
+        let parts = K::parts(config, ctx);
         let encoder = encoder(
             ctx,
             &schema,
-            format,
-            config.precision,
-            config.measurement,
-            config.tags,
+            parts.format,
+            parts.precision,
+            parts.measurement,
+            parts.tags,
         );
-        Some(StdoutSink(WriterSink {
+        Some(WriterSink {
             encoder,
-            queue: config.queue,
-            target: Target::Stdout,
-        }))
+            queue: parts.queue,
+            target: parts.target,
+            kind: PhantomData,
+        })
     }
 
     fn output(&self) -> Option<PortType> {
         None
     }
 
-    fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
-        self.0.start(ctx)
-    }
-
-    fn render<'s>(
-        &self,
-        state: &Self::State,
-        ctx: &RenderContext<'s>,
-        inputs: Vec<AnyStream<'s>>,
-    ) -> Option<AnyStream<'s>> {
-        render_lines(
-            ctx,
-            ctx.single_readings(inputs),
-            state,
-            self.0.encoder.clone(),
-        );
-        None
-    }
-
-    /// Wait until the writer has written and flushed everything.
-    fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
-        state.finish()
-    }
-}
-
-enum Target {
-    File {
-        path: PathBuf,
-        truncate: bool,
-        at: smartgrid_runtime::Location,
-    },
-    Stdout,
-}
-
-/// What `file` and `stdout` share: encode on worker 0, write from a writer thread.
-struct WriterSink {
-    encoder: Encoder,
-    queue: usize,
-    target: Target,
-}
-
-impl WriterSink {
     fn resources(&self) -> Vec<Claim> {
         match &self.target {
             Target::File { path, at, .. } => vec![Claim {
@@ -265,28 +227,71 @@ impl WriterSink {
         if ctx.process_index != 0 {
             return Ok(SinkState::idle());
         }
-        let writer: Box<dyn Write + Send> = match &self.target {
-            Target::Stdout => Box::new(std::io::stdout()),
-            Target::File { path, truncate, .. } => {
-                let mut file = open_output(path, *truncate)?;
-                // A header starts a new (or emptied) file; appending runs add no second one.
-                let empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
-                if let Some(header) = self.encoder.header().filter(|_| empty) {
-                    file.write_all(header.as_bytes())
-                        .and_then(|()| file.flush())
-                        .map_err(|source| StartError::Io {
-                            context: format!("cannot write {}", path.display()),
-                            source,
-                        })?;
-                }
-                Box::new(file)
-            }
-        };
+        let writer = self.open()?;
         let written = ctx.counter("written");
         let log = ThrottledLog::new(ctx.node);
         SinkState::start(ctx, self.queue, move |inbox| {
             write_lines(inbox, writer, &written, log)
         })
+    }
+
+    fn render<'s>(
+        &self,
+        state: &Self::State,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Option<AnyStream<'s>> {
+        render_lines(
+            ctx,
+            ctx.single_readings(inputs),
+            state,
+            self.encoder.clone(),
+        );
+        None
+    }
+
+    /// Wait until the writer has written and flushed everything.
+    fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        state.finish()
+    }
+}
+
+/// Where the lines go.
+enum Target {
+    File {
+        path: PathBuf,
+        truncate: bool,
+        at: smartgrid_runtime::Location,
+    },
+    Stdout,
+}
+
+/// A planned `file` or `stdout` sink: encode on worker 0, write from a writer thread.
+pub struct WriterSink<K> {
+    encoder: Encoder,
+    queue: usize,
+    target: Target,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> WriterSink<K> {
+    /// The output, with a header written to a new (or emptied) file; appending runs add
+    /// no second one.
+    fn open(&self) -> Result<Box<dyn Write + Send>, StartError> {
+        let Target::File { path, truncate, .. } = &self.target else {
+            return Ok(Box::new(std::io::stdout()));
+        };
+        let mut file = open_output(path, *truncate)?;
+        let empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+        if let Some(header) = self.encoder.header().filter(|_| empty) {
+            file.write_all(header.as_bytes())
+                .and_then(|()| file.flush())
+                .map_err(|source| StartError::Io {
+                    context: format!("cannot write {}", path.display()),
+                    source,
+                })?;
+        }
+        Ok(Box::new(file))
     }
 }
 
