@@ -34,7 +34,7 @@ use super::sas::{resource_uri, url_encode};
 use super::session::{Worker, new_token};
 use super::shared::{Counters, Link, Shared};
 use crate::io::TlsConfig;
-use crate::io::mqtt::driver::{self, ConnectionState, Driver, StopFlags, lock};
+use crate::io::mqtt::driver::{self, ConnectionState, Driver, StopFlags, WaitEnd, lock};
 use crate::io::mqtt::{ClientIdentity, ConnectOptions, Endpoint, Password, Retry, TlsOptions};
 
 use super::options::subscriptions;
@@ -351,26 +351,19 @@ impl DeviceClient {
         what: &str,
         done: impl Fn() -> bool,
     ) -> Result<(), IotHubError> {
-        let started = Instant::now();
-        loop {
-            if done() {
-                return Ok(());
-            }
-            if self.is_finished() {
-                return Err(IotHubError::Closed);
-            }
-            if Instant::now() >= deadline {
+        driver::wait_until(deadline, done, || self.is_finished()).map_err(|end| match end {
+            WaitEnd::Finished => IotHubError::Closed,
+            WaitEnd::TimedOut(after) => {
                 let connected = lock(&self.shared.link).connected;
-                return Err(match self.shared.state.last_error() {
+                match self.shared.state.last_error() {
                     Some(error) if !connected => IotHubError::Mqtt(error),
                     _ => IotHubError::Timeout {
-                        after: started.elapsed(),
+                        after,
                         waiting_for: what.to_string(),
                     },
-                });
+                }
             }
-            thread::sleep(Duration::from_millis(5));
-        }
+        })
     }
 
     fn is_finished(&self) -> bool {

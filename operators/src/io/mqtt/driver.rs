@@ -30,6 +30,37 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Locks a mutex; a panic elsewhere while it was held cannot leave these simple values
 /// half-updated, so a poisoned lock is used as is.
+/// Why [`wait_until`] returned without its condition.
+pub(crate) enum WaitEnd {
+    /// The client's thread has ended.
+    Finished,
+    /// The deadline passed after waiting this long.
+    TimedOut(Duration),
+}
+
+/// Polls `done` every 5 ms until it holds, the client's thread has ended (`finished`)
+/// or `deadline` passes: how the publisher and the IoT Hub client wait for a
+/// connection or for acknowledgements.
+pub(crate) fn wait_until(
+    deadline: Instant,
+    done: impl Fn() -> bool,
+    finished: impl Fn() -> bool,
+) -> Result<(), WaitEnd> {
+    let started = Instant::now();
+    loop {
+        if done() {
+            return Ok(());
+        }
+        if finished() {
+            return Err(WaitEnd::Finished);
+        }
+        if Instant::now() >= deadline {
+            return Err(WaitEnd::TimedOut(started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()

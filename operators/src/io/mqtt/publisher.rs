@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, ClientError, ConnAck, Event, EventLoop, Incoming, Outgoing, Request};
 
-use super::driver::{self, ConnectionState, Driver, Flow, Handler, StopFlags};
+use super::driver::{self, ConnectionState, Driver, Flow, Handler, StopFlags, WaitEnd};
 use super::error::MqttError;
 use super::options::{
     ClientIdentity, ConnectOptions, Endpoint, MAX_PACKET_SIZE, Password, Qos, Retry,
@@ -251,23 +251,13 @@ impl Publisher {
         what: &str,
         done: impl Fn() -> bool,
     ) -> Result<(), MqttError> {
-        let started = Instant::now();
-        loop {
-            if done() {
-                return Ok(());
-            }
-            if self.is_finished() {
-                return Err(MqttError::Closed);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(self.state.explain(MqttError::Timeout {
-                    after: now - started,
-                    waiting_for: what.to_string(),
-                }));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        driver::wait_until(deadline, done, || self.is_finished()).map_err(|end| match end {
+            WaitEnd::Finished => MqttError::Closed,
+            WaitEnd::TimedOut(after) => self.state.explain(MqttError::Timeout {
+                after,
+                waiting_for: what.to_string(),
+            }),
+        })
     }
 
     /// Waits (up to `timeout` in all) until every message is done, then disconnects and
