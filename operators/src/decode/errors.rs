@@ -65,7 +65,7 @@ impl ErrorSink {
 
         self.log.warn(
             reason,
-            &format!("undecodable payload on `{}`: {error}", message.topic),
+            format_args!("undecodable payload on `{}`: {error}", message.topic),
         );
 
         if self.dead_letters.file.is_none() && self.dead_letters.publish.is_none() {

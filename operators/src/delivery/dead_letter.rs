@@ -96,7 +96,7 @@ impl DeadLetters {
         self.counter.add(records);
         self.log.error(
             reason.as_str(),
-            &format!(
+            format_args!(
                 "{records} records go to the dead-letter file {}: {error}",
                 self.path.display()
             ),
@@ -114,7 +114,7 @@ impl DeadLetters {
                 Err(e) => {
                     self.log.error(
                         "dead_letter_file",
-                        &format!("cannot open the dead-letter file: {e}"),
+                        format_args!("cannot open the dead-letter file: {e}"),
                     );
                     return;
                 }
@@ -125,7 +125,7 @@ impl DeadLetters {
             if let Err(e) = writeln!(f, "{letter}").and_then(|()| f.flush()) {
                 self.log.error(
                     "dead_letter_file",
-                    &format!("cannot write a dead letter: {e}"),
+                    format_args!("cannot write a dead letter: {e}"),
                 );
             }
         }

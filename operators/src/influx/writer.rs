@@ -300,12 +300,12 @@ impl Writer {
         if config {
             self.log.error(
                 "refused",
-                &format!("{url} refuses the writes: {reason}; check the url, org/bucket or db, and the credentials (batches wait in the spool, {pending} now)"),
+                format_args!("{url} refuses the writes: {reason}; check the url, org/bucket or db, and the credentials (batches wait in the spool, {pending} now)"),
             );
         } else {
             self.log.warn(
                 "write_failed",
-                &format!("write failed ({url}): {reason}; retrying with backoff (batches wait in the spool, {pending} now)"),
+                format_args!("write failed ({url}): {reason}; retrying with backoff (batches wait in the spool, {pending} now)"),
             );
         }
         let at = self.backoff.due(after);
@@ -324,7 +324,7 @@ impl Writer {
                     if dropped > self.dropped_seen {
                         self.log.warn(
                             "spool_dropped",
-                            &format!(
+                            format_args!(
                                 "spool full: {} oldest batches deleted unsent (when_full: drop_oldest)",
                                 dropped - self.dropped_seen
                             ),

@@ -24,15 +24,17 @@ impl ThrottledLog {
         }
     }
 
-    /// A warning, unless `reason` was logged less than [`EVERY`] ago.
-    pub fn warn(&mut self, reason: &'static str, message: &str) {
+    /// A warning, unless `reason` was logged less than [`EVERY`] ago. The message is
+    /// only formatted when it is logged (pass `format_args!`), so a flood of held-back
+    /// lines costs no allocation.
+    pub fn warn(&mut self, reason: &'static str, message: impl std::fmt::Display) {
         if let Some(suffix) = self.admit(reason, Instant::now()) {
             tracing::warn!(node = %self.node, reason, "{message}{suffix}");
         }
     }
 
-    /// An error, unless `reason` was logged less than [`EVERY`] ago.
-    pub fn error(&mut self, reason: &'static str, message: &str) {
+    /// An error, unless `reason` was logged less than [`EVERY`] ago (see [`warn`](Self::warn)).
+    pub fn error(&mut self, reason: &'static str, message: impl std::fmt::Display) {
         if let Some(suffix) = self.admit(reason, Instant::now()) {
             tracing::error!(node = %self.node, reason, "{message}{suffix}");
         }

@@ -325,10 +325,10 @@ fn write_lines(
             Received::Closed => break,
         };
         if let Err(e) = result {
-            log.error("write", &format!("cannot write: {e}"));
+            log.error("write", format_args!("cannot write: {e}"));
         }
     }
     if let Err(e) = out.flush() {
-        log.error("write", &format!("cannot write: {e}"));
+        log.error("write", format_args!("cannot write: {e}"));
     }
 }

@@ -513,7 +513,7 @@ impl Receiving {
         self.shared.oversized.fetch_add(1, Ordering::Relaxed);
         self.log.warn(
             "oversized",
-            &format!(
+            format_args!(
                 "a message of {} bytes on `{}` refused: over the {}-byte limit",
                 refused.size, refused.topic, self.max_message_size
             ),
