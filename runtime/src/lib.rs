@@ -16,6 +16,7 @@
 //! The crate re-exports the [`timely`] it is built on, so an outside operator crate
 //! renders into the same version.
 
+pub mod clock;
 pub mod context;
 pub mod diagnostic;
 mod erased;

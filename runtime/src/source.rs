@@ -4,7 +4,7 @@
 //! Records are stamped with their arrival time (wall clock, ms); event time is assigned
 //! downstream by the node that can read it (see the `decode` operator).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::generic::operator::source;
@@ -91,9 +91,7 @@ where
 }
 
 fn advance_to_now(cap: &mut timely::dataflow::operators::Capability<Time>) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let now = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
     if now > *cap.time() {
         cap.downgrade(&now);
     }

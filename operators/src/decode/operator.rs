@@ -81,7 +81,7 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
             let max_future_ms = i64::try_from(clock.max_future.as_millis()).unwrap_or(i64::MAX);
             move |frontiers| {
                 let now = Instant::now();
-                let latest_ms = wall_clock_ms().saturating_add(max_future_ms);
+                let latest_ms = smartgrid_runtime::clock::now_ms().saturating_add(max_future_ms);
                 let mut out = output.activate();
                 // Counted locally and added once per activation: the counters are shared
                 // by every worker, and an atomic add per reading on one cache line would
@@ -134,11 +134,4 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
         });
         stream
     }
-}
-
-/// Milliseconds since the Unix epoch by this machine's clock.
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -87,7 +87,7 @@ mod time;
 #[cfg(test)]
 mod tests;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use smartgrid_runtime::clock::now_ms;
 
 use serde::Deserialize;
 use smartgrid_runtime::spec::Duration;
@@ -365,13 +365,6 @@ pub struct Simulator {
     ctx: TickCtx,
     timestamp: f64,
     time_ms: i64,
-}
-
-fn now_ms() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
 }
 
 impl Simulator {

@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use serde::Deserialize;
+use smartgrid_runtime::clock::now_ms;
 use smartgrid_runtime::shutdown::Shutdown;
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
@@ -75,12 +76,6 @@ pub struct SimulateState {
     /// The publishing thread (publish mode, in the first process only); it returns how
     /// many readings it published and the broker acknowledged.
     publisher: Option<JoinHandle<Result<u64, MqttError>>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Node for SimulateNode {
