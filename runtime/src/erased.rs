@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::diagnostic::Diagnostic;
 use crate::node::{
-    Claim, Inputs, Member, Node, PlanContext, RenderContext, SourcePartitioning, StartContext,
-    StartError,
+    Claim, Inputs, Limit, Member, Node, PlanContext, RenderContext, SourcePartitioning,
+    StartContext, StartError,
 };
 use crate::operator::{AnyStream, PortType};
 use crate::spec::redact_secrets;
@@ -46,54 +46,70 @@ impl<N: Node> DynKind for KindOf<N> {
     }
 
     fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>> {
-        let mut renamed = false;
-        for (old, new) in N::RENAMED_KEYS {
-            if let Some((key, _)) = ctx
-                .node
-                .settings
-                .entries()
-                .iter()
-                .find(|(k, _)| k.value == *old)
-            {
-                let at = key.at;
-                ctx.error(at, format!("`{old}` is now `{new}`")).hint = Some(format!(
-                    "rename `{old}` to `{new}` (see the README's table for this node kind)"
-                ));
-                renamed = true;
-            }
-        }
-        if renamed {
+        if refuse_renamed_keys(N::RENAMED_KEYS, ctx) {
             return None;
         }
-        for (path, limit) in N::LIMITS {
-            let Some((at, written, Some(text))) = ctx.node.scalar_at(path) else {
-                continue;
-            };
-            if let Some(range) = limit.check(&text) {
-                // Quote the file, not what a `${VAR}` became.
-                let written = written.to_string();
-                ctx.error(at, format!("`{path}` is {written}; it must be {range}"))
-                    .with_hint("leave it out for the default");
-            }
-        }
+        check_limits(N::LIMITS, ctx);
         let config: Result<N::Config, Vec<Diagnostic>> = match N::CONFIG_KEYS {
             None => ctx.node.settings(),
             Some(keys) => ctx.node.select(|k| keys.contains(&k)).settings(),
         };
         let planned = ctx.keep(config).and_then(|config| N::plan(config, ctx));
-        // A kind may quote a value it was given; it must read as the file says it.
-        let secrets = ctx.node.secrets();
-        if !secrets.is_empty() {
-            for problem in &mut ctx.problems {
-                problem.message = redact_secrets(&problem.message, &secrets);
-                problem.hint = problem.hint.as_ref().map(|h| redact_secrets(h, &secrets));
-            }
-        }
+        quote_the_file(ctx);
         let node = planned?;
         if ctx.has_problems() {
             return None;
         }
         Some(Arc::new(node))
+    }
+}
+
+/// Report each key an earlier version used, naming its replacement; whether any was.
+fn refuse_renamed_keys(renamed: &[(&str, &str)], ctx: &mut PlanContext<'_>) -> bool {
+    let mut found = false;
+    for (old, new) in renamed {
+        let written = ctx
+            .node
+            .settings
+            .entries()
+            .iter()
+            .find(|(k, _)| k.value == *old);
+        if let Some((key, _)) = written {
+            let at = key.at;
+            ctx.error(at, format!("`{old}` is now `{new}`"))
+                .with_hint(format!(
+                    "rename `{old}` to `{new}` (see the README's table for this node kind)"
+                ));
+            found = true;
+        }
+    }
+    found
+}
+
+/// Report each numeric setting outside its allowed range, quoting it as written.
+fn check_limits(limits: &[(&str, Limit)], ctx: &mut PlanContext<'_>) {
+    for (path, limit) in limits {
+        let Some((at, written, Some(text))) = ctx.node.scalar_at(path) else {
+            continue;
+        };
+        if let Some(range) = limit.check(&text) {
+            let message = format!("`{path}` is {written}; it must be {range}");
+            ctx.error(at, message)
+                .with_hint("leave it out for the default");
+        }
+    }
+}
+
+/// A kind may quote a value it was given: every message must read as the file says it,
+/// with `${VAR}` where a variable's value stood.
+fn quote_the_file(ctx: &mut PlanContext<'_>) {
+    let secrets = ctx.node.secrets();
+    if secrets.is_empty() {
+        return;
+    }
+    for problem in &mut ctx.problems {
+        problem.message = redact_secrets(&problem.message, &secrets);
+        problem.hint = problem.hint.as_ref().map(|h| redact_secrets(h, &secrets));
     }
 }
 

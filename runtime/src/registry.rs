@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::erased::{DynKind, KindOf};
-use crate::node::{Inputs, Node};
+use crate::node::Node;
 
 /// The node kinds a pipeline may use.
 #[derive(Clone, Default)]
@@ -28,11 +28,6 @@ impl Registry {
 
     pub(crate) fn get(&self, kind: &str) -> Option<&Arc<dyn DynKind>> {
         self.kinds.get(kind)
-    }
-
-    /// The inputs kind `kind` takes, if it is registered.
-    pub fn inputs_of(&self, kind: &str) -> Option<Inputs> {
-        self.kinds.get(kind).map(|k| k.inputs())
     }
 
     /// Every registered kind name, sorted.
