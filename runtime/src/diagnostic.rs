@@ -53,7 +53,7 @@ impl Diagnostic {
 
     /// Attach a hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.with_hint(hint);
         self
     }
 

@@ -54,7 +54,7 @@ impl RetryConfig {
                 "retry",
                 "retry delays must be above zero, with max_delay at least initial_delay",
             )
-            .hint = Some(format!(
+            .with_hint(format!(
                 "for example retry: {{ initial_delay: {}, max_delay: {} }}",
                 humantime::format_duration(defaults.initial),
                 humantime::format_duration(defaults.max)
@@ -162,7 +162,7 @@ impl SpoolConfig {
                 "spool",
                 format!("spool max_size {max_bytes} bytes is too small to hold a batch"),
             )
-            .hint = Some(format!("use at least {}", ByteSize(min_bytes)));
+            .with_hint(format!("use at least {}", ByteSize(min_bytes)));
             return None;
         }
         Some(Spool {

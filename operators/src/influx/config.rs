@@ -180,7 +180,7 @@ pub fn plan_api(config: &InfluxConfig, ctx: &mut PlanContext<'_>) -> Option<Infl
                 Api::V2 => format!("the v2 write API needs `{key}`"),
                 Api::V1 => format!("the v1 write API needs `{key}`"),
             };
-            ctx.error_at_key(key, message).hint = Some(hint.to_string());
+            ctx.error_at_key(key, message).with_hint(hint.to_string());
             problems = true;
         }
         value.unwrap_or_default()
@@ -195,7 +195,7 @@ pub fn plan_api(config: &InfluxConfig, ctx: &mut PlanContext<'_>) -> Option<Infl
                     key,
                     format!("`{key}` belongs to the v1 API, but `api` is v2"),
                 )
-                .hint = Some("write `api: v1`, or use `org` and `bucket`".into());
+                .with_hint("write `api: v1`, or use `org` and `bucket`");
                 problems = true;
             }
             InfluxApi::V2 {
@@ -211,7 +211,7 @@ pub fn plan_api(config: &InfluxConfig, ctx: &mut PlanContext<'_>) -> Option<Infl
                     key,
                     format!("`{key}` belongs to the v2 API, but `api` is v1"),
                 )
-                .hint = Some("write `api: v2`, or use `db`".into());
+                .with_hint("write `api: v2`, or use `db`");
                 problems = true;
             }
             InfluxApi::V1 {
@@ -259,8 +259,8 @@ pub fn plan_url(config: &InfluxConfig, ctx: &mut PlanContext<'_>) -> Option<Endp
                 "invalid InfluxDB URL `{}`: {reason}",
                 crate::io::redact_url(&config.url)
             );
-            ctx.error_at_key("url", message).hint =
-                Some("write http://host:8086 or https://host".into());
+            ctx.error_at_key("url", message)
+                .with_hint("write http://host:8086 or https://host");
             None
         }
     }

@@ -68,7 +68,7 @@ pub fn plan_tls(tls: &TlsConfig, ctx: &mut PlanContext<'_>, ca_hint: &str) -> Op
         if !path.is_file() {
             let at = nested_key_at(ctx, "tls", key);
             ctx.error(at, format!("no such file: {}", path.display()))
-                .hint = Some(if key == "ca_file" {
+                .with_hint(if key == "ca_file" {
                 format!(
                     "give the PEM file of the CA that signed {ca_hint} (relative paths start at the pipeline file's folder), or remove `tls.ca_file` to use the system's trusted roots"
                 )
@@ -80,7 +80,7 @@ pub fn plan_tls(tls: &TlsConfig, ctx: &mut PlanContext<'_>, ca_hint: &str) -> Op
     }
     if resolved.client_cert.is_some() != resolved.client_key.is_some() {
         ctx.error_at_key("tls", "`client_cert` and `client_key` go together")
-            .hint = Some("give both, or neither".to_string());
+            .with_hint("give both, or neither");
         ok = false;
     }
     if ok {

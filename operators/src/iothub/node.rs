@@ -86,11 +86,10 @@ fn device_files(config: &IotHubConfig, ctx: &mut PlanContext<'_>) -> Option<Opti
         let resolved = ctx.resolve(path);
         if !resolved.is_file() {
             ctx.error_at_key("x509", format!("no such file: {}", resolved.display()))
-                .hint = Some(
-                "give the device's PEM certificate and key (relative paths start at the \
-                 pipeline file's folder)"
-                    .into(),
-            );
+                .with_hint(
+                    "give the device's PEM certificate and key (relative paths start at the \
+                 pipeline file's folder)",
+                );
             ok = false;
         }
         resolved

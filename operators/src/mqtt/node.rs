@@ -241,7 +241,7 @@ impl Node for MqttSource {
 
 /// Reports a problem at `key` with a hint.
 fn problem(ctx: &mut PlanContext<'_>, key: &str, message: impl Into<String>, hint: &str) {
-    ctx.error_at_key(key, message).hint = Some(hint.to_string());
+    ctx.error_at_key(key, message).with_hint(hint.to_string());
 }
 
 /// Where `outer.inner` stands (`tls: { ca_file: … }`), else where `outer` does.
@@ -261,7 +261,7 @@ fn nested_problem(
     hint: &str,
 ) {
     let at = nested_at(ctx, outer, inner);
-    ctx.error(at, message).hint = Some(hint.to_string());
+    ctx.error(at, message).with_hint(hint.to_string());
 }
 
 fn plan_endpoint(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Endpoint> {
