@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{Run, broker_log};
+use support::{Run, broker_log, write_pipeline};
 
 /// A well-formed Clemap type-16 payload (`=Bd12sBqqqqqq`, little-endian) for sensor
 /// `id`, stamped `seconds` after the epoch.
@@ -32,10 +32,9 @@ fn a_reading_stamped_in_2100_is_refused_and_windows_go_on() {
     let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let url = broker.url();
-    let pipeline = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
             r"
 pipeline: future
 nodes:
@@ -54,8 +53,7 @@ nodes:
   store: {{ type: file, input: means, path: means.jsonl, format: json }}
 "
         ),
-    )
-    .expect("write pipeline");
+    );
     let run = Run::start(&pipeline, &["--for", "9s"]);
     run.wait_for("subscribed");
     std::thread::sleep(Duration::from_secs(2));
@@ -130,10 +128,9 @@ fn an_oversized_message_is_refused_once_and_ingestion_goes_on() {
     let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let url = broker.url();
-    let pipeline = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
             r"
 pipeline: big
 nodes:
@@ -151,8 +148,7 @@ nodes:
   store: {{ type: file, input: means, path: means.jsonl, format: json }}
 "
         ),
-    )
-    .expect("write pipeline");
+    );
     let run = run_until_subscribed(&pipeline, 10);
     std::thread::sleep(Duration::from_secs(2));
     let injected_ms = now_ms();
@@ -197,10 +193,9 @@ fn a_dead_letter_too_large_to_publish_is_dropped_and_counted() {
     let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let url = broker.url();
-    let pipeline = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &pipeline,
-        format!(
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
             r"
 pipeline: letters
 nodes:
@@ -213,8 +208,7 @@ nodes:
   store: {{ type: file, input: readings, path: out.lp }}
 "
         ),
-    )
-    .expect("write pipeline");
+    );
     let run = run_until_subscribed(&pipeline, 6);
     // 700 KB of garbage: its letter carries the payload in hex, 1.4 MB, over the limit.
     let big = dir.path().join("big.bin");
