@@ -112,6 +112,7 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                         idle: Duration::from_secs(3600),
                         // The simulated hour may lie ahead of the clock; the check still runs.
                         max_future: Duration::from_secs(u64::from(u32::MAX)),
+                        liveness: Default::default(),
                     },
                     counters,
                     ErrorSink::new("readings", &metrics, DeadLetters::default()),

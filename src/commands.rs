@@ -94,12 +94,14 @@ pub fn run(
         shutdown.after(after);
     }
     let metrics = Metrics::default();
+    let pressure = smartgrid_runtime::pressure::Pressure::new();
     let ctx = ProcessContext {
         pipeline: plan.name.clone(),
         base_dir: plan.base_dir.clone(),
         metrics: metrics.clone(),
         shutdown,
-        pressure: smartgrid_runtime::pressure::Pressure::new(),
+        liveness: smartgrid_runtime::liveness::Liveness::new(pressure.clone()),
+        pressure,
         workers: cluster.workers,
         process_index: cluster.process,
         process_count: cluster.addresses.len().max(1),

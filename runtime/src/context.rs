@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::pressure::Pressure;
 use crate::shutdown::Shutdown;
@@ -19,6 +20,9 @@ pub struct ProcessContext {
     pub shutdown: Shutdown,
     /// Raised while a sink's hand-off queue is full: sources pause (see [`Pressure`]).
     pub pressure: Pressure,
+    /// Whether the sources are connected and caught up (see [`Liveness`]); built on
+    /// `pressure`.
+    pub liveness: Liveness,
     /// Workers per process.
     pub workers: usize,
     /// This process's index in a cluster run (0 for a single process).

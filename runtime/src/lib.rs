@@ -21,6 +21,7 @@ pub mod context;
 pub mod diagnostic;
 mod erased;
 pub mod graph;
+pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod operator;

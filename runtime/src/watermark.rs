@@ -1,102 +1,294 @@
 //! Event-time watermarks.
 //!
-//! The watermark is the event time below which no more records are expected: the
-//! largest event time seen minus an allowed delay for out-of-order arrival. When the
-//! input goes quiet for longer than `idle`, the watermark moves on with the wall clock,
-//! so a silent sensor (or a stopped publisher) cannot hold every window open.
+//! The watermark is the event time below which no more readings are expected. It is
+//! kept per sensor and taken as the *slowest* sensor's: each sensor's largest event
+//! time minus an allowed delay for out-of-order arrival, the minimum over the sensors
+//! heard from within `idle`. So one sensor whose clock runs ahead cannot make the
+//! others' readings late; one whose clock trails the rest by more than `max_skew` is
+//! not waited for (its readings will be late, and say so), so it cannot hold every
+//! window open either.
+//!
+//! When every sensor has been quiet for longer than `idle`, the watermark moves on with
+//! the wall clock, so a stopped publisher cannot hold the windows open, but only while
+//! the sources are live (see [`Liveness`](crate::liveness::Liveness)): a disconnected
+//! or backlogged source has readings on their way for the time that passes.
 
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use crate::record::SensorId;
+
+/// One sensor's clock as seen by the watermark.
+#[derive(Clone, Copy, Debug)]
+struct SensorClock {
+    max_event_ms: u64,
+    heard_at: Instant,
+}
 
 /// Tracks one operator's watermark.
 #[derive(Clone, Debug)]
 pub struct Watermark {
     delay_ms: u64,
     idle: Duration,
+    max_skew_ms: u64,
+    sensors: FxHashMap<SensorId, SensorClock>,
+    /// The largest event time of any sensor.
     max_event_ms: Option<u64>,
-    last_event_at: Instant,
+    /// When the current quiet spell began: the last reading, or the last moment a
+    /// source was not live, whichever is later (`None` before the first reading).
+    quiet_from: Option<Instant>,
     current: u64,
+    /// The previous call to [`at`](Self::at): a long gap means this thread was stalled.
+    last_look: Option<Instant>,
+    scratch: Vec<u64>,
 }
 
 impl Watermark {
-    /// A watermark that trails the largest event time by `delay` and advances with the
-    /// wall clock after `idle` without new events.
-    pub fn new(delay: Duration, idle: Duration) -> Self {
+    /// A watermark that trails the slowest sensor by `delay`, waits for no sensor
+    /// more than `max_skew` behind the others, and advances with the wall clock after
+    /// `idle` without readings.
+    pub fn new(delay: Duration, idle: Duration, max_skew: Duration) -> Self {
         Watermark {
-            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            delay_ms: millis(delay),
             idle,
+            max_skew_ms: millis(max_skew),
+            sensors: FxHashMap::default(),
             max_event_ms: None,
-            last_event_at: Instant::now(),
+            quiet_from: None,
             current: 0,
+            last_look: None,
+            scratch: Vec::new(),
         }
     }
 
-    /// Note an event time (ms since the epoch; times before 1970 count as 0).
+    /// A watermark restored at `current` (from a checkpoint): it never goes below it.
+    pub fn resume_at(mut self, current: u64) -> Self {
+        self.current = self.current.max(current);
+        self
+    }
+
+    /// Note a reading of `sensor` at `event_ms` (ms since the epoch; times before 1970
+    /// count as 0), arriving at `now`.
     #[inline]
-    pub fn observe(&mut self, event_ms: i64, now: Instant) {
+    pub fn observe(&mut self, sensor: SensorId, event_ms: i64, now: Instant) {
         let event = u64::try_from(event_ms).unwrap_or(0);
-        match self.max_event_ms {
-            Some(max) if max >= event => {}
-            _ => {
-                self.max_event_ms = Some(event);
-                self.last_event_at = now;
-            }
-        }
+        let clock = self.sensors.entry(sensor).or_insert(SensorClock {
+            max_event_ms: event,
+            heard_at: now,
+        });
+        clock.max_event_ms = clock.max_event_ms.max(event);
+        clock.heard_at = now;
+        self.max_event_ms = Some(self.max_event_ms.map_or(event, |m| m.max(event)));
+        self.quiet_from = Some(self.quiet_from.map_or(now, |q| q.max(now)));
     }
 
-    /// The watermark at `now`; it never goes backwards. Zero until the first event.
-    pub fn at(&mut self, now: Instant) -> u64 {
-        if let Some(max) = self.max_event_ms {
-            let quiet = now.saturating_duration_since(self.last_event_at);
-            let drift = if quiet > self.idle {
-                u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX)
-            } else {
-                0
-            };
-            let candidate = max.saturating_add(drift).saturating_sub(self.delay_ms);
+    /// The watermark at `now`, given since when every source has been live (`None`
+    /// while one is not). It never goes backwards; zero until the first reading.
+    pub fn at(&mut self, now: Instant, live_since: Option<Instant>) -> u64 {
+        let Some(max_event) = self.max_event_ms else {
+            return self.current;
+        };
+        // A thread stalled (stopped, swapped out, starved) for longer than it would
+        // ever wait between looks cannot know what queued up meanwhile: its quiet
+        // spell starts now, as after a reconnection.
+        let stalled = self
+            .last_look
+            .is_some_and(|last| now.saturating_duration_since(last) > self.stall_after());
+        self.last_look = Some(now);
+        let back = if stalled {
+            now
+        } else {
+            live_since.unwrap_or(now)
+        };
+        let quiet_from = self.quiet_from.map_or(back, |q| q.max(back));
+        self.quiet_from = Some(quiet_from);
+        // Sensors quiet for longer than `idle` no longer hold the watermark (a sensor
+        // that comes back starts afresh).
+        let idle = self.idle;
+        self.sensors
+            .retain(|_, c| now.saturating_duration_since(c.heard_at) <= idle);
+        let candidate = if let Some(slowest) = self.slowest() {
+            Some(slowest.saturating_sub(self.delay_ms))
+        } else {
+            let quiet = now.saturating_duration_since(quiet_from);
+            (live_since.is_some() && quiet > idle).then(|| {
+                max_event
+                    .saturating_add(millis(quiet))
+                    .saturating_sub(self.delay_ms)
+            })
+        };
+        if let Some(candidate) = candidate {
             self.current = self.current.max(candidate);
         }
         self.current
+    }
+
+    /// The largest event time of the slowest sensor that is not a straggler (more
+    /// than `max_skew` behind the median sensor).
+    fn slowest(&mut self) -> Option<u64> {
+        self.scratch.clear();
+        self.scratch
+            .extend(self.sensors.values().map(|c| c.max_event_ms));
+        if self.scratch.is_empty() {
+            return None;
+        }
+        let middle = self.scratch.len() / 2;
+        let median = *self.scratch.select_nth_unstable(middle).1;
+        let floor = median.saturating_sub(self.max_skew_ms);
+        self.scratch.iter().copied().filter(|&m| m >= floor).min()
     }
 
     /// How long until the idle rule could move the watermark: when to look again.
     pub fn recheck_after(&self) -> Duration {
         (self.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
+
+    /// A gap between looks longer than this is a stall, not a quiet input.
+    fn stall_after(&self) -> Duration {
+        Duration::from_secs(1) + 2 * self.recheck_after()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn trails_max_event_and_never_goes_back() {
-        let t0 = Instant::now();
-        let mut w = Watermark::new(Duration::from_millis(500), Duration::from_secs(10));
-        assert_eq!(w.at(t0), 0);
-        w.observe(10_000, t0);
-        assert_eq!(w.at(t0), 9_500);
-        w.observe(8_000, t0); // out of order: no effect
-        assert_eq!(w.at(t0), 9_500);
-        w.observe(12_000, t0);
-        assert_eq!(w.at(t0), 11_500);
+    const SKEW: Duration = Duration::from_secs(300);
+
+    fn sensor(name: &str) -> SensorId {
+        SensorId::new(name).expect("short")
     }
 
     #[test]
-    fn advances_with_the_wall_clock_when_idle() {
+    fn trails_max_event_and_never_goes_back() {
         let t0 = Instant::now();
-        let mut w = Watermark::new(Duration::from_millis(0), Duration::from_secs(5));
-        w.observe(100_000, t0);
-        assert_eq!(w.at(t0 + Duration::from_secs(4)), 100_000, "not idle yet");
+        let live = Some(t0);
+        let a = sensor("a");
+        let mut w = Watermark::new(Duration::from_millis(500), Duration::from_secs(10), SKEW);
+        assert_eq!(w.at(t0, live), 0);
+        w.observe(a, 10_000, t0);
+        assert_eq!(w.at(t0, live), 9_500);
+        w.observe(a, 8_000, t0); // out of order: no effect
+        assert_eq!(w.at(t0, live), 9_500);
+        w.observe(a, 12_000, t0);
+        assert_eq!(w.at(t0, live), 11_500);
+    }
+
+    #[test]
+    fn follows_the_slowest_sensor_not_the_fastest() {
+        let t0 = Instant::now();
+        let live = Some(t0);
+        let mut w = Watermark::new(Duration::ZERO, Duration::from_secs(10), SKEW);
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            w.observe(sensor(name), 100_000 + i as i64, t0);
+        }
+        w.observe(sensor("fast"), 100_000 + 3_600_000, t0); // an hour ahead
         assert_eq!(
-            w.at(t0 + Duration::from_secs(6)),
+            w.at(t0, live),
+            100_000,
+            "the clock an hour ahead moves nothing"
+        );
+    }
+
+    #[test]
+    fn a_straggler_is_not_waited_for() {
+        let t0 = Instant::now();
+        let live = Some(t0);
+        let mut w = Watermark::new(Duration::ZERO, Duration::from_secs(10), SKEW);
+        for name in ["a", "b", "c"] {
+            w.observe(sensor(name), 10_000_000, t0);
+        }
+        w.observe(sensor("slow"), 10_000_000 - 3_600_000, t0); // an hour behind
+        assert_eq!(w.at(t0, live), 10_000_000);
+    }
+
+    #[test]
+    fn a_quiet_sensor_stops_holding_it_back() {
+        let t0 = Instant::now();
+        let live = Some(t0);
+        let mut w = Watermark::new(Duration::ZERO, Duration::from_secs(5), SKEW);
+        w.observe(sensor("a"), 100_000, t0);
+        w.observe(sensor("b"), 90_000, t0);
+        assert_eq!(w.at(t0, live), 90_000);
+        let t1 = t0 + Duration::from_secs(6);
+        w.observe(sensor("a"), 106_000, t1);
+        assert_eq!(w.at(t1, live), 106_000, "b has been quiet for 6 s");
+    }
+
+    #[test]
+    fn advances_with_the_wall_clock_when_idle_and_live() {
+        let t0 = Instant::now();
+        let live = Some(t0);
+        let mut w = Watermark::new(Duration::from_millis(0), Duration::from_secs(5), SKEW);
+        w.observe(sensor("a"), 100_000, t0);
+        assert_eq!(
+            w.at(t0 + Duration::from_secs(4), live),
+            100_000,
+            "not idle yet"
+        );
+        assert_eq!(
+            w.at(t0 + Duration::from_secs(6), live),
             106_000,
             "idle: follows the clock"
         );
-        w.observe(101_000, t0 + Duration::from_secs(6)); // late, below the watermark
+        w.observe(sensor("a"), 101_000, t0 + Duration::from_secs(6)); // late
         assert_eq!(
-            w.at(t0 + Duration::from_secs(6)),
+            w.at(t0 + Duration::from_secs(6), live),
             106_000,
             "never backwards"
         );
+    }
+
+    #[test]
+    fn holds_while_a_source_is_away_and_counts_idle_from_its_return() {
+        let t0 = Instant::now();
+        let mut w = Watermark::new(Duration::ZERO, Duration::from_secs(5), SKEW);
+        w.observe(sensor("a"), 100_000, t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(w.at(t0, Some(t0)), 100_000);
+        // Disconnected for 20 s (looked at every second): no drift however long.
+        for s in 1..=20 {
+            assert_eq!(w.at(at(s), None), 100_000);
+        }
+        // Back at t0 + 20 s with nothing queued: quiet counts from the reconnection.
+        let back = Some(at(20));
+        for s in 21..=25 {
+            assert_eq!(w.at(at(s), back), 100_000, "{s} s");
+        }
+        assert_eq!(w.at(at(26), back), 106_000);
+    }
+
+    #[test]
+    fn a_stall_restarts_the_quiet_spell() {
+        let t0 = Instant::now();
+        let live = Some(t0);
+        let mut w = Watermark::new(Duration::ZERO, Duration::from_secs(2), SKEW);
+        w.observe(sensor("a"), 100_000, t0);
+        assert_eq!(w.at(t0, live), 100_000);
+        // Not looked at for 7 s (the process was stopped): the broker may hold readings.
+        let resumed = t0 + Duration::from_secs(7);
+        assert_eq!(w.at(resumed, live), 100_000, "no jump on resuming");
+        let later = resumed + Duration::from_millis(500);
+        assert_eq!(w.at(later, live), 100_000);
+        let idle = resumed + Duration::from_millis(2_500);
+        assert_eq!(
+            w.at(idle, live),
+            102_500,
+            "idle counted from the resumption"
+        );
+    }
+
+    #[test]
+    fn resumes_at_a_restored_watermark() {
+        let t0 = Instant::now();
+        let mut w = Watermark::new(Duration::ZERO, Duration::from_secs(5), SKEW).resume_at(50_000);
+        assert_eq!(w.at(t0, Some(t0)), 50_000);
+        w.observe(sensor("a"), 40_000, t0);
+        assert_eq!(w.at(t0, Some(t0)), 50_000, "never below the restored mark");
     }
 }

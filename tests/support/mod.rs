@@ -2,6 +2,8 @@
 //! reading a broker's log, running a two-process cluster.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod fleet;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,12 +77,24 @@ impl Run {
 
     /// SIGTERM, and the run must end well.
     pub fn terminate(mut self) {
+        self.signal("TERM");
+        assert!(self.child.wait().expect("wait").success());
+    }
+
+    /// SIGTERM; the run must end well; its final counters line.
+    pub fn stop_with_counters(self) -> String {
+        self.signal("TERM");
+        self.counters()
+    }
+
+    /// Sends the signal `name` (`TERM`, `STOP`, `CONT`, …) to the run.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
             .status()
             .expect("kill");
-        assert!(status.success());
-        assert!(self.child.wait().expect("wait").success());
+        assert!(status.success(), "kill -{name} failed");
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use serde::Deserialize;
+use smartgrid_runtime::liveness::Liveness;
 use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::spec::{Duration, Spanned};
 use smartgrid_runtime::{
@@ -52,17 +53,23 @@ pub struct DecodeConfig {
     /// The payload format: `clemap`, `struct` or `json`. The format's own settings
     /// (e.g. `feature_type` for clemap) are keys of the same node.
     pub format: Spanned<String>,
-    /// How far the watermark trails the largest event time seen: readings up to this
-    /// much out of order are still on time. Default `1s`.
+    /// How far the watermark trails each sensor's largest event time: readings up to
+    /// this much out of order are still on time. The watermark is the slowest active
+    /// sensor's, so one sensor's clock running ahead makes no other reading late.
+    /// Default `1s`.
     #[serde(default)]
     pub watermark_delay: Option<Duration>,
-    /// After this long without a reading, the watermark follows the wall clock so
-    /// windows still close. Default `5s`.
+    /// A sensor silent this long no longer holds the watermark back; when every sensor
+    /// is, the watermark follows the wall clock so windows still close. That happens
+    /// only while the sources are connected and caught up: during a broker outage, a
+    /// reconnection or a backlog, event time waits for what the broker queued.
+    /// Default `5s`.
     #[serde(default)]
     pub idle_timeout: Option<Duration>,
     /// Readings stamped further ahead of this machine's clock are refused (counted as
     /// `<node>.errors.future`, dead-lettered): a device whose clock is wrong cannot
-    /// make every other reading late. Default `5m`.
+    /// make every other reading late. A sensor whose readings trail the other sensors'
+    /// by more than this is not waited for either. Default `5m`.
     #[serde(default)]
     pub max_future: Option<Spanned<Duration>>,
     /// Where undecodable payloads go besides the counters and the log.
@@ -206,6 +213,8 @@ impl Node for DecodeNode {
                     .idle_timeout
                     .map_or(StdDuration::from_secs(5), |d| d.0),
                 max_future: common.max_future.map_or(DEFAULT_MAX_FUTURE, |d| d.value.0),
+                // The process's, given at render.
+                liveness: Liveness::default(),
             },
             dead_letter,
             client_id,
@@ -299,7 +308,10 @@ impl Node for DecodeNode {
         let readings = input.decode(
             ctx.node,
             Arc::clone(&self.decoder),
-            self.clock,
+            EventClock {
+                liveness: ctx.process.liveness.clone(),
+                ..self.clock.clone()
+            },
             counters,
             errors,
         );

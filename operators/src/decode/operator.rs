@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smartgrid_runtime::liveness::Liveness;
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::operator::{Messages, Readings, Time};
 use smartgrid_runtime::watermark::Watermark;
@@ -33,15 +34,19 @@ pub struct DecodeCounters {
 }
 
 /// How the decode operator keeps time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EventClock {
     /// How far the watermark trails the largest event time (out-of-order allowance).
     pub delay: Duration,
-    /// After this long without events, the watermark follows the wall clock.
+    /// After this long without readings from any sensor, the watermark follows the
+    /// wall clock (while `liveness` says the sources are live); a sensor quiet this
+    /// long no longer holds it back.
     pub idle: Duration,
     /// Readings stamped further ahead of the wall clock than this are refused (reason
     /// `future`): one device with a wrong clock must not move the watermark for all.
     pub max_future: Duration,
+    /// Whether the sources upstream are connected and caught up.
+    pub liveness: Liveness,
 }
 
 /// Adds `decode` to streams of payloads.
@@ -77,7 +82,9 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
         let mut output: OutputBuilder<Time, _> = OutputBuilder::from(output);
         builder.build(move |mut capabilities| {
             let mut capability = capabilities.pop();
-            let mut watermark = Watermark::new(clock.delay, clock.idle);
+            // A sensor more than `max_future` behind the others is not waited for: the
+            // same bound on a wrong clock either way.
+            let mut watermark = Watermark::new(clock.delay, clock.idle, clock.max_future);
             let max_future_ms = i64::try_from(clock.max_future.as_millis()).unwrap_or(i64::MAX);
             move |frontiers| {
                 let now = Instant::now();
@@ -103,7 +110,7 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                                 errors.record(&future, &message);
                             }
                             Ok(Some(d)) => {
-                                watermark.observe(d.time_ms, now);
+                                watermark.observe(d.sensor, d.time_ms, now);
                                 decoded += 1;
                                 session.give(Reading {
                                     sensor: d.sensor,
@@ -123,7 +130,7 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                     capability = None;
                     errors.flush();
                 } else if let Some(cap) = capability.as_mut() {
-                    let mark = watermark.at(now);
+                    let mark = watermark.at(now, clock.liveness.live_since());
                     if mark > *cap.time() {
                         cap.downgrade(&mark);
                     }

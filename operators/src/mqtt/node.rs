@@ -189,9 +189,13 @@ impl Node for MqttSource {
         let received = ctx.counter("messages");
         let node = ctx.node.to_string();
         let mut announced = false;
+        // Event time may follow the clock only while this subscription is in place and
+        // nothing waits in its channel: see `smartgrid_runtime::liveness`.
+        let mut liveness = ctx.process.liveness.source();
         let stream = poll_source(ctx.scope, ctx.node, move |out: &mut Vec<Message>| {
             refusals.record(subscriber.take_refused());
-            if !announced && subscriber.stats().subscribed {
+            let subscribed = subscriber.is_subscribed();
+            if !announced && subscribed {
                 tracing::info!(node = %node, "subscribed");
                 announced = true;
             }
@@ -210,11 +214,9 @@ impl Node for MqttSource {
                 }
             }
             received.add(out.len() as u64);
-            if out.len() == BATCH {
-                Poll::More
-            } else {
-                Poll::Idle
-            }
+            let caught_up = out.len() < BATCH;
+            liveness.set(subscribed && caught_up);
+            if caught_up { Poll::Idle } else { Poll::More }
         });
         Some(AnyStream::Messages(stream))
     }

@@ -259,6 +259,12 @@ impl Subscriber {
         *slot = Some(wake);
     }
 
+    /// Whether the subscriptions are in place now (acknowledged, or kept by the
+    /// broker's session): one atomic load, cheap enough for every poll.
+    pub fn is_subscribed(&self) -> bool {
+        self.shared.subscribed.load(Ordering::Relaxed)
+    }
+
     /// Connection state and counters.
     pub fn stats(&self) -> SubscriberStats {
         SubscriberStats {
