@@ -116,6 +116,7 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                     },
                     counters,
                     ErrorSink::new("readings", &metrics, DeadLetters::default()),
+                    None,
                 );
                 let window = |size_s: u64| WindowMean {
                     size_ms: size_s * 1000,

@@ -18,16 +18,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a pipeline until its sources end or SIGINT/SIGTERM (then drain and exit).
+    /// Run a pipeline until its sources end or SIGINT/SIGTERM. On a signal, open
+    /// windows and other state are checkpointed to the state directory and restored by
+    /// the next run (with --drain they are flushed instead).
     Run {
         /// The pipeline file.
         file: PathBuf,
         /// Worker threads in this process.
         #[arg(short, long, default_value_t = 1)]
         workers: usize,
-        /// Stop after this long (e.g. `30s`, `5m`), draining like on SIGTERM.
+        /// Stop after this long (e.g. `30s`, `5m`), as on SIGTERM.
         #[arg(long = "for", value_name = "DURATION")]
         run_for: Option<String>,
+        /// On stopping, flush open windows and keep no state for the next run (the end
+        /// of a replay or a batch job), instead of checkpointing them.
+        #[arg(long)]
+        drain: bool,
         /// This process's index in a cluster run (with --hosts).
         #[arg(long, default_value_t = 0, requires = "hosts")]
         process: usize,
@@ -197,6 +203,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             file,
             workers,
             run_for,
+            drain,
             process,
             hosts,
         } => commands::run(
@@ -204,6 +211,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
             &file,
             workers,
             run_for.as_deref(),
+            drain,
             process,
             hosts.as_deref(),
         ),

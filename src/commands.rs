@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use smartgrid_runtime::Registry;
+use smartgrid_runtime::checkpoint::{Checkpoints, OnStop};
 use smartgrid_runtime::context::ProcessContext;
 use smartgrid_runtime::diagnostic::Diagnostics;
 use smartgrid_runtime::metrics::Metrics;
@@ -14,6 +15,7 @@ use smartgrid_runtime::plan::{Plan, plan};
 use smartgrid_runtime::render::{Cluster, run as run_plan};
 use smartgrid_runtime::shutdown::Shutdown;
 use smartgrid_runtime::spec::{self, Env};
+use smartgrid_runtime::state::StateStore;
 
 /// A pipeline file with problems; printed as its diagnostics, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,7 @@ pub fn run(
     file: &Path,
     workers: usize,
     run_for: Option<&str>,
+    drain: bool,
     process: usize,
     hosts: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
@@ -93,6 +96,20 @@ pub fn run(
     if let Some(after) = run_for {
         shutdown.after(after);
     }
+    let on_stop = if drain {
+        OnStop::Drain
+    } else {
+        OnStop::Checkpoint
+    };
+    let processes = cluster.addresses.len().max(1);
+    let store = StateStore::open(&plan.state_dir, &plan.name, cluster.process, processes)
+        .context("the state directory")?;
+    // Periodic checkpoints need a source that replays what followed the last one.
+    let interval = plan.replayable().then_some(plan.checkpoint_interval);
+    let checkpoints = Arc::new(
+        Checkpoints::new(store, on_stop, interval, shutdown.clone())
+            .context("the state directory")?,
+    );
     let metrics = Metrics::default();
     let pressure = smartgrid_runtime::pressure::Pressure::new();
     let ctx = ProcessContext {
@@ -102,6 +119,7 @@ pub fn run(
         shutdown,
         liveness: smartgrid_runtime::liveness::Liveness::new(pressure.clone()),
         pressure,
+        checkpoints: Arc::clone(&checkpoints),
         workers: cluster.workers,
         process_index: cluster.process,
         process_count: cluster.addresses.len().max(1),
@@ -109,6 +127,12 @@ pub fn run(
     tracing::info!(pipeline = %plan.name, nodes = plan.nodes.len(), workers = cluster.workers, "running");
     let started = std::time::Instant::now();
     run_plan(Arc::clone(&plan), &cluster, ctx).context("the pipeline failed")?;
+    let saved = checkpoints
+        .commit_at_stop()
+        .context("cannot write the checkpoint")?;
+    if saved > 0 {
+        tracing::info!(bytes = saved, dir = %plan.state_dir.display(), "state checkpointed for the next run");
+    }
     let counters: Vec<String> = metrics
         .snapshot()
         .into_iter()

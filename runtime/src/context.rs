@@ -1,7 +1,9 @@
 //! Process-wide services shared by every worker of a run.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::checkpoint::Checkpoints;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::pressure::Pressure;
@@ -23,6 +25,8 @@ pub struct ProcessContext {
     /// Whether the sources are connected and caught up (see [`Liveness`]); built on
     /// `pressure`.
     pub liveness: Liveness,
+    /// What the previous run left and this run keeps (see [`Checkpoints`]).
+    pub checkpoints: Arc<Checkpoints>,
     /// Workers per process.
     pub workers: usize,
     /// This process's index in a cluster run (0 for a single process).

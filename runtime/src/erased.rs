@@ -117,6 +117,7 @@ fn quote_the_file(ctx: &mut PlanContext<'_>) {
 pub(crate) trait DynNode: Send + Sync {
     fn output(&self) -> Option<PortType>;
     fn source_partitioning(&self) -> SourcePartitioning;
+    fn replayable(&self) -> bool;
     fn resources(&self) -> Vec<Claim>;
     fn start(&self, ctx: &StartContext<'_>) -> Result<AnyState, StartError>;
     fn render<'s>(
@@ -152,6 +153,10 @@ impl<N: Node> DynNode for N {
 
     fn source_partitioning(&self) -> SourcePartitioning {
         Node::source_partitioning(self)
+    }
+
+    fn replayable(&self) -> bool {
+        Node::replayable(self)
     }
 
     fn resources(&self) -> Vec<Claim> {

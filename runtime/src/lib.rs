@@ -16,6 +16,7 @@
 //! The crate re-exports the [`timely`] it is built on, so an outside operator crate
 //! renders into the same version.
 
+pub mod checkpoint;
 pub mod clock;
 pub mod context;
 pub mod diagnostic;
@@ -34,6 +35,7 @@ pub mod schema;
 pub mod shutdown;
 pub mod source;
 pub mod spec;
+pub mod state;
 pub mod watermark;
 
 pub use context::ProcessContext;

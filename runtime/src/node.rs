@@ -210,6 +210,12 @@ pub trait Node: Send + Sync + Sized + 'static {
         SourcePartitioning::Unpartitioned
     }
 
+    /// For sources: whether it keeps a log it can replay from a checkpoint's position
+    /// (an `mqtt` source with `wal:`; see [`crate::checkpoint`]).
+    fn replayable(&self) -> bool {
+        false
+    }
+
     /// What the node claims when it starts (see [`Resource`]).
     fn resources(&self) -> Vec<Claim> {
         Vec::new()
@@ -508,6 +514,15 @@ impl<'s> RenderContext<'s> {
             peers: self.peers,
             process: self.process,
         }
+    }
+
+    /// This node's state on this worker: what the previous run saved, and where to
+    /// save what should outlive this one (see [`crate::checkpoint`]). Call it once per
+    /// operator: each call is a participant every checkpoint waits for.
+    pub fn state(&self) -> crate::checkpoint::NodeState {
+        self.process
+            .checkpoints
+            .node(self.node, self.worker, self.peers)
     }
 
     /// The counter `<node>.<what>` of this node (see [`metric_name`]).

@@ -17,6 +17,11 @@ pub struct Plan {
     pub name: String,
     /// The pipeline file's directory.
     pub base_dir: std::path::PathBuf,
+    /// Where state that survives restarts is kept.
+    pub state_dir: std::path::PathBuf,
+    /// How often state is checkpointed while the run goes on (with a replayable
+    /// source; see [`Plan::replayable`]).
+    pub checkpoint_interval: std::time::Duration,
     /// Nodes, inputs before the nodes reading them.
     pub nodes: Vec<PlannedNode>,
 }
@@ -44,6 +49,12 @@ pub struct PlannedNode {
 }
 
 impl Plan {
+    /// Whether some source keeps a log it can replay from a checkpoint's position
+    /// (see [`crate::checkpoint`]): then checkpoints are taken while the run goes on.
+    pub fn replayable(&self) -> bool {
+        self.nodes.iter().any(|n| n.operator.replayable())
+    }
+
     /// Groups of nodes rendered as one operator: nodes of one kind that read the same
     /// inputs and [share an operator](crate::node::Node::shares_operator). For each
     /// node, the other members of its group if it is the first of one (it renders them
@@ -308,6 +319,8 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     Ok(Plan {
         name: spec.name.clone(),
         base_dir: spec.base_dir.clone(),
+        state_dir: spec.state_dir.clone(),
+        checkpoint_interval: spec.checkpoint_interval,
         nodes,
     })
 }

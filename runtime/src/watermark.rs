@@ -68,6 +68,11 @@ impl Watermark {
         self
     }
 
+    /// The watermark as last computed.
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
     /// Note a reading of `sensor` at `event_ms` (ms since the epoch; times before 1970
     /// count as 0), arriving at `now`.
     #[inline]

@@ -28,7 +28,7 @@ use smartgrid_runtime::{
 };
 
 use super::errors::{DeadLetters, ErrorSink};
-use super::operator::{DecodeCounters, DecodeExt, EventClock};
+use super::operator::{DecodeCheckpoint, DecodeCounters, DecodeExt, EventClock};
 use crate::formats::{FormatConfig, PayloadDecoder};
 use crate::io::mqtt::{Publisher, PublisherOptions, Qos};
 
@@ -153,6 +153,8 @@ pub struct DecodeNode {
     /// processes, see `start`) do not knock each other off the broker.
     client_id: String,
     dead_letter_at: smartgrid_runtime::Location,
+    /// The node it reads (for checkpoints: a replayable source's position).
+    source: String,
 }
 
 /// What a decode node holds while it runs: its dead-letter destinations.
@@ -203,6 +205,12 @@ impl Node for DecodeNode {
         let decoder = build_decoder(&common.format, ctx)?;
         let client_id = format!("smartgrid-{}-{}-dead-letters", ctx.pipeline, ctx.node.name);
         Some(DecodeNode {
+            source: ctx
+                .node
+                .inputs
+                .first()
+                .map(|i| i.value.clone())
+                .unwrap_or_default(),
             schema: decoder.schema(),
             decoder: Arc::from(decoder),
             clock: EventClock {
@@ -314,6 +322,10 @@ impl Node for DecodeNode {
             },
             counters,
             errors,
+            Some(DecodeCheckpoint {
+                state: ctx.state(),
+                source: self.source.clone(),
+            }),
         );
         Some(AnyStream::Readings(readings))
     }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smartgrid_runtime::checkpoint::{AT_STOP, NodeState};
 use smartgrid_runtime::liveness::Liveness;
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::operator::{Messages, Readings, Time};
@@ -60,7 +61,32 @@ pub trait DecodeExt<'s> {
         clock: EventClock,
         counters: DecodeCounters,
         errors: ErrorSink,
+        checkpoint: Option<DecodeCheckpoint>,
     ) -> Readings<'s>;
+}
+
+/// A decode node's part in the checkpoints (see `smartgrid_runtime::checkpoint`):
+/// decode is where event time starts, so it announces them.
+#[derive(Debug)]
+pub struct DecodeCheckpoint {
+    /// This node's handle.
+    pub state: NodeState,
+    /// The node it reads from: a replayable source's position goes with each part.
+    pub source: String,
+}
+
+/// What the saved watermark means; a different one is not restored.
+const STATE_FINGERPRINT: &str = "decode watermark v1";
+
+/// The largest watermark the previous run's workers saved (0 if none).
+fn restored_watermark(state: Option<&NodeState>) -> u64 {
+    state
+        .map(|s| s.restored(STATE_FINGERPRINT))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|part| Some(u64::from_le_bytes(part.get(..8)?.try_into().ok()?)))
+        .max()
+        .unwrap_or(0)
 }
 
 impl<'s> DecodeExt<'s> for Messages<'s> {
@@ -71,6 +97,7 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
         clock: EventClock,
         counters: DecodeCounters,
         mut errors: ErrorSink,
+        mut checkpoint: Option<DecodeCheckpoint>,
     ) -> Readings<'s> {
         let scope = self.scope();
         let mut builder = OperatorBuilder::new(name.to_owned(), scope);
@@ -84,7 +111,10 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
             let mut capability = capabilities.pop();
             // A sensor more than `max_future` behind the others is not waited for: the
             // same bound on a wrong clock either way.
-            let mut watermark = Watermark::new(clock.delay, clock.idle, clock.max_future);
+            // Restored, so a reading redelivered after a restart for a window already
+            // emitted is late (a correction), not a new window of one reading.
+            let mut watermark = Watermark::new(clock.delay, clock.idle, clock.max_future)
+                .resume_at(restored_watermark(checkpoint.as_ref().map(|c| &c.state)));
             let max_future_ms = i64::try_from(clock.max_future.as_millis()).unwrap_or(i64::MAX);
             move |frontiers| {
                 let now = Instant::now();
@@ -126,13 +156,27 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                 counters.readings.add(decoded);
                 counters.skipped.add(skipped);
                 if frontiers[0].is_empty() {
-                    // Every source is done: release time so windows flush.
+                    if let Some(c) = checkpoint.as_mut() {
+                        if c.state.keeps_on_stop() {
+                            let mark = watermark.current().to_le_bytes();
+                            let source = Some(c.source.as_str());
+                            c.state
+                                .take_with_position(AT_STOP, STATE_FINGERPRINT, &mark, source);
+                        } else {
+                            c.state.finished();
+                        }
+                    }
+                    // Every source is done: release time so windows flush (or, on a
+                    // stop that keeps state, save themselves).
                     capability = None;
                     errors.flush();
                 } else if let Some(cap) = capability.as_mut() {
                     let mark = watermark.at(now, clock.liveness.live_since());
                     if mark > *cap.time() {
                         cap.downgrade(&mark);
+                        if let Some(c) = checkpoint.as_mut() {
+                            checkpoint_at(c, mark, now);
+                        }
                     }
                     activator.activate_after(watermark.recheck_after());
                     errors.tick(now);
@@ -140,5 +184,17 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
             }
         });
         stream
+    }
+}
+
+/// After moving the capability to `mark` (nothing was sent at `mark` yet): announce a
+/// checkpoint there if one is due, and take every announced one `mark` has passed.
+/// Everything decoded so far went out before them, with the source's position now.
+fn checkpoint_at(c: &mut DecodeCheckpoint, mark: u64, now: Instant) {
+    c.state.announce(mark, now);
+    while let Some(time) = c.state.barrier().filter(|&t| t <= mark) {
+        let body = mark.to_le_bytes();
+        c.state
+            .take_with_position(time, STATE_FINGERPRINT, &body, Some(c.source.as_str()));
     }
 }

@@ -48,6 +48,12 @@ pub struct PipelineSpec {
     pub base_dir: PathBuf,
     /// The `pipeline:` name (defaults to the file stem).
     pub name: String,
+    /// Where state that survives restarts is kept (`state_dir:`, relative to the
+    /// pipeline file; default `.smartgrid/state/<pipeline>`).
+    pub state_dir: PathBuf,
+    /// How often state is checkpointed while the run goes on, when a source keeps a
+    /// write-ahead log (`checkpoint_interval:`, default `10s`).
+    pub checkpoint_interval: std::time::Duration,
     /// The nodes, in file order.
     pub nodes: Vec<NodeSpec>,
 }

@@ -380,8 +380,11 @@ fn count_nodes(node: &Node) -> usize {
     }
 }
 
+/// How often state is checkpointed while a pipeline with a write-ahead log runs.
+const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The keys allowed at the top of a pipeline file.
-const TOP_KEYS: [&str; 2] = ["pipeline", "nodes"];
+const TOP_KEYS: [&str; 4] = ["pipeline", "state_dir", "checkpoint_interval", "nodes"];
 
 fn valid_keys_hint(word: &str, valid: &[&str]) -> String {
     let list = valid.join(", ");
@@ -449,6 +452,8 @@ pub(crate) fn parse_pipeline(
     let (root, mut problems) = parse_tree(text).map_err(in_file)?;
 
     let mut name = None;
+    let mut state_dir = None;
+    let mut checkpoint_interval = None;
     let mut nodes_node = None;
     match &root.value {
         NodeValue::Mapping(entries) => {
@@ -466,6 +471,30 @@ pub(crate) fn parse_pipeline(
                         ),
                         Err(d) => problems.push(d),
                     },
+                    "state_dir" => match string_value(value, &env, "`state_dir`") {
+                        Ok(dir) => state_dir = Some(PathBuf::from(dir.value)),
+                        Err(d) => problems.push(d),
+                    },
+                    "checkpoint_interval" => {
+                        match string_value(value, &env, "`checkpoint_interval`") {
+                            Ok(text) => match text.value.parse::<super::Duration>() {
+                                Ok(d) if !d.0.is_zero() && d.0.as_secs() <= 86_400 => {
+                                    checkpoint_interval = Some(d.0);
+                                }
+                                Ok(_) => problems.push(
+                                    Diagnostic::new(
+                                        text.at,
+                                        "`checkpoint_interval` is out of range",
+                                    )
+                                    .hint("use a duration from 1ms to 24h, e.g. `10s`"),
+                                ),
+                                Err(e) => {
+                                    problems.push(Diagnostic::new(text.at, e.message).hint(e.hint))
+                                }
+                            },
+                            Err(d) => problems.push(d),
+                        }
+                    }
                     "nodes" => nodes_node = Some((key, value)),
                     other => problems.push(
                         Diagnostic::new(key.at, format!("unknown top-level key `{other}`"))
@@ -541,10 +570,15 @@ pub(crate) fn parse_pipeline(
             "pipeline".to_owned()
         }
     });
+    // Per pipeline, so two pipelines in one folder keep apart.
+    let state_dir = base_dir
+        .join(state_dir.unwrap_or_else(|| Path::new(".smartgrid").join("state").join(&name)));
     Ok(PipelineSpec {
         file: file.to_owned(),
         base_dir,
         name,
+        state_dir,
+        checkpoint_interval: checkpoint_interval.unwrap_or(DEFAULT_CHECKPOINT_INTERVAL),
         nodes,
     })
 }

@@ -194,7 +194,7 @@ nodes:
                 1,
                 None,
                 m("unknown top-level key `pipline`"),
-                Some(m("did you mean `pipeline`? valid keys: pipeline, nodes"))
+                Some(m("did you mean `pipeline`? valid keys: pipeline, state_dir, checkpoint_interval, nodes"))
             ),
             (
                 3,

@@ -1,0 +1,488 @@
+//! Checkpoints: operator state that survives a stop, a restart and a crash.
+//!
+//! A checkpoint is a *cut* of the dataflow at a timely time `T`: every stateful node
+//! saves its state for exactly the records before `T`, and every replayable source
+//! (an `mqtt` source with a write-ahead log) the log position of the first message
+//! that was not yet decoded. After a crash, the next run restores the parts and
+//! replays the log from there: the outputs equal an uninterrupted run's.
+//!
+//! How the cut is made (the aligned-barrier idea of Chandy–Lamport and Flink, with
+//! timely's frontiers as the barriers):
+//! 1. `decode` is where event time starts. Every `interval` it *announces* a
+//!    checkpoint at the time it moves its capability to, `T`, after it has decoded
+//!    everything its source emitted so far, and saves its part with that position.
+//!    What it decodes afterwards goes out at `T` or later.
+//! 2. Every other participant holds back input at `T` or later ([`NodeState::holds`])
+//!    until its input frontier has passed `T` ([`NodeState::due`]); then everything
+//!    before `T` is in, and it saves its part ([`NodeState::take`]) before it goes on.
+//!    A sink saves once what came before `T` is durable.
+//! 3. When every participant has saved its part, the checkpoint is written (aside,
+//!    synced, renamed into place) and the sources may drop their log before the
+//!    positions.
+//!
+//! On SIGINT/SIGTERM each participant saves its state once its input has ended
+//! ([`NodeState::keeps_on_stop`]), at [`AT_STOP`], instead of flushing it: a window
+//! that spans the restart is emitted once, by the next run, with all its readings.
+//!
+//! Without a replayable source there are no periodic checkpoints (nothing could
+//! replay what came after one), and the checkpoint a run starts from is consumed: a
+//! crash later does not apply it a second time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use timely::progress::frontier::AntichainRef;
+
+use crate::operator::Time;
+use crate::record::SensorId;
+use crate::shutdown::Shutdown;
+use crate::state::{Checkpoint, StateError, StateStore};
+
+/// The time of a checkpoint taken when the run stops: after every record.
+pub const AT_STOP: Time = Time::MAX;
+
+/// How a stop ends the run for its stateful nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStop {
+    /// Keep open state in a checkpoint for the next run (the default).
+    Checkpoint,
+    /// Flush everything now and keep nothing (`smartgrid run --drain`).
+    Drain,
+}
+
+type Key = (String, usize);
+type OnCommit = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The process's checkpoints: what the previous run left, and the cuts of this one.
+pub struct Checkpoints {
+    store: Option<StateStore>,
+    on_stop: OnStop,
+    interval: Option<Duration>,
+    restored: Checkpoint,
+    stop: Shutdown,
+    /// The latest announced time (0: none yet), read without the lock.
+    announced: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    participants: BTreeSet<Key>,
+    pending: BTreeMap<Time, Pending>,
+    last_announced: Option<Instant>,
+    committed: Option<Time>,
+    /// Replayable sources: the position after the last message each emitted.
+    sources: BTreeMap<String, Arc<AtomicU64>>,
+    on_commit: Vec<(String, OnCommit)>,
+    written: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    parts: BTreeMap<Key, Vec<u8>>,
+    positions: BTreeMap<String, u64>,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("dir", &self.store.as_ref().map(StateStore::dir))
+            .field("on_stop", &self.on_stop)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoints {
+    /// Checkpoints kept in `store`: taken every `interval` (`None`: only at a stop),
+    /// restoring the one the previous run left. `stop` is the run's stop flag.
+    pub fn new(
+        store: StateStore,
+        on_stop: OnStop,
+        interval: Option<Duration>,
+        stop: Shutdown,
+    ) -> Result<Self, StateError> {
+        let restored = store.load().unwrap_or_default();
+        if interval.is_none() && !restored.parts.is_empty() {
+            // Nothing replays what follows it: restore it once only.
+            store.clear()?;
+        }
+        Ok(Checkpoints {
+            store: Some(store),
+            on_stop,
+            interval,
+            restored,
+            stop,
+            announced: AtomicU64::new(0),
+            inner: Mutex::default(),
+        })
+    }
+
+    /// No state directory: nothing is restored or kept (tests, benchmarks).
+    pub fn disabled() -> Self {
+        Checkpoints {
+            store: None,
+            on_stop: OnStop::Drain,
+            interval: None,
+            restored: Checkpoint::default(),
+            stop: Shutdown::new(),
+            announced: AtomicU64::new(0),
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Worker `worker`'s (of `peers`) handle for node `node`, taking part in every
+    /// checkpoint from now on until it is [finished](NodeState::finished).
+    pub fn node(self: &Arc<Self>, node: &str, worker: usize, peers: usize) -> NodeState {
+        if self.store.is_some() {
+            self.lock().participants.insert((node.to_string(), worker));
+        }
+        NodeState {
+            checkpoints: Arc::clone(self),
+            node: node.into(),
+            worker,
+            peers,
+            taken: self.lock().committed.unwrap_or(0),
+        }
+    }
+
+    /// A replayable source's handle: where to replay from, and where it has got to.
+    pub fn source(self: &Arc<Self>, node: &str) -> SourceLog {
+        let position = Arc::new(AtomicU64::new(0));
+        self.lock()
+            .sources
+            .insert(node.to_string(), Arc::clone(&position));
+        SourceLog {
+            checkpoints: Arc::clone(self),
+            node: node.into(),
+            position,
+        }
+    }
+
+    /// Whether checkpoints are taken while the run goes on.
+    pub fn periodic(&self) -> bool {
+        self.store.is_some() && self.interval.is_some()
+    }
+
+    /// Bytes of checkpoints written so far.
+    pub fn written(&self) -> u64 {
+        self.lock().written
+    }
+
+    /// After every worker and sink has stopped: writes what the nodes saved at the
+    /// stop as the checkpoint for the next run, or, after a drain or the end of the
+    /// input, leaves none. Returns the bytes written.
+    pub fn commit_at_stop(&self) -> Result<usize, StateError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let stopping = self.on_stop == OnStop::Checkpoint && self.stop.is_triggered();
+        let mut inner = self.lock();
+        let pending = inner.pending.remove(&AT_STOP).unwrap_or_default();
+        if !stopping || pending.parts.is_empty() {
+            drop(inner);
+            store.clear()?;
+            return Ok(0);
+        }
+        let mut positions = pending.positions;
+        for (source, at) in &inner.sources {
+            positions.insert(source.clone(), at.load(Ordering::Acquire));
+        }
+        let bytes = store.write(AT_STOP, &positions, &pending.parts)?;
+        inner.written += bytes as u64;
+        Ok(bytes)
+    }
+
+    /// Records `part` of `key` for the checkpoint at `time`; writes the checkpoint
+    /// when it was the last one missing.
+    fn take(&self, key: Key, time: Time, part: Vec<u8>, positions: BTreeMap<String, u64>) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut inner = self.lock();
+        let pending = inner.pending.entry(time).or_default();
+        pending.parts.insert(key, part);
+        pending.positions.extend(positions);
+        if time == AT_STOP {
+            return;
+        }
+        let complete = inner
+            .participants
+            .iter()
+            .all(|k| inner.pending[&time].parts.contains_key(k));
+        if complete {
+            self.write(store, &mut inner, time);
+        }
+    }
+
+    fn write(&self, store: &StateStore, inner: &mut Inner, time: Time) {
+        let Some(pending) = inner.pending.remove(&time) else {
+            return;
+        };
+        let started = Instant::now();
+        match store.write(time, &pending.positions, &pending.parts) {
+            Ok(bytes) => {
+                inner.written += bytes as u64;
+                inner.committed = Some(time);
+                inner.pending.retain(|&t, _| t > time);
+                tracing::debug!(
+                    time,
+                    bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint written"
+                );
+                for (source, on_commit) in &inner.on_commit {
+                    if let Some(&at) = pending.positions.get(source) {
+                        on_commit(at);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot write the checkpoint (the previous one stays): {e}"),
+        }
+    }
+
+    /// A participant that will take part no more: pending checkpoints no longer wait
+    /// for it.
+    fn leave(&self, key: &Key) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut inner = self.lock();
+        inner.participants.remove(key);
+        let complete: Vec<Time> = inner
+            .pending
+            .iter()
+            .filter(|&(&t, p)| {
+                t != AT_STOP && inner.participants.iter().all(|k| p.parts.contains_key(k))
+            })
+            .map(|(&t, _)| t)
+            .collect();
+        for time in complete {
+            self.write(store, &mut inner, time);
+        }
+    }
+
+    /// The position `source` has got to.
+    fn position(&self, source: &str) -> Option<u64> {
+        self.lock()
+            .sources
+            .get(source)
+            .map(|p| p.load(Ordering::Acquire))
+    }
+
+    /// The lowest checkpoint after `taken` not yet written.
+    fn next_after(&self, taken: Time) -> Option<Time> {
+        if self.announced.load(Ordering::Acquire) <= taken {
+            return None;
+        }
+        let inner = self.lock();
+        inner
+            .pending
+            .keys()
+            .copied()
+            .find(|&t| t > taken && t != AT_STOP)
+    }
+}
+
+/// One node's part in the checkpoints, on one worker. Owned and `Send`, so a timely
+/// operator can keep it and a sink can pass it to its writer thread.
+#[derive(Clone)]
+pub struct NodeState {
+    checkpoints: Arc<Checkpoints>,
+    node: Arc<str>,
+    worker: usize,
+    peers: usize,
+    taken: Time,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState")
+            .field("node", &self.node)
+            .field("worker", &self.worker)
+            .field("taken", &self.taken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeState {
+    fn key(&self) -> Key {
+        (self.node.to_string(), self.worker)
+    }
+
+    /// The parts every worker of the previous run saved for this node under the same
+    /// `fingerprint` (what makes the state meaningful: window sizes, fields, …). Parts
+    /// saved under another are discarded with a warning naming the node.
+    pub fn restored(&self, fingerprint: &str) -> Vec<Vec<u8>> {
+        let Some(parts) = self.checkpoints.restored.parts.get(&*self.node) else {
+            return Vec::new();
+        };
+        let mut kept = Vec::new();
+        for part in parts {
+            match split_fingerprint(part) {
+                Some((saved, body)) if saved == fingerprint => kept.push(body.to_vec()),
+                other => {
+                    if self.worker == 0 {
+                        let why = other.map_or_else(
+                            || "it is damaged".to_string(),
+                            |(saved, _)| {
+                                format!(
+                                    "it was written for `{saved}`, the node is now `{fingerprint}`"
+                                )
+                            },
+                        );
+                        tracing::warn!(node = %self.node, "the saved state is not restored: {why}");
+                    }
+                    return Vec::new();
+                }
+            }
+        }
+        kept
+    }
+
+    /// The time of the checkpoint restored (`None`: none; [`AT_STOP`]: a stop's).
+    pub fn restored_time(&self) -> Option<Time> {
+        (!self.checkpoints.restored.parts.is_empty()).then_some(self.checkpoints.restored.time)
+    }
+
+    /// Whether `sensor`'s state belongs to this worker: the worker the exchange by
+    /// sensor sends its readings to.
+    pub fn owns(&self, sensor: SensorId) -> bool {
+        (sensor.route_hash() % self.peers.max(1) as u64) as usize == self.worker
+    }
+
+    /// Whether the input that has just ended ended for a stop that keeps state for
+    /// the next run (SIGINT/SIGTERM, `--for`, without `--drain`): then save, do not
+    /// flush. The input of a finite source ends without a stop, and everything flushes.
+    pub fn keeps_on_stop(&self) -> bool {
+        self.checkpoints.store.is_some()
+            && self.checkpoints.on_stop == OnStop::Checkpoint
+            && self.checkpoints.stop.is_triggered()
+    }
+
+    /// The next checkpoint this participant has to take, if one was announced.
+    pub fn barrier(&self) -> Option<Time> {
+        self.checkpoints.next_after(self.taken)
+    }
+
+    /// Whether input at `time` must wait: it is at or after the next checkpoint.
+    #[inline]
+    pub fn holds(&self, time: Time) -> bool {
+        self.barrier().is_some_and(|t| time >= t)
+    }
+
+    /// The checkpoint to take now: the next one, once `frontier` has passed it (every
+    /// record before it is in).
+    pub fn due(&self, frontier: AntichainRef<'_, Time>) -> Option<Time> {
+        self.barrier().filter(|t| !frontier.less_than(t))
+    }
+
+    /// Save this participant's part of the checkpoint at `time` ([`AT_STOP`] at a
+    /// stop). State that is not keyed by sensor is restored by worker 0 alone.
+    pub fn take(&mut self, time: Time, fingerprint: &str, body: &[u8]) {
+        self.take_with_position(time, fingerprint, body, None);
+    }
+
+    /// [`take`](Self::take), recording where `source` (a replayable source this node
+    /// reads) has got to: the next run replays it from there.
+    pub fn take_with_position(
+        &mut self,
+        time: Time,
+        fingerprint: &str,
+        body: &[u8],
+        source: Option<&str>,
+    ) {
+        let mut part = Vec::with_capacity(4 + fingerprint.len() + body.len());
+        part.extend_from_slice(&(fingerprint.len() as u32).to_le_bytes());
+        part.extend_from_slice(fingerprint.as_bytes());
+        part.extend_from_slice(body);
+        let positions = source
+            .and_then(|s| Some((s.to_string(), self.checkpoints.position(s)?)))
+            .into_iter()
+            .collect();
+        self.taken = self.taken.max(time);
+        self.checkpoints.take(self.key(), time, part, positions);
+    }
+
+    /// Announce a checkpoint at `time`, if the interval has passed since the last one.
+    /// Called by the node where event time starts (`decode`) as its capability moves
+    /// to `time`, before it sends anything at `time`; it then takes its own part.
+    pub fn announce(&self, time: Time, now: Instant) -> bool {
+        let checkpoints = &self.checkpoints;
+        let Some(interval) = checkpoints.interval.filter(|_| checkpoints.store.is_some()) else {
+            return false;
+        };
+        let mut inner = checkpoints.lock();
+        if inner
+            .last_announced
+            .is_some_and(|last| now.saturating_duration_since(last) < interval)
+            || time <= checkpoints.announced.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        if inner.last_announced.is_none() {
+            // The first interval starts now, not at the first look.
+            inner.last_announced = Some(now);
+            return false;
+        }
+        inner.last_announced = Some(now);
+        inner.pending.entry(time).or_default();
+        checkpoints.announced.store(time, Ordering::Release);
+        true
+    }
+
+    /// This participant's input has ended without a stop that keeps state: no
+    /// checkpoint waits for it any more.
+    pub fn finished(&self) {
+        self.checkpoints.leave(&self.key());
+    }
+}
+
+/// A replayable source's handle on the checkpoints.
+#[derive(Clone)]
+pub struct SourceLog {
+    checkpoints: Arc<Checkpoints>,
+    node: Arc<str>,
+    position: Arc<AtomicU64>,
+}
+
+impl SourceLog {
+    /// Where the previous run's checkpoint says to replay from (`None`: no
+    /// checkpoint; replay the whole log).
+    pub fn replay_from(&self) -> Option<u64> {
+        self.checkpoints
+            .restored
+            .positions
+            .get(&*self.node)
+            .copied()
+    }
+
+    /// The position after the last message handed to the dataflow.
+    pub fn emitted(&self, position: u64) {
+        self.position.store(position, Ordering::Release);
+    }
+
+    /// Call `truncate` with the position of every checkpoint written: the log before
+    /// it is no longer needed.
+    pub fn on_commit(&self, truncate: impl Fn(u64) + Send + Sync + 'static) {
+        self.checkpoints
+            .lock()
+            .on_commit
+            .push((self.node.to_string(), Arc::new(truncate)));
+    }
+}
+
+fn split_fingerprint(part: &[u8]) -> Option<(&str, &[u8])> {
+    let len = u32::from_le_bytes(part.get(..4)?.try_into().ok()?) as usize;
+    let fingerprint = std::str::from_utf8(part.get(4..4 + len)?).ok()?;
+    Some((fingerprint, &part[4 + len..]))
+}
+
+#[cfg(test)]
+mod tests;

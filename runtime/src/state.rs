@@ -1,0 +1,316 @@
+//! The state directory: checkpoints on disk.
+//!
+//! ```text
+//! <state dir>/p<process>/
+//!     LOCK                         flock held while running: one run per directory
+//!     checkpoint/manifest.json     pipeline, processes, time, source positions, parts
+//!     checkpoint/<node>.<worker>   one part: the node's fingerprint, then its bytes
+//! ```
+//!
+//! A checkpoint is written aside (`checkpoint.tmp/`), every file synced, then renamed
+//! into place: a crash while writing one leaves the previous checkpoint whole.
+//!
+//! What goes into a checkpoint, and when, is [`crate::checkpoint`]'s business.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::operator::Time;
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another run holds the directory.
+    #[error(
+        "state directory {} is in use by another run (it holds {}/LOCK); give each run its own `state_dir`",
+        dir.display(),
+        dir.display()
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn io_err<'p>(
+    what: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> StateError + 'p {
+    move |source| StateError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    pipeline: String,
+    processes: usize,
+    /// The checkpoint's timely time: every part holds its node's state for exactly
+    /// the records before it (`u64::MAX`: taken at a stop, after everything).
+    time: Time,
+    /// Per replayable source, the log position to replay from.
+    positions: BTreeMap<String, u64>,
+    /// `(node, worker)` of every part.
+    parts: Vec<(String, usize)>,
+}
+
+/// A checkpoint: its time, the sources' positions, and each node's parts.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    /// See [`crate::checkpoint`]; `u64::MAX` for one taken at a stop.
+    pub time: Time,
+    /// Per replayable source, the log position to replay from.
+    pub positions: BTreeMap<String, u64>,
+    /// Parts by node, in worker order.
+    pub parts: HashMap<String, Vec<Vec<u8>>>,
+}
+
+/// One process's state directory, claimed for the run.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    pipeline: String,
+    processes: usize,
+    _lock: File,
+}
+
+impl StateStore {
+    /// Claims `dir` for process `process` of `processes` of pipeline `pipeline`.
+    pub fn open(
+        dir: &Path,
+        pipeline: &str,
+        process: usize,
+        processes: usize,
+    ) -> Result<Self, StateError> {
+        let dir = dir.join(format!("p{process}"));
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StateError::Locked { dir }),
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
+        Ok(StateStore {
+            dir,
+            pipeline: pipeline.to_string(),
+            processes,
+            _lock: lock,
+        })
+    }
+
+    /// The directory of this process.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The latest checkpoint (`checkpoint/`, or `checkpoint.old/` left by a crash
+    /// between two renames), if one was written by this pipeline with as many
+    /// processes; another is discarded with a warning.
+    pub fn load(&self) -> Option<Checkpoint> {
+        let current = self.dir.join("checkpoint");
+        let old = self.dir.join("checkpoint.old");
+        let source = [current, old]
+            .into_iter()
+            .find(|d| d.join("manifest.json").exists())?;
+        match self.read(&source) {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                tracing::warn!(
+                    "the checkpoint in {} is unreadable and is ignored: {e}",
+                    source.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn read(&self, dir: &Path) -> Result<Option<Checkpoint>, StateError> {
+        let path = dir.join("manifest.json");
+        let text = fs::read_to_string(&path).map_err(io_err("read", &path))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| io_err("parse", &path)(std::io::Error::other(e)))?;
+        if manifest.pipeline != self.pipeline || manifest.processes != self.processes {
+            tracing::warn!(
+                "the checkpoint in {} was written by pipeline `{}` with {} process(es); this run is `{}` with {}: it is not restored",
+                dir.display(),
+                manifest.pipeline,
+                manifest.processes,
+                self.pipeline,
+                self.processes
+            );
+            return Ok(None);
+        }
+        let mut parts: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for (node, worker) in manifest.parts {
+            let path = dir.join(format!("{node}.{worker}"));
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err("read", &path))?;
+            parts.entry(node).or_default().push(bytes);
+        }
+        Ok(Some(Checkpoint {
+            time: manifest.time,
+            positions: manifest.positions,
+            parts,
+        }))
+    }
+
+    /// Writes a checkpoint in place of the previous one; returns its size in bytes.
+    pub fn write(
+        &self,
+        time: Time,
+        positions: &BTreeMap<String, u64>,
+        parts: &BTreeMap<(String, usize), Vec<u8>>,
+    ) -> Result<usize, StateError> {
+        let tmp = self.dir.join("checkpoint.tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+        let mut bytes = 0;
+        for ((node, worker), part) in parts {
+            write_synced(&tmp.join(format!("{node}.{worker}")), part)?;
+            bytes += part.len();
+        }
+        let manifest = Manifest {
+            pipeline: self.pipeline.clone(),
+            processes: self.processes,
+            time,
+            positions: positions.clone(),
+            parts: parts.keys().cloned().collect(),
+        };
+        let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
+        write_synced(&tmp.join("manifest.json"), text.as_bytes())?;
+        sync_dir(&tmp);
+        let current = self.dir.join("checkpoint");
+        let old = self.dir.join("checkpoint.old");
+        let _ = fs::remove_dir_all(&old);
+        if current.exists() {
+            fs::rename(&current, &old).map_err(io_err("move aside", &current))?;
+        }
+        fs::rename(&tmp, &current).map_err(io_err("rename into place", &tmp))?;
+        sync_dir(&self.dir);
+        let _ = fs::remove_dir_all(&old);
+        Ok(bytes)
+    }
+
+    /// Removes the checkpoint (a drained run leaves nothing to restore).
+    pub fn clear(&self) -> Result<(), StateError> {
+        for name in ["checkpoint", "checkpoint.old", "checkpoint.tmp"] {
+            let dir = self.dir.join(name);
+            if dir.exists() {
+                fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            }
+        }
+        sync_dir(&self.dir);
+        Ok(())
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let mut file = File::create(path).map_err(io_err("create", path))?;
+    file.write_all(bytes).map_err(io_err("write", path))?;
+    file.sync_all().map_err(io_err("sync", path))
+}
+
+/// Makes renames in `dir` durable (best effort: not every filesystem allows it).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(items: &[(&str, usize, &[u8])]) -> BTreeMap<(String, usize), Vec<u8>> {
+        items
+            .iter()
+            .map(|(n, w, b)| ((n.to_string(), *w), b.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_replaces_the_previous_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path(), "p", 0, 1).expect("open");
+        assert!(store.load().is_none());
+        let positions = BTreeMap::from([("meters".to_string(), 42)]);
+        store
+            .write(
+                1_000,
+                &positions,
+                &parts(&[("means", 0, b"a"), ("means", 1, b"b")]),
+            )
+            .expect("write");
+        store
+            .write(2_000, &positions, &parts(&[("means", 0, b"c")]))
+            .expect("write");
+        let loaded = store.load().expect("a checkpoint");
+        assert_eq!(loaded.time, 2_000);
+        assert_eq!(loaded.positions, positions);
+        assert_eq!(loaded.parts["means"], vec![b"c".to_vec()]);
+        store.clear().expect("clear");
+        assert!(store.load().is_none());
+    }
+
+    #[test]
+    fn a_checkpoint_left_aside_by_a_crash_is_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path(), "p", 0, 1).expect("open");
+        store
+            .write(7, &BTreeMap::new(), &parts(&[("w", 0, b"x")]))
+            .expect("write");
+        // A crash between "move the current one aside" and "rename the new one in".
+        fs::rename(
+            store.dir().join("checkpoint"),
+            store.dir().join("checkpoint.old"),
+        )
+        .expect("rename");
+        fs::create_dir_all(store.dir().join("checkpoint.tmp")).expect("a torn new one");
+        assert_eq!(store.load().expect("the old one").time, 7);
+    }
+
+    #[test]
+    fn a_directory_serves_one_run_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = StateStore::open(dir.path(), "p", 0, 1).expect("open");
+        let second = StateStore::open(dir.path(), "p", 0, 1);
+        assert!(matches!(second, Err(StateError::Locked { .. })));
+    }
+
+    #[test]
+    fn another_pipeline_s_checkpoint_is_not_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = StateStore::open(dir.path(), "a", 0, 1).expect("open");
+            store
+                .write(1, &BTreeMap::new(), &parts(&[("w", 0, b"x")]))
+                .expect("write");
+        }
+        let store = StateStore::open(dir.path(), "b", 0, 1).expect("open");
+        assert!(store.load().is_none());
+    }
+}
