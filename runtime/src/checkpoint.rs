@@ -40,6 +40,9 @@ use crate::record::SensorId;
 use crate::shutdown::Shutdown;
 use crate::state::{Checkpoint, StateError, StateStore};
 
+mod held;
+pub use held::Held;
+
 /// The time of a checkpoint taken when the run stops: after every record.
 pub const AT_STOP: Time = Time::MAX;
 

@@ -194,7 +194,9 @@ nodes:
                 1,
                 None,
                 m("unknown top-level key `pipline`"),
-                Some(m("did you mean `pipeline`? valid keys: pipeline, state_dir, checkpoint_interval, nodes"))
+                Some(m(
+                    "did you mean `pipeline`? valid keys: pipeline, state_dir, checkpoint_interval, nodes"
+                ))
             ),
             (
                 3,
