@@ -272,11 +272,14 @@ impl Node for CompareNode {
             over: ctx.counter("over_threshold"),
             expired: ctx.counter("expired"),
         };
-        Some(AnyStream::Readings(predictions.compare_with_lag(
-            actuals,
-            self.comparison.clone(),
-            counters,
-            ctx.node,
-        )))
+        Some(AnyStream::Readings(
+            predictions.compare_with_lag_checkpointed(
+                actuals,
+                self.comparison.clone(),
+                counters,
+                ctx.node,
+                Some(ctx.state()),
+            ),
+        ))
     }
 }

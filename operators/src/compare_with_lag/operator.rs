@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+use smartgrid_runtime::checkpoint::{AT_STOP, Held, NodeState};
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::operator::{Readings, Time};
 use smartgrid_runtime::{Reading, Row, SensorId};
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::progress::frontier::AntichainRef;
 
@@ -99,6 +102,17 @@ pub trait CompareWithLagExt<'s> {
         counters: CompareCounters,
         name: &str,
     ) -> Readings<'s>;
+
+    /// [`compare_with_lag`](Self::compare_with_lag), keeping what waits to be joined in
+    /// the checkpoints of `state` (see `smartgrid_runtime::checkpoint`).
+    fn compare_with_lag_checkpointed(
+        self,
+        actuals: Readings<'s>,
+        comparison: Comparison,
+        counters: CompareCounters,
+        name: &str,
+        state: Option<NodeState>,
+    ) -> Readings<'s>;
 }
 
 /// One sensor-time key; `BTreeMap` order makes expiry a walk from the front.
@@ -112,73 +126,207 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
         counters: CompareCounters,
         name: &str,
     ) -> Readings<'s> {
+        self.compare_with_lag_checkpointed(actuals, comparison, counters, name, None)
+    }
+
+    fn compare_with_lag_checkpointed(
+        self,
+        actuals: Readings<'s>,
+        comparison: Comparison,
+        counters: CompareCounters,
+        name: &str,
+        mut state: Option<NodeState>,
+    ) -> Readings<'s> {
+        const FINGERPRINT: &str = "compare_with_lag v1";
         self.binary_frontier(
             actuals,
             Pipeline,
             Pipeline,
             name,
             move |_capability, _info| {
-                let mut waiting: BTreeMap<Key, Reading> = BTreeMap::new();
-                let mut early_actuals: BTreeMap<Key, f64> = BTreeMap::new();
+                let mut join = Join::restore(state.as_ref(), FINGERPRINT);
+                let mut held_predictions: Held<Capability<Time>, Reading> = Held::default();
+                let mut held_actuals: Held<Capability<Time>, Reading> = Held::default();
                 let c = comparison;
                 move |(predictions, prediction_frontier), (actuals, actual_frontier), output| {
-                    let (mut compared, mut over) = (0, 0);
-                    let at_target = c.prediction[1];
+                    let mut tally = Tally::default();
+                    let holds = |time: Time| state.as_ref().is_some_and(|s| s.holds(time));
                     predictions.for_each(|capability, data| {
+                        let Some(&time) = capability.least() else {
+                            return;
+                        };
+                        if holds(time) {
+                            if let Some(cap) = capability.retain_least(0) {
+                                held_predictions.hold(time, cap, std::mem::take(data));
+                            }
+                            return;
+                        }
                         let mut session = output.session(&capability);
                         for p in data.drain(..) {
-                            let target =
-                                p.values.get(at_target).copied().unwrap_or(f64::NAN) as i64;
-                            let key = (target, p.sensor);
-                            match early_actuals.remove(&key) {
-                                Some(actual) => {
-                                    compared += 1;
-                                    session.give_iterator(
-                                        c.compare(&p, actual, &mut over).into_iter(),
-                                    );
-                                }
-                                None => {
-                                    waiting.insert(key, p);
-                                }
-                            }
+                            join.prediction(&c, p, &mut tally, |r| session.give(r));
                         }
                     });
                     actuals.for_each(|capability, data| {
+                        let Some(&time) = capability.least() else {
+                            return;
+                        };
+                        if holds(time) {
+                            if let Some(cap) = capability.retain_least(0) {
+                                held_actuals.hold(time, cap, std::mem::take(data));
+                            }
+                            return;
+                        }
                         let mut session = output.session(&capability);
                         for a in data.drain(..) {
-                            let actual: f64 = c
-                                .actual
-                                .iter()
-                                .map(|&i| a.values.get(i).copied().unwrap_or(f64::NAN))
-                                .sum();
-                            let key = (a.time_ms, a.sensor);
-                            match waiting.remove(&key) {
-                                Some(p) => {
-                                    compared += 1;
-                                    session.give_iterator(
-                                        c.compare(&p, actual, &mut over).into_iter(),
-                                    );
+                            join.actual(&c, a, &mut tally, |r| session.give(r));
+                        }
+                    });
+                    let mut kept = false;
+                    if let Some(state) = state.as_mut() {
+                        let frontiers =
+                            [prediction_frontier.frontier(), actual_frontier.frontier()];
+                        while let Some(time) = state
+                            .barrier()
+                            .filter(|t| frontiers.iter().all(|f| !f.less_than(t)))
+                        {
+                            state.take(time, FINGERPRINT, &join.save());
+                            for (_, cap, data) in held_predictions.release(state) {
+                                let mut session = output.session(&cap);
+                                for p in data {
+                                    join.prediction(&c, p, &mut tally, |r| session.give(r));
                                 }
-                                None => {
-                                    early_actuals.insert(key, actual);
+                            }
+                            for (_, cap, data) in held_actuals.release(state) {
+                                let mut session = output.session(&cap);
+                                for a in data {
+                                    join.actual(&c, a, &mut tally, |r| session.give(r));
                                 }
                             }
                         }
-                    });
-                    counters.compared.add(compared);
-                    counters.over.add(over);
+                        if frontiers.iter().all(|f| f.is_empty()) {
+                            if state.keeps_on_stop() {
+                                state.take(AT_STOP, FINGERPRINT, &join.save());
+                                kept = true;
+                            } else {
+                                state.finished();
+                            }
+                        }
+                    }
+                    counters.compared.add(tally.compared);
+                    counters.over.add(tally.over);
+                    if kept {
+                        // Saved for the next run, not expired.
+                        return;
+                    }
                     // Event time the other side can no longer reach: past it, nothing
                     // waiting can be matched.
-                    let expired = expire(&mut waiting, actual_frontier.frontier(), c.timeout_ms);
+                    let expired =
+                        expire(&mut join.waiting, actual_frontier.frontier(), c.timeout_ms);
                     counters.expired.add(expired);
                     expire(
-                        &mut early_actuals,
+                        &mut join.early_actuals,
                         prediction_frontier.frontier(),
                         c.timeout_ms,
                     );
                 }
             },
         )
+    }
+}
+
+/// What one activation counted.
+#[derive(Default)]
+struct Tally {
+    compared: u64,
+    over: u64,
+}
+
+/// The join's state: predictions waiting for their actual, and actuals that came first.
+#[derive(Default, Serialize, Deserialize)]
+struct Join {
+    waiting: BTreeMap<Key, Reading>,
+    early_actuals: BTreeMap<Key, f64>,
+}
+
+impl Join {
+    fn prediction(
+        &mut self,
+        c: &Comparison,
+        p: Reading,
+        tally: &mut Tally,
+        give: impl FnOnce(Reading),
+    ) {
+        let target = p.values.get(c.prediction[1]).copied().unwrap_or(f64::NAN) as i64;
+        let key = (target, p.sensor);
+        match self.early_actuals.remove(&key) {
+            Some(actual) => {
+                tally.compared += 1;
+                if let Some(r) = c.compare(&p, actual, &mut tally.over) {
+                    give(r);
+                }
+            }
+            None => {
+                self.waiting.insert(key, p);
+            }
+        }
+    }
+
+    fn actual(
+        &mut self,
+        c: &Comparison,
+        a: Reading,
+        tally: &mut Tally,
+        give: impl FnOnce(Reading),
+    ) {
+        let actual: f64 = c
+            .actual
+            .iter()
+            .map(|&i| a.values.get(i).copied().unwrap_or(f64::NAN))
+            .sum();
+        let key = (a.time_ms, a.sensor);
+        match self.waiting.remove(&key) {
+            Some(p) => {
+                tally.compared += 1;
+                if let Some(r) = c.compare(&p, actual, &mut tally.over) {
+                    give(r);
+                }
+            }
+            None => {
+                self.early_actuals.insert(key, actual);
+            }
+        }
+    }
+
+    /// What the previous run saved, of the sensors this worker owns.
+    fn restore(state: Option<&NodeState>, fingerprint: &str) -> Self {
+        let mut join = Join::default();
+        let Some(state) = state else {
+            return join;
+        };
+        for part in state.restored(fingerprint) {
+            match bincode::deserialize::<Join>(&part) {
+                Ok(saved) => {
+                    join.waiting.extend(
+                        saved
+                            .waiting
+                            .into_iter()
+                            .filter(|((_, s), _)| state.owns(*s)),
+                    );
+                    join.early_actuals.extend(
+                        saved
+                            .early_actuals
+                            .into_iter()
+                            .filter(|((_, s), _)| state.owns(*s)),
+                    );
+                }
+                Err(e) => tracing::warn!("a saved comparison state is damaged and skipped: {e}"),
+            }
+        }
+        join
+    }
+
+    fn save(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("the join state serializes")
     }
 }
 

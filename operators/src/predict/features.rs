@@ -324,7 +324,7 @@ impl FeaturePlan {
 }
 
 /// One sensor's recent windows, oldest first: what lags read.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct History(VecDeque<(i64, BaseRow)>);
 
 impl History {

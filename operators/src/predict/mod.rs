@@ -231,12 +231,14 @@ impl Node for PredictNode {
         let counters = PredictCounters {
             predictions: ctx.counter("predictions"),
             short_history: ctx.counter("short_history"),
+            corrections: ctx.counter("corrections"),
         };
-        Some(AnyStream::Readings(input.predict(
+        Some(AnyStream::Readings(input.predict_checkpointed(
             self.predictor.clone(),
             Arc::clone(&self.slot),
             counters,
             ctx.node,
+            Some(ctx.state()),
         )))
     }
 }

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smartgrid_runtime::checkpoint::{AT_STOP, Held, NodeState};
 use smartgrid_runtime::metrics::Counter;
-use smartgrid_runtime::operator::Readings;
+use smartgrid_runtime::operator::{Readings, Time};
 use smartgrid_runtime::{Reading, Row, SensorId};
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use super::features::{FeaturePlan, History};
-use super::slot::ModelSlot;
+use super::slot::{LoadedModel, ModelSlot};
 
 /// What a prediction needs besides the model.
 #[derive(Clone, Debug)]
@@ -35,6 +37,9 @@ pub struct PredictCounters {
     pub predictions: Counter,
     /// Windows with too little history to predict from.
     pub short_history: Counter,
+    /// Windows emitted again (late readings merged in): their history is updated, no
+    /// second prediction is made.
+    pub corrections: Counter,
 }
 
 /// Adds `predict` to streams of window means.
@@ -103,6 +108,18 @@ pub trait PredictExt<'s> {
         counters: PredictCounters,
         name: &str,
     ) -> Readings<'s>;
+
+    /// [`predict`](Self::predict), keeping the histories in the checkpoints of `state`
+    /// (see `smartgrid_runtime::checkpoint`): restored at start, so predictions go on
+    /// across a restart without waiting for new lags.
+    fn predict_checkpointed(
+        self,
+        predictor: Predictor,
+        slot: Arc<ModelSlot>,
+        counters: PredictCounters,
+        name: &str,
+        state: Option<NodeState>,
+    ) -> Readings<'s>;
 }
 
 impl<'s> PredictExt<'s> for Readings<'s> {
@@ -113,57 +130,161 @@ impl<'s> PredictExt<'s> for Readings<'s> {
         counters: PredictCounters,
         name: &str,
     ) -> Readings<'s> {
-        let keep = i64::from(predictor.features.max_lag()) * predictor.step_ms;
+        self.predict_checkpointed(predictor, slot, counters, name, None)
+    }
+
+    fn predict_checkpointed(
+        self,
+        predictor: Predictor,
+        slot: Arc<ModelSlot>,
+        counters: PredictCounters,
+        name: &str,
+        mut state: Option<NodeState>,
+    ) -> Readings<'s> {
+        let fingerprint = format!(
+            "predict v1 step={} features={:?}",
+            predictor.step_ms, predictor.features
+        );
         let input = self;
-        input.unary(Pipeline, name, move |_capability, _info| {
-            let mut histories: FxHashMap<SensorId, History> = FxHashMap::default();
-            let mut features = Vec::new();
-            let mut scratch = Vec::new();
-            move |input, output| {
+        input.unary_frontier(Pipeline, name, move |_capability, _info| {
+            let mut histories = Histories::restore(state.as_ref(), &fingerprint);
+            let mut held: Held<Capability<Time>, Reading> = Held::default();
+            move |(input, frontier), output| {
                 // One model per activation: every prediction of a batch names the version
                 // that made it, and a swap lands between batches.
                 let model = slot.current();
-                let version = f64::from(model.version());
-                let (mut made, mut short) = (0, 0);
+                let mut run = Run {
+                    predictor: &predictor,
+                    model: &model,
+                    made: 0,
+                    short: 0,
+                    corrected: 0,
+                };
                 input.for_each(|capability, data| {
-                    let mut session = output.session(&capability);
-                    for reading in data.drain(..) {
-                        let plan = &predictor.features;
-                        let base = plan.base_row(&reading.values);
-                        let history = histories.entry(reading.sensor).or_default();
-                        let t = reading.time_ms;
-                        let missing =
-                            plan.features(t, &base, history, predictor.step_ms, &mut features);
-                        history.insert(t, base, t - keep);
-                        if missing > 0 && !predictor.predict_with_missing_lags {
-                            short += 1;
-                            continue;
+                    let Some(&time) = capability.least() else {
+                        return;
+                    };
+                    if state.as_ref().is_some_and(|s| s.holds(time)) {
+                        if let Some(cap) = capability.retain_least(0) {
+                            held.hold(time, cap, std::mem::take(data));
                         }
-                        let baseline: f64 = predictor
-                            .relative_to
-                            .iter()
-                            .map(|&i| reading.values.get(i).copied().unwrap_or(f64::NAN))
-                            .sum();
-                        let predicted = model.predict(&features, &mut scratch) + baseline;
-                        let target = t.saturating_add(predictor.horizon_ms);
-                        let mut values = Row::new();
-                        values.push(predicted);
-                        values.push(target as f64);
-                        values.push(version);
-                        for &f in &features {
-                            values.push(f);
-                        }
-                        made += 1;
-                        session.give(Reading {
-                            sensor: reading.sensor,
-                            time_ms: t,
-                            values,
-                        });
+                        return;
                     }
+                    let mut session = output.session(&capability);
+                    run.batch(&mut histories, data.drain(..), |r| session.give(r));
                 });
-                counters.predictions.add(made);
-                counters.short_history.add(short);
+                if let Some(state) = state.as_mut() {
+                    while let Some(time) = state.due(frontier.frontier()) {
+                        state.take(time, &fingerprint, &histories.save());
+                        for (_, cap, data) in held.release(state) {
+                            let mut session = output.session(&cap);
+                            run.batch(&mut histories, data.into_iter(), |r| session.give(r));
+                        }
+                    }
+                    if frontier.is_empty() {
+                        if state.keeps_on_stop() {
+                            state.take(AT_STOP, &fingerprint, &histories.save());
+                        } else {
+                            state.finished();
+                        }
+                    }
+                }
+                counters.predictions.add(run.made);
+                counters.short_history.add(run.short);
+                counters.corrections.add(run.corrected);
             }
         })
+    }
+}
+
+/// One activation's predictions.
+struct Run<'a> {
+    predictor: &'a Predictor,
+    model: &'a LoadedModel,
+    made: u64,
+    short: u64,
+    corrected: u64,
+}
+
+impl Run<'_> {
+    fn batch(
+        &mut self,
+        histories: &mut Histories,
+        readings: impl Iterator<Item = Reading>,
+        mut give: impl FnMut(Reading),
+    ) {
+        let predictor = self.predictor;
+        let plan = &predictor.features;
+        let keep = i64::from(plan.max_lag()) * predictor.step_ms;
+        let version = f64::from(self.model.version());
+        for reading in readings {
+            let base = plan.base_row(&reading.values);
+            let history = histories.0.entry(reading.sensor).or_default();
+            let t = reading.time_ms;
+            if history.get(t).is_some() {
+                // A window emitted again with late readings merged in: its lags improve
+                // later predictions, but its own prediction was made (and compared)
+                // already; a second one would double the triplet.
+                history.insert(t, base, t - keep);
+                self.corrected += 1;
+                continue;
+            }
+            let mut features = std::mem::take(&mut histories.1);
+            let missing = plan.features(t, &base, history, predictor.step_ms, &mut features);
+            history.insert(t, base, t - keep);
+            if missing > 0 && !predictor.predict_with_missing_lags {
+                self.short += 1;
+                histories.1 = features;
+                continue;
+            }
+            let baseline: f64 = predictor
+                .relative_to
+                .iter()
+                .map(|&i| reading.values.get(i).copied().unwrap_or(f64::NAN))
+                .sum();
+            let predicted = self.model.predict(&features, &mut histories.2) + baseline;
+            let target = t.saturating_add(predictor.horizon_ms);
+            let mut values = Row::new();
+            values.push(predicted);
+            values.push(target as f64);
+            values.push(version);
+            for &f in &features {
+                values.push(f);
+            }
+            histories.1 = features;
+            self.made += 1;
+            give(Reading {
+                sensor: reading.sensor,
+                time_ms: t,
+                values,
+            });
+        }
+    }
+}
+
+/// Each sensor's recent windows, with the scratch space predictions reuse.
+#[derive(Default)]
+struct Histories(FxHashMap<SensorId, History>, Vec<f64>, Vec<f64>);
+
+impl Histories {
+    /// The histories the previous run saved, of the sensors this worker owns.
+    fn restore(state: Option<&NodeState>, fingerprint: &str) -> Self {
+        let mut histories = Histories::default();
+        for part in state.map(|s| s.restored(fingerprint)).unwrap_or_default() {
+            match bincode::deserialize::<Vec<(SensorId, History)>>(&part) {
+                Ok(saved) => histories.0.extend(
+                    saved
+                        .into_iter()
+                        .filter(|(sensor, _)| state.is_some_and(|s| s.owns(*sensor))),
+                ),
+                Err(e) => tracing::warn!("a saved predict history is damaged and skipped: {e}"),
+            }
+        }
+        histories
+    }
+
+    fn save(&self) -> Vec<u8> {
+        let saved: Vec<(&SensorId, &History)> = self.0.iter().collect();
+        bincode::serialize(&saved).expect("histories serialize")
     }
 }
