@@ -1,0 +1,157 @@
+//! Restarts against real mosquitto and influxd: a graceful restart in the middle of a
+//! window keeps the window's readings (checkpointed, not flushed partially), so the
+//! file and the database end with what one uninterrupted run stores. The oracle is the
+//! windows computed here from what the fleet published.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::Run;
+use support::fleet::{
+    DECODE, Fleet, FleetOptions, Published, TOPIC_FILTER, expected_windows, stored_windows,
+};
+
+const WINDOW_MS: i64 = 10_000;
+
+fn persistent_broker(dir: &Path) -> testkit::Mosquitto {
+    let store = dir.join("broker-store");
+    std::fs::create_dir_all(&store).expect("broker store");
+    testkit::Mosquitto::start_with(&format!(
+        "persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0",
+        store.display()
+    ))
+}
+
+/// mqtt → decode → 10 s windows → a JSON file and InfluxDB; predictions from the
+/// windows compared with what came, so their state crosses the restart too.
+fn pipeline(dir: &Path, broker: &str, influx: &str) -> PathBuf {
+    support::write_pipeline(
+        dir,
+        &format!(
+            r#"
+pipeline: restarts
+nodes:
+  meters:
+    type: mqtt
+    url: {broker}
+    topics: ["{TOPIC_FILTER}"]
+    qos: 1
+    client_id: restarts-test
+  readings:
+    type: decode
+    input: meters
+    {DECODE}
+    watermark_delay: 500ms
+    idle_timeout: 2s
+  means:
+    type: window_mean
+    input: readings
+    size: 10s
+  store:
+    type: file
+    input: means
+    path: means.jsonl
+    format: json
+  db:
+    type: influx
+    input: means
+    url: {influx}
+    api: v1
+    db: energy
+    precision: ms
+"#
+        ),
+    )
+}
+
+/// (count, p) per (sensor, window start) in InfluxDB.
+fn influx_windows(db: &testkit::Influxd) -> BTreeMap<(String, i64), (u64, f64)> {
+    let answer = db.query("energy", "SELECT \"count\", \"p\", \"sensor_id\" FROM \"means\"");
+    let json: serde_json::Value = serde_json::from_str(&answer).expect("json");
+    let mut out = BTreeMap::new();
+    for series in json["results"][0]["series"].as_array().into_iter().flatten() {
+        for row in series["values"].as_array().into_iter().flatten() {
+            let time = row[0].as_i64().expect("time");
+            let count = row[1].as_f64().expect("count") as u64;
+            let p = row[2].as_f64().expect("p");
+            let sensor = row[3].as_str().expect("sensor").to_string();
+            out.insert((sensor, time), (count, p));
+        }
+    }
+    out
+}
+
+fn compare(
+    what: &str,
+    expected: &BTreeMap<(String, i64), (u64, f64)>,
+    got: &BTreeMap<(String, i64), (u64, f64)>,
+) {
+    let mut wrong = Vec::new();
+    for (key, want) in expected {
+        match got.get(key) {
+            Some(g) if g.0 == want.0 && (g.1 - want.1).abs() < 1e-9 => {}
+            other => wrong.push(format!("{key:?}: want {want:?}, {what} has {other:?}")),
+        }
+    }
+    for key in got.keys().filter(|k| !expected.contains_key(k)) {
+        wrong.push(format!("{key:?}: in {what}, never published"));
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} windows wrong in {what}:\n{}",
+        wrong.len(),
+        expected.len(),
+        wrong[..wrong.len().min(20)].join("\n")
+    );
+}
+
+/// Graceful restart 13 s into the run (3 s into a window): each window once in the
+/// file, and the database holds every window's full mean.
+#[test]
+fn a_graceful_restart_mid_window_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = persistent_broker(dir.path());
+    let db = testkit::Influxd::start();
+    db.query("energy", "CREATE DATABASE energy");
+    let path = pipeline(dir.path(), &broker.url(), &db.url());
+
+    let first = Run::start(&path, &[]);
+    first.wait_for("subscribed");
+    let fleet = Fleet::start(broker.port(), FleetOptions::realtime(10));
+    // Stop 3 s into a window, after at least one whole window (the fleet's clock is
+    // the wall clock).
+    std::thread::sleep(Duration::from_secs(10));
+    let into_window = support::fleet::now_ms().rem_euclid(WINDOW_MS);
+    std::thread::sleep(Duration::from_millis(
+        (3_000 - into_window).rem_euclid(WINDOW_MS) as u64,
+    ));
+    let counters = first.stop_with_counters();
+    assert!(
+        std::fs::read_dir(dir.path().join(".smartgrid/state/restarts/p0/checkpoint")).is_ok(),
+        "a checkpoint was left: {counters}"
+    );
+    // Down for a moment; the broker keeps what comes meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    let second = Run::start(&path, &[]);
+    second.wait_for("subscribed");
+    std::thread::sleep(Duration::from_secs(12));
+    let published: Vec<Published> = fleet.stop(Duration::from_secs(2));
+    // The idle rule closes the last window.
+    std::thread::sleep(Duration::from_secs(5));
+    let counters = second.stop_with_counters();
+    assert!(counters.contains("means.late=0"), "{counters}");
+
+    let expected = expected_windows(&published, WINDOW_MS, |_| true);
+    let stored = stored_windows(&dir.path().join("means.jsonl"));
+    let twice: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(twice.is_empty(), "windows stored twice: {twice:?}");
+    let stored: BTreeMap<_, _> = stored
+        .into_iter()
+        .map(|(k, v)| (k, *v.last().expect("one")))
+        .collect();
+    compare("the file", &expected, &stored);
+    compare("InfluxDB", &expected, &influx_windows(&db));
+}
