@@ -187,10 +187,15 @@ impl Node for MqttSource {
             counter: ctx.counter("oversized"),
         };
         let received = ctx.counter("messages");
+        let sessions_lost = ctx.counter("sessions_lost");
+        let mut lost_counted = 0;
         let node = ctx.node.to_string();
         let mut announced = false;
         let stream = poll_source(ctx.scope, ctx.node, move |out: &mut Vec<Message>| {
             refusals.record(subscriber.take_refused());
+            let lost = subscriber.sessions_lost();
+            sessions_lost.add(lost - lost_counted);
+            lost_counted = lost;
             if !announced && subscriber.stats().subscribed {
                 tracing::info!(node = %node, "subscribed");
                 announced = true;
