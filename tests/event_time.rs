@@ -15,15 +15,10 @@ use support::fleet::{
 
 const WINDOW_MS: i64 = 2_000;
 
-/// A broker that keeps sessions and queued messages across restarts, saving on every
-/// change so even SIGKILL loses nothing it acknowledged.
-fn persistent_broker(dir: &Path) -> testkit::Mosquitto {
-    let store = dir.join("broker-store");
-    std::fs::create_dir_all(&store).expect("broker store");
-    testkit::Mosquitto::start_with(&format!(
-        "persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0",
-        store.display()
-    ))
+/// A broker that keeps sessions and queued messages across restarts (saved every
+/// second, and on SIGTERM), queueing without a limit for a consumer that is away.
+fn persistent_broker() -> testkit::Mosquitto {
+    testkit::Mosquitto::start_persistent("autosave_interval 1\nmax_queued_messages 0")
 }
 
 /// mqtt → decode → 2 s windows → a JSON file, with a short idle rule so that an outage
@@ -68,12 +63,7 @@ nodes:
 
 /// The counter `name` in a run's final counters line.
 fn counter(counters: &str, name: &str) -> u64 {
-    counters
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {counters}"))
-        .parse()
-        .expect("a number")
+    support::counter(counters, name).unwrap_or_else(|| panic!("no {name} in {counters}"))
 }
 
 /// Every window the fleet's readings (those `keep` takes) fill was stored exactly once
@@ -126,7 +116,7 @@ fn with_fault(
     let published = fleet.stop(Duration::from_secs(3));
     // Everything is in: the idle rule closes the last windows.
     std::thread::sleep(Duration::from_secs(4));
-    (published, run.stop_with_counters())
+    (published, run.terminate())
 }
 
 /// Waits until the broker's process has exited.
@@ -143,7 +133,7 @@ fn wait_exited(broker: &mut testkit::Mosquitto) {
 /// backoff) is on time.
 fn broker_restart(signal: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = persistent_broker(dir.path());
+    let mut broker = persistent_broker();
     let (published, counters) = with_fault(dir.path(), &mut broker, 10, |broker, _| {
         broker.server().signal(signal);
         wait_exited(broker);
@@ -173,7 +163,7 @@ fn broker_restart_with_sigkill_makes_nothing_late() {
 #[test]
 fn a_stalled_consumer_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = persistent_broker(dir.path());
+    let mut broker = persistent_broker();
     let (published, counters) = with_fault(dir.path(), &mut broker, 10, |_, run| {
         run.signal("STOP");
         std::thread::sleep(Duration::from_secs(7));
@@ -198,7 +188,7 @@ fn a_sensor_with_a_wrong_clock_makes_no_other_reading_late() {
     std::thread::sleep(Duration::from_secs(8));
     let published = fleet.stop(Duration::from_secs(2));
     std::thread::sleep(Duration::from_secs(4));
-    let counters = run.stop_with_counters();
+    let counters = run.terminate();
     assert_eq!(counter(&counters, "means.late"), 0, "{counters}");
     let hour_ahead = published.iter().filter(|r| r.sensor == 7).count() as u64;
     assert_eq!(counter(&counters, "readings.errors.future"), hour_ahead);
@@ -255,7 +245,7 @@ fn a_fast_replay_closes_windows_as_event_time_passes() {
     // Checked while the run goes on: nothing here waited for a shutdown.
     let last = start + 600_000 - WINDOW_MS;
     assert_windows(dir.path(), &fleet.published(), |r| r.time_ms < last);
-    let counters = run.stop_with_counters();
+    let counters = run.terminate();
     fleet.stop(Duration::ZERO);
     assert_eq!(counter(&counters, "means.late"), 0, "{counters}");
 }

@@ -16,13 +16,9 @@ use support::fleet::{
 
 const WINDOW_MS: i64 = 10_000;
 
-fn persistent_broker(dir: &Path) -> testkit::Mosquitto {
-    let store = dir.join("broker-store");
-    std::fs::create_dir_all(&store).expect("broker store");
-    testkit::Mosquitto::start_with(&format!(
-        "persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0",
-        store.display()
-    ))
+/// A broker that keeps our session and what is published while we restart.
+fn persistent_broker() -> testkit::Mosquitto {
+    testkit::Mosquitto::start_persistent("autosave_interval 1\nmax_queued_messages 0")
 }
 
 /// mqtt → decode → 10 s windows → a JSON file and InfluxDB; predictions from the
@@ -69,10 +65,17 @@ nodes:
 
 /// (count, p) per (sensor, window start) in InfluxDB.
 fn influx_windows(db: &testkit::Influxd) -> BTreeMap<(String, i64), (u64, f64)> {
-    let answer = db.query("energy", "SELECT \"count\", \"p\", \"sensor_id\" FROM \"means\"");
+    let answer = db.query(
+        "energy",
+        "SELECT \"count\", \"p\", \"sensor_id\" FROM \"means\"",
+    );
     let json: serde_json::Value = serde_json::from_str(&answer).expect("json");
     let mut out = BTreeMap::new();
-    for series in json["results"][0]["series"].as_array().into_iter().flatten() {
+    for series in json["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         for row in series["values"].as_array().into_iter().flatten() {
             let time = row[0].as_i64().expect("time");
             let count = row[1].as_f64().expect("count") as u64;
@@ -113,7 +116,7 @@ fn compare(
 #[test]
 fn a_graceful_restart_mid_window_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = persistent_broker(dir.path());
+    let broker = persistent_broker();
     let db = testkit::Influxd::start();
     db.query("energy", "CREATE DATABASE energy");
     let path = pipeline(dir.path(), &broker.url(), &db.url());
@@ -128,7 +131,7 @@ fn a_graceful_restart_mid_window_loses_and_doubles_nothing() {
     std::thread::sleep(Duration::from_millis(
         (3_000 - into_window).rem_euclid(WINDOW_MS) as u64,
     ));
-    let counters = first.stop_with_counters();
+    let counters = first.terminate();
     assert!(
         std::fs::read_dir(dir.path().join(".smartgrid/state/restarts/p0/checkpoint")).is_ok(),
         "a checkpoint was left: {counters}"
@@ -141,7 +144,7 @@ fn a_graceful_restart_mid_window_loses_and_doubles_nothing() {
     let published: Vec<Published> = fleet.stop(Duration::from_secs(2));
     // The idle rule closes the last window.
     std::thread::sleep(Duration::from_secs(5));
-    let counters = second.stop_with_counters();
+    let counters = second.terminate();
     assert!(counters.contains("means.late=0"), "{counters}");
 
     let expected = expected_windows(&published, WINDOW_MS, |_| true);

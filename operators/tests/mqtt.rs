@@ -170,6 +170,8 @@ fn reconnects_and_resubscribes_after_broker_restart() {
     let stats = sub.stats();
     assert!(stats.reconnects >= 1, "{stats:?}");
     assert!(stats.last_error.is_some());
+    // The session it had is gone, and it says so.
+    assert_eq!(stats.sessions_lost, 1, "{stats:?}");
 }
 
 /// Messages queued or unacknowledged when the broker dies are sent again after it

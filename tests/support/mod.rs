@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `smartgrid` binary, logging at info.
@@ -28,6 +29,7 @@ pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
 pub struct Run {
     child: Child,
     lines: Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Run {
@@ -42,13 +44,21 @@ impl Run {
             .expect("start smartgrid");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[smartgrid] {line}");
+                kept.lock().expect("log lock").push(line.clone());
                 let _ = tx.send(line);
             }
         });
-        Run { child, lines }
+        Run { child, lines, log }
+    }
+
+    /// Every line logged so far, including those [`wait_for`](Self::wait_for) read.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
     }
 
     /// Returns once a log line contains `needle` (within 20 s).
@@ -75,14 +85,8 @@ impl Run {
         counters
     }
 
-    /// SIGTERM, and the run must end well.
-    pub fn terminate(mut self) {
-        self.signal("TERM");
-        assert!(self.child.wait().expect("wait").success());
-    }
-
-    /// SIGTERM; the run must end well; its final counters line.
-    pub fn stop_with_counters(self) -> String {
+    /// SIGTERM, and the run must end well; the counters line it logs when it stops.
+    pub fn terminate(self) -> String {
         self.signal("TERM");
         self.counters()
     }
@@ -96,6 +100,14 @@ impl Run {
             .expect("kill");
         assert!(status.success(), "kill -{name} failed");
     }
+}
+
+/// The value of `name` (`<node>.<what>`) in a counters line, if it is there.
+pub fn counter(counters: &str, name: &str) -> Option<u64> {
+    counters
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .map(|value| value.parse().expect("a counter's value"))
 }
 
 /// Everything `broker` logged.

@@ -93,8 +93,11 @@ pub struct MqttConfig {
 
     /// `false` (default): a persistent session; the broker keeps the subscriptions and
     /// queues QoS 1 messages while this pipeline is down, and delivers them when it
-    /// reconnects. `true`: start afresh on every connect; messages published while
-    /// disconnected are lost.
+    /// reconnects (across a restart of the broker only if it persists sessions, e.g.
+    /// mosquitto's `persistence true`). A reconnect the broker answers without that
+    /// session is counted (`<node>.sessions_lost`) and logged as a warning. `true`:
+    /// start afresh on every connect; messages published while disconnected are lost,
+    /// and nothing counts them.
     #[serde(default)]
     pub clean_session: bool,
 

@@ -187,6 +187,8 @@ impl Node for MqttSource {
             counter: ctx.counter("oversized"),
         };
         let received = ctx.counter("messages");
+        let sessions_lost = ctx.counter("sessions_lost");
+        let mut lost_counted = 0;
         let node = ctx.node.to_string();
         let mut announced = false;
         // Event time may follow the clock only while this subscription is in place and
@@ -194,6 +196,9 @@ impl Node for MqttSource {
         let mut liveness = ctx.process.liveness.source();
         let stream = poll_source(ctx.scope, ctx.node, move |out: &mut Vec<Message>| {
             refusals.record(subscriber.take_refused());
+            let lost = subscriber.sessions_lost();
+            sessions_lost.add(lost - lost_counted);
+            lost_counted = lost;
             let subscribed = subscriber.is_subscribed();
             if !announced && subscribed {
                 tracing::info!(node = %node, "subscribed");

@@ -8,7 +8,8 @@
 //! * [`ConnectOptions`]: [`Endpoint`], [`ClientIdentity`], [`TlsOptions`] (parsed from a
 //!   [`TlsConfig`](crate::io::TlsConfig)), keep-alive, session, [`Retry`].
 //! * [`spawn_subscriber`] → [`Subscriber`]: subscribe, QoS 1 acks only after a message
-//!   is in the bounded channel, resubscribe when the broker lost the session.
+//!   is in the bounded channel, resubscribe when the broker lost the session (and
+//!   count and warn about it, for a persistent session).
 //! * [`Publisher`]: queue messages, resend after a lost session,
 //!   [`Publisher::flush_and_close`].
 //! * [`embedded_broker`]: the in-process broker behind `url: embedded`.

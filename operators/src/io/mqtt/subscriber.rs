@@ -89,6 +89,11 @@ pub struct SubscriberStats {
     pub oversized: u64,
     /// Whether the subscriptions were in place at some point of the run.
     pub ever_subscribed: bool,
+    /// Reconnects the broker answered without the persistent session it had given us
+    /// (restarted without persistence, or expired or dropped the session): messages
+    /// published while we were away were not queued for us. Always 0 with
+    /// `clean_session`, which asks for a fresh session on every connect.
+    pub sessions_lost: u64,
     /// The most recent connection error, if any.
     pub last_error: Option<MqttError>,
 }
@@ -103,6 +108,7 @@ struct Shared {
     ever_subscribed: AtomicBool,
     messages: AtomicU64,
     oversized: AtomicU64,
+    sessions_lost: AtomicU64,
     /// The latest refused messages, for [`Subscriber::take_refused`].
     refused: Mutex<VecDeque<Refused>>,
     wake: Mutex<Option<Wake>>,
@@ -138,7 +144,10 @@ impl Shared {
 /// * **Reconnects.** The [`Driver`] waits with a jittered backoff between attempts. The
 ///   subscriber subscribes on the first connect and whenever the broker has no session
 ///   for this client (`session_present` false, e.g. a broker restarted without
-///   persistence).
+///   persistence). With a persistent session, such a reconnect after we had subscribed
+///   means the broker forgot what it should have queued for us: it is counted
+///   ([`SubscriberStats::sessions_lost`]) and logged as a warning, since nothing else
+///   would show the gap.
 /// * **Stopping.** When the shutdown flag (or [`Subscriber::stop`]) is set, the thread
 ///   sends DISCONNECT, exits, and the channel closes once drained, so the source can
 ///   finish.
@@ -180,7 +189,7 @@ pub fn spawn_subscriber(
     let flags = StopFlags::new(shutdown);
     let driver = Driver::new(
         eventloop,
-        broker,
+        broker.clone(),
         connect.retry,
         flags.clone(),
         Arc::clone(&state),
@@ -194,6 +203,9 @@ pub fn spawn_subscriber(
             .map(|topic| SubscribeFilter::new(topic.clone(), qos.to_rumqttc()))
             .collect(),
         tx: Some(tx),
+        persistent: !connect.clean_session,
+        broker,
+        client_id: connect.identity.client_id.clone(),
         shared: Arc::clone(&shared),
         state: Arc::clone(&state),
         flags: flags.clone(),
@@ -275,8 +287,15 @@ impl Subscriber {
             messages: self.shared.messages.load(Ordering::Relaxed),
             oversized: self.shared.oversized.load(Ordering::Relaxed),
             ever_subscribed: self.shared.ever_subscribed.load(Ordering::Relaxed),
+            sessions_lost: self.sessions_lost(),
             last_error: self.state.last_error(),
         }
+    }
+
+    /// How many times the broker lost our session ([`SubscriberStats::sessions_lost`]);
+    /// cheaper than [`stats`](Self::stats), for a source that polls it.
+    pub fn sessions_lost(&self) -> u64 {
+        self.shared.sessions_lost.load(Ordering::Relaxed)
     }
 
     /// Waits until connected with the subscriptions in place. On timeout returns the
@@ -352,6 +371,11 @@ struct Receiving {
     filters: Vec<SubscribeFilter>,
     /// `None` once the thread is done, so the channel closes before the last wake.
     tx: Option<Sender<Message>>,
+    /// `clean_session` is off: the broker is expected to keep our session.
+    persistent: bool,
+    /// `host:port` and our client id, for the lost-session warning.
+    broker: String,
+    client_id: String,
     shared: Arc<Shared>,
     state: Arc<ConnectionState>,
     flags: StopFlags,
@@ -370,6 +394,9 @@ impl Handler for Receiving {
         // A refusal belongs to the subscription of the previous connection.
         self.state
             .clear_error_if(|e| matches!(e, MqttError::SubscriptionRefused { .. }));
+        if !first && !ack.session_present {
+            self.session_lost();
+        }
         // The first connect always subscribes, so a changed `topics` list takes effect
         // even when the broker kept the old session; later ones only when the broker
         // has no session for us.
@@ -464,6 +491,29 @@ impl Receiving {
         }
     }
 
+    /// A reconnect without our session. Only a persistent session that held our
+    /// subscriptions can be lost: with `clean_session` a fresh one is what we asked for,
+    /// and before the first SUBACK there was nothing for the broker to keep.
+    fn session_lost(&self) {
+        if !self.persistent || !self.shared.ever_subscribed.load(Ordering::Relaxed) {
+            return;
+        }
+        let lost = self.shared.sessions_lost.fetch_add(1, Ordering::Relaxed) + 1;
+        // Not throttled: a broker loses sessions when it restarts, which the backoff
+        // already spaces out, and every loss is a gap in the data worth a line.
+        tracing::warn!(
+            broker = %self.broker,
+            client_id = %self.client_id,
+            sessions_lost = lost,
+            "the MQTT broker lost our session (it restarted without persistence, or the \
+             session expired or was cleared): messages published while we were disconnected \
+             were not queued for us and are lost; subscribing again. To keep them, enable \
+             persistence on the broker (README: `mqtt` source, \"The broker's sessions\")"
+        );
+        // So the source updates its counter now, not at the next message.
+        self.shared.wake();
+    }
+
     fn check_suback(&self, codes: &[SubscribeReasonCode]) {
         let mut ok = true;
         for (code, filter) in codes.iter().zip(&self.filters) {
@@ -478,7 +528,11 @@ impl Receiving {
         }
         if ok {
             self.shared.subscribed.store(true, Ordering::Relaxed);
-            self.shared.ever_subscribed.store(true, Ordering::Relaxed);
+            if self.shared.ever_subscribed.swap(true, Ordering::Relaxed) {
+                // Only a reconnect without our session subscribes again: this line
+                // closes the gap its warning opened.
+                tracing::info!(broker = %self.broker, client_id = %self.client_id, "subscribed again");
+            }
         }
     }
 
@@ -571,201 +625,5 @@ fn intern(cache: &mut HashMap<String, Arc<str>>, topic: &str) -> Arc<str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::io::mqtt::embedded::start_embedded_broker;
-    use crate::io::mqtt::options::{ClientIdentity, Endpoint, Retry};
-    use crate::io::mqtt::publisher::{Publisher, PublisherOptions};
-
-    const WAIT: Duration = Duration::from_secs(10);
-
-    fn connect(url: &str, client_id: &str) -> ConnectOptions {
-        let mut options = ConnectOptions::new(
-            Endpoint::parse(url).expect("valid url"),
-            ClientIdentity::new(client_id),
-        );
-        options.retry = Retry::new(Duration::from_secs(1), Duration::from_secs(5));
-        options
-    }
-
-    #[test]
-    fn topics_are_shared() {
-        let mut cache = HashMap::new();
-        let a = intern(&mut cache, "data/realtime/feature/1");
-        let b = intern(&mut cache, "data/realtime/feature/1");
-        assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(&*a, "data/realtime/feature/1");
-    }
-
-    /// Publisher → embedded broker → subscriber, with the wake callback and a clean
-    /// stop that closes the channel.
-    #[test]
-    fn embedded_round_trip() {
-        let broker = start_embedded_broker(0).expect("embedded broker");
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let mut sub = spawn_subscriber(
-            &connect(&broker.url(), "rt-sub"),
-            &SubscribeOptions::new(["test/roundtrip/+"]),
-            Arc::clone(&shutdown),
-        )
-        .expect("spawn");
-        let wakes = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&wakes);
-        sub.set_wake(Box::new(move || {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }));
-        sub.wait_subscribed(WAIT).expect("subscribed");
-
-        let publisher = Publisher::connect(&broker.url(), "rt-pub", PublisherOptions::default())
-            .expect("publisher");
-        for i in 0..20u8 {
-            publisher
-                .publish(
-                    &format!("test/roundtrip/{}", i % 3),
-                    vec![i],
-                    Qos::AtLeastOnce,
-                )
-                .expect("publish");
-        }
-        publisher.flush_and_close(WAIT).expect("all acknowledged");
-
-        for i in 0..20u8 {
-            let message = sub.recv_timeout(WAIT).expect("message");
-            assert_eq!(&*message.topic, format!("test/roundtrip/{}", i % 3));
-            assert_eq!(message.payload.as_ref(), &[i]);
-        }
-        assert!(wakes.load(Ordering::Relaxed) >= 20);
-        let stats = sub.stats();
-        assert!(stats.connected);
-        assert_eq!(stats.messages, 20);
-
-        shutdown.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + WAIT;
-        while !sub.is_finished() {
-            assert!(Instant::now() < deadline, "thread did not stop");
-            thread::sleep(Duration::from_millis(10));
-        }
-        sub.stop();
-        assert_eq!(sub.try_recv(), Err(TryRecvError::Disconnected));
-        assert!(!sub.stats().connected);
-    }
-
-    /// The shared embedded broker via `url: embedded`.
-    #[test]
-    fn url_embedded_uses_the_shared_broker() {
-        let mut subscribe = SubscribeOptions::new(["test/shared/#"]);
-        subscribe.qos = Qos::AtMostOnce;
-        let mut sub = spawn_subscriber(
-            &connect("embedded", "shared-sub"),
-            &subscribe,
-            Arc::default(),
-        )
-        .expect("spawn");
-        sub.wait_subscribed(WAIT).expect("subscribed");
-        let publisher =
-            Publisher::connect("embedded", "shared-pub", PublisherOptions::default()).expect("pub");
-        publisher
-            .publish(
-                "test/shared/a/b",
-                Bytes::from_static(b"hello"),
-                Qos::AtMostOnce,
-            )
-            .expect("publish");
-        publisher.flush_and_close(WAIT).expect("flushed");
-        let message = sub.recv_timeout(WAIT).expect("message");
-        assert_eq!(&*message.topic, "test/shared/a/b");
-        assert_eq!(message.payload.as_ref(), b"hello");
-        sub.stop();
-    }
-
-    /// Reads one MQTT packet: the first header byte and the body.
-    fn read_packet(stream: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-        use std::io::Read;
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte)?;
-        let header = byte[0];
-        let (mut length, mut shift) = (0usize, 0);
-        loop {
-            stream.read_exact(&mut byte)?;
-            length |= usize::from(byte[0] & 0x7f) << shift;
-            shift += 7;
-            if byte[0] & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0u8; length];
-        stream.read_exact(&mut body)?;
-        Ok((header, body))
-    }
-
-    /// A broker that refuses the second of two subscriptions (mosquitto grants every
-    /// subscription and applies its ACL on delivery, so it cannot show this).
-    #[test]
-    fn refused_subscription_is_reported() {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let broker = thread::spawn(move || {
-            let (mut stream, _) = listener.accept().expect("accept");
-            let (connect, _) = read_packet(&mut stream).expect("CONNECT");
-            assert_eq!(connect >> 4, 1);
-            stream
-                .write_all(&[0x20, 0x02, 0x00, 0x00])
-                .expect("CONNACK");
-            let (subscribe, body) = read_packet(&mut stream).expect("SUBSCRIBE");
-            assert_eq!(subscribe >> 4, 8);
-            // Packet id, then granted QoS 1 for the first filter, failure for the second.
-            stream
-                .write_all(&[0x90, 0x04, body[0], body[1], 0x01, 0x80])
-                .expect("SUBACK");
-            // Serve until the client disconnects.
-            while read_packet(&mut stream).is_ok() {}
-        });
-
-        let mut sub = spawn_subscriber(
-            &connect(&format!("mqtt://127.0.0.1:{port}"), "refused"),
-            &SubscribeOptions::new(["allowed/+", "denied/+"]),
-            Arc::default(),
-        )
-        .expect("spawn");
-        let err = sub.wait_subscribed(WAIT).expect_err("refused");
-        match err {
-            MqttError::SubscriptionRefused { filter } => assert_eq!(filter, "denied/+"),
-            other => panic!("unexpected: {other}"),
-        }
-        assert!(sub.stats().connected);
-        sub.stop();
-        broker.join().expect("fake broker");
-    }
-
-    /// An unreachable broker: the subscriber keeps retrying with backoff, reports the
-    /// error, and still stops promptly.
-    #[test]
-    fn unreachable_broker_is_retried_and_stop_is_prompt() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("addr").port()
-        };
-        let mut sub = spawn_subscriber(
-            &connect(&format!("mqtt://127.0.0.1:{port}"), "nobody"),
-            &SubscribeOptions::new(["a/+"]),
-            Arc::default(),
-        )
-        .expect("spawn");
-        let err = sub
-            .wait_subscribed(Duration::from_millis(500))
-            .expect_err("nothing listens");
-        assert!(matches!(err, MqttError::Connection { .. }), "{err}");
-        let stats = sub.stats();
-        assert!(!stats.connected);
-        assert!(stats.connection_errors >= 1);
-        let started = Instant::now();
-        sub.stop();
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-        assert_eq!(sub.try_recv(), Err(TryRecvError::Disconnected));
-    }
-}
+#[path = "subscriber_tests.rs"]
+mod tests;
