@@ -158,3 +158,61 @@ fn a_graceful_restart_mid_window_loses_and_doubles_nothing() {
     compare("the file", &expected, &stored);
     compare("InfluxDB", &expected, &influx_windows(&db));
 }
+
+/// kill -9 at ten moments while readings flow, each followed by a restart: with the
+/// write-ahead log, the checkpoints and the file sink's truncation, the file ends
+/// with every window once and the values one uninterrupted run stores.
+#[test]
+fn kill_9_at_ten_moments_gives_the_uninterrupted_run_s_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = persistent_broker();
+    let db = testkit::Influxd::start();
+    db.query("energy", "CREATE DATABASE energy");
+    let path = pipeline(dir.path(), &broker.url(), &db.url());
+    let text = std::fs::read_to_string(&path)
+        .expect("pipeline")
+        .replace(
+            "pipeline: restarts\n",
+            "pipeline: restarts\ncheckpoint_interval: 300ms\n",
+        )
+        .replace(
+            "    client_id: restarts-test\n",
+            "    client_id: restarts-test\n    wal: { dir: wal }\n",
+        );
+    std::fs::write(&path, text).expect("pipeline");
+
+    // The first run subscribes: from then on the broker keeps what is published.
+    let mut run = Run::start(&path, &[]);
+    run.wait_for("subscribed");
+    let fleet = Fleet::start(broker.port(), FleetOptions::realtime(10));
+    // Moments from a fixed seed: the test is the same on every run.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for kill in 0..10 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let alive = 1_000 + seed % 2_500;
+        std::thread::sleep(Duration::from_millis(alive));
+        run.kill();
+        eprintln!("kill -9 number {kill} after {alive} ms");
+        run = Run::start(&path, &[]);
+    }
+    let last = run;
+    last.wait_for("subscribed");
+    std::thread::sleep(Duration::from_secs(3));
+    let published: Vec<Published> = fleet.stop(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(5));
+    let counters = last.terminate();
+    assert!(counters.contains("means.late=0"), "{counters}");
+
+    let expected = expected_windows(&published, WINDOW_MS, |_| true);
+    let stored = stored_windows(&dir.path().join("means.jsonl"));
+    let twice: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(twice.is_empty(), "windows stored twice: {twice:?}");
+    let stored: BTreeMap<_, _> = stored
+        .into_iter()
+        .map(|(k, v)| (k, *v.last().expect("one")))
+        .collect();
+    compare("the file", &expected, &stored);
+    compare("InfluxDB", &expected, &influx_windows(&db));
+}

@@ -91,6 +91,12 @@ impl Run {
         self.counters()
     }
 
+    /// SIGKILL (kill -9), and wait for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends the signal `name` (`TERM`, `STOP`, `CONT`, …) to the run.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
