@@ -365,6 +365,7 @@ pub struct PlanContext<'a> {
     pub pipeline: &'a str,
     /// The directory relative paths resolve against (the pipeline file's).
     pub base_dir: &'a Path,
+    state_dir: &'a Path,
     pub(crate) problems: Vec<Diagnostic>,
 }
 
@@ -374,14 +375,22 @@ impl<'a> PlanContext<'a> {
         inputs: &'a [PortType],
         pipeline: &'a str,
         base_dir: &'a Path,
+        state_dir: &'a Path,
     ) -> Self {
         PlanContext {
             node,
             inputs,
             pipeline,
             base_dir,
+            state_dir,
             problems: Vec::new(),
         }
+    }
+
+    /// The pipeline's state directory (`state_dir:`, resolved), where what outlives a
+    /// run is kept: a node may keep its own files under `p<process>/<node>/`.
+    pub fn state_dir(&self) -> &Path {
+        self.state_dir
     }
 
     /// Report a problem at `at` (a key or value's position); returns the diagnostic so a

@@ -250,7 +250,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         let Some(factory) = registry.get(&node.kind.value) else {
             continue;
         };
-        let mut ctx = PlanContext::new(node, &inputs, &spec.name, &spec.base_dir);
+        let mut ctx = PlanContext::new(node, &inputs, &spec.name, &spec.base_dir, &spec.state_dir);
         let planned_node = factory.plan(&mut ctx);
         errors.append(&mut ctx.problems);
         let Some(op) = planned_node else {

@@ -146,9 +146,9 @@ pub struct Spool {
 }
 
 impl SpoolConfig {
-    /// The settings with `default_dir` (relative to the pipeline file; `None`: no disk
-    /// spool unless `dir` is given) and `default_max`; a problem at `spool` if
-    /// `max_size` is under `min_bytes`.
+    /// The settings with `default_dir` (resolved by the caller, since a default need not
+    /// be relative to the pipeline file; `None`: no disk spool unless `dir` is given)
+    /// and `default_max`; a problem at `spool` if `max_size` is under `min_bytes`.
     pub fn plan(
         &self,
         default_dir: Option<PathBuf>,
@@ -166,7 +166,7 @@ impl SpoolConfig {
             return None;
         }
         Some(Spool {
-            dir: self.dir.clone().or(default_dir).map(|d| ctx.resolve(&d)),
+            dir: self.dir.as_deref().map(|d| ctx.resolve(d)).or(default_dir),
             max_bytes,
             when_full: self.when_full.unwrap_or_default(),
             fsync: self.fsync.unwrap_or(true),

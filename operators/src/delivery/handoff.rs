@@ -6,6 +6,9 @@
 //!                        │ full: keep it, raise the Valve (sources pause), retry soon
 //!                        └ end of input: what is left goes to `leftovers`, read after the queue
 //! ```
+//!
+//! Checkpoint [`Mark`]s travel in the same queue, so the writer sees each one after
+//! every chunk handed over before it and before every chunk after it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +16,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use smartgrid_runtime::pressure::{Pressure, Valve};
+
+use super::checkpoint::{Leave, Mark, SinkCheckpoint};
 
 /// What the operator hands over at once: the records one activation encoded.
 pub trait Chunk: Default + Send + 'static {
@@ -53,7 +58,25 @@ impl Chunk for Vec<String> {
     }
 }
 
-type Leftovers<C> = Arc<Mutex<VecDeque<C>>>;
+/// What goes through the queue, in order.
+enum Item<C> {
+    Chunk(C),
+    Mark(Mark),
+    /// The input ended without a stop that keeps state: the sink stops taking part in
+    /// checkpoints once the writer has read everything before (when it is dropped).
+    Leave(Leave),
+}
+
+impl<C: Chunk> Item<C> {
+    fn records(&self) -> usize {
+        match self {
+            Item::Chunk(c) => c.records(),
+            Item::Mark(_) | Item::Leave(_) => 0,
+        }
+    }
+}
+
+type Leftovers<C> = Arc<Mutex<VecDeque<Item<C>>>>;
 
 /// A hand-off for chunks `C`: `queue` chunks fit before the operator keeps them itself
 /// and raises `pressure`.
@@ -65,6 +88,7 @@ pub fn handoff<C: Chunk>(queue: usize, pressure: &Pressure) -> (Handoff<C>, Inbo
             tx: Some(tx),
             pending: VecDeque::new(),
             valve: pressure.valve(),
+            holding: false,
             leftovers: Arc::clone(&leftovers),
         },
         Inbox { rx, leftovers },
@@ -74,9 +98,11 @@ pub fn handoff<C: Chunk>(queue: usize, pressure: &Pressure) -> (Handoff<C>, Inbo
 /// The operator's end. Dropping it (at the end of input) hands what is pending over
 /// without waiting, after everything queued.
 pub struct Handoff<C> {
-    tx: Option<Sender<C>>,
-    pending: VecDeque<C>,
+    tx: Option<Sender<Item<C>>>,
+    pending: VecDeque<Item<C>>,
     valve: Valve,
+    /// The operator holds input back (see [`hold_back`](Handoff::hold_back)).
+    holding: bool,
     leftovers: Leftovers<C>,
 }
 
@@ -84,7 +110,29 @@ impl<C: Chunk> Handoff<C> {
     /// Queue `chunk` behind what is pending (call [`flush`](Self::flush) next).
     pub fn push(&mut self, chunk: C) {
         if chunk.records() > 0 {
-            self.pending.push_back(chunk);
+            self.pending.push_back(Item::Chunk(chunk));
+        }
+    }
+
+    /// Queue a checkpoint mark behind what is pending.
+    pub fn push_mark(&mut self, mark: Mark) {
+        self.pending.push_back(Item::Mark(mark));
+    }
+
+    /// Queue the end of `checkpoint`'s part in checkpoints behind what is pending.
+    pub(crate) fn push_leave(&mut self, checkpoint: SinkCheckpoint) {
+        self.pending.push_back(Item::Leave(checkpoint.leave()));
+    }
+
+    /// Keep the pressure raised while the operator holds back more input than it
+    /// should keep in memory (waiting at a checkpoint barrier for the writer), though
+    /// nothing is pending: the sources pause as they would for a full queue.
+    pub fn hold_back(&mut self, holding: bool) {
+        self.holding = holding;
+        if holding {
+            self.valve.raise();
+        } else if self.pending.is_empty() {
+            self.valve.lower();
         }
     }
 
@@ -111,13 +159,15 @@ impl<C: Chunk> Handoff<C> {
             }
         }
         self.pending.clear();
-        self.valve.lower();
+        if !self.holding {
+            self.valve.lower();
+        }
         true
     }
 
     /// Records waiting in the operator (not yet in the queue).
     pub fn pending_records(&self) -> usize {
-        self.pending.iter().map(Chunk::records).sum()
+        self.pending.iter().map(Item::records).sum()
     }
 
     /// Whether this sink has raised the pressure.
@@ -143,6 +193,9 @@ impl<C> Drop for Handoff<C> {
 pub enum Received<C> {
     /// A chunk, in the order the operator handed them over.
     Chunk(C),
+    /// A checkpoint mark: every chunk before it was received, none after it. Take it
+    /// once they are durable.
+    Mark(Mark),
     /// Nothing within the timeout.
     Timeout,
     /// The input ended and every chunk was received.
@@ -151,36 +204,60 @@ pub enum Received<C> {
 
 /// The writer thread's end.
 pub struct Inbox<C> {
-    rx: Receiver<C>,
+    rx: Receiver<Item<C>>,
     leftovers: Leftovers<C>,
 }
 
 impl<C> Inbox<C> {
-    /// The next chunk, waiting at most `timeout`.
+    /// The next chunk or mark, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Received<C> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(chunk) => Received::Chunk(chunk),
-            Err(RecvTimeoutError::Timeout) => Received::Timeout,
-            Err(RecvTimeoutError::Disconnected) => self.leftover(),
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let next = match self.rx.recv_deadline(deadline) {
+                Ok(item) => Some(item),
+                Err(RecvTimeoutError::Timeout) => return Received::Timeout,
+                Err(RecvTimeoutError::Disconnected) => self.leftover(),
+            };
+            if let Some(received) = Self::received(next) {
+                return received;
+            }
         }
     }
 
-    /// The next chunk if one is waiting.
+    /// The next chunk or mark if one is waiting.
     pub fn try_recv(&self) -> Received<C> {
-        match self.rx.try_recv() {
-            Ok(chunk) => Received::Chunk(chunk),
-            Err(crossbeam_channel::TryRecvError::Empty) => Received::Timeout,
-            Err(crossbeam_channel::TryRecvError::Disconnected) => self.leftover(),
+        loop {
+            let next = match self.rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(crossbeam_channel::TryRecvError::Empty) => return Received::Timeout,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => self.leftover(),
+            };
+            if let Some(received) = Self::received(next) {
+                return received;
+            }
         }
     }
 
-    fn leftover(&self) -> Received<C> {
-        let next = self
-            .leftovers
+    /// What the writer sees of the next item (no item: the queue is closed and read),
+    /// or `None` for a leave, which ends the sink's part in checkpoints as it is
+    /// dropped here.
+    fn received(item: Option<Item<C>>) -> Option<Received<C>> {
+        match item {
+            None => Some(Received::Closed),
+            Some(Item::Chunk(c)) => Some(Received::Chunk(c)),
+            Some(Item::Mark(m)) => Some(Received::Mark(m)),
+            Some(Item::Leave(leave)) => {
+                drop(leave);
+                None
+            }
+        }
+    }
+
+    fn leftover(&self) -> Option<Item<C>> {
+        self.leftovers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop_front();
-        next.map_or(Received::Closed, Received::Chunk)
+            .pop_front()
     }
 }
 
@@ -240,10 +317,53 @@ mod tests {
         loop {
             match inbox.recv_timeout(Duration::from_millis(10)) {
                 Received::Chunk(c) => seen.push(c.records),
-                Received::Timeout => panic!("closed inboxes do not time out"),
+                Received::Mark(_) | Received::Timeout => panic!("no mark, and no timeout"),
                 Received::Closed => break,
             }
         }
         assert_eq!(seen, [1, 2, 3], "in order, nothing lost");
+    }
+
+    #[test]
+    fn marks_keep_their_place_among_the_chunks() {
+        use smartgrid_runtime::checkpoint::Checkpoints;
+        let checkpoints = std::sync::Arc::new(Checkpoints::disabled());
+        let sink = SinkCheckpoint::new(checkpoints.node("out", 0, 1));
+        let pressure = Pressure::new();
+        let (mut handoff, inbox) = handoff::<Lines>(2, &pressure);
+        handoff.push(lines(1));
+        handoff.push_mark(sink.mark(10, None));
+        handoff.push(lines(2));
+        handoff.push_mark(sink.mark(20, None));
+        handoff.push(lines(3));
+        handoff.push_leave(sink.clone());
+        assert!(!handoff.flush(), "a mark takes a place in the queue");
+        assert_eq!(handoff.pending_records(), 2 + 3, "marks hold no records");
+        drop(handoff);
+        let mut seen = Vec::new();
+        loop {
+            match inbox.recv_timeout(Duration::from_millis(10)) {
+                Received::Chunk(c) => seen.push(format!("{}", c.records)),
+                Received::Mark(m) => {
+                    seen.push(format!("T{}", m.time()));
+                    m.take("fp", &[]);
+                }
+                Received::Timeout => panic!("closed inboxes do not time out"),
+                Received::Closed => break,
+            }
+        }
+        assert_eq!(seen, ["1", "T10", "2", "T20", "3"]);
+    }
+
+    #[test]
+    fn holding_back_input_keeps_the_pressure_raised() {
+        let pressure = Pressure::new();
+        let (mut handoff, _inbox) = handoff::<Lines>(4, &pressure);
+        handoff.hold_back(true);
+        handoff.push(lines(1));
+        assert!(handoff.flush());
+        assert!(pressure.is_raised(), "still holding back");
+        handoff.hold_back(false);
+        assert!(!pressure.is_raised());
     }
 }

@@ -10,6 +10,8 @@
 //!
 //! * [`handoff`]: the bounded queue between the operator and the writer thread, with
 //!   the operator's pending buffer and the pressure it raises while the queue is full.
+//! * [`checkpoint`]: a sink's part in the checkpoints: marks that travel with the
+//!   chunks, taken by the writer once what precedes them is durable.
 //! * [`operator`]: the sink's state (hand-off and writer thread; started in
 //!   `Node::start`, joined in `Node::finish`) and worker 0's operator.
 //! * [`dead_letter`]: the one JSON-lines dead-letter file and record shape.
@@ -17,12 +19,14 @@
 //! * [`config`]: the keys every sink reads the same way: `retry`, `spool`, `queue`,
 //!   `drain_timeout`, `dead_letter` (and `tls`, in [`crate::io::TlsConfig`]).
 
+pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
 pub mod handoff;
 pub mod operator;
 
 pub use crate::io::ThrottledLog;
+pub use checkpoint::{Mark, SinkCheckpoint};
 pub use config::{RetryConfig, SpoolConfig};
 pub use dead_letter::{DeadLetters, Payload, Reason};
 pub use handoff::{Chunk, Handoff, Inbox, Lines, Received, handoff};

@@ -23,7 +23,8 @@
 //! thread through the sink toolkit's hand-off ([`crate::delivery`]): when its queue is
 //! full the sources pause, no worker waits. The writer ([`writer`]) batches by size and
 //! delay, sends with [`client`], and keeps what the server did not accept in a
-//! [`crate::spool::Spool`], acknowledging a spooled batch only after a 2xx answer.
+//! [`crate::spool::Spool`], acknowledging a spooled batch only after a 2xx answer. It
+//! takes part in checkpoints once what precedes one is accepted or spooled.
 
 pub mod client;
 pub mod config;
@@ -38,7 +39,9 @@ use smartgrid_runtime::{
 };
 
 use crate::delivery::config::{Retry, Spool as SpoolPlan, default_dead_letter};
-use crate::delivery::{DeadLetters, Lines, SinkState, render_lines, spool_and_dead_letter_claims};
+use crate::delivery::{
+    DeadLetters, Lines, SinkCheckpoint, SinkState, render_lines, spool_and_dead_letter_claims,
+};
 use crate::formats::{Encoder, Format};
 use crate::io::TlsConfig;
 use crate::spool::Spool;
@@ -98,7 +101,7 @@ impl Node for InfluxSink {
         let api = config::plan_api(&config, ctx);
         let retry = config.retry.plan(RETRY, ctx);
         let node = ctx.node.name.clone();
-        let default_dir = PathBuf::from("data/spool").join(ctx.pipeline).join(&node);
+        let default_dir = ctx.resolve(&PathBuf::from("data/spool").join(ctx.pipeline).join(&node));
         let spool = config
             .spool
             .plan(Some(default_dir), 1 << 30, MIN_SPOOL, ctx);
@@ -199,7 +202,8 @@ impl Node for InfluxSink {
             counters,
         )
         .with_shutdown(ctx.shutdown.clone());
-        SinkState::start(ctx, self.queue, move |inbox| writer.run(inbox))
+        let checkpoint = Some(SinkCheckpoint::register(ctx));
+        SinkState::start(ctx, self.queue, checkpoint, move |inbox| writer.run(inbox))
     }
 
     fn render<'s>(

@@ -3,6 +3,11 @@
 //! The dataflow hands it encoded lines through the sink toolkit's hand-off
 //! ([`crate::delivery`]); HTTP never runs on a timely worker. Order is kept: while the spool holds anything, new batches
 //! go behind it, and the spool is replayed oldest first.
+//!
+//! At a checkpoint mark the open batch is shipped at once, and the mark is taken once
+//! the server accepted it or it is in the spool: everything before the checkpoint is
+//! then safe. The part is empty, as nothing needs restoring: a replay after a crash
+//! writes the same points again, and a point written twice is stored once.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +16,9 @@ use smartgrid_runtime::shutdown::Shutdown;
 
 use super::client::{Client, Outcome};
 use crate::delivery::{DeadLetters, Inbox, Lines, Payload, Reason, Received, ThrottledLog};
+
+/// What the sink's (empty) checkpoint part means.
+const FINGERPRINT: &str = "influx v1";
 use crate::io::Backoff;
 use crate::spool::{Spool, SpoolError};
 
@@ -137,6 +145,12 @@ impl Writer {
                     if self.batch_points >= self.settings.batch_size {
                         self.ship_batch();
                     }
+                }
+                Received::Mark(mark) => {
+                    // Accepted, spooled or (rejected) dead-lettered: nothing before the
+                    // mark is only in memory any more.
+                    self.ship_batch();
+                    mark.take(FINGERPRINT, &[]);
                 }
                 Received::Closed => break,
                 Received::Timeout => {}

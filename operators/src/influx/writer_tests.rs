@@ -11,7 +11,7 @@ use smartgrid_runtime::metrics::Metrics;
 use super::client::Client;
 use super::config::{InfluxApi, parse_url};
 use super::writer::{Counters, Settings, Writer};
-use crate::delivery::{DeadLetters, Lines, handoff};
+use crate::delivery::{DeadLetters, Handoff, Lines, SinkCheckpoint, handoff};
 use crate::formats::Precision;
 use crate::spool::{Spool, SpoolOptions};
 
@@ -94,6 +94,22 @@ struct Harness {
 
 /// Run a writer over `batches` (each sent as one full batch) until it drains.
 fn run_writer(url: &str, batches: &[&str], api: InfluxApi) -> Harness {
+    run_writer_with(url, api, |handoff| {
+        for batch in batches {
+            handoff.push(lines(batch));
+        }
+    })
+}
+
+fn lines(text: &str) -> Lines {
+    Lines {
+        text: text.to_string(),
+        records: text.lines().count(),
+    }
+}
+
+/// Run a writer over what `feed` hands over until it drains.
+fn run_writer_with(url: &str, api: InfluxApi, feed: impl FnOnce(&mut Handoff<Lines>)) -> Harness {
     let client = Client::new(
         &parse_url(url).unwrap(),
         &api,
@@ -141,12 +157,7 @@ fn run_writer(url: &str, batches: &[&str], api: InfluxApi) -> Harness {
     );
     let (mut handoff, inbox) = handoff::<Lines>(8, &smartgrid_runtime::pressure::Pressure::new());
     let thread = std::thread::spawn(move || writer.run(inbox));
-    for batch in batches {
-        handoff.push(Lines {
-            text: batch.to_string(),
-            records: batch.lines().count(),
-        });
-    }
+    feed(&mut handoff);
     assert!(handoff.flush(), "eight chunks fit");
     drop(handoff);
     thread.join().unwrap();
@@ -278,4 +289,47 @@ fn bad_data_goes_to_the_dead_letter_file_once() {
             .unwrap()
             .contains("HTTP 400: {\"error\":\"unable to parse")
     );
+}
+
+#[test]
+fn a_checkpoint_mark_ships_the_open_batch_and_is_taken_once_accepted() {
+    use smartgrid_runtime::checkpoint::{AT_STOP, Checkpoints, OnStop};
+    use smartgrid_runtime::shutdown::Shutdown;
+    use smartgrid_runtime::state::StateStore;
+
+    let (url, seen) = scripted_server(vec![(204, "", "")]);
+    let state = tempfile::tempdir().unwrap();
+    let stop = Shutdown::new();
+    stop.trigger();
+    let open = || StateStore::open(state.path(), "p", 0, 1).unwrap();
+    let checkpoints =
+        Arc::new(Checkpoints::new(open(), OnStop::Checkpoint, None, stop.clone()).unwrap());
+    let sink = SinkCheckpoint::new(checkpoints.node("store", 0, 1));
+    let api = InfluxApi::V2 {
+        org: "o".into(),
+        bucket: "b".into(),
+        token: None,
+    };
+    let first = "m,sensor_id=a v=1 1000\n";
+    let second = "m,sensor_id=a v=2 2000\n";
+    let h = run_writer_with(&url, api, |handoff| {
+        // One point: the batch (size 2, 10 s) would wait; the mark sends it now.
+        handoff.push(lines(first));
+        handoff.push_mark(sink.mark(AT_STOP, None));
+        handoff.push(lines(second));
+    });
+    let bodies: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body.clone())
+        .collect();
+    assert_eq!(bodies, [first, second]);
+    assert_eq!(counter(&h, "written"), 2);
+    assert!(checkpoints.commit_at_stop().unwrap() > 0);
+    drop((sink, checkpoints));
+    let restored = Checkpoints::new(open(), OnStop::Checkpoint, None, stop).unwrap();
+    let restored = Arc::new(restored);
+    let part = SinkCheckpoint::new(restored.node("store", 0, 1)).restored("influx v1");
+    assert_eq!(part, Some(Vec::new()), "taken, with nothing to restore");
 }

@@ -107,10 +107,11 @@ pub struct IotHubConfig {
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 
-    /// The outbox: messages wait there until the hub acknowledged them, across outages.
-    /// `{ dir: outbox, max_size: 256MiB, fsync: true }`: with `dir` (relative to the
-    /// pipeline file) the outbox is on disk and survives restarts; without it, it is in
-    /// memory (lost on exit). When it is full, new messages go to the dead-letter file.
+    /// The outbox: messages wait there until the hub acknowledged them, across outages,
+    /// restarts and crashes. `{ dir: outbox, max_size: 256MiB, fsync: true }`: on disk,
+    /// in `dir` (relative to the pipeline file) or by default under the state directory
+    /// (`<state_dir>/p0/<node>/outbox`). When it is full, new messages go to the
+    /// dead-letter file.
     #[serde(default)]
     pub spool: SpoolConfig,
 
@@ -139,10 +140,9 @@ pub struct IotHubConfig {
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
 
-    /// At start, wait this long for the first connection (default `10s`). Without a
-    /// `spool`, a hub not reached by then stops the run before it starts: the messages
-    /// would only live in memory. With a `spool`, the run starts anyway and the messages
-    /// wait on disk until the hub is reached.
+    /// At start, wait this long for the first connection (default `10s`). A hub not
+    /// reached by then is logged, and the run starts anyway: the messages wait in the
+    /// outbox on disk until the hub is reached.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
 }

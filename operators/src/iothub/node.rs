@@ -8,6 +8,14 @@
 //! ```
 //! When the input ends (end of data, SIGINT/SIGTERM drain the dataflow), the last
 //! batch is sent and the node's finish waits up to `drain_timeout` for acknowledgements.
+//!
+//! The outbox is on disk, by default under the pipeline's state directory
+//! (`<state_dir>/p0/<node>/outbox`: the process of worker 0 owns it), so a message
+//! accepted into it survives restarts and crashes. At a checkpoint mark the open batch
+//! goes into the outbox at once, and the mark is taken then: nothing before the
+//! checkpoint is only in memory. The outbox resends what the hub did not acknowledge,
+//! and a run restored from a checkpoint sends what followed it again, so after a crash
+//! delivery is at least once.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,10 +30,10 @@ use super::batch::Batcher;
 use super::client::{DeviceClient, DeviceClientOptions, X509Files};
 use super::config::IotHubConfig;
 use super::events::CloudEvent;
-use super::outbox::{MemoryStore, Outbox};
+use super::outbox::Outbox;
 use crate::delivery::config::{Retry, Spool as SpoolPlan, default_dead_letter};
 use crate::delivery::{
-    DeadLetters, Inbox, Payload, Reason, Received, SinkState, render_sink,
+    DeadLetters, Inbox, Payload, Reason, Received, SinkCheckpoint, SinkState, render_sink,
     spool_and_dead_letter_claims,
 };
 use crate::formats::JsonRecord;
@@ -43,6 +51,9 @@ const OUTBOX_BYTES: u64 = 256 << 20;
 /// How often the uplink looks at cloud-to-device events while no record comes.
 const EVENT_POLL: Duration = Duration::from_millis(100);
 
+/// What the sink's (empty) checkpoint part means.
+const FINGERPRINT: &str = "iothub v1";
+
 /// A planned `iothub` sink.
 pub struct IotHubSink {
     config: IotHubConfig,
@@ -56,10 +67,9 @@ pub struct IotHubSink {
 
 impl IotHubSink {
     fn open_outbox(&self) -> Result<Outbox, StartError> {
+        // The plan always gives one (`spool.dir`, or under the state directory).
         let Some(dir) = &self.spool.dir else {
-            return Ok(Outbox::new(Box::new(MemoryStore::new(
-                self.spool.max_bytes,
-            ))));
+            return Err(StartError::other("the IoT Hub outbox has no directory"));
         };
         let mut options = self.spool.options();
         // Dropping the oldest would renumber the outbox; refuse new ones (the plan
@@ -150,7 +160,15 @@ impl Node for IotHubSink {
         });
         let retry = config.retry.plan(RETRY, ctx);
         let min_outbox = config.max_message_bytes as u64 * 4;
-        let spool = config.spool.plan(None, OUTBOX_BYTES, min_outbox, ctx);
+        // Under the state directory of process 0, which owns the outbox.
+        let outbox = ctx
+            .state_dir()
+            .join("p0")
+            .join(&ctx.node.name)
+            .join("outbox");
+        let spool = config
+            .spool
+            .plan(Some(outbox), OUTBOX_BYTES, min_outbox, ctx);
         let ca_hint = "the hub's or the IoT Edge gateway's certificate";
         let tls = match &config.tls {
             Some(t) => crate::io::plan_tls(t, ctx, ca_hint).map(Some),
@@ -205,18 +223,10 @@ impl Node for IotHubSink {
             return Ok(SinkState::idle());
         }
         let outbox = self.open_outbox()?;
-        let durable = self.spool.dir.is_some();
         let client =
             DeviceClient::connect(self.options.clone(), outbox).map_err(StartError::other)?;
         if let Err(e) = client.wait_connected(self.config.connect_timeout.0) {
-            if !durable {
-                return Err(StartError::other(format!(
-                    "the IoT Hub is not reachable ({e}), and without `spool.dir` its messages \
-                     would only be kept in memory: set `spool: {{ dir: … }}` to start anyway, \
-                     or check the host and the network"
-                )));
-            }
-            tracing::warn!(node = %ctx.node, "the IoT Hub is not reachable yet ({e}); messages wait in the spool");
+            tracing::warn!(node = %ctx.node, "the IoT Hub is not reachable yet ({e}); messages wait in the outbox");
         }
         let node = ctx.node.to_string();
         let uplink = UplinkThread {
@@ -232,9 +242,11 @@ impl Node for IotHubSink {
             ),
             node,
             drain_timeout: self.config.drain_timeout.0,
-            durable,
         };
-        SinkState::start(ctx, self.config.queue, move |inbox| uplink.run(inbox))
+        let checkpoint = Some(SinkCheckpoint::register(ctx));
+        SinkState::start(ctx, self.config.queue, checkpoint, move |inbox| {
+            uplink.run(inbox)
+        })
     }
 
     fn render<'s>(
@@ -270,7 +282,6 @@ struct UplinkThread {
     dropped: Counter,
     dead_letters: DeadLetters,
     drain_timeout: Duration,
-    durable: bool,
 }
 
 impl UplinkThread {
@@ -306,6 +317,14 @@ impl UplinkThread {
                         }
                     }
                 }
+                Received::Mark(mark) => {
+                    // Sent early rather than held for `flush_interval`: a record only
+                    // in the batcher would be lost by a crash after the checkpoint.
+                    if let Some(message) = self.batcher.take() {
+                        self.send(&message);
+                    }
+                    mark.take(FINGERPRINT, &[]);
+                }
                 Received::Closed => break,
                 Received::Timeout => {}
             }
@@ -322,17 +341,11 @@ impl UplinkThread {
         while let Ok(event) = events.try_recv() {
             self.log_event(&event);
         }
-        let pending = self.client.stats().outbox_pending;
         match self.client.close(self.drain_timeout) {
             Ok(()) => tracing::info!(node = %self.node, "IoT Hub: everything acknowledged"),
-            Err(e) if self.durable => tracing::warn!(
+            Err(e) => tracing::warn!(
                 node = %self.node,
                 "IoT Hub: {e}; unacknowledged messages stay in the spool for the next run"
-            ),
-            Err(e) => tracing::error!(
-                node = %self.node,
-                pending,
-                "IoT Hub: {e}; messages not acknowledged are lost (set `spool.dir` to keep them)"
             ),
         }
     }

@@ -18,12 +18,17 @@
 //! thread, fed by the sink toolkit's hand-off ([`crate::delivery`]): a slow disk or a
 //! blocked terminal pauses the sources instead of a worker. The writer flushes whenever
 //! it has nothing more to read, and flushes and closes when the input ends.
+//!
+//! A `file` sink takes part in checkpoints with its file's synced length, and a run
+//! that restores a checkpoint first cuts the file back to it ([`output`]); `stdout`
+//! takes no part (at least once after a crash).
+
+pub mod output;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 use smartgrid_runtime::operator::open_output;
@@ -33,8 +38,9 @@ use smartgrid_runtime::{
 };
 
 use crate::delivery::config::DEFAULT_QUEUE;
-use crate::delivery::{Inbox, Lines, Received, SinkState, ThrottledLog, render_lines};
+use crate::delivery::{Lines, SinkCheckpoint, SinkState, ThrottledLog, render_lines};
 use crate::formats::{Encoder, Format, Precision};
+use output::Output;
 
 fn default_queue() -> usize {
     DEFAULT_QUEUE
@@ -58,7 +64,8 @@ pub struct FileSinkConfig {
     /// Extra tags on every point.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// Start the file afresh instead of appending. Default false.
+    /// Start the file afresh instead of appending (and do not cut it back to the
+    /// length of a checkpoint restored). Default false.
     #[serde(default)]
     pub truncate: bool,
     /// Chunks of lines waiting for the writer thread; when full, the sources pause.
@@ -201,6 +208,7 @@ impl<K: WriterKind> Node for WriterSink<K> {
         );
         Some(WriterSink {
             encoder,
+            format: parts.format,
             queue: parts.queue,
             target: parts.target,
             kind: PhantomData,
@@ -221,17 +229,39 @@ impl<K: WriterKind> Node for WriterSink<K> {
         }
     }
 
-    /// Open the output (once per process; only worker 0's process writes) and start the
-    /// writer thread.
+    /// Cut a file back to its checkpointed length, open the output (once per process;
+    /// only worker 0's process writes) and start the writer thread.
     fn start(&self, ctx: &StartContext<'_>) -> Result<SinkState<Lines>, StartError> {
         if ctx.process_index != 0 {
             return Ok(SinkState::idle());
         }
+        let checkpoint = match &self.target {
+            Target::File { path, truncate, .. } => {
+                let checkpoint = SinkCheckpoint::register(ctx);
+                if !truncate {
+                    let part = checkpoint.restored(&output::fingerprint(path, self.format));
+                    let restored =
+                        output::restore_length(path, part.as_deref()).map_err(|source| {
+                            StartError::Io {
+                                context: format!(
+                                    "cannot cut {} back to its checkpointed length",
+                                    path.display()
+                                ),
+                                source,
+                            }
+                        })?;
+                    output::log_restored(ctx.node, path, &restored);
+                }
+                Some(checkpoint)
+            }
+            Target::Stdout => None,
+        };
         let writer = self.open()?;
         let written = ctx.counter("written");
         let log = ThrottledLog::new(ctx.node);
-        SinkState::start(ctx, self.queue, move |inbox| {
-            write_lines(inbox, writer, &written, log)
+        let format = self.format;
+        SinkState::start(ctx, self.queue, checkpoint, move |inbox| {
+            output::write_lines(inbox, writer, format, &written, log)
         })
     }
 
@@ -269,6 +299,7 @@ enum Target {
 /// A planned `file` or `stdout` sink: encode on worker 0, write from a writer thread.
 pub struct WriterSink<K> {
     encoder: Encoder,
+    format: Format,
     queue: usize,
     target: Target,
     kind: PhantomData<fn() -> K>,
@@ -277,9 +308,9 @@ pub struct WriterSink<K> {
 impl<K> WriterSink<K> {
     /// The output, with a header written to a new (or emptied) file; appending runs add
     /// no second one.
-    fn open(&self) -> Result<Box<dyn Write + Send>, StartError> {
+    fn open(&self) -> Result<Output, StartError> {
         let Target::File { path, truncate, .. } = &self.target else {
-            return Ok(Box::new(std::io::stdout()));
+            return Ok(Output::Stdout(std::io::stdout()));
         };
         let mut file = open_output(path, *truncate)?;
         let empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
@@ -291,44 +322,9 @@ impl<K> WriterSink<K> {
                     source,
                 })?;
         }
-        Ok(Box::new(file))
-    }
-}
-
-/// The writer thread of a `file` or `stdout` sink: write every chunk, flush whenever
-/// nothing more is waiting (a reader of the file sees lines within milliseconds) and
-/// at the end.
-fn write_lines(
-    inbox: Inbox<Lines>,
-    mut out: Box<dyn Write + Send>,
-    written: &smartgrid_runtime::metrics::Counter,
-    mut log: ThrottledLog,
-) {
-    let mut dirty = false;
-    loop {
-        let next = if dirty {
-            inbox.try_recv()
-        } else {
-            inbox.recv_timeout(Duration::from_secs(1))
-        };
-        let result = match next {
-            Received::Chunk(lines) => {
-                dirty = true;
-                out.write_all(lines.text.as_bytes())
-                    .map(|()| written.add(lines.records as u64))
-            }
-            Received::Timeout if dirty => {
-                dirty = false;
-                out.flush()
-            }
-            Received::Timeout => Ok(()),
-            Received::Closed => break,
-        };
-        if let Err(e) = result {
-            log.error("write", format_args!("cannot write: {e}"));
-        }
-    }
-    if let Err(e) = out.flush() {
-        log.error("write", format_args!("cannot write: {e}"));
+        Ok(Output::File {
+            path: path.clone(),
+            file,
+        })
     }
 }
