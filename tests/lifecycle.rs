@@ -289,6 +289,32 @@ nodes:
     }
 }
 
+/// A second run of a pipeline whose state directory another run holds is refused at
+/// start with the directory named, and stores nothing.
+#[test]
+fn a_state_directory_in_use_stops_the_second_run_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _held = hold_lock(&dir.path().join(".smartgrid/state/twice/p0"));
+    let pipeline = write_pipeline(
+        dir.path(),
+        r"
+pipeline: twice
+nodes:
+  meters: { type: simulate, sensors: 2, realtime: false, duration: 10s }
+  readings: { type: decode, input: meters, format: clemap }
+  store: { type: file, input: readings, path: out/readings.lp }
+",
+    );
+    let out = run_to_end(&pipeline, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("state directory") && stderr.contains("in use by another run"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out/readings.lp").exists(), "nothing ran");
+}
+
 /// `(reason, payload)` of every dead letter in `paths`, sorted.
 fn dead_letters(paths: &[std::path::PathBuf]) -> Vec<(String, String)> {
     let mut letters: Vec<(String, String)> = paths
