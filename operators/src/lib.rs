@@ -14,6 +14,7 @@ pub mod predict;
 pub mod simulate;
 pub mod sink;
 pub mod spool;
+pub mod wal;
 pub mod window_mean;
 
 use smartgrid_runtime::Registry;

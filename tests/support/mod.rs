@@ -61,14 +61,15 @@ impl Run {
         self.log.lock().expect("log lock").clone()
     }
 
-    /// Returns once a log line contains `needle` (within 20 s).
-    pub fn wait_for(&self, needle: &str) {
+    /// Returns the first log line from now on that contains `needle` (within 20 s).
+    pub fn wait_for(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self
-            .lines
-            .recv_timeout(Duration::from_millis(100))
-            .is_ok_and(|l| l.contains(needle))
-        {
+        loop {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
+                && line.contains(needle)
+            {
+                return line;
+            }
             assert!(Instant::now() < deadline, "no log line with {needle:?}");
         }
     }
@@ -91,9 +92,10 @@ impl Run {
         self.counters()
     }
 
-    /// SIGKILL (kill -9), and wait for it to be gone.
+    /// SIGKILL: a crash, with no chance to save or flush anything; returns once the
+    /// process is gone.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
+        self.signal("KILL");
         let _ = self.child.wait();
     }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use smartgrid_runtime::spec::{ByteSize, Duration};
 
 use crate::io::TlsConfig;
@@ -60,6 +60,60 @@ impl Default for RetryConfig {
             max_delay: default_max_delay(),
         }
     }
+}
+
+/// The default `wal.max_size`.
+pub const DEFAULT_WAL_SIZE: u64 = 1 << 30;
+
+/// When the write-ahead log syncs (`wal.fsync`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WalFsync {
+    /// An fsync and an acknowledgement per message.
+    Always,
+    /// One fsync for a group of messages, then their acknowledgements.
+    #[default]
+    Group,
+}
+
+/// `wal:` of the `mqtt` source: a write-ahead log on disk. Every message is written
+/// and synced to it before it is acknowledged to the broker, and checkpoints (every
+/// `checkpoint_interval`) record how far the pipeline got in it, so after a crash
+/// (even `kill -9` or a power loss) the next run replays what the last checkpoint did
+/// not cover: nothing the broker considers delivered is lost. An empty `wal:` takes
+/// every default.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// The log's directory, relative to the pipeline file (default
+    /// `data/<node>.wal`): one per source, locked while the pipeline runs. It belongs
+    /// with the state directory: a checkpoint names positions in this log.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The most disk the log takes, e.g. `1GiB` (the default; at least twice
+    /// `max_message_size`). It holds what the last checkpoint does not cover, about
+    /// `checkpoint_interval` of messages. When it is full the source stops reading from
+    /// the broker (which keeps the messages) until a checkpoint frees space: nothing is
+    /// dropped.
+    #[serde(default)]
+    pub max_size: Option<ByteSize>,
+    /// `group` (default): one fsync for every message that arrived while the previous
+    /// one ran, then their acknowledgements; `always`: an fsync and an acknowledgement
+    /// per message (far slower; see BENCHMARKS.md).
+    #[serde(default)]
+    pub fsync: WalFsync,
+    /// `group` only: how long a group waits for more messages before its fsync, up to
+    /// `1s` (default `0s`: it does not wait; under load groups form while the previous
+    /// fsync runs). Fewer fsyncs for more latency.
+    #[serde(default)]
+    pub commit_interval: Option<Duration>,
+}
+
+/// `wal:` with no value is a log with every default, not no log.
+fn wal_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<WalConfig>, D::Error> {
+    Ok(Some(
+        Option::<WalConfig>::deserialize(d)?.unwrap_or_default(),
+    ))
 }
 
 /// Settings of the `mqtt` source: subscribe to topics on a broker and emit each
@@ -146,6 +200,13 @@ pub struct MqttConfig {
     /// topic, reason, error, size), relative to the pipeline file.
     #[serde(default)]
     pub dead_letter: Option<SourceDeadLetter>,
+
+    /// `{ dir, max_size, fsync, commit_interval }`: a write-ahead log, so that a crash
+    /// loses nothing the broker considers delivered (see [`WalConfig`]). Default: none;
+    /// a message is then acknowledged once it is handed to the pipeline, and one the
+    /// pipeline had not finished with when it crashed is lost.
+    #[serde(default, deserialize_with = "wal_table")]
+    pub wal: Option<WalConfig>,
 }
 
 /// Where an `mqtt` source records the messages it refuses.
@@ -182,6 +243,7 @@ impl fmt::Debug for MqttConfig {
             .field("retry", &self.retry)
             .field("max_message_size", &self.max_message_size)
             .field("dead_letter", &self.dead_letter)
+            .field("wal", &self.wal)
             .finish()
     }
 }
@@ -203,6 +265,33 @@ mod tests {
         assert_eq!(cfg.keep_alive.0, StdDuration::from_secs(30));
         assert_eq!(cfg.tls, TlsConfig::default());
         assert_eq!(cfg.client_id("home", "meters"), "smartgrid-home-meters");
+        assert_eq!(cfg.wal, None);
+    }
+
+    #[test]
+    fn an_empty_wal_takes_every_default() {
+        for text in [
+            r#"{"url": "embedded", "wal": null}"#,
+            r#"{"url": "embedded", "wal": {}}"#,
+        ] {
+            let cfg: MqttConfig = serde_json::from_str(text).expect("valid");
+            assert_eq!(cfg.wal, Some(WalConfig::default()), "{text}");
+        }
+        let wal = WalConfig::default();
+        assert_eq!(
+            (wal.dir, wal.max_size, wal.fsync),
+            (None, None, WalFsync::Group)
+        );
+        let cfg: MqttConfig = serde_json::from_str(
+            r#"{"url": "embedded", "wal": {"dir": "w", "fsync": "always", "max_size": "64MiB"}}"#,
+        )
+        .expect("valid");
+        let wal = cfg.wal.expect("a log");
+        assert_eq!(wal.fsync, WalFsync::Always);
+        assert_eq!(wal.max_size, Some(ByteSize(64 << 20)));
+        let err = serde_json::from_str::<MqttConfig>(r#"{"url": "embedded", "wal": {"sync": 1}}"#)
+            .expect_err("unknown wal key");
+        assert!(err.to_string().contains("sync"), "{err}");
     }
 
     #[test]

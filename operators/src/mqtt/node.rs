@@ -15,10 +15,11 @@ use smartgrid_runtime::{
 };
 
 use super::config::{DEFAULT_TOPIC, MqttConfig};
+use super::wal::{self, PlannedWal, RunningWal};
 use crate::io::mqtt::{
     ClientIdentity, ConnectOptions, Endpoint, MAX_PACKET_SIZE, MqttError, Password, Qos, Refused,
     Retry, SubscribeOptions, Subscriber, TlsOptions, TryRecvError, embedded_broker,
-    spawn_subscriber,
+    spawn_logged_subscriber, spawn_subscriber,
 };
 
 /// Messages handed to the dataflow per activation, so one source cannot starve a worker.
@@ -28,6 +29,7 @@ const BATCH: usize = 1024;
 pub struct Running {
     subscriber: Arc<Subscriber>,
     dead_letters: Option<Arc<Mutex<std::io::BufWriter<std::fs::File>>>>,
+    wal: Option<RunningWal>,
 }
 
 /// Worker 0's record of the messages refused for their size: counted, and written to
@@ -72,6 +74,8 @@ pub struct MqttSource {
     client_id_at: Location,
     /// The dead-letter file for refused messages, and where it is named.
     dead_letter: Option<(std::path::PathBuf, Location)>,
+    /// The write-ahead log, if `wal:` is set.
+    wal: Option<PlannedWal>,
 }
 
 impl Node for MqttSource {
@@ -91,6 +95,8 @@ impl Node for MqttSource {
         ("channel_capacity", Limit::count(1, 1_000_000)),
         ("retry.initial_delay", Limit::seconds(0, 3600)),
         ("retry.max_delay", Limit::seconds(0, 86_400)),
+        ("wal.max_size", Limit::bytes(1 << 20, 1 << 40)),
+        ("wal.commit_interval", Limit::millis_to_seconds(0, 1)),
     ];
 
     type Config = MqttConfig;
@@ -105,6 +111,7 @@ impl Node for MqttSource {
         let identity = plan_identity(&config, client_id, endpoint.as_ref(), ctx);
         let keep_alive = plan_keep_alive(&config, ctx);
         let retry = plan_retry(&config, ctx);
+        let wal = wal::plan(&config, max_message_size(&config), ctx);
         let tls = match &endpoint {
             Some(endpoint) => plan_tls(&config, endpoint, ctx),
             None => None,
@@ -123,11 +130,17 @@ impl Node for MqttSource {
             subscribe: subscribe?,
             client_id_at: ctx.node.key_at("client_id"),
             dead_letter,
+            wal: wal?,
         })
     }
 
     fn output(&self) -> Option<PortType> {
         Some(PortType::Messages)
+    }
+
+    /// With a write-ahead log, a checkpoint's position can be replayed.
+    fn replayable(&self) -> bool {
+        self.wal.is_some()
     }
 
     fn resources(&self) -> Vec<Claim> {
@@ -142,6 +155,12 @@ impl Node for MqttSource {
             claims.push(Claim {
                 resource: Resource::FileWritten(path.clone()),
                 at: *at,
+            });
+        }
+        if let Some(wal) = &self.wal {
+            claims.push(Claim {
+                resource: Resource::Directory(wal.options.dir.clone()),
+                at: wal.at,
             });
         }
         claims
@@ -161,11 +180,23 @@ impl Node for MqttSource {
             Some((path, _)) => Some(Arc::new(Mutex::new(open_output(path, false)?))),
             None => None,
         };
-        let subscriber = spawn_subscriber(&self.connect, &self.subscribe, ctx.shutdown.flag())
-            .map_err(StartError::other)?;
+        let (subscriber, wal) = match &self.wal {
+            Some(planned) => {
+                let (journal, wal) = RunningWal::open(planned, ctx)?;
+                let flag = ctx.shutdown.flag();
+                let subscriber =
+                    spawn_logged_subscriber(&self.connect, &self.subscribe, flag, journal);
+                (subscriber, Some(wal))
+            }
+            None => (
+                spawn_subscriber(&self.connect, &self.subscribe, ctx.shutdown.flag()),
+                None,
+            ),
+        };
         Ok(Some(Running {
-            subscriber: Arc::new(subscriber),
+            subscriber: Arc::new(subscriber.map_err(StartError::other)?),
             dead_letters,
+            wal,
         }))
     }
 
@@ -189,6 +220,7 @@ impl Node for MqttSource {
         let received = ctx.counter("messages");
         let sessions_lost = ctx.counter("sessions_lost");
         let mut lost_counted = 0;
+        let mut positions = running.wal.as_ref().map(|wal| wal.positions(ctx));
         let node = ctx.node.to_string();
         let mut announced = false;
         // Event time may follow the clock only while this subscription is in place and
@@ -204,12 +236,22 @@ impl Node for MqttSource {
                 tracing::info!(node = %node, "subscribed");
                 announced = true;
             }
+            // What the log kept from before goes first; the live messages wait.
+            if let Some(positions) = positions.as_mut()
+                && positions.replay(out, BATCH)
+            {
+                liveness.set(false);
+                return Poll::More;
+            }
             while out.len() < BATCH {
                 match subscriber.try_recv() {
                     Ok(message) => out.push(message),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         received.add(out.len() as u64);
+                        if let Some(positions) = positions.as_mut() {
+                            positions.live(out.len());
+                        }
                         return if out.is_empty() {
                             Poll::Done
                         } else {
@@ -219,6 +261,9 @@ impl Node for MqttSource {
                 }
             }
             received.add(out.len() as u64);
+            if let Some(positions) = positions.as_mut() {
+                positions.live(out.len());
+            }
             let caught_up = out.len() < BATCH;
             liveness.set(subscribed && caught_up);
             if caught_up { Poll::Idle } else { Poll::More }
@@ -232,6 +277,11 @@ impl Node for MqttSource {
         let Some(running) = state else {
             return Ok(());
         };
+        if let Some(failure) = running.wal.as_ref().and_then(RunningWal::failure) {
+            return Err(StartError::other(format!(
+                "the write-ahead log failed, and the subscriber stopped: {failure}"
+            )));
+        }
         let stats = running.subscriber.stats();
         if stats.ever_subscribed {
             return Ok(());
@@ -252,7 +302,7 @@ fn problem(ctx: &mut PlanContext<'_>, key: &str, message: impl Into<String>, hin
 }
 
 /// Where `outer.inner` stands (`tls: { ca_file: … }`), else where `outer` does.
-fn nested_at(ctx: &PlanContext<'_>, outer: &str, inner: &str) -> Location {
+pub(super) fn nested_at(ctx: &PlanContext<'_>, outer: &str, inner: &str) -> Location {
     ctx.node
         .settings
         .get(outer)
@@ -260,7 +310,7 @@ fn nested_at(ctx: &PlanContext<'_>, outer: &str, inner: &str) -> Location {
         .map_or_else(|| ctx.node.key_at(outer), |(k, _)| k.at)
 }
 
-fn nested_problem(
+pub(super) fn nested_problem(
     ctx: &mut PlanContext<'_>,
     outer: &str,
     inner: &str,
@@ -327,9 +377,13 @@ fn plan_subscription(config: &MqttConfig, ctx: &mut PlanContext<'_>) -> Option<S
         topics: config.topics.clone(),
         qos,
         channel_capacity: config.channel_capacity,
-        max_message_size: config.max_message_size.map_or(MAX_PACKET_SIZE, |s| {
-            usize::try_from(s.0).unwrap_or(usize::MAX)
-        }),
+        max_message_size: max_message_size(config),
+    })
+}
+
+fn max_message_size(config: &MqttConfig) -> usize {
+    config.max_message_size.map_or(MAX_PACKET_SIZE, |s| {
+        usize::try_from(s.0).unwrap_or(usize::MAX)
     })
 }
 

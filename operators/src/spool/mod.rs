@@ -47,8 +47,8 @@
 //!
 //! Single-threaded: one owner appends and acknowledges (a sink's writer thread).
 
-mod head;
-mod segment;
+pub(crate) mod head;
+pub(crate) mod segment;
 #[cfg(test)]
 mod tests;
 
@@ -130,6 +130,23 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolErr
     move |source| SpoolError::Io { what, path, source }
 }
 
+/// Takes `dir/LOCK` (an exclusive `flock`, released when the file is closed): `None`
+/// when another holder has it; on failure, what was being done.
+pub(crate) fn lock_dir(dir: &Path) -> Result<Option<File>, (&'static str, io::Error)> {
+    let path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ("open", e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(("lock", e)),
+    }
+}
+
 /// An open spool directory. See the module docs.
 pub struct Spool {
     dir: PathBuf,
@@ -155,18 +172,11 @@ impl Spool {
     pub fn open(dir: impl AsRef<Path>, options: SpoolOptions) -> Result<Self, SpoolError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err("create the directory", &dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err("open", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(SpoolError::Locked { dir }),
-            Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
-        }
+        let lock = match lock_dir(&dir) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Err(SpoolError::Locked { dir }),
+            Err((what, e)) => return Err(io_err(what, &dir.join("LOCK"))(e)),
+        };
         let head_path = dir.join("HEAD");
         let (head, stored) =
             Head::load(&head_path, options.fsync).map_err(io_err("read", &head_path))?;

@@ -10,6 +10,9 @@
 //! * [`spawn_subscriber`] → [`Subscriber`]: subscribe, QoS 1 acks only after a message
 //!   is in the bounded channel, resubscribe when the broker lost the session (and
 //!   count and warn about it, for a persistent session).
+//! * [`spawn_logged_subscriber`]: the same with a write-ahead log ([`Journal`]): a
+//!   message is synced to disk before it is acknowledged (group commit), and replayed
+//!   after a crash.
 //! * [`Publisher`]: queue messages, resend after a lost session,
 //!   [`Publisher::flush_and_close`].
 //! * [`embedded_broker`]: the in-process broker behind `url: embedded`.
@@ -22,6 +25,7 @@
 pub(crate) mod driver;
 mod embedded;
 mod error;
+mod journal;
 mod options;
 mod publisher;
 mod subscriber;
@@ -30,10 +34,14 @@ mod tls;
 pub use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 pub use embedded::{EmbeddedBroker, embedded_broker, start_embedded_broker};
 pub use error::MqttError;
+pub use journal::{Fsync, Journal, JournalCounters, JournalHandle, JournalOptions, Replayed};
 pub use options::{
     ClientIdentity, ConnectOptions, DEFAULT_PORT, DEFAULT_TLS_PORT, Endpoint, MAX_PACKET_SIZE,
     Password, Qos, Retry,
 };
 pub use publisher::{Publisher, PublisherOptions, PublisherStats};
-pub use subscriber::{Refused, SubscribeOptions, Subscriber, SubscriberStats, spawn_subscriber};
+pub use subscriber::{
+    Refused, SubscribeOptions, Subscriber, SubscriberStats, spawn_logged_subscriber,
+    spawn_subscriber,
+};
 pub use tls::TlsOptions;

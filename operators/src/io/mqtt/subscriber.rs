@@ -18,6 +18,7 @@ use smartgrid_runtime::record::Message;
 
 use super::driver::{self, ConnectionState, Driver, Handler, STOP_POLL, StopFlags, lock};
 use super::error::MqttError;
+use super::journal::{Ack, Intake, Journal, Logged};
 use super::options::{ConnectOptions, MAX_PACKET_SIZE, MQTT_MAX_PACKET, Qos};
 use crate::io::ThrottledLog;
 
@@ -135,7 +136,8 @@ impl Shared {
 /// * **Acknowledgement.** With QoS 1 a message is acknowledged to the broker only after
 ///   it is in the channel, so a message the broker considers delivered is never lost
 ///   by this layer (a crash before the ack means the broker sends it again:
-///   at-least-once).
+///   at-least-once). With a write-ahead log ([`spawn_logged_subscriber`]) it is
+///   acknowledged once it is synced to disk, so it also survives a crash after the ack.
 /// * **Backpressure.** When the channel is full the thread waits for room before it
 ///   reads the next packet; the broker's in-flight window then fills and it stops
 ///   sending. Memory stays bounded. (No pings go out while waiting: a pipeline stalled
@@ -173,6 +175,27 @@ pub fn spawn_subscriber(
     subscribe: &SubscribeOptions,
     shutdown: Arc<AtomicBool>,
 ) -> Result<Subscriber, MqttError> {
+    spawn(connect, subscribe, shutdown, None)
+}
+
+/// [`spawn_subscriber`] with a write-ahead log: every message is appended to `journal`
+/// and synced before it is acknowledged, and only then put into the channel, in log
+/// order (see [`super::journal`]).
+pub fn spawn_logged_subscriber(
+    connect: &ConnectOptions,
+    subscribe: &SubscribeOptions,
+    shutdown: Arc<AtomicBool>,
+    journal: Journal,
+) -> Result<Subscriber, MqttError> {
+    spawn(connect, subscribe, shutdown, Some(journal))
+}
+
+fn spawn(
+    connect: &ConnectOptions,
+    subscribe: &SubscribeOptions,
+    shutdown: Arc<AtomicBool>,
+    journal: Option<Journal>,
+) -> Result<Subscriber, MqttError> {
     // Read any packet the protocol can frame: one over our limit is then refused once,
     // not a broken connection the broker answers by sending it again.
     let mut connect = connect.clone();
@@ -187,6 +210,19 @@ pub fn spawn_subscriber(
     let shared = Arc::new(Shared::default());
     let state = Arc::new(ConnectionState::default());
     let flags = StopFlags::new(shutdown);
+    let journal = match journal {
+        Some(journal) => {
+            let shared = Arc::clone(&shared);
+            let delivered = Box::new(move || {
+                shared.messages.fetch_add(1, Ordering::Relaxed);
+                shared.wake();
+            });
+            let capacity = subscribe.channel_capacity;
+            let name = &connect.identity.client_id;
+            Some(journal.spawn(name, tx.clone(), delivered, flags.clone(), capacity)?)
+        }
+        None => None,
+    };
     let driver = Driver::new(
         eventloop,
         broker.clone(),
@@ -214,6 +250,7 @@ pub fn spawn_subscriber(
         need_subscribe: false,
         max_message_size: subscribe.max_message_size,
         log: ThrottledLog::new(&connect.identity.client_id),
+        journal,
     };
     let name = format!("mqtt-sub-{}", connect.identity.client_id);
     let thread = driver::spawn(name, move || async move {
@@ -224,8 +261,14 @@ pub fn spawn_subscriber(
                 .clone()
                 .disconnect_on_stop(move || client.try_disconnect().is_ok()),
         );
+        let acks = receiving.journal.as_ref().map(|journal| {
+            tokio::spawn(journal.ack_sender(receiving.client.clone(), Arc::clone(&receiving.state)))
+        });
         driver.run(&mut receiving).await;
         watcher.abort();
+        if let Some(acks) = acks {
+            acks.abort();
+        }
         receiving.finish();
     })?;
     Ok(Subscriber {
@@ -387,6 +430,8 @@ struct Receiving {
     max_message_size: usize,
     /// At most one line per reason per 10 s (a flood of large messages is one line).
     log: ThrottledLog,
+    /// The write-ahead log: when there is one, every message goes through it.
+    journal: Option<Intake>,
 }
 
 impl Handler for Receiving {
@@ -418,7 +463,14 @@ impl Handler for Receiving {
                 }
                 if publish.payload.len() > self.max_message_size {
                     self.refuse(&publish);
-                    self.ack(&publish);
+                    match &self.journal {
+                        Some(journal) => journal.ack_only(Ack::of(&publish, self.epoch())),
+                        None => self.ack(&publish),
+                    }
+                    return;
+                }
+                if self.journal.is_some() {
+                    self.log_message(&publish, true);
                     return;
                 }
                 match self.deliver(&publish) {
@@ -457,6 +509,9 @@ impl Receiving {
     /// end.
     fn finish(&mut self) {
         self.shared.subscribed.store(false, Ordering::Relaxed);
+        if let Some(mut journal) = self.journal.take() {
+            journal.close();
+        }
         self.tx = None;
         self.shared.wake();
     }
@@ -483,6 +538,10 @@ impl Receiving {
         for publish in stale {
             if self.flags.stopping() {
                 return;
+            }
+            if self.journal.is_some() {
+                self.log_message(&publish, false);
+                continue;
             }
             if let Delivery::ReceiverGone = self.deliver(&publish) {
                 self.flags.stop();
@@ -562,6 +621,25 @@ impl Receiving {
         self.shared.messages.fetch_add(1, Ordering::Relaxed);
         self.shared.wake();
         Delivery::Delivered
+    }
+
+    /// Hands the message to the write-ahead log, which acknowledges it (if `ack`) once
+    /// it is durable.
+    fn log_message(&mut self, publish: &Publish, ack: bool) {
+        let Some(journal) = &self.journal else { return };
+        let message = Message {
+            topic: intern(&mut self.topics, &publish.topic),
+            payload: publish.payload.clone(),
+        };
+        let ack = Ack::of(publish, self.epoch()).filter(|_| ack);
+        if journal.receive(message, ack, &self.flags) == Logged::Ended {
+            self.flags.stop();
+        }
+    }
+
+    /// The connection the messages now received belong to.
+    fn epoch(&self) -> u64 {
+        self.state.connections()
     }
 
     /// Keeps a message that is too large aside (its topic and size), counted and logged.
