@@ -203,10 +203,10 @@ nodes:
         "the source reconnected before the second batch was published\n{}",
         broker.log_tail()
     );
-    match outage {
-        Outage::KilledWithoutPersistence => run.wait_for("subscribed again"),
-        _ => run.wait_for("reconnected to MQTT broker"),
-    }
+    run.wait_for(match outage {
+        Outage::KilledWithoutPersistence => "subscribed again",
+        _ => "reconnected to MQTT broker",
+    });
     let after = publish_batch(&broker, start + 4_000);
     let expected = match outage {
         Outage::KilledWithoutPersistence => 2 * BATCH,
