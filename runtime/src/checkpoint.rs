@@ -179,23 +179,30 @@ impl Checkpoints {
     }
 
     /// After every worker and sink has stopped: writes what the nodes saved at the
-    /// stop as the checkpoint for the next run, or, after a drain or the end of the
-    /// input, leaves none. Returns the bytes written.
+    /// stop as the checkpoint for the next run. After a drain or the end of the input
+    /// no state is kept, only the replayable sources' positions (so a log does not
+    /// replay what was flushed). Returns the bytes of state written.
     pub fn commit_at_stop(&self) -> Result<usize, StateError> {
         let Some(store) = &self.store else {
             return Ok(0);
         };
         let stopping = self.on_stop == OnStop::Checkpoint && self.stop.is_triggered();
         let mut inner = self.lock();
-        let pending = inner.pending.remove(&AT_STOP).unwrap_or_default();
-        if !stopping || pending.parts.is_empty() {
+        let mut pending = inner.pending.remove(&AT_STOP).unwrap_or_default();
+        // Everything the sources emitted has been through the dataflow now.
+        let positions: BTreeMap<String, u64> = inner
+            .sources
+            .iter()
+            .map(|(source, at)| (source.clone(), at.load(Ordering::Acquire)))
+            .collect();
+        if !stopping {
+            // Drained: no state to keep, but a log must not replay what was flushed.
+            pending.parts.clear();
+        }
+        if pending.parts.is_empty() && positions.is_empty() {
             drop(inner);
             store.clear()?;
             return Ok(0);
-        }
-        let mut positions = pending.positions;
-        for (source, at) in &inner.sources {
-            positions.insert(source.clone(), at.load(Ordering::Acquire));
         }
         let bytes = store.write(AT_STOP, &positions, &pending.parts)?;
         inner.written += bytes as u64;
@@ -211,7 +218,12 @@ impl Checkpoints {
         let mut inner = self.lock();
         let pending = inner.pending.entry(time).or_default();
         pending.parts.insert(key, part);
-        pending.positions.extend(positions);
+        for (source, at) in positions {
+            // Two parts may name one source (a decode on each worker): replay from the
+            // earlier position, which loses nothing.
+            let kept = pending.positions.entry(source).or_insert(at);
+            *kept = (*kept).min(at);
+        }
         if time == AT_STOP {
             return;
         }

@@ -127,3 +127,56 @@ fn sensors_are_owned_by_the_worker_the_exchange_sends_them_to() {
         assert_eq!(owners, vec![(sensor.route_hash() % 3) as usize]);
     }
 }
+
+#[test]
+fn a_drain_keeps_the_log_positions_and_no_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = Shutdown::new();
+    {
+        let store = StateStore::open(dir.path(), "p", 0, 1).expect("open");
+        let checkpoints = Arc::new(
+            Checkpoints::new(
+                store,
+                OnStop::Drain,
+                Some(Duration::from_secs(10)),
+                stop.clone(),
+            )
+            .expect("new"),
+        );
+        let log = checkpoints.source("meters");
+        log.emitted(77);
+        stop.trigger();
+        checkpoints.commit_at_stop().expect("commit");
+    }
+    let checkpoints = open(dir.path(), Some(Duration::from_secs(10)), &Shutdown::new());
+    assert_eq!(
+        checkpoints.source("meters").replay_from(),
+        Some(77),
+        "flushed: not replayed"
+    );
+    assert_eq!(
+        checkpoints.node("means", 0, 1).restored_time(),
+        None,
+        "no state"
+    );
+}
+
+#[test]
+fn two_parts_naming_one_source_replay_from_the_earlier_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoints = open(dir.path(), Some(Duration::from_millis(1)), &Shutdown::new());
+    let log = checkpoints.source("meters");
+    let mut first = checkpoints.node("readings", 0, 2);
+    let mut second = checkpoints.node("readings", 1, 2);
+    let t0 = Instant::now();
+    first.announce(1, t0);
+    assert!(first.announce(5_000, t0 + Duration::from_secs(1)));
+    log.emitted(10);
+    first.take_with_position(5_000, "w", b"", Some("meters"));
+    log.emitted(20);
+    second.take_with_position(5_000, "w", b"", Some("meters"));
+    drop((first, second, log));
+    drop(checkpoints);
+    let checkpoints = open(dir.path(), Some(Duration::from_millis(1)), &Shutdown::new());
+    assert_eq!(checkpoints.source("meters").replay_from(), Some(10));
+}
