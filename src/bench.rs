@@ -121,6 +121,9 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                 let window = |size_s: u64| WindowMean {
                     size_ms: size_s * 1000,
                     lateness_ms: 0,
+                    // The default horizon: its emitted windows and de-duplication times
+                    // are part of what is measured.
+                    correction_ms: WindowMean::DEFAULT_CORRECTION_MS,
                     fields: (0..7).collect(),
                     // Each worker's payloads are its own sensors (`worker_sensors`).
                 };
@@ -128,9 +131,9 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                 // nodes reading the same input.
                 let late = metrics.counter("late");
                 let counted = |size_s| CountedWindow {
-                    window: window(size_s),
                     late: late.clone(),
                     emitted: windows.clone(),
+                    ..CountedWindow::new(window(size_s))
                 };
                 for means in decoded.window_means(vec![counted(10), counted(60)], "means") {
                     means.probe();
