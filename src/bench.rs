@@ -130,9 +130,15 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                 // Both sizes in one operator, as a pipeline renders two `window_mean`
                 // nodes reading the same input.
                 let late = metrics.counter("late");
+                let (duplicates, corrections) = (
+                    metrics.counter("duplicates"),
+                    metrics.counter("corrections"),
+                );
                 let counted = |size_s| CountedWindow {
                     late: late.clone(),
                     emitted: windows.clone(),
+                    duplicates: duplicates.clone(),
+                    corrections: corrections.clone(),
                     ..CountedWindow::new(window(size_s))
                 };
                 for means in decoded.window_means(vec![counted(10), counted(60)], "means") {
@@ -155,6 +161,14 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
         "readings={total} windows={} workers={workers} seconds={elapsed:.3}",
         windows.get()
     );
+    // Simulated readings are each sent once and in time: anything here is a fault.
+    let refused = ["late", "duplicates", "corrections"].map(|c| metrics.counter(c).get());
+    if refused != [0; 3] {
+        println!(
+            "late={} duplicates={} corrections={}",
+            refused[0], refused[1], refused[2]
+        );
+    }
     println!("readings_per_s={:.0}", total as f64 / elapsed);
     Ok(ExitCode::SUCCESS)
 }

@@ -120,7 +120,7 @@ impl<C> WindowSums<C> {
                             sensor: self.slots.sensors[slot].as_str().to_string(),
                             count: run[0] as u64,
                             sums: run[1..].to_vec(),
-                            times: self.slots.seen[slot].between(start_ms, end).to_vec(),
+                            times: self.slots.seen.between(slot, start_ms, end),
                         })
                         .collect();
                     sensors.sort_unstable_by(|a, b| a.sensor.cmp(&b.sensor));
@@ -193,10 +193,10 @@ impl<C> WindowSums<C> {
                     run[0] += sensor.count as f64;
                 }
                 for (&slot, (_, sensor)) in slots.iter().zip(&mine) {
-                    let seen = &mut self.slots.seen[slot];
+                    let seen = &mut self.slots.seen;
                     for &t in &sensor.times {
-                        if let Some(at) = seen.find(t) {
-                            seen.insert(t, at);
+                        if let Some(at) = seen.find(slot, t) {
+                            seen.insert(slot, t, at);
                         }
                     }
                 }

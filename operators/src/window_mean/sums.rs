@@ -28,7 +28,7 @@ use super::seen::Seen;
 pub(super) struct Slots {
     index: FxHashMap<SensorId, u32>,
     pub(super) sensors: Vec<SensorId>,
-    pub(super) seen: Vec<Seen>,
+    pub(super) seen: Seen,
 }
 
 impl Slots {
@@ -39,7 +39,7 @@ impl Slots {
         }
         let slot = self.sensors.len();
         self.sensors.push(sensor);
-        self.seen.push(Seen::default());
+        self.seen.add_slot();
         // Slots are u32: four billion sensors in the windows of one worker would not fit
         // in memory long before this saturates.
         self.index
@@ -373,7 +373,7 @@ impl<C> WindowSums<C> {
         batch: &mut Batch,
     ) {
         let slot = self.slots.slot(reading.sensor);
-        let Some(vacancy) = self.slots.seen[slot].find(reading.time_ms) else {
+        let Some(vacancy) = self.slots.seen.find(slot, reading.time_ms) else {
             batch.duplicates += 1;
             return;
         };
@@ -406,7 +406,7 @@ impl<C> WindowSums<C> {
         }
         // A reading no size counted is not remembered: its windows are all gone.
         if counted {
-            self.slots.seen[slot].insert(reading.time_ms, vacancy);
+            self.slots.seen.insert(slot, reading.time_ms, vacancy);
         }
     }
 
@@ -497,9 +497,7 @@ impl<C> WindowSums<C> {
                 .filter_map(Windows::oldest)
                 .min()
                 .unwrap_or(i64::MAX);
-            for seen in &mut self.slots.seen {
-                seen.prune(floor);
-            }
+            self.slots.seen.prune(floor);
         }
     }
 
@@ -514,10 +512,15 @@ impl<C> WindowSums<C> {
             windows.renumber(&keep);
         }
         let mut old = std::mem::take(&mut self.slots);
-        for &slot in &keep {
-            let new = self.slots.slot(old.sensors[slot]);
-            self.slots.seen[new] = std::mem::take(&mut old.seen[slot]);
+        old.seen.renumber(&keep);
+        for (new, &slot) in keep.iter().enumerate() {
+            let sensor = old.sensors[slot];
+            self.slots.sensors.push(sensor);
+            self.slots
+                .index
+                .insert(sensor, u32::try_from(new).unwrap_or(u32::MAX));
         }
+        self.slots.seen = old.seen;
     }
 
     /// Whether no window is kept.
