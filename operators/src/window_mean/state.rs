@@ -370,7 +370,7 @@ mod tests {
                     spec(10_000, &[0, 2]),
                     spec(60_000, &[1]),
                 ]);
-                let even = |s: SensorId| s.route_hash() % 2 == 0;
+                let even = |s: SensorId| s.route_hash().is_multiple_of(2);
                 fresh
                     .import(&state, |_, close| close, even)
                     .expect("restores");
