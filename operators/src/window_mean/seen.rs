@@ -34,16 +34,23 @@ impl Block {
     }
 }
 
-/// One sensor's run: its first and last blocks.
+/// One sensor's run: its first and last blocks. The last block's length and last time
+/// are kept here, not in the block, so the common case (a time after the last) reads
+/// this small array and writes one time, and never touches the block's header.
 #[derive(Clone, Copy, Debug)]
 struct Run {
     first: u32,
     last: u32,
+    /// The length of the last block (its `len` is stale while it is the last).
+    tail_len: u16,
+    last_time: i64,
 }
 
 const EMPTY: Run = Run {
     first: NONE,
     last: NONE,
+    tail_len: 0,
+    last_time: i64::MIN,
 };
 
 /// Where a new time goes, from [`Seen::find`].
@@ -72,12 +79,8 @@ impl Seen {
     /// Where `time` would go in `slot`'s run, or `None` if it is already there.
     #[inline]
     pub(super) fn find(&self, slot: usize, time: i64) -> Option<Vacancy> {
-        let run = self.runs[slot];
-        if run.last == NONE {
-            return Some(Vacancy::Append);
-        }
-        let last = &self.blocks[run.last as usize];
-        if time > last.times[usize::from(last.len) - 1] {
+        let run = &self.runs[slot];
+        if run.last == NONE || time > run.last_time {
             // The common case: a sensor's next reading.
             return Some(Vacancy::Append);
         }
@@ -85,8 +88,9 @@ impl Seen {
         let mut id = run.last;
         loop {
             let block = &self.blocks[id as usize];
-            if block.prev == NONE || block.live()[0] <= time {
-                return match block.live().binary_search(&time) {
+            let live = self.live(run, id);
+            if block.prev == NONE || live[0] <= time {
+                return match live.binary_search(&time) {
                     Ok(_) => None,
                     Err(at) => Some(Vacancy::At {
                         block: id,
@@ -103,22 +107,55 @@ impl Seen {
     pub(super) fn insert(&mut self, slot: usize, time: i64, at: Vacancy) {
         match at {
             Vacancy::Append => {
-                let last = self.runs[slot].last;
-                if last != NONE {
-                    let block = &mut self.blocks[last as usize];
-                    if usize::from(block.len) < B {
-                        block.times[usize::from(block.len)] = time;
-                        block.len += 1;
-                        return;
-                    }
+                let run = &mut self.runs[slot];
+                run.last_time = time;
+                let last = run.last;
+                if last != NONE && usize::from(run.tail_len) < B {
+                    self.blocks[last as usize].times[usize::from(run.tail_len)] = time;
+                    run.tail_len += 1;
+                    return;
                 }
+                self.settle(slot);
                 let id = self.alloc();
                 self.blocks[id as usize].times[0] = time;
                 self.blocks[id as usize].len = 1;
                 self.link_after(slot, last, id);
+                self.unsettle(slot);
             }
-            Vacancy::At { block, pos } => self.insert_at(slot, block, pos, time),
+            Vacancy::At { block, pos } => {
+                self.settle(slot);
+                self.insert_at(slot, block, pos, time);
+                self.unsettle(slot);
+            }
         }
+    }
+
+    /// The live times of block `id` of `run`.
+    fn live(&self, run: &Run, id: u32) -> &[i64] {
+        let block = &self.blocks[id as usize];
+        let len = if id == run.last {
+            run.tail_len
+        } else {
+            block.len
+        };
+        &block.times[usize::from(block.head)..usize::from(len)]
+    }
+
+    /// Write the last block's length into it, before the blocks of `slot` change.
+    fn settle(&mut self, slot: usize) {
+        let run = self.runs[slot];
+        if run.last != NONE {
+            self.blocks[run.last as usize].len = run.tail_len;
+        }
+    }
+
+    /// Take the last block's length back, after the blocks of `slot` changed.
+    fn unsettle(&mut self, slot: usize) {
+        let run = &mut self.runs[slot];
+        run.tail_len = match run.last {
+            NONE => 0,
+            last => self.blocks[last as usize].len,
+        };
     }
 
     fn insert_at(&mut self, slot: usize, id: u32, pos: u16, time: i64) {
@@ -160,10 +197,7 @@ impl Seen {
     fn link_after(&mut self, slot: usize, after: u32, new: u32) {
         let run = &mut self.runs[slot];
         if after == NONE {
-            *run = Run {
-                first: new,
-                last: new,
-            };
+            (run.first, run.last) = (new, new);
             return;
         }
         let next = self.blocks[after as usize].next;
@@ -202,6 +236,7 @@ impl Seen {
     /// Forget every slot's times before `floor`.
     pub(super) fn prune(&mut self, floor: i64) {
         for slot in 0..self.runs.len() {
+            self.settle(slot);
             let mut first = self.runs[slot].first;
             while first != NONE {
                 let block = &mut self.blocks[first as usize];
@@ -219,6 +254,7 @@ impl Seen {
                 self.blocks[first as usize].prev = NONE;
                 self.runs[slot].first = first;
             }
+            self.unsettle(slot);
         }
     }
 
@@ -245,14 +281,15 @@ impl Seen {
     #[allow(dead_code)] // for `state`, which checkpoints will call
     pub(super) fn between(&self, slot: usize, from: i64, to: i64) -> Vec<i64> {
         let mut out = Vec::new();
-        let mut id = self.runs[slot].first;
+        let run = &self.runs[slot];
+        let mut id = run.first;
         while id != NONE {
-            let block = &self.blocks[id as usize];
-            out.extend(block.live().iter().filter(|&&t| t >= from && t < to));
-            if block.live().last().is_some_and(|&t| t >= to) {
+            let live = self.live(run, id);
+            out.extend(live.iter().filter(|&&t| t >= from && t < to));
+            if live.last().is_some_and(|&t| t >= to) {
                 break;
             }
-            id = block.next;
+            id = self.blocks[id as usize].next;
         }
         out
     }
