@@ -121,16 +121,25 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                 let window = |size_s: u64| WindowMean {
                     size_ms: size_s * 1000,
                     lateness_ms: 0,
+                    // The default horizon: its emitted windows and de-duplication times
+                    // are part of what is measured.
+                    correction_ms: WindowMean::DEFAULT_CORRECTION_MS,
                     fields: (0..7).collect(),
                     // Each worker's payloads are its own sensors (`worker_sensors`).
                 };
                 // Both sizes in one operator, as a pipeline renders two `window_mean`
                 // nodes reading the same input.
                 let late = metrics.counter("late");
+                let (duplicates, corrections) = (
+                    metrics.counter("duplicates"),
+                    metrics.counter("corrections"),
+                );
                 let counted = |size_s| CountedWindow {
-                    window: window(size_s),
                     late: late.clone(),
                     emitted: windows.clone(),
+                    duplicates: duplicates.clone(),
+                    corrections: corrections.clone(),
+                    ..CountedWindow::new(window(size_s))
                 };
                 for means in decoded.window_means(vec![counted(10), counted(60)], "means") {
                     means.probe();
@@ -152,6 +161,14 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
         "readings={total} windows={} workers={workers} seconds={elapsed:.3}",
         windows.get()
     );
+    // Simulated readings are each sent once and in time: anything here is a fault.
+    let refused = ["late", "duplicates", "corrections"].map(|c| metrics.counter(c).get());
+    if refused != [0; 3] {
+        println!(
+            "late={} duplicates={} corrections={}",
+            refused[0], refused[1], refused[2]
+        );
+    }
     println!("readings_per_s={:.0}", total as f64 / elapsed);
     Ok(ExitCode::SUCCESS)
 }

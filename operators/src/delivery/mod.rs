@@ -15,6 +15,8 @@
 //! * [`operator`]: the sink's state (hand-off and writer thread; started in
 //!   `Node::start`, joined in `Node::finish`) and worker 0's operator.
 //! * [`dead_letter`]: the one JSON-lines dead-letter file and record shape.
+//! * [`record_letters`]: the `dead_letter:` key of an operator that refuses records
+//!   mid-pipeline (`window_mean`'s late readings): file and/or topic, per process.
 //! * [`throttle`]: one log line per reason per 10 s, with a count of what was held back.
 //! * [`config`]: the keys every sink reads the same way: `retry`, `spool`, `queue`,
 //!   `drain_timeout`, `dead_letter` (and `tls`, in [`crate::io::TlsConfig`]).
@@ -24,6 +26,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod handoff;
 pub mod operator;
+pub mod record_letters;
 
 pub use crate::io::ThrottledLog;
 pub use checkpoint::{Mark, SinkCheckpoint};

@@ -11,17 +11,28 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use super::sums::WindowSums;
+use super::letters::LateLetters;
+use super::sums::{Batch, Refused, WindowSums};
+use crate::io::ThrottledLog;
 
 /// What to average and over which windows.
 #[derive(Clone, Debug)]
 pub struct WindowMean {
     /// Window length in ms; windows start at multiples of it.
     pub size_ms: u64,
-    /// How long past its end a window accepts late readings, in ms.
+    /// How long past its end a window waits before it is emitted, in ms.
     pub lateness_ms: u64,
+    /// How long past its close (end plus lateness) an emitted window still takes late
+    /// readings and emits its corrected means, in ms (the correction horizon).
+    pub correction_ms: u64,
     /// Positions of the averaged fields in the input row.
     pub fields: Arc<[usize]>,
+}
+
+impl WindowMean {
+    /// The default correction horizon: a minute covers a broker restart or a reconnect
+    /// backlog, and keeps a minute of event times per sensor for de-duplication.
+    pub const DEFAULT_CORRECTION_MS: u64 = 60_000;
 }
 
 /// Adds `window_mean` to streams of readings.
@@ -29,28 +40,28 @@ pub trait WindowMeanExt<'s> {
     /// Tumbling-window means per sensor. The stream must be partitioned by sensor
     /// (with several workers; see
     /// [`route_by_sensor`](smartgrid_runtime::operator::route_by_sensor), which a
-    /// pipeline's renderer inserts), so any number of workers gives the same windows. A
-    /// reading whose window has already been emitted is counted in `late` and dropped.
+    /// pipeline's renderer inserts), so any number of workers gives the same windows.
+    ///
+    /// A reading of a sensor and event time already counted is dropped (`duplicates`).
+    /// A reading whose window was emitted already, within the correction horizon, is
+    /// added to it and the sensor's mean is emitted again, with the same timestamp (the
+    /// window's start), at the time of the reading's batch (`corrections`); past the
+    /// horizon it is counted in `late` and dead-lettered.
     ///
     /// ```
-    /// use smartgrid_operators::window_mean::{WindowMean, WindowMeanExt};
-    /// use smartgrid_runtime::metrics::Counter;
+    /// use smartgrid_operators::window_mean::{CountedWindow, WindowMean, WindowMeanExt};
     /// use smartgrid_runtime::{Reading, Row, SensorId};
     /// use timely::dataflow::operators::{Capture, ToStream};
     /// use timely::dataflow::operators::capture::Event;
     ///
     /// let sensor = SensorId::new("meter-1").expect("short name");
     /// let reading = move |ms: i64, p: f64| Reading { sensor, time_ms: ms, values: Row::from_iter([p]) };
+    /// let window = WindowMean { size_ms: 10_000, lateness_ms: 0, correction_ms: 60_000, fields: vec![0].into() };
     /// let captured = timely::example(move |scope| {
-    ///     vec![reading(1_000, 10.0), reading(9_000, 20.0), reading(12_000, 5.0)]
+    ///     vec![reading(1_000, 10.0), reading(9_000, 20.0), reading(9_000, 20.0), reading(12_000, 5.0)]
     ///         .to_stream(scope)
     ///         .container::<Vec<_>>()
-    ///         .window_mean(
-    ///             WindowMean { size_ms: 10_000, lateness_ms: 0, fields: vec![0].into() },
-    ///             Counter::default(),
-    ///             Counter::default(),
-    ///             "means",
-    ///         )
+    ///         .window_mean(CountedWindow::new(window), "means")
     ///         .capture()
     /// });
     /// let means: Vec<Reading> = captured
@@ -61,38 +72,34 @@ pub trait WindowMeanExt<'s> {
     ///     })
     ///     .flatten()
     ///     .collect();
-    /// // [0 s, 10 s): mean of 10 and 20 over 2 readings; [10 s, 20 s): one reading.
+    /// // [0 s, 10 s): mean of 10 and 20 over 2 readings (the second 9 s reading is a
+    /// // duplicate); [10 s, 20 s): one reading.
     /// assert_eq!(means[0].values.as_slice(), &[15.0, 2.0]);
     /// assert_eq!(means[1].values.as_slice(), &[5.0, 1.0]);
     /// assert_eq!((means[0].time_ms, means[1].time_ms), (0, 10_000));
     /// ```
-    fn window_mean(
-        self,
-        window: WindowMean,
-        late: Counter,
-        emitted: Counter,
-        name: &str,
-    ) -> Readings<'s>;
+    fn window_mean(self, window: CountedWindow, name: &str) -> Readings<'s>;
 
     /// Several windows over this stream in one operator, one output stream each, in
-    /// order: each reading's sensor is looked up once for all of them and the stream is
-    /// not copied per window. Each window is what [`window_mean`](Self::window_mean)
-    /// would give. The input must be partitioned by sensor, as for `window_mean`.
+    /// order: each reading's sensor is looked up (and de-duplicated) once for all of
+    /// them and the stream is not copied per window. Each window is what
+    /// [`window_mean`](Self::window_mean) would give. The input must be partitioned by
+    /// sensor, as for `window_mean`.
     ///
     /// ```
     /// use smartgrid_operators::window_mean::{CountedWindow, WindowMean, WindowMeanExt};
-    /// use smartgrid_runtime::metrics::Counter;
     /// use smartgrid_runtime::{Reading, Row, SensorId};
     /// use timely::dataflow::operators::{Capture, ToStream};
     /// use timely::dataflow::operators::capture::Event;
     ///
     /// let sensor = SensorId::new("meter-1").expect("short name");
     /// let reading = move |ms: i64, p: f64| Reading { sensor, time_ms: ms, values: Row::from_iter([p]) };
-    /// let window = |size_ms: u64| CountedWindow {
-    ///     window: WindowMean { size_ms, lateness_ms: 0, fields: vec![0].into() },
-    ///     late: Counter::default(),
-    ///     emitted: Counter::default(),
-    /// };
+    /// let window = |size_ms: u64| CountedWindow::new(WindowMean {
+    ///     size_ms,
+    ///     lateness_ms: 0,
+    ///     correction_ms: 0,
+    ///     fields: vec![0].into(),
+    /// });
     /// let (short, long) = timely::example(move |scope| {
     ///     let mut outputs = vec![reading(1_000, 10.0), reading(9_000, 20.0), reading(12_000, 5.0)]
     ///         .to_stream(scope)
@@ -123,31 +130,40 @@ pub trait WindowMeanExt<'s> {
 /// One output of the operator: a window size's means.
 type MeansOutput = OutputBuilder<Time, CapacityContainerBuilder<Vec<Reading>>>;
 
-/// A window and the counters it reports to.
-#[derive(Clone, Debug)]
+/// A window, the counters it reports to and where its late readings go.
+#[derive(Clone)]
 pub struct CountedWindow {
     /// What to average, over which windows.
     pub window: WindowMean,
-    /// Readings that came after their window was emitted.
+    /// Readings that came past their window's correction horizon (dead-lettered).
     pub late: Counter,
-    /// Means emitted (one per sensor and window).
+    /// Means emitted (one per sensor and window; corrections not included).
     pub emitted: Counter,
+    /// Readings dropped because their sensor and event time were already counted.
+    pub duplicates: Counter,
+    /// Means emitted again because late readings changed them.
+    pub corrections: Counter,
+    /// The dead letters of late readings.
+    pub letters: LateLetters,
+}
+
+impl CountedWindow {
+    /// `window` with counters of its own and no dead letters.
+    pub fn new(window: WindowMean) -> Self {
+        CountedWindow {
+            window,
+            late: Counter::default(),
+            emitted: Counter::default(),
+            duplicates: Counter::default(),
+            corrections: Counter::default(),
+            letters: LateLetters::default(),
+        }
+    }
 }
 
 impl<'s> WindowMeanExt<'s> for Readings<'s> {
-    fn window_mean(
-        self,
-        window: WindowMean,
-        late: Counter,
-        emitted: Counter,
-        name: &str,
-    ) -> Readings<'s> {
-        let counted = CountedWindow {
-            window,
-            late,
-            emitted,
-        };
-        self.window_means(vec![counted], name)
+    fn window_mean(self, window: CountedWindow, name: &str) -> Readings<'s> {
+        self.window_means(vec![window], name)
             .pop()
             .expect("one output per window")
     }
@@ -167,49 +183,96 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
         // Each open window holds a capability, for its output, at the time it may close.
         let mut sums: WindowSums<Capability<Time>> =
             WindowSums::new(windows.iter().map(|w| &w.window));
+        let mut log = ThrottledLog::new(name);
         builder.build(move |_initial_capabilities| {
             let mut means: Vec<Reading> = Vec::new();
-            let mut late = vec![0; windows.len()];
+            let mut corrected: Vec<Vec<Reading>> = vec![Vec::new(); windows.len()];
+            let mut batch = Batch::new(windows.len());
+            let mut refused: Vec<Refused> = Vec::new();
             move |frontiers| {
                 input.for_each(|capability, data| {
                     // Our sources always stamp their messages; an unstamped batch makes
                     // no progress claim, so no window could be held open for it.
                     let Some(&now) = capability.least() else {
-                        late.iter_mut().for_each(|n| *n += data.len() as u64);
+                        batch.late.iter_mut().for_each(|n| *n += data.len() as u64);
                         return;
                     };
                     for reading in data.iter() {
                         let open = |output, close| capability.delayed(&close, output);
-                        sums.add(reading, now, open, &mut late);
+                        sums.add(reading, now, open, &mut batch);
                     }
                     data.clear();
+                    if batch.has_corrections() {
+                        // At the batch's own time: the earliest this operator may still
+                        // emit at, and the windows' start as the records' timestamp.
+                        sums.corrections(&mut batch, &mut corrected);
+                        for (k, means) in corrected.iter_mut().enumerate() {
+                            if means.is_empty() {
+                                continue;
+                            }
+                            windows[k].corrections.add(means.len() as u64);
+                            let at = capability.delayed(&now, k);
+                            outputs[k]
+                                .activate()
+                                .session(&at)
+                                .give_iterator(means.drain(..));
+                        }
+                    }
+                    refused.append(&mut batch.refused);
                 });
                 // Shared counters are added to once per activation (see decode).
-                for (window, n) in windows.iter().zip(&mut late) {
+                for (window, n) in windows.iter().zip(&mut batch.late) {
                     window.late.add(std::mem::take(n));
+                }
+                let duplicates = std::mem::take(&mut batch.duplicates);
+                if duplicates > 0 {
+                    windows.iter().for_each(|w| w.duplicates.add(duplicates));
+                }
+                if !refused.is_empty() {
+                    dead_letter(&windows, &refused, &mut log);
+                    refused.clear();
                 }
                 // Emit every window the frontier has passed, oldest first; dropping its
                 // capability lets time move on downstream.
                 let frontier = &frontiers[0];
+                let passed = |time: &Time| !frontier.less_equal(time);
                 for (k, (output, window)) in outputs.iter_mut().zip(&windows).enumerate() {
                     let mut output = output.activate();
-                    while let Some(capability) =
-                        sums.close_oldest(k, |close| !frontier.less_equal(close), &mut means)
-                    {
+                    while let Some(capability) = sums.close_oldest(k, passed, &mut means) {
                         window.emitted.add(means.len() as u64);
                         output.session(&capability).give_iterator(means.drain(..));
                     }
                 }
+                sums.expire(passed);
             }
         });
         streams
     }
 }
 
+/// Log and dead-letter the readings refused in one activation, per window size.
+fn dead_letter(windows: &[CountedWindow], refused: &[Refused], log: &mut ThrottledLog) {
+    log.warn(
+        "late",
+        format_args!(
+            "{} readings came past their window's correction horizon",
+            refused.len()
+        ),
+    );
+    for (k, window) in windows.iter().enumerate() {
+        let mine: Vec<&Refused> = refused.iter().filter(|r| r.size == k).collect();
+        let spec = &window.window;
+        window
+            .letters
+            .write(&mine, spec.size_ms, spec.correction_ms);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smartgrid_runtime::{Row, SensorId};
+    use crate::delivery::record_letters::Letters;
+    use smartgrid_runtime::{Row, Schema, SensorId};
     use std::sync::{Arc as StdArc, Mutex};
     use timely::dataflow::InputHandle;
     use timely::dataflow::operators::{Input, Inspect, Probe};
@@ -222,23 +285,35 @@ mod tests {
         }
     }
 
-    /// Feeds `batches` of (input time, readings), advancing the input after each, and
-    /// returns what was emitted with its timely time, plus the late count.
-    fn drive(lateness_ms: u64, batches: Vec<(u64, Vec<Reading>)>) -> (Vec<(u64, Reading)>, u64) {
-        let late = Counter::default();
+    /// What a run emitted, with its timely time, and what it counted.
+    struct Driven {
+        out: Vec<(u64, Reading)>,
+        window: CountedWindow,
+    }
+
+    /// Feeds `batches` of (input time, readings) to 10 s windows, advancing the input
+    /// after each.
+    fn drive(
+        lateness_ms: u64,
+        correction_ms: u64,
+        letters: Letters,
+        batches: Vec<(u64, Vec<Reading>)>,
+    ) -> Driven {
+        let mut window = CountedWindow::new(WindowMean {
+            size_ms: 10_000,
+            lateness_ms,
+            correction_ms,
+            fields: vec![0].into(),
+        });
+        window.letters = LateLetters::new("test", Schema::new(["p"]), letters);
         let seen = StdArc::new(Mutex::new(Vec::new()));
-        let (late2, seen2) = (late.clone(), StdArc::clone(&seen));
+        let (counted, seen2) = (window.clone(), StdArc::clone(&seen));
         timely::execute_directly(move |worker| {
             let mut input = InputHandle::new();
             let probe = worker.dataflow::<u64, _, _>(|scope| {
-                let window = WindowMean {
-                    size_ms: 10_000,
-                    lateness_ms,
-                    fields: vec![0].into(),
-                };
                 scope
                     .input_from(&mut input)
-                    .window_mean(window, late2, Counter::default(), "test")
+                    .window_mean(counted, "test")
                     .inspect_core(move |event| {
                         if let Ok((stamp, data)) = event {
                             let t = *stamp.least().expect("stamped");
@@ -263,24 +338,27 @@ mod tests {
             }
         });
         let out = seen.lock().expect("lock").clone();
-        (out, late.get())
+        Driven { out, window }
     }
 
     #[test]
     fn emits_when_the_frontier_passes_and_counts_late_readings() {
-        let (out, late) = drive(
+        let d = drive(
             0,
+            0,
+            Letters::default(),
             vec![
                 (0, vec![reading("a", 1_000, 1.0), reading("b", 2_000, 10.0)]),
                 (5_000, vec![reading("a", 6_000, 3.0)]),
                 // Frontier passes 9_999: window [0, 10 s) is emitted here.
                 (12_000, vec![reading("a", 12_500, 7.0)]),
-                // Too late for [0, 10 s): counted, dropped.
+                // Too late for [0, 10 s), with no correction horizon: counted, dropped.
                 (13_000, vec![reading("a", 9_000, 100.0)]),
             ],
         );
-        assert_eq!(late, 1);
-        let first: Vec<_> = out.iter().filter(|(_, r)| r.time_ms == 0).collect();
+        assert_eq!(d.window.late.get(), 1);
+        assert_eq!(d.window.corrections.get(), 0);
+        let first: Vec<_> = d.out.iter().filter(|(_, r)| r.time_ms == 0).collect();
         assert_eq!(first.len(), 2);
         assert_eq!(
             first[0].0, 9_999,
@@ -289,23 +367,112 @@ mod tests {
         assert_eq!(first[0].1.values.as_slice(), &[2.0, 2.0]);
         assert_eq!(first[1].1.values.as_slice(), &[10.0, 1.0]);
         // The input closes: the open window [10 s, 20 s) flushes with its one reading.
-        let second: Vec<_> = out.iter().filter(|(_, r)| r.time_ms == 10_000).collect();
+        let second: Vec<_> = d.out.iter().filter(|(_, r)| r.time_ms == 10_000).collect();
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].1.values.as_slice(), &[7.0, 1.0]);
     }
 
     #[test]
     fn lateness_keeps_a_window_open_longer() {
-        let (out, late) = drive(
+        let d = drive(
             5_000,
+            0,
+            Letters::default(),
             vec![
                 (0, vec![reading("a", 1_000, 1.0)]),
                 (12_000, vec![reading("a", 9_000, 3.0)]), // within 5 s of lateness
                 (15_000, vec![reading("a", 9_500, 5.0)]), // past end + lateness: late
             ],
         );
-        assert_eq!(late, 1);
-        assert_eq!(out[0].1.values.as_slice(), &[2.0, 2.0]);
-        assert_eq!(out[0].0, 14_999);
+        assert_eq!(d.window.late.get(), 1);
+        assert_eq!(d.out[0].1.values.as_slice(), &[2.0, 2.0]);
+        assert_eq!(d.out[0].0, 14_999);
+    }
+
+    #[test]
+    fn a_redelivered_reading_is_counted_once() {
+        let d = drive(
+            0,
+            60_000,
+            Letters::default(),
+            vec![
+                (0, vec![reading("a", 1_000, 1.0), reading("a", 2_000, 3.0)]),
+                // Redelivered after a reconnect, in another batch, and in the same one.
+                (
+                    3_000,
+                    vec![reading("a", 1_000, 1.0), reading("a", 4_000, 5.0)],
+                ),
+                (
+                    4_000,
+                    vec![reading("a", 4_000, 5.0), reading("a", 4_000, 5.0)],
+                ),
+                // After its window was emitted: still a duplicate, not a correction.
+                (15_000, vec![reading("a", 2_000, 3.0)]),
+            ],
+        );
+        assert_eq!(d.window.duplicates.get(), 4);
+        assert_eq!((d.window.late.get(), d.window.corrections.get()), (0, 0));
+        let means: Vec<_> = d.out.iter().map(|(_, r)| r.values.to_vec()).collect();
+        assert_eq!(means, [vec![3.0, 3.0]]);
+    }
+
+    #[test]
+    fn a_late_reading_within_the_horizon_emits_the_merged_mean_again_at_its_batch_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("late.jsonl");
+        let file = smartgrid_runtime::operator::open_output(&path, false).expect("open");
+        let letters = Letters::from_file(file);
+        let d = drive(
+            0,
+            30_000,
+            letters,
+            vec![
+                (0, vec![reading("a", 1_000, 1.0), reading("b", 1_000, 7.0)]),
+                // [0, 10 s) is emitted when the frontier passes 9 999.
+                (12_000, vec![reading("a", 12_000, 2.0)]),
+                // Late for [0, 10 s) but within 30 s of its close: merged, emitted again.
+                (
+                    20_000,
+                    vec![reading("a", 5_000, 3.0), reading("a", 6_000, 5.0)],
+                ),
+                // A window nobody had a reading for yet, past its close, within horizon.
+                (35_000, vec![reading("b", 21_000, 4.0)]),
+                // Past 9 999 + 30 000: refused and dead-lettered.
+                (40_000, vec![reading("a", 8_000, 100.0)]),
+            ],
+        );
+        let w = &d.window;
+        assert_eq!(
+            (w.late.get(), w.corrections.get(), w.duplicates.get()),
+            (1, 2, 0)
+        );
+        let a: Vec<_> = d
+            .out
+            .iter()
+            .filter(|(_, r)| r.sensor.as_str() == "a" && r.time_ms == 0)
+            .map(|(t, r)| (*t, r.values.to_vec()))
+            .collect();
+        // First at the window's close, then once for the batch of two late readings, at
+        // that batch's time, with the same timestamp.
+        assert_eq!(a, [(9_999, vec![1.0, 1.0]), (20_000, vec![3.0, 3.0])]);
+        let b: Vec<_> = d
+            .out
+            .iter()
+            .filter(|(_, r)| r.sensor.as_str() == "b" && r.time_ms == 20_000)
+            .map(|(t, r)| (*t, r.values.to_vec()))
+            .collect();
+        assert_eq!(b, [(35_000, vec![4.0, 1.0])]);
+        let text = std::fs::read_to_string(&path).expect("dead letters");
+        let letters: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(letters.len(), 1, "{text}");
+        assert_eq!(letters[0]["reason"], "late");
+        assert_eq!(letters[0]["sensor_id"], "a");
+        assert_eq!(letters[0]["time_ms"], 8_000);
+        assert_eq!(letters[0]["fields"]["p"], 100.0);
+        assert_eq!(letters[0]["window_start_ms"], 0);
+        assert_eq!(letters[0]["late_by_ms"], 40_000 - 9_999);
     }
 }

@@ -1,11 +1,19 @@
-//! The running sums of one `window_mean` operator's open windows, apart from timely so
-//! they can be tested on their own.
+//! The running sums of one `window_mean` operator's windows, apart from timely so they
+//! can be tested on their own.
 //!
-//! Every reading costs one hash lookup (its sensor's slot, shared by all open windows)
-//! and one add into a flat array: each window keeps `1 + fields` numbers per slot (the
-//! count, then one sum per averaged field), so accumulating touches one short run of
-//! memory and allocates nothing once the first window has seen every sensor.
+//! Every reading costs one hash lookup (its sensor's slot, shared by all windows), one
+//! look at the sensor's counted times (a duplicate is dropped there) and one add into a
+//! flat array: each window keeps `1 + fields` numbers per slot (the count, then one sum
+//! per averaged field), so accumulating touches one short run of memory and allocates
+//! nothing once the first window has seen every sensor.
+//!
+//! A window lives in two stages: *open* until the frontier passes its close (its end plus
+//! the lateness), holding a capability to emit it with; then *emitted*, without one,
+//! until the frontier passes its close plus the correction horizon. A reading for an
+//! emitted window still changes its sums, and the sensor's mean is emitted again (see
+//! [`WindowSums::corrections`]); a reading past the horizon is refused.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -13,121 +21,64 @@ use smartgrid_runtime::operator::Time;
 use smartgrid_runtime::{Reading, Row, SensorId};
 
 use super::WindowMean;
+use super::seen::Seen;
 
-/// Sensors seen by the open windows, numbered densely.
+/// Sensors of the kept windows, numbered densely, with the times each was counted at.
 #[derive(Default)]
-struct Slots {
+pub(super) struct Slots {
     index: FxHashMap<SensorId, u32>,
-    sensors: Vec<SensorId>,
+    pub(super) sensors: Vec<SensorId>,
+    pub(super) seen: Seen,
 }
 
 impl Slots {
     #[inline]
-    fn slot(&mut self, sensor: SensorId) -> usize {
+    pub(super) fn slot(&mut self, sensor: SensorId) -> usize {
         if let Some(&slot) = self.index.get(&sensor) {
             return slot as usize;
         }
         let slot = self.sensors.len();
         self.sensors.push(sensor);
-        // Slots are u32: four billion sensors in the open windows of one worker would
-        // not fit in memory long before this saturates.
+        self.seen.add_slot();
+        // Slots are u32: four billion sensors in the windows of one worker would not fit
+        // in memory long before this saturates.
         self.index
             .insert(sensor, u32::try_from(slot).unwrap_or(u32::MAX));
         slot
     }
 }
 
-/// One open window: `C` is what the operator emits it with (its capability).
-struct Open<C> {
-    start_ms: i64,
+/// A window not yet emitted: `C` is what the operator emits it with (its capability).
+pub(super) struct Open<C> {
+    pub(super) start_ms: i64,
     /// The time the window may close at: its last millisecond plus the lateness.
-    close: Time,
-    token: C,
+    pub(super) close: Time,
+    pub(super) token: C,
     /// `stride` numbers per slot: count, then the field sums.
-    sums: Vec<f64>,
+    pub(super) sums: Vec<f64>,
 }
 
-/// The open windows of one size.
-struct Windows<C> {
-    size_ms: i64,
-    hold_ms: u64,
-    fields: Arc<[usize]>,
+/// A window already emitted, kept for late readings until its horizon passes.
+pub(super) struct Emitted {
+    pub(super) start_ms: i64,
+    /// The close plus the correction horizon: after it, the window is forgotten.
+    pub(super) expire: Time,
+    pub(super) sums: Vec<f64>,
+}
+
+/// How a window's sums are laid out and added to.
+pub(super) struct Layout {
+    pub(super) fields: Arc<[usize]>,
     /// `fields` is `0..n`: sums add the row's first `n` values in one run.
     leading: bool,
-    stride: usize,
-    /// Sorted by start (and so by `close`), oldest first; rarely more than two.
-    open: Vec<Open<C>>,
-    /// The window the previous reading went to: readings arrive nearly in time order.
-    last: usize,
-    /// Arrays of closed windows, reused by the next ones.
-    spare: Vec<Vec<f64>>,
+    pub(super) stride: usize,
 }
 
-impl<C> Windows<C> {
-    fn new(spec: &WindowMean) -> Self {
-        Windows {
-            size_ms: i64::try_from(spec.size_ms).unwrap_or(i64::MAX).max(1),
-            hold_ms: spec
-                .size_ms
-                .saturating_sub(1)
-                .saturating_add(spec.lateness_ms),
-            leading: spec.fields.iter().enumerate().all(|(i, &f)| i == f),
-            stride: spec.fields.len() + 1,
-            fields: Arc::clone(&spec.fields),
-            open: Vec::new(),
-            last: 0,
-            spare: Vec::new(),
-        }
-    }
-
-    /// The index of the open window holding `time_ms`, opened with `open(close)` if
-    /// needed, or `None` if it closes before `now`: the reading is late.
+impl Layout {
+    /// Add `values` to slot `slot` of `sums`.
     #[inline]
-    fn window_of(
-        &mut self,
-        time_ms: i64,
-        now: Time,
-        open: impl FnOnce(Time) -> C,
-    ) -> Option<usize> {
-        if let Some(w) = self.open.get(self.last)
-            && time_ms >= w.start_ms
-            && time_ms.abs_diff(w.start_ms) < self.size_ms.unsigned_abs()
-        {
-            return (w.close >= now).then_some(self.last);
-        }
-        // A window starting before i64::MIN (a time some 292 million years ago, which only
-        // a broken payload carries) would be late under any watermark.
-        let start = time_ms.div_euclid(self.size_ms).checked_mul(self.size_ms)?;
-        let close = u64::try_from(start)
-            .unwrap_or(0)
-            .saturating_add(self.hold_ms);
-        if close < now {
-            return None;
-        }
-        // Sorted by start, so by close too. (Windows before 1970 all close at `hold_ms`:
-        // their start tells them apart.)
-        let at = self.open.partition_point(|w| w.start_ms < start);
-        if self.open.get(at).is_none_or(|w| w.start_ms != start) {
-            let sums = self.spare.pop().unwrap_or_default();
-            self.open.insert(
-                at,
-                Open {
-                    start_ms: start,
-                    close,
-                    token: open(close),
-                    sums,
-                },
-            );
-        }
-        self.last = at;
-        Some(at)
-    }
-
-    /// Add `values` to slot `slot` of window `w`.
-    #[inline]
-    fn add(&mut self, w: usize, slot: usize, values: &[f64]) {
+    fn add(&self, sums: &mut Vec<f64>, slot: usize, values: &[f64]) {
         let stride = self.stride;
-        let sums = &mut self.open[w].sums;
         if sums.len() <= slot * stride {
             sums.resize((slot + 1) * stride, 0.0);
         }
@@ -150,85 +101,340 @@ impl<C> Windows<C> {
         }
     }
 
-    /// Whether slot `slot` has readings in any open window.
+    /// The means of slot `slot` (each field's, then the count), if it has readings.
+    fn means(&self, sums: &[f64], slot: usize) -> Option<Row> {
+        let run = sums.get(slot * self.stride..(slot + 1) * self.stride)?;
+        let (&count, acc) = run.split_first().expect("stride is at least 1");
+        if count == 0.0 {
+            return None;
+        }
+        let mut values: Row = acc.iter().map(|sum| sum / count).collect();
+        values.push(count);
+        Some(values)
+    }
+
+    fn holds(&self, sums: &[f64], slot: usize) -> bool {
+        sums.get(slot * self.stride)
+            .is_some_and(|&count| count > 0.0)
+    }
+
+    /// `sums` with only the slots in `keep`, renumbered in that order.
+    fn renumber(&self, sums: &[f64], keep: &[usize]) -> Vec<f64> {
+        let stride = self.stride;
+        let mut out = Vec::with_capacity(keep.len() * stride);
+        for &old in keep {
+            match sums.get(old * stride..(old + 1) * stride) {
+                Some(run) => out.extend_from_slice(run),
+                None => out.extend(std::iter::repeat_n(0.0, stride)),
+            }
+        }
+        out
+    }
+}
+
+/// Where a reading goes among the windows of one size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Open(usize),
+    Emitted(usize),
+    /// Past the horizon: the window's start and close.
+    Late(i64, Time),
+}
+
+/// The windows of one size.
+pub(super) struct Windows<C> {
+    pub(super) size_ms: i64,
+    hold_ms: u64,
+    correction_ms: u64,
+    pub(super) layout: Layout,
+    /// Sorted by start (and so by `close`), oldest first; rarely more than two.
+    pub(super) open: Vec<Open<C>>,
+    /// Sorted by start, oldest first: about `correction / size` of them.
+    pub(super) emitted: VecDeque<Emitted>,
+    /// The open window the previous reading went to: readings arrive nearly in order.
+    last: usize,
+    /// Arrays of forgotten windows, reused by the next ones.
+    spare: Vec<Vec<f64>>,
+}
+
+impl<C> Windows<C> {
+    fn new(spec: &WindowMean) -> Self {
+        Windows {
+            size_ms: i64::try_from(spec.size_ms).unwrap_or(i64::MAX).max(1),
+            hold_ms: spec
+                .size_ms
+                .saturating_sub(1)
+                .saturating_add(spec.lateness_ms),
+            correction_ms: spec.correction_ms,
+            layout: Layout {
+                leading: spec.fields.iter().enumerate().all(|(i, &f)| i == f),
+                stride: spec.fields.len() + 1,
+                fields: Arc::clone(&spec.fields),
+            },
+            open: Vec::new(),
+            emitted: VecDeque::new(),
+            last: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// The start and close of the window holding `time_ms`; `None` before i64::MIN (a
+    /// time some 292 million years ago, which only a broken payload carries).
+    fn bounds(&self, time_ms: i64) -> Option<(i64, Time)> {
+        let start = time_ms.div_euclid(self.size_ms).checked_mul(self.size_ms)?;
+        Some((start, self.close_of(start)))
+    }
+
+    /// The close of the window starting at `start_ms`: its last millisecond plus the
+    /// lateness. (Windows before 1970 all close at `hold_ms`: their start tells them
+    /// apart.)
+    pub(super) fn close_of(&self, start_ms: i64) -> Time {
+        u64::try_from(start_ms)
+            .unwrap_or(0)
+            .saturating_add(self.hold_ms)
+    }
+
+    /// The close plus the correction horizon.
+    pub(super) fn expiry(&self, close: Time) -> Time {
+        close.saturating_add(self.correction_ms)
+    }
+
+    /// Where `time_ms` goes in a batch stamped `now`: its open window (opened with
+    /// `open(close)` if it closes at `now` or later), or its emitted window (made, empty,
+    /// if none was kept) while its horizon has not passed `now`.
+    #[inline]
+    fn target(&mut self, time_ms: i64, now: Time, open: impl FnOnce(Time) -> C) -> Target {
+        // A window past its close but not emitted yet (the frontier has moved on in this
+        // activation) still takes a reading within the horizon, which a correction would
+        // add anyway; past the horizon the reading is late whether or not the window was
+        // emitted, so what is refused does not depend on when the operator runs.
+        if let Some(w) = self.open.get(self.last)
+            && time_ms >= w.start_ms
+            && time_ms.abs_diff(w.start_ms) < self.size_ms.unsigned_abs()
+            && self.expiry(w.close) >= now
+        {
+            return Target::Open(self.last);
+        }
+        let Some((start, close)) = self.bounds(time_ms) else {
+            return Target::Late(i64::MIN, 0);
+        };
+        let expire = self.expiry(close);
+        let at = self.open.partition_point(|w| w.start_ms < start);
+        if self.open.get(at).is_some_and(|w| w.start_ms == start) {
+            if expire < now {
+                return Target::Late(start, close);
+            }
+            self.last = at;
+            return Target::Open(at);
+        }
+        let kept = self.emitted.partition_point(|w| w.start_ms < start);
+        let emitted = self.emitted.get(kept).is_some_and(|w| w.start_ms == start);
+        if close >= now {
+            if emitted {
+                // Only a restored state can make `now` precede an emitted window's close.
+                return Target::Emitted(kept);
+            }
+            let sums = self.spare.pop().unwrap_or_default();
+            self.open.insert(
+                at,
+                Open {
+                    start_ms: start,
+                    close,
+                    token: open(close),
+                    sums,
+                },
+            );
+            self.last = at;
+            return Target::Open(at);
+        }
+        if expire < now {
+            // Whether or not the frontier has made it forget the window yet.
+            return Target::Late(start, close);
+        }
+        if emitted {
+            return Target::Emitted(kept);
+        }
+        // No reading came before it closed: the late one makes it.
+        let sums = self.spare.pop().unwrap_or_default();
+        self.emitted.insert(
+            kept,
+            Emitted {
+                start_ms: start,
+                expire,
+                sums,
+            },
+        );
+        Target::Emitted(kept)
+    }
+
+    /// The emitted window starting at `start_ms`.
+    fn emitted_at(&self, start_ms: i64) -> Option<&Emitted> {
+        let at = self.emitted.partition_point(|w| w.start_ms < start_ms);
+        self.emitted.get(at).filter(|w| w.start_ms == start_ms)
+    }
+
+    /// Whether slot `slot` has readings in any kept window.
     fn holds(&self, slot: usize) -> bool {
-        self.open.iter().any(|w| {
-            w.sums
-                .get(slot * self.stride)
-                .is_some_and(|&count| count > 0.0)
-        })
+        let layout = &self.layout;
+        self.open.iter().any(|w| layout.holds(&w.sums, slot))
+            || self.emitted.iter().any(|w| layout.holds(&w.sums, slot))
+    }
+
+    /// The start of the oldest kept window.
+    fn oldest(&self) -> Option<i64> {
+        let open = self.open.first().map(|w| w.start_ms);
+        let emitted = self.emitted.front().map(|w| w.start_ms);
+        open.into_iter().chain(emitted).min()
     }
 
     /// Keep only the slots in `keep`, renumbered in that order.
     fn renumber(&mut self, keep: &[usize]) {
-        let stride = self.stride;
         for window in &mut self.open {
-            let mut sums = Vec::with_capacity(keep.len() * stride);
-            for &old in keep {
-                match window.sums.get(old * stride..(old + 1) * stride) {
-                    Some(run) => sums.extend_from_slice(run),
-                    None => sums.extend(std::iter::repeat_n(0.0, stride)),
-                }
-            }
-            window.sums = sums;
+            window.sums = self.layout.renumber(&window.sums, keep);
+        }
+        for window in &mut self.emitted {
+            window.sums = self.layout.renumber(&window.sums, keep);
         }
         self.spare.clear();
     }
+
+    /// Keep the emptied `sums` for the next window.
+    fn recycle(&mut self, mut sums: Vec<f64>) {
+        sums.clear();
+        self.spare.push(sums);
+    }
 }
 
-/// The open windows of one operator, of one or more sizes over the same input: a
-/// reading's sensor is looked up once for all of them.
+/// A reading a window size refused: its window's horizon had passed.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Refused {
+    /// The size (index) that refused it.
+    pub(super) size: usize,
+    pub(super) reading: Reading,
+    /// Its window's start and close (end plus lateness).
+    pub(super) start_ms: i64,
+    pub(super) close: Time,
+    /// The time of the batch it came in.
+    pub(super) now: Time,
+}
+
+/// What adding one batch did, besides changing sums; the operator empties it.
+#[derive(Default)]
+pub(super) struct Batch {
+    /// Per size, readings refused: past their window's horizon.
+    pub(super) late: Vec<u64>,
+    /// Readings refused, for the dead letters.
+    pub(super) refused: Vec<Refused>,
+    /// Readings already counted (same sensor, same event time).
+    pub(super) duplicates: u64,
+    /// (size, window start, slot) of every emitted window a reading changed.
+    corrected: Vec<(usize, i64, u32)>,
+}
+
+impl Batch {
+    /// An empty batch for `sizes` window sizes.
+    pub(super) fn new(sizes: usize) -> Self {
+        Batch {
+            late: vec![0; sizes],
+            ..Batch::default()
+        }
+    }
+
+    /// Whether some emitted window changed.
+    pub(super) fn has_corrections(&self) -> bool {
+        !self.corrected.is_empty()
+    }
+}
+
+/// The windows of one operator, of one or more sizes over the same input: a reading's
+/// sensor is looked up once for all of them.
 pub(super) struct WindowSums<C> {
-    slots: Slots,
-    sizes: Vec<Windows<C>>,
-    /// For each size, the window the current reading goes to.
-    targets: Vec<Option<usize>>,
+    pub(super) slots: Slots,
+    pub(super) sizes: Vec<Windows<C>>,
 }
 
 impl<C> WindowSums<C> {
     pub(super) fn new<'w>(windows: impl IntoIterator<Item = &'w WindowMean>) -> Self {
-        let sizes: Vec<Windows<C>> = windows.into_iter().map(Windows::new).collect();
         WindowSums {
             slots: Slots::default(),
-            targets: vec![None; sizes.len()],
-            sizes,
+            sizes: windows.into_iter().map(Windows::new).collect(),
         }
     }
 
-    /// Add `reading` to its window of every size, opening one with `open(size, close)`
-    /// where needed. A window that closes before `now` (the time the reading's batch
-    /// carries) refuses it: `late[size]` is counted.
+    /// Add `reading`, which came in a batch stamped `now`, to its window of every size,
+    /// opening one with `open(size, close)` where needed; a reading of a sensor and
+    /// event time already counted is dropped. What else happened goes into `batch`.
     #[inline]
     pub(super) fn add(
         &mut self,
         reading: &Reading,
         now: Time,
         mut open: impl FnMut(usize, Time) -> C,
-        late: &mut [u64],
+        batch: &mut Batch,
     ) {
-        let mut any = false;
-        for (k, windows) in self.sizes.iter_mut().enumerate() {
-            let target = windows.window_of(reading.time_ms, now, |close| open(k, close));
-            if target.is_none() {
-                late[k] += 1;
-            }
-            any |= target.is_some();
-            self.targets[k] = target;
-        }
-        if !any {
-            return;
-        }
         let slot = self.slots.slot(reading.sensor);
-        for (windows, target) in self.sizes.iter_mut().zip(&self.targets) {
-            if let Some(w) = *target {
-                windows.add(w, slot, reading.values.as_slice());
+        let Some(vacancy) = self.slots.seen.find(slot, reading.time_ms) else {
+            batch.duplicates += 1;
+            return;
+        };
+        let values = reading.values.as_slice();
+        let mut counted = false;
+        for (k, windows) in self.sizes.iter_mut().enumerate() {
+            match windows.target(reading.time_ms, now, |close| open(k, close)) {
+                Target::Open(w) => {
+                    windows.layout.add(&mut windows.open[w].sums, slot, values);
+                    counted = true;
+                }
+                Target::Emitted(w) => {
+                    let window = &mut windows.emitted[w];
+                    windows.layout.add(&mut window.sums, slot, values);
+                    let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+                    batch.corrected.push((k, window.start_ms, slot));
+                    counted = true;
+                }
+                Target::Late(start_ms, close) => {
+                    batch.late[k] += 1;
+                    batch.refused.push(Refused {
+                        size: k,
+                        reading: reading.clone(),
+                        start_ms,
+                        close,
+                        now,
+                    });
+                }
+            }
+        }
+        // A reading no size counted is not remembered: its windows are all gone.
+        if counted {
+            self.slots.seen.insert(slot, reading.time_ms, vacancy);
+        }
+    }
+
+    /// The new means of every (emitted window, sensor) the batch changed, into
+    /// `out[size]` (timestamped at the window's start, as when it was first emitted);
+    /// empties the batch's list.
+    pub(super) fn corrections(&self, batch: &mut Batch, out: &mut [Vec<Reading>]) {
+        batch.corrected.sort_unstable();
+        batch.corrected.dedup();
+        for (k, start_ms, slot) in batch.corrected.drain(..) {
+            let windows = &self.sizes[k];
+            let slot = slot as usize;
+            let Some(window) = windows.emitted_at(start_ms) else {
+                continue;
+            };
+            if let Some(values) = windows.layout.means(&window.sums, slot) {
+                out[k].push(Reading {
+                    sensor: self.slots.sensors[slot],
+                    time_ms: start_ms,
+                    values,
+                });
             }
         }
     }
 
-    /// The oldest open window of size `size`, if `passed(close)`, removed: its token,
-    /// and its means sorted by sensor in `out` (each: the field means, then the count;
-    /// timestamped at the window's start).
+    /// The oldest open window of size `size`, if `passed(close)`, moved to the emitted
+    /// ones: its token, and its means sorted by sensor in `out` (each: the field means,
+    /// then the count; timestamped at the window's start).
     pub(super) fn close_oldest(
         &mut self,
         size: usize,
@@ -242,32 +448,62 @@ impl<C> WindowSums<C> {
         let window = windows.open.remove(0);
         windows.last = 0;
         let before = out.len();
-        for (slot, sums) in window.sums.chunks_exact(windows.stride).enumerate() {
-            let (&count, acc) = sums.split_first().expect("stride is at least 1");
-            if count == 0.0 {
-                continue;
+        for slot in 0..window.sums.len() / windows.layout.stride {
+            if let Some(values) = windows.layout.means(&window.sums, slot) {
+                out.push(Reading {
+                    sensor: self.slots.sensors[slot],
+                    time_ms: window.start_ms,
+                    values,
+                });
             }
-            let mut values: Row = acc.iter().map(|sum| sum / count).collect();
-            values.push(count);
-            out.push(Reading {
-                sensor: self.slots.sensors[slot],
-                time_ms: window.start_ms,
-                values,
-            });
         }
         out[before..].sort_unstable_by_key(|r| r.sensor);
         let touched = out.len() - before;
-        let mut sums = window.sums;
-        sums.clear();
-        windows.spare.push(sums);
+        let expire = windows.expiry(window.close);
+        let at = windows
+            .emitted
+            .partition_point(|w| w.start_ms < window.start_ms);
+        windows.emitted.insert(
+            at,
+            Emitted {
+                start_ms: window.start_ms,
+                expire,
+                sums: window.sums,
+            },
+        );
         if self.slots.sensors.len() > 64 && touched * 2 < self.slots.sensors.len() {
             self.forget_idle_sensors();
         }
         Some(window.token)
     }
 
-    /// Renumber the slots to the sensors the open windows still hold, so a changing
-    /// set of sensors does not grow the arrays without bound.
+    /// Forget the emitted windows whose horizon `passed`, and the counted times no kept
+    /// window covers any more.
+    pub(super) fn expire(&mut self, passed: impl Fn(&Time) -> bool) {
+        let mut any = false;
+        for windows in &mut self.sizes {
+            while windows.emitted.front().is_some_and(|w| passed(&w.expire)) {
+                let window = windows.emitted.pop_front().expect("just looked");
+                windows.recycle(window.sums);
+                any = true;
+            }
+        }
+        if any {
+            // A time before every kept window's start can never be counted again: its
+            // windows of every size are gone, and the frontier is past their horizons.
+            let floor = self
+                .sizes
+                .iter()
+                .filter_map(Windows::oldest)
+                .min()
+                .unwrap_or(i64::MAX);
+            self.slots.seen.prune(floor);
+        }
+    }
+
+    /// Renumber the slots to the sensors the kept windows still hold, so a changing set
+    /// of sensors does not grow the arrays without bound. A sensor no kept window holds
+    /// has no counted time that matters.
     fn forget_idle_sensors(&mut self) {
         let keep: Vec<usize> = (0..self.slots.sensors.len())
             .filter(|&slot| self.sizes.iter().any(|w| w.holds(slot)))
@@ -275,201 +511,27 @@ impl<C> WindowSums<C> {
         for windows in &mut self.sizes {
             windows.renumber(&keep);
         }
-        let sensors: Vec<SensorId> = keep.iter().map(|&s| self.slots.sensors[s]).collect();
-        self.slots = Slots::default();
-        for sensor in sensors {
-            self.slots.slot(sensor);
+        let mut old = std::mem::take(&mut self.slots);
+        old.seen.renumber(&keep);
+        for (new, &slot) in keep.iter().enumerate() {
+            let sensor = old.sensors[slot];
+            self.slots.sensors.push(sensor);
+            self.slots
+                .index
+                .insert(sensor, u32::try_from(new).unwrap_or(u32::MAX));
         }
+        self.slots.seen = old.seen;
     }
 
-    /// Whether no window is open.
+    /// Whether no window is kept.
     #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.sizes.iter().all(|w| w.open.is_empty())
+    pub(super) fn is_empty(&self) -> bool {
+        self.sizes
+            .iter()
+            .all(|w| w.open.is_empty() && w.emitted.is_empty())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn reading(sensor: &str, ms: i64, values: &[f64]) -> Reading {
-        Reading {
-            sensor: SensorId::new(sensor).expect("short"),
-            time_ms: ms,
-            values: values.iter().copied().collect(),
-        }
-    }
-
-    fn spec(size_ms: u64, lateness_ms: u64, fields: &[usize]) -> WindowMean {
-        WindowMean {
-            size_ms,
-            lateness_ms,
-            fields: fields.into(),
-        }
-    }
-
-    /// Windows whose token is their close time; returns the late counts.
-    fn add(sums: &mut WindowSums<Time>, r: &Reading, now: Time) -> Vec<u64> {
-        let mut late = vec![0; sums.sizes.len()];
-        sums.add(r, now, |_, close| close, &mut late);
-        late
-    }
-
-    /// Every window of size `size` closed, oldest first.
-    fn drain(sums: &mut WindowSums<Time>, size: usize) -> Vec<(Time, Vec<Reading>)> {
-        let mut closed = Vec::new();
-        let mut out = Vec::new();
-        while let Some(token) = sums.close_oldest(size, |_| true, &mut out) {
-            closed.push((token, std::mem::take(&mut out)));
-        }
-        closed
-    }
-
-    #[test]
-    fn means_of_two_sizes_match_a_grouping_done_the_slow_way() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let mut unit = || (next() >> 11) as f64 / (1u64 << 53) as f64;
-        // Three fields: 1 s windows average fields 2 and 0 (not a leading run), 5 s
-        // windows fields 0 and 1.
-        let mut sums: WindowSums<Time> =
-            WindowSums::new(&[spec(1_000, 0, &[2, 0]), spec(5_000, 0, &[0, 1])]);
-        type Oracle = BTreeMap<(i64, String), (f64, f64, f64)>;
-        let (mut short, mut long): (Oracle, Oracle) = Default::default();
-        for i in 0..5_000 {
-            let sensor = format!("s{}", (unit() * 40.0) as u32);
-            let ms = i * 3 + (unit() * 5.0) as i64;
-            let row = [unit() * 100.0, unit(), unit() - 0.5];
-            assert_eq!(add(&mut sums, &reading(&sensor, ms, &row), 0), [0, 0]);
-            let e = short
-                .entry((ms.div_euclid(1_000) * 1_000, sensor.clone()))
-                .or_default();
-            *e = (e.0 + row[2], e.1 + row[0], e.2 + 1.0);
-            let e = long
-                .entry((ms.div_euclid(5_000) * 5_000, sensor))
-                .or_default();
-            *e = (e.0 + row[0], e.1 + row[1], e.2 + 1.0);
-        }
-        for (size, oracle) in [(0, short), (1, long)] {
-            let got: Vec<Reading> = drain(&mut sums, size)
-                .into_iter()
-                .flat_map(|(_, r)| r)
-                .collect();
-            assert_eq!(got.len(), oracle.len());
-            for (r, ((start, sensor), (a, b, n))) in got.iter().zip(&oracle) {
-                assert_eq!((r.time_ms, r.sensor.as_str()), (*start, sensor.as_str()));
-                assert_eq!(r.values.as_slice(), &[a / n, b / n, *n]);
-            }
-        }
-        assert!(sums.is_empty());
-    }
-
-    #[test]
-    fn late_readings_are_refused_per_size_and_windows_close_oldest_first() {
-        let mut sums: WindowSums<Time> =
-            WindowSums::new(&[spec(10_000, 2_000, &[0]), spec(60_000, 0, &[0])]);
-        assert_eq!(add(&mut sums, &reading("a", 15_000, &[1.0]), 0), [0, 0]);
-        assert_eq!(add(&mut sums, &reading("a", 3_000, &[2.0]), 0), [0, 0]);
-        // [0, 10 s) closes at 11 999 (9 999 + 2 000 of lateness): still open at 11 999,
-        // late after it; the minute window still takes the reading.
-        assert_eq!(add(&mut sums, &reading("b", 9_000, &[4.0]), 11_999), [0, 0]);
-        assert_eq!(add(&mut sums, &reading("b", 9_000, &[8.0]), 12_000), [1, 0]);
-        let closed = drain(&mut sums, 0);
-        assert_eq!(closed.len(), 2);
-        assert_eq!(closed[0].0, 11_999);
-        assert_eq!(closed[1].0, 21_999);
-        let first: Vec<_> = closed[0]
-            .1
-            .iter()
-            .map(|r| (r.sensor.as_str(), r.values.to_vec()))
-            .collect();
-        assert_eq!(first, [("a", vec![2.0, 1.0]), ("b", vec![4.0, 1.0])]);
-        let minute = drain(&mut sums, 1);
-        assert_eq!(minute[0].0, 59_999);
-        let b = &minute[0].1[1];
-        assert_eq!(
-            (b.sensor.as_str(), b.values.to_vec()),
-            ("b", vec![6.0, 2.0])
-        );
-        // Late for both: nothing is kept.
-        assert_eq!(add(&mut sums, &reading("c", 0, &[1.0]), 60_000), [1, 1]);
-        assert!(sums.is_empty());
-    }
-
-    #[test]
-    fn a_short_row_shows_as_nan_and_negative_times_align_down() {
-        let mut sums: WindowSums<Time> = WindowSums::new(&[spec(1_000, 0, &[0, 1])]);
-        add(&mut sums, &reading("a", -1, &[1.0]), 0);
-        let closed = drain(&mut sums, 0);
-        let r = &closed[0].1[0];
-        assert_eq!(r.time_ms, -1_000);
-        assert_eq!(r.values[0], 1.0);
-        assert!(r.values[1].is_nan());
-        assert_eq!(r.values[2], 1.0);
-    }
-
-    #[test]
-    fn times_at_the_ends_of_the_range_do_not_overflow() {
-        let mut sums: WindowSums<Time> = WindowSums::new(&[spec(10_000, 0, &[0])]);
-        assert_eq!(add(&mut sums, &reading("a", i64::MIN + 1, &[1.0]), 0), [1]);
-        assert_eq!(add(&mut sums, &reading("a", -5, &[1.0]), 0), [0]);
-        assert_eq!(add(&mut sums, &reading("a", -15_000, &[4.0]), 0), [0]);
-        // Far from the window the previous reading went to, in both directions.
-        assert_eq!(add(&mut sums, &reading("a", i64::MAX, &[2.0]), 0), [0]);
-        assert_eq!(add(&mut sums, &reading("a", i64::MIN + 1, &[1.0]), 0), [1]);
-        let closed = drain(&mut sums, 0);
-        let starts: Vec<i64> = closed.iter().map(|(_, r)| r[0].time_ms).collect();
-        assert_eq!(starts, [-20_000, -10_000, i64::MAX / 10_000 * 10_000]);
-        let means: Vec<f64> = closed.iter().map(|(_, r)| r[0].values[0]).collect();
-        assert_eq!(means, [4.0, 1.0, 2.0]);
-    }
-
-    #[test]
-    fn sensors_that_went_quiet_are_forgotten() {
-        let mut sums: WindowSums<Time> =
-            WindowSums::new(&[spec(1_000, 0, &[0]), spec(2_000, 0, &[0])]);
-        let mut out = Vec::new();
-        // 200 sensors in the first second, then only 10.
-        for s in 0..200 {
-            add(&mut sums, &reading(&format!("s{s}"), 0, &[1.0]), 0);
-        }
-        for second in 1..4 {
-            for s in 0..10 {
-                let r = reading(&format!("s{s}"), second * 1_000, &[f64::from(s)]);
-                add(&mut sums, &r, 0);
-            }
-            for size in [0, 1] {
-                out.clear();
-                sums.close_oldest(size, |&close| close < 1_000 * second as u64, &mut out);
-            }
-        }
-        assert!(
-            sums.slots.sensors.len() <= 64,
-            "{}",
-            sums.slots.sensors.len()
-        );
-        // What is left is still right after the renumbering.
-        let last: Vec<_> = drain(&mut sums, 0)[0]
-            .1
-            .iter()
-            .map(|r| r.values[0])
-            .collect();
-        assert_eq!(last, (0..10).map(f64::from).collect::<Vec<_>>());
-        let two_seconds: Vec<_> = drain(&mut sums, 1)[0]
-            .1
-            .iter()
-            .map(|r| r.values.to_vec())
-            .collect();
-        assert_eq!(
-            two_seconds,
-            (0..10).map(|s| vec![f64::from(s), 2.0]).collect::<Vec<_>>()
-        );
-    }
-}
+#[path = "sums_tests.rs"]
+mod tests;
