@@ -228,7 +228,7 @@ nodes:
         .collect();
     publisher.send(&beyond);
     wait_until(&late, "the dead letters", |l| l.len() >= beyond.len());
-    let counters = run.stop_with_counters();
+    let counters = run.terminate();
 
     assert_eq!(
         counter(&counters, "means.duplicates"),

@@ -203,7 +203,10 @@ impl Node for WindowMeanNode {
         inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
         let input = ctx.single_readings(inputs);
-        let means = input.window_mean(self.counted(state, ctx), ctx.node);
+        let means = input
+            .window_means_checkpointed(vec![self.counted(state, ctx)], ctx.node, Some(ctx.state()))
+            .pop()
+            .expect("one output per window");
         Some(AnyStream::Readings(means))
     }
 
@@ -228,8 +231,11 @@ impl Node for WindowMeanNode {
             .map(|m| m.node.counted(m.state, &ctx.for_node(m.name)))
             .collect();
         let names: Vec<&str> = group.iter().map(|m| m.name).collect();
+        let name = names.join("+");
+        // One participant for the operator, under the group's name.
+        let state = ctx.process.checkpoints.node(&name, ctx.worker, ctx.peers);
         input
-            .window_means(windows, &names.join("+"))
+            .window_means_checkpointed(windows, &name, Some(state))
             .into_iter()
             .map(|means| Some(AnyStream::Readings(means)))
             .collect()

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use smartgrid_runtime::Reading;
+use smartgrid_runtime::checkpoint::{AT_STOP, Held, NodeState};
 use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::operator::{Readings, Time};
 use timely::container::CapacityContainerBuilder;
@@ -12,6 +13,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::letters::LateLetters;
+use super::state::WindowSumsState;
 use super::sums::{Batch, Refused, WindowSums};
 use crate::io::ThrottledLog;
 
@@ -125,6 +127,16 @@ pub trait WindowMeanExt<'s> {
     /// assert_eq!(values(long), [vec![35.0 / 3.0, 3.0]]);
     /// ```
     fn window_means(self, windows: Vec<CountedWindow>, name: &str) -> Vec<Readings<'s>>;
+
+    /// [`window_means`](Self::window_means), keeping the open windows (and those still
+    /// correctable) in the checkpoints of `state` (see `smartgrid_runtime::checkpoint`):
+    /// restored at start, saved at every cut, and saved instead of flushed at a stop.
+    fn window_means_checkpointed(
+        self,
+        windows: Vec<CountedWindow>,
+        name: &str,
+        state: Option<NodeState>,
+    ) -> Vec<Readings<'s>>;
 }
 
 /// One output of the operator: a window size's means.
@@ -169,6 +181,15 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
     }
 
     fn window_means(self, windows: Vec<CountedWindow>, name: &str) -> Vec<Readings<'s>> {
+        self.window_means_checkpointed(windows, name, None)
+    }
+
+    fn window_means_checkpointed(
+        self,
+        windows: Vec<CountedWindow>,
+        name: &str,
+        mut state: Option<NodeState>,
+    ) -> Vec<Readings<'s>> {
         let input = self;
         let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
         // The input first: outputs added after it are connected to it.
@@ -183,70 +204,189 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
         // Each open window holds a capability, for its output, at the time it may close.
         let mut sums: WindowSums<Capability<Time>> =
             WindowSums::new(windows.iter().map(|w| &w.window));
+        let fingerprint = fingerprint(&windows);
         let mut log = ThrottledLog::new(name);
-        builder.build(move |_initial_capabilities| {
-            let mut means: Vec<Reading> = Vec::new();
-            let mut corrected: Vec<Vec<Reading>> = vec![Vec::new(); windows.len()];
-            let mut batch = Batch::new(windows.len());
-            let mut refused: Vec<Refused> = Vec::new();
+        let restore_name = name.to_owned();
+        builder.build(move |initial_capabilities| {
+            if let Some(state) = state.as_ref() {
+                restore(
+                    &mut sums,
+                    state,
+                    &fingerprint,
+                    &initial_capabilities,
+                    &restore_name,
+                );
+            }
+            drop(initial_capabilities);
+            let mut step = Step {
+                means: Vec::new(),
+                corrected: vec![Vec::new(); windows.len()],
+                batch: Batch::new(windows.len()),
+                refused: Vec::new(),
+            };
+            let mut held: Held<Vec<Capability<Time>>, Reading> = Held::default();
+            let mut saved_at_stop = false;
             move |frontiers| {
+                if saved_at_stop {
+                    return;
+                }
                 input.for_each(|capability, data| {
                     // Our sources always stamp their messages; an unstamped batch makes
                     // no progress claim, so no window could be held open for it.
                     let Some(&now) = capability.least() else {
-                        batch.late.iter_mut().for_each(|n| *n += data.len() as u64);
+                        step.batch
+                            .late
+                            .iter_mut()
+                            .for_each(|n| *n += data.len() as u64);
                         return;
                     };
-                    for reading in data.iter() {
-                        let open = |output, close| capability.delayed(&close, output);
-                        sums.add(reading, now, open, &mut batch);
+                    if state.as_ref().is_some_and(|s| s.holds(now)) {
+                        let caps = (0..windows.len())
+                            .filter_map(|k| capability.retain_least(k))
+                            .collect();
+                        held.hold(now, caps, std::mem::take(data));
+                        return;
                     }
-                    data.clear();
-                    if batch.has_corrections() {
-                        // At the batch's own time: the earliest this operator may still
-                        // emit at, and the windows' start as the records' timestamp.
-                        sums.corrections(&mut batch, &mut corrected);
-                        for (k, means) in corrected.iter_mut().enumerate() {
-                            if means.is_empty() {
-                                continue;
-                            }
-                            windows[k].corrections.add(means.len() as u64);
-                            let at = capability.delayed(&now, k);
-                            outputs[k]
-                                .activate()
-                                .session(&at)
-                                .give_iterator(means.drain(..));
+                    let open = |output, close| capability.delayed(&close, output);
+                    step.add(&mut sums, &windows, &mut outputs, data.drain(..), now, open);
+                });
+                let frontier = &frontiers[0];
+                if let Some(state) = state.as_mut() {
+                    while let Some(time) = state.due(frontier.frontier()) {
+                        state.take(time, &fingerprint, &sums.export().to_bytes());
+                        for (now, caps, data) in held.release(state) {
+                            let open = |output: usize, close| caps[output].delayed(&close);
+                            step.add(
+                                &mut sums,
+                                &windows,
+                                &mut outputs,
+                                data.into_iter(),
+                                now,
+                                open,
+                            );
                         }
                     }
-                    refused.append(&mut batch.refused);
-                });
-                // Shared counters are added to once per activation (see decode).
-                for (window, n) in windows.iter().zip(&mut batch.late) {
-                    window.late.add(std::mem::take(n));
+                    if frontier.is_empty() {
+                        if state.keeps_on_stop() {
+                            // Saved, not flushed: the next run emits these windows once,
+                            // with every reading. Their capabilities go with the sums.
+                            state.take(AT_STOP, &fingerprint, &sums.export().to_bytes());
+                            sums = WindowSums::new(windows.iter().map(|w| &w.window));
+                            saved_at_stop = true;
+                            step.report(&windows, &mut log);
+                            return;
+                        }
+                        state.finished();
+                    }
                 }
-                let duplicates = std::mem::take(&mut batch.duplicates);
-                if duplicates > 0 {
-                    windows.iter().for_each(|w| w.duplicates.add(duplicates));
-                }
-                if !refused.is_empty() {
-                    dead_letter(&windows, &refused, &mut log);
-                    refused.clear();
-                }
+                step.report(&windows, &mut log);
                 // Emit every window the frontier has passed, oldest first; dropping its
                 // capability lets time move on downstream.
-                let frontier = &frontiers[0];
                 let passed = |time: &Time| !frontier.less_equal(time);
                 for (k, (output, window)) in outputs.iter_mut().zip(&windows).enumerate() {
                     let mut output = output.activate();
-                    while let Some(capability) = sums.close_oldest(k, passed, &mut means) {
-                        window.emitted.add(means.len() as u64);
-                        output.session(&capability).give_iterator(means.drain(..));
+                    while let Some(capability) = sums.close_oldest(k, passed, &mut step.means) {
+                        window.emitted.add(step.means.len() as u64);
+                        output
+                            .session(&capability)
+                            .give_iterator(step.means.drain(..));
                     }
                 }
                 sums.expire(passed);
             }
         });
         streams
+    }
+}
+
+/// What one activation of the operator accumulates before it reports.
+struct Step {
+    means: Vec<Reading>,
+    corrected: Vec<Vec<Reading>>,
+    batch: Batch,
+    refused: Vec<Refused>,
+}
+
+impl Step {
+    /// Add a batch of readings at timely time `now`; `open(output, close)` makes the
+    /// capability a new window holds. Corrections go out at `now`.
+    fn add(
+        &mut self,
+        sums: &mut WindowSums<Capability<Time>>,
+        windows: &[CountedWindow],
+        outputs: &mut [MeansOutput],
+        readings: impl Iterator<Item = Reading>,
+        now: Time,
+        open: impl Fn(usize, Time) -> Capability<Time>,
+    ) {
+        for reading in readings {
+            sums.add(&reading, now, &open, &mut self.batch);
+        }
+        if self.batch.has_corrections() {
+            // At the batch's own time: the earliest this operator may still emit at,
+            // and the windows' start as the records' timestamp.
+            sums.corrections(&mut self.batch, &mut self.corrected);
+            for (k, means) in self.corrected.iter_mut().enumerate() {
+                if means.is_empty() {
+                    continue;
+                }
+                windows[k].corrections.add(means.len() as u64);
+                let at = open(k, now);
+                outputs[k]
+                    .activate()
+                    .session(&at)
+                    .give_iterator(means.drain(..));
+            }
+        }
+        self.refused.append(&mut self.batch.refused);
+    }
+
+    /// Add the counts to the shared counters (once per activation, see decode) and
+    /// dead-letter what was refused.
+    fn report(&mut self, windows: &[CountedWindow], log: &mut ThrottledLog) {
+        for (window, n) in windows.iter().zip(&mut self.batch.late) {
+            window.late.add(std::mem::take(n));
+        }
+        let duplicates = std::mem::take(&mut self.batch.duplicates);
+        if duplicates > 0 {
+            windows.iter().for_each(|w| w.duplicates.add(duplicates));
+        }
+        if !self.refused.is_empty() {
+            dead_letter(windows, &self.refused, log);
+            self.refused.clear();
+        }
+    }
+}
+
+/// What the saved windows mean: their sizes and the fields they average.
+fn fingerprint(windows: &[CountedWindow]) -> String {
+    let sizes: Vec<String> = windows
+        .iter()
+        .map(|w| format!("{}ms{:?}", w.window.size_ms, w.window.fields))
+        .collect();
+    format!("window_mean v1 {}", sizes.join(" "))
+}
+
+/// Restore the windows every worker of the previous run saved, this worker's sensors
+/// only, each open one under a capability at its close.
+fn restore(
+    sums: &mut WindowSums<Capability<Time>>,
+    state: &NodeState,
+    fingerprint: &str,
+    initial: &[Capability<Time>],
+    name: &str,
+) {
+    for part in state.restored(fingerprint) {
+        let restored = WindowSumsState::from_bytes(&part).and_then(|saved| {
+            sums.import(
+                &saved,
+                |k, close| initial[k].delayed(&close),
+                |s| state.owns(s),
+            )
+        });
+        if let Err(e) = restored {
+            tracing::warn!(node = name, "saved windows are not restored: {e}");
+        }
     }
 }
 
