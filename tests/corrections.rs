@@ -104,12 +104,7 @@ fn emitted(means: &[serde_json::Value], start: i64) -> bool {
 
 /// The counter `name` in a run's final counters line.
 fn counter(counters: &str, name: &str) -> u64 {
-    counters
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {counters}"))
-        .parse()
-        .expect("a number")
+    support::counter(counters, name).unwrap_or_else(|| panic!("no {name} in {counters}"))
 }
 
 /// (count, mean of p) per (sensor, window start) from `readings`.
@@ -259,8 +254,8 @@ nodes:
         );
         stored.insert(key, value);
     }
-    // The window the last readings opened is not compared: how a run ends is not the
-    // subject here.
+    // The window the last readings opened is not compared: it is saved or flushed as
+    // the run ends, which is not the subject here.
     stored.retain(|(_, start), _| *start < e + 40_000);
     let mut want = oracle(&counted);
     want.retain(|(_, start), _| *start < e + 40_000);
