@@ -87,6 +87,21 @@ fn influx_windows(db: &testkit::Influxd) -> BTreeMap<(String, i64), (u64, f64)> 
     out
 }
 
+/// Waits (up to 20 s) until the file holds a line for every window published: once
+/// the input is quiet for `idle_timeout`, the watermark follows the clock and closes
+/// the last one (up to a window length later).
+fn wait_for_windows(dir: &Path, published: &[Published]) {
+    let expected = expected_windows(published, WINDOW_MS, |_| true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let stored = stored_windows(&dir.join("means.jsonl"));
+        if expected.keys().all(|k| stored.contains_key(k)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn compare(
     what: &str,
     expected: &BTreeMap<(String, i64), (u64, f64)>,
@@ -142,8 +157,7 @@ fn a_graceful_restart_mid_window_loses_and_doubles_nothing() {
     second.wait_for("subscribed");
     std::thread::sleep(Duration::from_secs(12));
     let published: Vec<Published> = fleet.stop(Duration::from_secs(2));
-    // The idle rule closes the last window.
-    std::thread::sleep(Duration::from_secs(5));
+    wait_for_windows(dir.path(), &published);
     let counters = second.terminate();
     assert!(counters.contains("means.late=0"), "{counters}");
 
@@ -201,7 +215,7 @@ fn kill_9_at_ten_moments_gives_the_uninterrupted_run_s_windows() {
     last.wait_for("subscribed");
     std::thread::sleep(Duration::from_secs(3));
     let published: Vec<Published> = fleet.stop(Duration::from_secs(2));
-    std::thread::sleep(Duration::from_secs(5));
+    wait_for_windows(dir.path(), &published);
     let counters = last.terminate();
     assert!(counters.contains("means.late=0"), "{counters}");
 
