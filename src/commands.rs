@@ -127,11 +127,17 @@ pub fn run(
     tracing::info!(pipeline = %plan.name, nodes = plan.nodes.len(), workers = cluster.workers, "running");
     let started = std::time::Instant::now();
     run_plan(Arc::clone(&plan), &cluster, ctx).context("the pipeline failed")?;
+    let writing = std::time::Instant::now();
     let saved = checkpoints
         .commit_at_stop()
         .context("cannot write the checkpoint")?;
     if saved > 0 {
-        tracing::info!(bytes = saved, dir = %plan.state_dir.display(), "state checkpointed for the next run");
+        tracing::info!(
+            bytes = saved,
+            took_ms = writing.elapsed().as_secs_f64() * 1e3,
+            dir = %plan.state_dir.display(),
+            "state checkpointed for the next run"
+        );
     }
     let counters: Vec<String> = metrics
         .snapshot()

@@ -107,7 +107,17 @@ impl Checkpoints {
         interval: Option<Duration>,
         stop: Shutdown,
     ) -> Result<Self, StateError> {
+        let loading = Instant::now();
         let restored = store.load().unwrap_or_default();
+        if !restored.parts.is_empty() {
+            let bytes: usize = restored.parts.values().flatten().map(Vec::len).sum();
+            tracing::info!(
+                bytes,
+                took_ms = loading.elapsed().as_secs_f64() * 1e3,
+                at_stop = restored.time == AT_STOP,
+                "restoring the state the previous run saved"
+            );
+        }
         if interval.is_none() && !restored.parts.is_empty() {
             // Nothing replays what follows it: restore it once only.
             store.clear()?;

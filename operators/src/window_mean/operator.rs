@@ -376,8 +376,10 @@ fn restore(
     initial: &[Capability<Time>],
     name: &str,
 ) {
-    for part in state.restored(fingerprint) {
-        let restored = WindowSumsState::from_bytes(&part).and_then(|saved| {
+    let started = std::time::Instant::now();
+    let parts = state.restored(fingerprint);
+    for part in &parts {
+        let restored = WindowSumsState::from_bytes(part).and_then(|saved| {
             sums.import(
                 &saved,
                 |k, close| initial[k].delayed(&close),
@@ -387,6 +389,10 @@ fn restore(
         if let Err(e) = restored {
             tracing::warn!(node = name, "saved windows are not restored: {e}");
         }
+    }
+    if !parts.is_empty() {
+        let took_ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(node = name, took_ms, "open windows restored");
     }
 }
 

@@ -278,7 +278,6 @@ impl Seen {
     }
 
     /// `slot`'s times in `[from, to)`, in order.
-    #[allow(dead_code)] // for `state`, which checkpoints will call
     pub(super) fn between(&self, slot: usize, from: i64, to: i64) -> Vec<i64> {
         let mut out = Vec::new();
         let run = &self.runs[slot];

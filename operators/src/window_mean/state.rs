@@ -100,8 +100,6 @@ impl WindowSumsState {
     }
 }
 
-// The runtime's checkpoints (issue 12) call these; until then only the tests do.
-#[allow(dead_code)]
 impl<C> WindowSums<C> {
     /// Every kept window as plain data.
     pub(super) fn export(&self) -> WindowSumsState {
