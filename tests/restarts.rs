@@ -87,6 +87,38 @@ fn influx_windows(db: &testkit::Influxd) -> BTreeMap<(String, i64), (u64, f64)> 
     out
 }
 
+/// [`pipeline`] with a write-ahead log on the source and a checkpoint every 300 ms.
+fn logged_pipeline(dir: &Path, broker: &str, influx: &str) -> PathBuf {
+    let path = pipeline(dir, broker, influx);
+    let text = std::fs::read_to_string(&path)
+        .expect("pipeline")
+        .replace(
+            "pipeline: restarts\n",
+            "pipeline: restarts\ncheckpoint_interval: 300ms\n",
+        )
+        .replace(
+            "    client_id: restarts-test\n",
+            "    client_id: restarts-test\n    wal: { dir: wal }\n",
+        );
+    std::fs::write(&path, text).expect("pipeline");
+    path
+}
+
+/// Every window the fleet published is in the file once and in InfluxDB, with the
+/// values computed here.
+fn assert_stored(dir: &Path, db: &testkit::Influxd, published: &[Published]) {
+    let expected = expected_windows(published, WINDOW_MS, |_| true);
+    let stored = stored_windows(&dir.join("means.jsonl"));
+    let twice: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(twice.is_empty(), "windows stored twice: {twice:?}");
+    let stored: BTreeMap<_, _> = stored
+        .into_iter()
+        .map(|(k, v)| (k, *v.last().expect("one")))
+        .collect();
+    compare("the file", &expected, &stored);
+    compare("InfluxDB", &expected, &influx_windows(db));
+}
+
 /// Waits (up to 20 s) until the file holds a line for every window published: once
 /// the input is quiet for `idle_timeout`, the watermark follows the clock and closes
 /// the last one (up to a window length later).
@@ -161,16 +193,7 @@ fn a_graceful_restart_mid_window_loses_and_doubles_nothing() {
     let counters = second.terminate();
     assert!(counters.contains("means.late=0"), "{counters}");
 
-    let expected = expected_windows(&published, WINDOW_MS, |_| true);
-    let stored = stored_windows(&dir.path().join("means.jsonl"));
-    let twice: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).collect();
-    assert!(twice.is_empty(), "windows stored twice: {twice:?}");
-    let stored: BTreeMap<_, _> = stored
-        .into_iter()
-        .map(|(k, v)| (k, *v.last().expect("one")))
-        .collect();
-    compare("the file", &expected, &stored);
-    compare("InfluxDB", &expected, &influx_windows(&db));
+    assert_stored(dir.path(), &db, &published);
 }
 
 /// kill -9 at ten moments while readings flow, each followed by a restart: with the
@@ -182,18 +205,7 @@ fn kill_9_at_ten_moments_gives_the_uninterrupted_run_s_windows() {
     let broker = persistent_broker();
     let db = testkit::Influxd::start();
     db.query("energy", "CREATE DATABASE energy");
-    let path = pipeline(dir.path(), &broker.url(), &db.url());
-    let text = std::fs::read_to_string(&path)
-        .expect("pipeline")
-        .replace(
-            "pipeline: restarts\n",
-            "pipeline: restarts\ncheckpoint_interval: 300ms\n",
-        )
-        .replace(
-            "    client_id: restarts-test\n",
-            "    client_id: restarts-test\n    wal: { dir: wal }\n",
-        );
-    std::fs::write(&path, text).expect("pipeline");
+    let path = logged_pipeline(dir.path(), &broker.url(), &db.url());
 
     // The first run subscribes: from then on the broker keeps what is published.
     let mut run = Run::start(&path, &[]);
@@ -219,14 +231,39 @@ fn kill_9_at_ten_moments_gives_the_uninterrupted_run_s_windows() {
     let counters = last.terminate();
     assert!(counters.contains("means.late=0"), "{counters}");
 
-    let expected = expected_windows(&published, WINDOW_MS, |_| true);
-    let stored = stored_windows(&dir.path().join("means.jsonl"));
-    let twice: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).collect();
-    assert!(twice.is_empty(), "windows stored twice: {twice:?}");
-    let stored: BTreeMap<_, _> = stored
-        .into_iter()
-        .map(|(k, v)| (k, *v.last().expect("one")))
-        .collect();
-    compare("the file", &expected, &stored);
-    compare("InfluxDB", &expected, &influx_windows(&db));
+    assert_stored(dir.path(), &db, &published);
+}
+
+/// kill -9, then the state directory as a crash in the middle of writing the next
+/// checkpoint leaves it (the current one moved aside, the new one half written): the
+/// next run falls back to the previous checkpoint, replays the log from its position,
+/// and the outputs are still the uninterrupted run's.
+#[test]
+fn a_crash_while_writing_a_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = persistent_broker();
+    let db = testkit::Influxd::start();
+    db.query("energy", "CREATE DATABASE energy");
+    let path = logged_pipeline(dir.path(), &broker.url(), &db.url());
+    let first = Run::start(&path, &[]);
+    first.wait_for("subscribed");
+    let fleet = Fleet::start(broker.port(), FleetOptions::realtime(10));
+    std::thread::sleep(Duration::from_secs(4));
+    first.kill();
+
+    let state = dir.path().join(".smartgrid/state/restarts/p0");
+    std::fs::rename(state.join("checkpoint"), state.join("checkpoint.old"))
+        .expect("a periodic checkpoint was written");
+    let torn = state.join("checkpoint.tmp");
+    std::fs::create_dir_all(&torn).expect("tmp");
+    std::fs::write(torn.join("means.0"), b"\x0f\x00\x00").expect("a torn part");
+
+    let second = Run::start(&path, &[]);
+    second.wait_for("subscribed");
+    std::thread::sleep(Duration::from_secs(3));
+    let published: Vec<Published> = fleet.stop(Duration::from_secs(2));
+    wait_for_windows(dir.path(), &published);
+    let counters = second.terminate();
+    assert!(counters.contains("means.late=0"), "{counters}");
+    assert_stored(dir.path(), &db, &published);
 }
