@@ -8,18 +8,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::Run;
 use support::fleet::{
     DECODE, Fleet, FleetOptions, Published, TOPIC_FILTER, expected_windows, now_ms, stored_windows,
 };
+use support::{Run, persistent_broker};
 
 const WINDOW_MS: i64 = 2_000;
-
-/// A broker that keeps sessions and queued messages across restarts (saved every
-/// second, and on SIGTERM), queueing without a limit for a consumer that is away.
-fn persistent_broker() -> testkit::Mosquitto {
-    testkit::Mosquitto::start_persistent("autosave_interval 1\nmax_queued_messages 0")
-}
 
 /// mqtt → decode → 2 s windows → a JSON file, with a short idle rule so that an outage
 /// outlasts it.

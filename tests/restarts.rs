@@ -9,20 +9,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::Run;
 use support::fleet::{
     DECODE, Fleet, FleetOptions, Published, TOPIC_FILTER, expected_windows, stored_windows,
 };
+use support::{Run, persistent_broker};
 
 const WINDOW_MS: i64 = 10_000;
 
-/// A broker that keeps our session and what is published while we restart.
-fn persistent_broker() -> testkit::Mosquitto {
-    testkit::Mosquitto::start_persistent("autosave_interval 1\nmax_queued_messages 0")
-}
-
-/// mqtt → decode → 10 s windows → a JSON file and InfluxDB; predictions from the
-/// windows compared with what came, so their state crosses the restart too.
+/// mqtt → decode → 10 s windows → a JSON file and InfluxDB.
 fn pipeline(dir: &Path, broker: &str, influx: &str) -> PathBuf {
     support::write_pipeline(
         dir,

@@ -118,6 +118,12 @@ pub fn counter(counters: &str, name: &str) -> Option<u64> {
         .map(|value| value.parse().expect("a counter's value"))
 }
 
+/// A mosquitto that keeps sessions and queued messages across restarts (saved every
+/// second and on SIGTERM), queueing without a limit for a consumer that is away.
+pub fn persistent_broker() -> testkit::Mosquitto {
+    testkit::Mosquitto::start_persistent("autosave_interval 1\nmax_queued_messages 0")
+}
+
 /// Everything `broker` logged.
 pub fn broker_log(broker: &testkit::Mosquitto) -> String {
     std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default()

@@ -29,8 +29,9 @@ use smartgrid_runtime::{
 
 use super::errors::{DeadLetters, ErrorSink};
 use super::operator::{DecodeCheckpoint, DecodeCounters, DecodeExt, EventClock};
+use crate::delivery::record_letters::{dead_letter_publisher, per_process};
 use crate::formats::{FormatConfig, PayloadDecoder};
-use crate::io::mqtt::{Publisher, PublisherOptions, Qos};
+use crate::io::mqtt::{Publisher, Qos};
 
 /// How far ahead of this machine's clock a reading may be stamped, by default: clocks
 /// of devices and of this machine may differ by a few seconds to minutes.
@@ -126,21 +127,6 @@ fn build_decoder(
                 .with_hint("see the format's settings in the README");
         })
         .ok()
-}
-
-/// The dead-letter file of this process: `path` itself, or in a cluster
-/// `<stem>.p<index>.<ext>` for every process but the first, so that processes sharing a
-/// folder never interleave their lines.
-fn per_process(path: &std::path::Path, ctx: &StartContext<'_>) -> PathBuf {
-    if ctx.process_index == 0 {
-        return path.to_path_buf();
-    }
-    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}.p{}.{}", ctx.process_index, ext.to_string_lossy()),
-        None => format!("{stem}.p{}", ctx.process_index),
-    };
-    path.with_file_name(name)
 }
 
 /// A planned `decode` node.
@@ -259,24 +245,11 @@ impl Node for DecodeNode {
         let mut owned = None;
         if let Some(config) = &self.dead_letter {
             if let Some(path) = &config.file {
-                let path = per_process(path, ctx);
+                let path = per_process(path, ctx.process_index);
                 letters.file = Some(Arc::new(Mutex::new(open_output(&path, false)?)));
             }
             if let (Some(topic), Some(url)) = (&config.topic, self.dead_letter_url()) {
-                if url == "embedded" && ctx.process_index != 0 {
-                    // Each process would start a broker of its own that nobody reads.
-                    return Err(StartError::other(
-                        "in a cluster the embedded broker runs in the first process only: \
-                         give the dead-letter topic a broker `url`",
-                    ));
-                }
-                let client_id = if ctx.process_count > 1 {
-                    format!("{}-p{}", self.client_id, ctx.process_index)
-                } else {
-                    self.client_id.clone()
-                };
-                let publisher = Publisher::connect(url, client_id, PublisherOptions::default())
-                    .map_err(|e| StartError::other(format!("dead-letter topic: {e}")))?;
+                let publisher = dead_letter_publisher(url, &self.client_id, ctx)?;
                 let dropped = ctx.counter("dead_letters.dropped");
                 let topic = topic.clone();
                 let publisher = Arc::new(Mutex::new(Some(publisher)));

@@ -105,20 +105,7 @@ impl LetterTargets {
         }
         let mut owned = None;
         if let Some((topic, url)) = &self.topic {
-            if url == "embedded" && ctx.process_index != 0 {
-                // Each process would start a broker of its own that nobody reads.
-                return Err(StartError::other(
-                    "in a cluster the embedded broker runs in the first process only: \
-                     give the dead-letter topic a broker `url`",
-                ));
-            }
-            let client_id = if ctx.process_count > 1 {
-                format!("{}-p{}", self.client_id, ctx.process_index)
-            } else {
-                self.client_id.clone()
-            };
-            let publisher = Publisher::connect(url, client_id, PublisherOptions::default())
-                .map_err(|e| StartError::other(format!("dead-letter topic: {e}")))?;
+            let publisher = dead_letter_publisher(url, &self.client_id, ctx)?;
             let publisher = Arc::new(Mutex::new(Some(publisher)));
             owned = Some(Arc::clone(&publisher));
             letters.topic = Some(Arc::new(Topic {
@@ -136,6 +123,31 @@ impl LetterTargets {
 
 /// The dead-letter file of process `index`: `path` itself for the first, else
 /// `<stem>.p<index>.<ext>` beside it.
+/// The publisher of a dead-letter topic for this process: one client id per process
+/// (`<id>-p<index>` in a cluster), and never the embedded broker outside the first
+/// process (each would start a broker nobody reads).
+pub fn dead_letter_publisher(
+    url: &str,
+    client_id: &str,
+    ctx: &StartContext<'_>,
+) -> Result<Publisher, StartError> {
+    if url == "embedded" && ctx.process_index != 0 {
+        return Err(StartError::other(
+            "in a cluster the embedded broker runs in the first process only: \
+             give the dead-letter topic a broker `url`",
+        ));
+    }
+    let client_id = if ctx.process_count > 1 {
+        format!("{client_id}-p{}", ctx.process_index)
+    } else {
+        client_id.to_string()
+    };
+    Publisher::connect(url, client_id, PublisherOptions::default())
+        .map_err(|e| StartError::other(format!("dead-letter topic: {e}")))
+}
+
+/// `path` for process `index`: `<stem>.p<index>.<ext>` after the first process, so the
+/// processes of a cluster never write one file.
 pub fn per_process(path: &Path, index: usize) -> PathBuf {
     if index == 0 {
         return path.to_path_buf();
