@@ -288,3 +288,116 @@ impl Histories {
         bincode::serialize(&saved).expect("histories serialize")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use smartgrid_runtime::checkpoint::{Checkpoints, OnStop};
+    use smartgrid_runtime::shutdown::Shutdown;
+    use smartgrid_runtime::spec::Spanned;
+    use smartgrid_runtime::state::StateStore;
+    use smartgrid_runtime::{Schema, SensorId};
+    use timely::dataflow::InputHandle;
+    use timely::dataflow::operators::{Input, Inspect};
+
+    use super::*;
+    use crate::predict::features::{FeaturesConfig, LagsConfig};
+
+    /// One split on p: ≤ 500 → 400, else 900 (the doctest's model).
+    const MODEL: &str = "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
+        max_feature_idx=2\nobjective=regression\nfeature_names=p p-1 p-2\nfeature_infos=[0:1000] [0:1000] [0:1000]\n\
+        tree_sizes=1\n\nTree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nsplit_gain=1\n\
+        threshold=500\ndecision_type=2\nleft_child=-1\nright_child=-2\nleaf_value=400 900\n\
+        leaf_weight=1 1\nleaf_count=1 1\ninternal_value=0\ninternal_weight=0\n\
+        internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n";
+
+    fn predictor() -> (Predictor, Arc<ModelSlot>) {
+        let name = |n: &str| Spanned::new(n.to_string(), Default::default());
+        let config = FeaturesConfig {
+            fields: vec![name("p")],
+            lags: Some(LagsConfig {
+                fields: vec![name("p")],
+                count: Spanned::new(2, Default::default()),
+            }),
+            ..Default::default()
+        };
+        let features = FeaturePlan::new(&config, &Schema::new(["p"])).expect("features");
+        let model = smartgrid_models::Model::parse(MODEL.as_bytes()).expect("a model");
+        let model = LoadedModel::new(model, features.names()).expect("same features");
+        let slot = Arc::new(ModelSlot::new(model, features.names().to_vec()));
+        let predictor = Predictor {
+            features: Arc::new(features),
+            horizon_ms: 10_000,
+            step_ms: 10_000,
+            predict_with_missing_lags: false,
+            relative_to: vec![],
+        };
+        (predictor, slot)
+    }
+
+    /// Feeds 10 s windows of p at `times` to a predict operator with `state`; returns
+    /// the predictions' rows.
+    fn run(times: &[i64], state: Option<NodeState>, stop: Option<Shutdown>) -> Vec<Vec<f64>> {
+        let (predictor, slot) = predictor();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::clone(&seen);
+        let times = times.to_vec();
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandle::new();
+            worker.dataflow::<u64, _, _>(|scope| {
+                scope
+                    .input_from(&mut input)
+                    .predict_checkpointed(predictor, slot, PredictCounters::default(), "p", state)
+                    .inspect(move |r: &Reading| out.lock().expect("lock").push(r.values.to_vec()));
+            });
+            let sensor = SensorId::new("meter-1").expect("short");
+            for t in times {
+                input.advance_to(t as u64);
+                input.send(Reading {
+                    sensor,
+                    time_ms: t,
+                    values: Row::from_iter([100.0 + t as f64 / 1000.0]),
+                });
+            }
+            if let Some(stop) = stop {
+                stop.trigger();
+            }
+        });
+        let rows = seen.lock().expect("lock").clone();
+        rows
+    }
+
+    #[test]
+    fn lag_histories_survive_a_restart() {
+        let uninterrupted = run(&[0, 10_000, 20_000, 30_000], None, None);
+        assert_eq!(
+            uninterrupted.len(),
+            2,
+            "predictions from the third window on"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |stop: &Shutdown| {
+            let store = StateStore::open(dir.path(), "p", 0, 1).expect("open");
+            Arc::new(Checkpoints::new(store, OnStop::Checkpoint, None, stop.clone()).expect("new"))
+        };
+        let stop = Shutdown::new();
+        let checkpoints = open(&stop);
+        let first = run(
+            &[0, 10_000, 20_000],
+            Some(checkpoints.node("p", 0, 1)),
+            Some(stop),
+        );
+        checkpoints.commit_at_stop().expect("commit");
+        drop(checkpoints);
+        let checkpoints = open(&Shutdown::new());
+        let second = run(&[30_000], Some(checkpoints.node("p", 0, 1)), None);
+        let mut both = first;
+        both.extend(second);
+        assert_eq!(
+            both, uninterrupted,
+            "the restored lags give the same predictions"
+        );
+    }
+}
