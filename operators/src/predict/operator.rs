@@ -364,8 +364,7 @@ mod tests {
                 stop.trigger();
             }
         });
-        let rows = seen.lock().expect("lock").clone();
-        rows
+        std::mem::take(&mut *seen.lock().expect("lock"))
     }
 
     #[test]
