@@ -150,37 +150,25 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
                 let c = comparison;
                 move |(predictions, prediction_frontier), (actuals, actual_frontier), output| {
                     let mut tally = Tally::default();
-                    let holds = |time: Time| state.as_ref().is_some_and(|s| s.holds(time));
-                    predictions.for_each(|capability, data| {
-                        let Some(&time) = capability.least() else {
-                            return;
-                        };
-                        if holds(time) {
-                            if let Some(cap) = capability.retain_least(0) {
-                                held_predictions.hold(time, cap, std::mem::take(data));
+                    let state_now = state.as_ref();
+                    for (side, input, held) in [
+                        (Side::Prediction, &mut *predictions, &mut held_predictions),
+                        (Side::Actual, &mut *actuals, &mut held_actuals),
+                    ] {
+                        input.for_each(|capability, data| {
+                            let Some(&time) = capability.least() else {
+                                return;
+                            };
+                            let retain = || capability.retain_least(0);
+                            if held.hold_if_pending(state_now, time, retain, data) {
+                                return;
                             }
-                            return;
-                        }
-                        let mut session = output.session(&capability);
-                        for p in data.drain(..) {
-                            join.prediction(&c, p, &mut tally, |r| session.give(r));
-                        }
-                    });
-                    actuals.for_each(|capability, data| {
-                        let Some(&time) = capability.least() else {
-                            return;
-                        };
-                        if holds(time) {
-                            if let Some(cap) = capability.retain_least(0) {
-                                held_actuals.hold(time, cap, std::mem::take(data));
+                            let mut session = output.session(&capability);
+                            for r in data.drain(..) {
+                                join.add(side, &c, r, &mut tally, |out| session.give(out));
                             }
-                            return;
-                        }
-                        let mut session = output.session(&capability);
-                        for a in data.drain(..) {
-                            join.actual(&c, a, &mut tally, |r| session.give(r));
-                        }
-                    });
+                        });
+                    }
                     let mut kept = false;
                     if let Some(state) = state.as_mut() {
                         let frontiers =
@@ -190,16 +178,16 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
                             .filter(|t| frontiers.iter().all(|f| !f.less_than(t)))
                         {
                             state.take(time, FINGERPRINT, &join.save());
-                            for (_, cap, data) in held_predictions.release(state) {
-                                let mut session = output.session(&cap);
-                                for p in data {
-                                    join.prediction(&c, p, &mut tally, |r| session.give(r));
-                                }
-                            }
-                            for (_, cap, data) in held_actuals.release(state) {
-                                let mut session = output.session(&cap);
-                                for a in data {
-                                    join.actual(&c, a, &mut tally, |r| session.give(r));
+                            let held = [
+                                (Side::Prediction, &mut held_predictions),
+                                (Side::Actual, &mut held_actuals),
+                            ];
+                            for (side, held) in held {
+                                for (_, cap, data) in held.release(state) {
+                                    let mut session = output.session(&cap);
+                                    for r in data {
+                                        join.add(side, &c, r, &mut tally, |out| session.give(out));
+                                    }
                                 }
                             }
                         }
@@ -248,51 +236,60 @@ struct Join {
     early_actuals: BTreeMap<Key, f64>,
 }
 
-impl Join {
-    fn prediction(
-        &mut self,
-        c: &Comparison,
-        p: Reading,
-        tally: &mut Tally,
-        give: impl FnOnce(Reading),
-    ) {
-        let target = p.values.get(c.prediction[1]).copied().unwrap_or(f64::NAN) as i64;
-        let key = (target, p.sensor);
-        match self.early_actuals.remove(&key) {
-            Some(actual) => {
-                tally.compared += 1;
-                if let Some(r) = c.compare(&p, actual, &mut tally.over) {
-                    give(r);
-                }
-            }
-            None => {
-                self.waiting.insert(key, p);
-            }
-        }
-    }
+/// Which input a record came from.
+#[derive(Clone, Copy)]
+enum Side {
+    Prediction,
+    Actual,
+}
 
-    fn actual(
+impl Join {
+    /// Add a record from `side`: compared and emitted with `give` if its other half is
+    /// waiting, else kept until it comes.
+    fn add(
         &mut self,
+        side: Side,
         c: &Comparison,
-        a: Reading,
+        record: Reading,
         tally: &mut Tally,
         give: impl FnOnce(Reading),
     ) {
-        let actual: f64 = c
-            .actual
-            .iter()
-            .map(|&i| a.values.get(i).copied().unwrap_or(f64::NAN))
-            .sum();
-        let key = (a.time_ms, a.sensor);
-        match self.waiting.remove(&key) {
-            Some(p) => {
-                tally.compared += 1;
-                if let Some(r) = c.compare(&p, actual, &mut tally.over) {
-                    give(r);
+        let compared = match side {
+            Side::Prediction => {
+                let target = record
+                    .values
+                    .get(c.prediction[1])
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                let key = (target as i64, record.sensor);
+                match self.early_actuals.remove(&key) {
+                    Some(actual) => Some((record, actual)),
+                    None => {
+                        self.waiting.insert(key, record);
+                        None
+                    }
                 }
             }
-            None => {
-                self.early_actuals.insert(key, actual);
+            Side::Actual => {
+                let actual: f64 = c
+                    .actual
+                    .iter()
+                    .map(|&i| record.values.get(i).copied().unwrap_or(f64::NAN))
+                    .sum();
+                let key = (record.time_ms, record.sensor);
+                match self.waiting.remove(&key) {
+                    Some(p) => Some((p, actual)),
+                    None => {
+                        self.early_actuals.insert(key, actual);
+                        None
+                    }
+                }
+            }
+        };
+        if let Some((prediction, actual)) = compared {
+            tally.compared += 1;
+            if let Some(out) = c.compare(&prediction, actual, &mut tally.over) {
+                give(out);
             }
         }
     }

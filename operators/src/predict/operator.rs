@@ -164,10 +164,8 @@ impl<'s> PredictExt<'s> for Readings<'s> {
                     let Some(&time) = capability.least() else {
                         return;
                     };
-                    if state.as_ref().is_some_and(|s| s.holds(time)) {
-                        if let Some(cap) = capability.retain_least(0) {
-                            held.hold(time, cap, std::mem::take(data));
-                        }
+                    let retain = || capability.retain_least(0);
+                    if held.hold_if_pending(state.as_ref(), time, retain, data) {
                         return;
                     }
                     let mut session = output.session(&capability);

@@ -240,11 +240,12 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                             .for_each(|n| *n += data.len() as u64);
                         return;
                     };
-                    if state.as_ref().is_some_and(|s| s.holds(now)) {
-                        let caps = (0..windows.len())
-                            .filter_map(|k| capability.retain_least(k))
-                            .collect();
-                        held.hold(now, caps, std::mem::take(data));
+                    let retain = || {
+                        (0..windows.len())
+                            .map(|k| capability.retain_least(k))
+                            .collect()
+                    };
+                    if held.hold_if_pending(state.as_ref(), now, retain, data) {
                         return;
                     }
                     let open = |output, close| capability.delayed(&close, output);

@@ -40,6 +40,26 @@ impl<K, D> Held<K, D> {
         self.batches.push_back((time, token, data));
     }
 
+    /// Hold the batch `data` at `time` if `state` has a checkpoint pending at or before
+    /// it, with the token `retain` makes (the batch's capabilities; `None`: nothing to
+    /// emit it with, and nothing is held). Returns whether the batch is taken: the
+    /// caller applies it now only if not.
+    pub fn hold_if_pending(
+        &mut self,
+        state: Option<&NodeState>,
+        time: Time,
+        retain: impl FnOnce() -> Option<K>,
+        data: &mut Vec<D>,
+    ) -> bool {
+        if !state.is_some_and(|s| s.holds(time)) {
+            return false;
+        }
+        if let Some(token) = retain() {
+            self.hold(time, token, std::mem::take(data));
+        }
+        true
+    }
+
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
