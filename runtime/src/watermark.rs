@@ -32,7 +32,11 @@ pub struct Watermark {
     delay_ms: u64,
     idle: Duration,
     max_skew_ms: u64,
-    sensors: FxHashMap<SensorId, SensorClock>,
+    /// By the sensor's stable 64-bit hash, not its id: this is one lookup per reading
+    /// on the hottest path, and a u64 key is hashed with one multiply and compared in
+    /// one instruction. Two ids with one hash (a 2^-64 chance per pair) would share a
+    /// clock: the faster of the two would then not hold the watermark back.
+    sensors: FxHashMap<u64, SensorClock>,
     /// The largest event time of any sensor.
     max_event_ms: Option<u64>,
     /// When the current quiet spell began: the last reading, or the last moment a
@@ -78,10 +82,13 @@ impl Watermark {
     #[inline]
     pub fn observe(&mut self, sensor: SensorId, event_ms: i64, now: Instant) {
         let event = u64::try_from(event_ms).unwrap_or(0);
-        let clock = self.sensors.entry(sensor).or_insert(SensorClock {
-            max_event_ms: event,
-            heard_at: now,
-        });
+        let clock = self
+            .sensors
+            .entry(sensor.route_hash())
+            .or_insert(SensorClock {
+                max_event_ms: event,
+                heard_at: now,
+            });
         clock.max_event_ms = clock.max_event_ms.max(event);
         clock.heard_at = now;
         self.max_event_ms = Some(self.max_event_ms.map_or(event, |m| m.max(event)));
