@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::fleet::{
-    DECODE, Fleet, FleetOptions, Published, TOPIC_FILTER, expected_windows, now_ms, stored_windows,
+    DECODE, Fleet, FleetOptions, Published, TOPIC_FILTER, assert_same_windows, emitted_once,
+    expected_windows, now_ms, stored_windows,
 };
 use support::{Run, persistent_broker};
 
@@ -74,23 +75,7 @@ fn assert_windows(dir: &Path, published: &[Published], keep: impl Fn(&Published)
         .into_iter()
         .filter(|((sensor, _), _)| kept.contains(sensor))
         .collect();
-    let mut wrong = Vec::new();
-    for (key, want) in &expected {
-        match stored.get(key).map(Vec::as_slice) {
-            Some([got]) if got.0 == want.0 && (got.1 - want.1).abs() < 1e-9 => {}
-            other => wrong.push(format!("{key:?}: want {want:?}, stored {other:?}")),
-        }
-    }
-    for key in stored.keys().filter(|k| !expected.contains_key(k)) {
-        wrong.push(format!("{key:?}: stored but never published"));
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} windows wrong:\n{}",
-        wrong.len(),
-        expected.len(),
-        wrong[..wrong.len().min(20)].join("\n")
-    );
+    assert_same_windows("the file", &expected, &emitted_once(stored));
 }
 
 /// Runs the pipeline with a real-time fleet of `sensors`, calling `fault` after a

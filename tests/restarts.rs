@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::fleet::{
-    DECODE, Fleet, FleetOptions, Published, TOPIC_FILTER, expected_windows, stored_windows,
+    DECODE, Fleet, FleetOptions, Published, TOPIC_FILTER, Windows, assert_same_windows,
+    emitted_once, expected_windows, stored_windows,
 };
 use support::{Run, persistent_broker};
 
@@ -58,7 +59,7 @@ nodes:
 }
 
 /// (count, p) per (sensor, window start) in InfluxDB.
-fn influx_windows(db: &testkit::Influxd) -> BTreeMap<(String, i64), (u64, f64)> {
+fn influx_windows(db: &testkit::Influxd) -> Windows {
     let answer = db.query(
         "energy",
         "SELECT \"count\", \"p\", \"sensor_id\" FROM \"means\"",
@@ -102,15 +103,9 @@ fn logged_pipeline(dir: &Path, broker: &str, influx: &str) -> PathBuf {
 /// values computed here.
 fn assert_stored(dir: &Path, db: &testkit::Influxd, published: &[Published]) {
     let expected = expected_windows(published, WINDOW_MS, |_| true);
-    let stored = stored_windows(&dir.join("means.jsonl"));
-    let twice: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).collect();
-    assert!(twice.is_empty(), "windows stored twice: {twice:?}");
-    let stored: BTreeMap<_, _> = stored
-        .into_iter()
-        .map(|(k, v)| (k, *v.last().expect("one")))
-        .collect();
-    compare("the file", &expected, &stored);
-    compare("InfluxDB", &expected, &influx_windows(db));
+    let stored = emitted_once(stored_windows(&dir.join("means.jsonl")));
+    assert_same_windows("the file", &expected, &stored);
+    assert_same_windows("InfluxDB", &expected, &influx_windows(db));
 }
 
 /// Waits (up to 20 s) until the file holds a line for every window published: once
@@ -126,30 +121,6 @@ fn wait_for_windows(dir: &Path, published: &[Published]) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn compare(
-    what: &str,
-    expected: &BTreeMap<(String, i64), (u64, f64)>,
-    got: &BTreeMap<(String, i64), (u64, f64)>,
-) {
-    let mut wrong = Vec::new();
-    for (key, want) in expected {
-        match got.get(key) {
-            Some(g) if g.0 == want.0 && (g.1 - want.1).abs() < 1e-9 => {}
-            other => wrong.push(format!("{key:?}: want {want:?}, {what} has {other:?}")),
-        }
-    }
-    for key in got.keys().filter(|k| !expected.contains_key(k)) {
-        wrong.push(format!("{key:?}: in {what}, never published"));
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} windows wrong in {what}:\n{}",
-        wrong.len(),
-        expected.len(),
-        wrong[..wrong.len().min(20)].join("\n")
-    );
 }
 
 /// Graceful restart 13 s into the run (3 s into a window): each window once in the

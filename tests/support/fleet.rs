@@ -203,3 +203,38 @@ pub fn stored_windows(path: &std::path::Path) -> BTreeMap<(String, i64), Vec<(u6
     }
     out
 }
+
+/// Window values keyed by (sensor, window start): (count, mean of p).
+pub type Windows = BTreeMap<(String, i64), (u64, f64)>;
+
+/// Each window emitted once: the one emission of every window.
+pub fn emitted_once(stored: BTreeMap<(String, i64), Vec<(u64, f64)>>) -> Windows {
+    let twice: Vec<_> = stored.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(twice.is_empty(), "windows stored twice: {twice:?}");
+    stored
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, *v.last()?)))
+        .collect()
+}
+
+/// `got` (what `what` stored) has exactly the `expected` windows, with their counts
+/// and means.
+pub fn assert_same_windows(what: &str, expected: &Windows, got: &Windows) {
+    let mut wrong = Vec::new();
+    for (key, want) in expected {
+        match got.get(key) {
+            Some(g) if g.0 == want.0 && (g.1 - want.1).abs() < 1e-9 => {}
+            other => wrong.push(format!("{key:?}: want {want:?}, {what} has {other:?}")),
+        }
+    }
+    for key in got.keys().filter(|k| !expected.contains_key(k)) {
+        wrong.push(format!("{key:?}: in {what}, never published"));
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} windows wrong in {what}:\n{}",
+        wrong.len(),
+        expected.len(),
+        wrong[..wrong.len().min(20)].join("\n")
+    );
+}
