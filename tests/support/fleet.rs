@@ -7,12 +7,12 @@
 //! with a persistent session does: the pipeline may see duplicates, never gaps.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rumqttc::{Client, MqttOptions, QoS};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// One published reading.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +63,12 @@ pub fn now_ms() -> i64 {
 /// A running fleet.
 pub struct Fleet {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    /// Held by the publisher while it publishes one tick, so a pause takes effect
+    /// between ticks.
+    tick: Arc<Mutex<()>>,
+    /// PUBACKs received from the broker.
+    acknowledged: Arc<AtomicUsize>,
     publisher: Option<JoinHandle<()>>,
     driver: Option<JoinHandle<()>>,
     published: Arc<Mutex<Vec<Published>>>,
@@ -80,8 +86,13 @@ impl Fleet {
         let (client, mut connection) = Client::new(mqtt, 1_000_000);
         let stop = Arc::new(AtomicBool::new(false));
         let driver_stop = Arc::clone(&stop);
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let acks = Arc::clone(&acknowledged);
         let driver = std::thread::spawn(move || {
             for event in connection.iter() {
+                if let Ok(Event::Incoming(Packet::PubAck(_))) = event {
+                    acks.fetch_add(1, Ordering::SeqCst);
+                }
                 if event.is_err() {
                     if driver_stop.load(Ordering::SeqCst) {
                         return;
@@ -91,8 +102,11 @@ impl Fleet {
             }
         });
         let published = Arc::new(Mutex::new(Vec::new()));
+        let paused = Arc::new(AtomicBool::new(false));
+        let tick_lock = Arc::new(Mutex::new(()));
         let (publisher_stop, log, publishing) =
             (Arc::clone(&stop), Arc::clone(&published), client.clone());
+        let (publisher_paused, publisher_tick) = (Arc::clone(&paused), Arc::clone(&tick_lock));
         let publisher = std::thread::spawn(move || {
             let period_ms = 1000.0 / f64::from(options.rate);
             let origin = options.replay_from_ms.unwrap_or_else(now_ms);
@@ -107,6 +121,15 @@ impl Fleet {
                         std::thread::sleep(Duration::from_millis(wait as u64));
                     }
                 }
+                // A paused fleet catches up afterwards, as a device publishing its
+                // backlog does.
+                while publisher_paused.load(Ordering::SeqCst) {
+                    if publisher_stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _tick = publisher_tick.lock().expect("lock");
                 for sensor in 0..options.sensors {
                     let reading = Published {
                         sensor,
@@ -132,6 +155,9 @@ impl Fleet {
         });
         Fleet {
             stop,
+            paused,
+            tick: tick_lock,
+            acknowledged,
             publisher: Some(publisher),
             driver: Some(driver),
             published,
@@ -144,6 +170,28 @@ impl Fleet {
         if let Some(p) = self.publisher.take() {
             p.join().expect("publisher");
         }
+    }
+
+    /// Stops publishing after the current tick and waits until the broker has
+    /// acknowledged every reading published so far.
+    pub fn pause_until_acknowledged(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        drop(self.tick.lock().expect("lock"));
+        let published = self.published.lock().expect("lock").len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.acknowledged.load(Ordering::SeqCst) < published {
+            assert!(
+                Instant::now() < deadline,
+                "the broker acknowledged {} of {published} readings within 10 s",
+                self.acknowledged.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Publishes again after [`pause_until_acknowledged`](Self::pause_until_acknowledged).
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     /// What was published so far.
@@ -193,7 +241,9 @@ pub fn expected_windows(
 pub fn stored_windows(path: &std::path::Path) -> BTreeMap<(String, i64), Vec<(u64, f64)>> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out: BTreeMap<(String, i64), Vec<(u64, f64)>> = BTreeMap::new();
-    for line in text.lines() {
+    // A line still being written (no newline yet) is not a stored window.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    for line in complete.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json line");
         let sensor = v["sensor_id"].as_str().expect("sensor_id").to_string();
         let time = v["time_ms"].as_i64().expect("time_ms");
