@@ -138,7 +138,7 @@ fn decoders() -> Vec<(Box<dyn PayloadDecoder>, Vec<u8>)> {
 
 #[test]
 fn no_payload_makes_a_decoder_panic() {
-    for (index, (decoder, seed)) in decoders().into_iter().enumerate() {
+    for (index, (mut decoder, seed)) in decoders().into_iter().enumerate() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ index as u64);
         let (mut ok, mut failed) = (0, 0);
         for case in 0..100_000 {

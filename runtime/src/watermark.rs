@@ -37,7 +37,7 @@ pub struct Watermark {
     /// one instruction. Two ids with one hash (a 2^-64 chance per pair) would share a
     /// clock: the faster of the two would then not hold the watermark back.
     sensors: FxHashMap<u64, SensorClock>,
-    /// The largest event time of any sensor.
+    /// The largest event time of any sensor, as of the last look.
     max_event_ms: Option<u64>,
     /// When the current quiet spell began: the last reading, or the last moment a
     /// source was not live, whichever is later (`None` before the first reading).
@@ -91,13 +91,26 @@ impl Watermark {
             });
         clock.max_event_ms = clock.max_event_ms.max(event);
         clock.heard_at = now;
-        self.max_event_ms = Some(self.max_event_ms.map_or(event, |m| m.max(event)));
-        self.quiet_from = Some(self.quiet_from.map_or(now, |q| q.max(now)));
+        // The largest event time and the end of the quiet spell are folded in from the
+        // clocks by `at`, once per look rather than once per reading.
     }
 
     /// The watermark at `now`, given since when every source has been live (`None`
     /// while one is not). It never goes backwards; zero until the first reading.
     pub fn at(&mut self, now: Instant, live_since: Option<Instant>) -> u64 {
+        // What the readings since the last look said; sensors quiet for longer than
+        // `idle` no longer hold the watermark (a sensor that comes back starts afresh).
+        let idle = self.idle;
+        let (mut max_event, mut last_heard) = (self.max_event_ms, None::<Instant>);
+        self.sensors.retain(|_, c| {
+            max_event = Some(max_event.map_or(c.max_event_ms, |m| m.max(c.max_event_ms)));
+            last_heard = Some(last_heard.map_or(c.heard_at, |h| h.max(c.heard_at)));
+            now.saturating_duration_since(c.heard_at) <= idle
+        });
+        self.max_event_ms = max_event;
+        if let Some(heard) = last_heard {
+            self.quiet_from = Some(self.quiet_from.map_or(heard, |q| q.max(heard)));
+        }
         let Some(max_event) = self.max_event_ms else {
             return self.current;
         };
@@ -115,11 +128,6 @@ impl Watermark {
         };
         let quiet_from = self.quiet_from.map_or(back, |q| q.max(back));
         self.quiet_from = Some(quiet_from);
-        // Sensors quiet for longer than `idle` no longer hold the watermark (a sensor
-        // that comes back starts afresh).
-        let idle = self.idle;
-        self.sensors
-            .retain(|_, c| now.saturating_duration_since(c.heard_at) <= idle);
         let candidate = if let Some(slowest) = self.slowest() {
             Some(slowest.saturating_sub(self.delay_ms))
         } else {

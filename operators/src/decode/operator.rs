@@ -107,6 +107,8 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
         let mut input = builder.new_input_connection(self, Pipeline, no_connection);
         let (output, stream) = builder.new_output();
         let mut output: OutputBuilder<Time, _> = OutputBuilder::from(output);
+        // This worker's own decoder: it may cache what it decoded before.
+        let mut decoder = decoder.for_worker();
         builder.build(move |mut capabilities| {
             let mut capability = capabilities.pop();
             // A sensor more than `max_future` behind the others is not waited for: the

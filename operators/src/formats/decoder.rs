@@ -73,15 +73,21 @@ impl DecodeError {
 }
 
 /// Turns payloads of one format into readings of one schema.
+///
+/// A planned node holds one decoder and gives each worker its own
+/// ([`for_worker`](Self::for_worker)), so decoding may keep per-worker caches.
 pub trait PayloadDecoder: Send + Sync {
     /// The names of the values written into the row, in order.
     fn schema(&self) -> Schema;
+
+    /// A decoder of the same settings for one worker, with empty caches.
+    fn for_worker(&self) -> Box<dyn PayloadDecoder>;
 
     /// Decode `payload` (received on `topic`) into `row` (which is empty on entry).
     /// `Ok(None)` means a valid payload this decoder was told to skip (another
     /// feature type); it is counted, not an error.
     fn decode(
-        &self,
+        &mut self,
         topic: &str,
         payload: &[u8],
         row: &mut Row,

@@ -275,8 +275,12 @@ impl PayloadDecoder for JsonDecoder {
         Schema::new(self.fields.iter().map(|f| &f.name))
     }
 
+    fn for_worker(&self) -> Box<dyn PayloadDecoder> {
+        Box::new(self.clone())
+    }
+
     fn decode(
-        &self,
+        &mut self,
         topic: &str,
         payload: &[u8],
         row: &mut Row,
@@ -353,7 +357,8 @@ mod tests {
         payload: &str,
     ) -> Result<Option<(Decoded, Row)>, DecodeError> {
         let mut row = Row::new();
-        d.decode(topic, payload.as_bytes(), &mut row)
+        d.clone()
+            .decode(topic, payload.as_bytes(), &mut row)
             .map(|o| o.map(|decoded| (decoded, row)))
     }
 

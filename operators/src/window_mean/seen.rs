@@ -103,18 +103,29 @@ impl Seen {
     }
 
     /// Record `time` in `slot` where [`find`](Self::find) said, nothing changed between.
-    #[inline]
+    ///
+    /// The common case (an append with room in the last block) is inlined into the
+    /// caller; the rest is out of line, so the caller saves no registers for it.
+    #[inline(always)]
     pub(super) fn insert(&mut self, slot: usize, time: i64, at: Vacancy) {
+        if at == Vacancy::Append {
+            let run = &mut self.runs[slot];
+            if run.last != NONE && usize::from(run.tail_len) < B {
+                run.last_time = time;
+                self.blocks[run.last as usize].times[usize::from(run.tail_len)] = time;
+                run.tail_len += 1;
+                return;
+            }
+        }
+        self.insert_slow(slot, time, at);
+    }
+
+    #[inline(never)]
+    fn insert_slow(&mut self, slot: usize, time: i64, at: Vacancy) {
         match at {
             Vacancy::Append => {
-                let run = &mut self.runs[slot];
-                run.last_time = time;
-                let last = run.last;
-                if last != NONE && usize::from(run.tail_len) < B {
-                    self.blocks[last as usize].times[usize::from(run.tail_len)] = time;
-                    run.tail_len += 1;
-                    return;
-                }
+                let last = self.runs[slot].last;
+                self.runs[slot].last_time = time;
                 self.settle(slot);
                 let id = self.alloc();
                 self.blocks[id as usize].times[0] = time;

@@ -87,6 +87,7 @@ pub const TEN_SEC_LEN: usize = 70;
 /// Bytes of a type-17 payload.
 pub const ONE_MIN_LEN: usize = 130;
 
+mod ids;
 mod records;
 
 pub use records::{OneMinData, TenSecData, encode_one_min, encode_ten_sec};
@@ -117,16 +118,20 @@ impl Default for ClemapConfig {
 /// Decodes Clemap messages of one feature type into readings: key = the ObjectId in hex,
 /// time = the timestamp rounded to the ms, row = [`TEN_SEC_FIELDS`] or
 /// [`ONE_MIN_FIELDS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ClemapDecoder {
     feature_type: u8,
+    ids: ids::SensorIds,
 }
 
 impl ClemapDecoder {
     /// A decoder for `feature_type` (16 or 17).
     pub fn new(feature_type: u8) -> Result<Self, String> {
         match feature_type {
-            TEN_SEC | ONE_MIN => Ok(ClemapDecoder { feature_type }),
+            TEN_SEC | ONE_MIN => Ok(ClemapDecoder {
+                feature_type,
+                ids: ids::SensorIds::default(),
+            }),
             other => Err(format!(
                 "feature_type {other} has no Clemap layout; use 16 (ten-second power) or 17 (one-minute record)"
             )),
@@ -153,9 +158,16 @@ impl PayloadDecoder for ClemapDecoder {
         Schema::new(self.field_names())
     }
 
+    fn for_worker(&self) -> Box<dyn PayloadDecoder> {
+        Box::new(ClemapDecoder {
+            feature_type: self.feature_type,
+            ids: ids::SensorIds::default(),
+        })
+    }
+
     #[inline]
     fn decode(
-        &self,
+        &mut self,
         _topic: &str,
         payload: &[u8],
         row: &mut Row,
@@ -170,7 +182,7 @@ impl PayloadDecoder for ClemapDecoder {
         row.clear();
         layout.values_into(row)?;
         Ok(Some(Decoded {
-            sensor: layout.sensor(),
+            sensor: self.ids.get(&layout.object_id()),
             time_ms,
         }))
     }
@@ -281,7 +293,13 @@ impl<'a> Layout<'a> {
 
     #[inline(always)]
     fn sensor(self) -> SensorId {
-        SensorId::from_object_id(&bytes_at(&self.header(), ID_AT))
+        SensorId::from_object_id(&self.object_id())
+    }
+
+    /// The ObjectId's 12 bytes.
+    #[inline(always)]
+    fn object_id(self) -> [u8; 12] {
+        bytes_at(&self.header(), ID_AT)
     }
 
     /// Append the row to `row` (which is empty).

@@ -304,8 +304,12 @@ impl PayloadDecoder for StructDecoder {
         Schema::new(&self.names)
     }
 
+    fn for_worker(&self) -> Box<dyn PayloadDecoder> {
+        Box::new(self.clone())
+    }
+
     fn decode(
-        &self,
+        &mut self,
         topic: &str,
         payload: &[u8],
         row: &mut Row,

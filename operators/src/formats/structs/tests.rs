@@ -18,7 +18,8 @@ fn decode(
     payload: &[u8],
 ) -> Result<Option<(Decoded, Row)>, DecodeError> {
     let mut row = Row::new();
-    d.decode(topic, payload, &mut row)
+    d.clone()
+        .decode(topic, payload, &mut row)
         .map(|o| o.map(|decoded| (decoded, row)))
 }
 
@@ -46,7 +47,7 @@ fn clemap16() -> Value {
 fn a_clemap_16_layout_decodes_the_seed_vectors_like_the_clemap_decoder() {
     let d = layout(clemap16()).expect("a valid layout");
     assert_eq!(d.payload_len(), clemap::TEN_SEC_LEN);
-    let reference = ClemapDecoder::new(16).expect("valid");
+    let mut reference = ClemapDecoder::new(16).expect("valid");
     assert_eq!(d.schema(), reference.schema());
     let mut checked = 0;
     for (payload, outcome) in clemap::tests::seed_vectors() {
