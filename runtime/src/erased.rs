@@ -50,6 +50,9 @@ impl<N: Node> DynKind for KindOf<N> {
             return None;
         }
         check_limits(N::LIMITS, ctx);
+        // Deserializing reports the first unset variable it meets; list every one.
+        let unset = ctx.node.env_problems();
+        ctx.report(unset);
         let config: Result<N::Config, Vec<Diagnostic>> = match N::CONFIG_KEYS {
             None => ctx.node.settings(),
             Some(keys) => ctx.node.select(|k| keys.contains(&k)).settings(),

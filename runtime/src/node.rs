@@ -363,8 +363,10 @@ pub struct PlanContext<'a> {
     pub inputs: &'a [PortType],
     /// The pipeline's name.
     pub pipeline: &'a str,
-    /// The directory relative paths resolve against (the pipeline file's).
+    /// The directory relative paths of files the pipeline reads resolve against (the
+    /// pipeline file's).
     pub base_dir: &'a Path,
+    data_dir: &'a Path,
     state_dir: &'a Path,
     pub(crate) problems: Vec<Diagnostic>,
 }
@@ -373,18 +375,23 @@ impl<'a> PlanContext<'a> {
     pub(crate) fn new(
         node: &'a NodeSpec,
         inputs: &'a [PortType],
-        pipeline: &'a str,
-        base_dir: &'a Path,
-        state_dir: &'a Path,
+        spec: &'a crate::spec::PipelineSpec,
     ) -> Self {
         PlanContext {
             node,
             inputs,
-            pipeline,
-            base_dir,
-            state_dir,
+            pipeline: &spec.name,
+            base_dir: &spec.base_dir,
+            data_dir: &spec.data_dir,
+            state_dir: &spec.state_dir,
             problems: Vec::new(),
         }
+    }
+
+    /// The pipeline's data directory (`data_dir:`, resolved): what a run writes goes
+    /// under it unless the file gives an absolute path.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir
     }
 
     /// The pipeline's state directory (`state_dir:`, resolved), where what outlives a
@@ -465,12 +472,24 @@ impl<'a> PlanContext<'a> {
         }
     }
 
-    /// Resolve a path from the pipeline file against its directory.
+    /// Resolve the path of a file the pipeline reads (a model, a certificate) against
+    /// the pipeline file's directory: they travel with the file.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
+        }
+    }
+
+    /// Resolve the path of something the run writes (a file sink, a spool, a dead-letter
+    /// file, a write-ahead log) against the data directory, so that one `data_dir:`
+    /// moves all of it.
+    pub fn resolve_data(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.data_dir.join(path)
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct Plan {
     pub name: String,
     /// The pipeline file's directory.
     pub base_dir: std::path::PathBuf,
+    /// Where what the run writes goes (`data_dir:`, resolved).
+    pub data_dir: std::path::PathBuf,
     /// Where state that survives restarts is kept.
     pub state_dir: std::path::PathBuf,
     /// How often state is checkpointed while the run goes on (with a replayable
@@ -250,7 +252,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         let Some(factory) = registry.get(&node.kind.value) else {
             continue;
         };
-        let mut ctx = PlanContext::new(node, &inputs, &spec.name, &spec.base_dir, &spec.state_dir);
+        let mut ctx = PlanContext::new(node, &inputs, spec);
         let planned_node = factory.plan(&mut ctx);
         errors.append(&mut ctx.problems);
         let Some(op) = planned_node else {
@@ -287,7 +289,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     if !errors.is_empty() {
         errors.sort_by_key(|d| d.at);
         errors.dedup();
-        return Err(Diagnostics(errors));
+        return Err(Diagnostics(collapse_shared(errors)));
     }
 
     let mut position = vec![0; spec.nodes.len()];
@@ -319,10 +321,52 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     Ok(Plan {
         name: spec.name.clone(),
         base_dir: spec.base_dir.clone(),
+        data_dir: spec.data_dir.clone(),
         state_dir: spec.state_dir.clone(),
         checkpoint_interval: spec.checkpoint_interval,
         nodes,
     })
+}
+
+/// One diagnostic per problem in a shared setting: a value under `connections:` (or an
+/// anchor) is read by every node using it, and an unset variable there is one problem,
+/// not one per node. The first node keeps it; the hint names the others.
+fn collapse_shared(errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(errors.len());
+    let mut also: Vec<Vec<String>> = Vec::new();
+    for d in errors {
+        let same = out.iter().position(|o| {
+            o.at == d.at && o.file == d.file && o.message == d.message && o.hint == d.hint
+        });
+        match (same, d.node) {
+            (Some(i), Some(node)) => also[i].push(node),
+            (_, node) => {
+                out.push(Diagnostic { node, ..d });
+                also.push(Vec::new());
+            }
+        }
+    }
+    for (d, others) in out.iter_mut().zip(also) {
+        if !others.is_empty() {
+            let names = others
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (nodes, verb) = if others.len() == 1 {
+                ("node", "uses")
+            } else {
+                ("nodes", "use")
+            };
+            let hint = d.hint.take().unwrap_or_default();
+            d.hint = Some(
+                format!("{hint} ({nodes} {names} {verb} it too)")
+                    .trim_start()
+                    .to_owned(),
+            );
+        }
+    }
+    out
 }
 
 /// Refuse two nodes claiming the same resource (a file both write, one spool

@@ -82,7 +82,7 @@ pub struct DecodeConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// A JSON-lines file (relative to the pipeline file): time, node, topic, reason,
+    /// A JSON-lines file (relative to `data_dir`): time, node, topic, reason,
     /// error and the payload in hex.
     #[serde(default)]
     pub file: Option<PathBuf>,
@@ -176,7 +176,7 @@ impl Node for DecodeNode {
     fn plan(common: DecodeConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         ctx.messages_input()?;
         let dead_letter = common.dead_letter.map(|d| DeadLetterConfig {
-            file: d.file.map(|f| ctx.resolve(&f)),
+            file: d.file.map(|f| ctx.resolve_data(&f)),
             ..d
         });
         if let Some(DeadLetterConfig {

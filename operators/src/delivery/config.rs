@@ -147,7 +147,7 @@ pub struct Spool {
 
 impl SpoolConfig {
     /// The settings with `default_dir` (resolved by the caller, since a default need not
-    /// be relative to the pipeline file; `None`: no disk spool unless `dir` is given)
+    /// be relative to the data directory; `None`: no disk spool unless `dir` is given)
     /// and `default_max`; a problem at `spool` if `max_size` is under `min_bytes`.
     pub fn plan(
         &self,
@@ -166,7 +166,11 @@ impl SpoolConfig {
             return None;
         }
         Some(Spool {
-            dir: self.dir.as_deref().map(|d| ctx.resolve(d)).or(default_dir),
+            dir: self
+                .dir
+                .as_deref()
+                .map(|d| ctx.resolve_data(d))
+                .or(default_dir),
             max_bytes,
             when_full: self.when_full.unwrap_or_default(),
             fsync: self.fsync.unwrap_or(true),

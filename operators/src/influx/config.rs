@@ -106,7 +106,7 @@ pub struct InfluxConfig {
     pub spool: SpoolConfig,
     /// Where batches the server rejects as bad data (HTTP 400, 413, 422, …) go, one JSON
     /// line each with the server's message. Default `data/<node>.dead_letters.jsonl`,
-    /// relative to the pipeline file.
+    /// relative to `data_dir`.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
     /// Chunks of encoded lines waiting for the writer thread; when full, the sources

@@ -109,7 +109,7 @@ pub struct IotHubConfig {
 
     /// The outbox: messages wait there until the hub acknowledged them, across outages,
     /// restarts and crashes. `{ dir: outbox, max_size: 256MiB, fsync: true }`: on disk,
-    /// in `dir` (relative to the pipeline file) or by default under the state directory
+    /// in `dir` (relative to `data_dir`) or by default under the state directory
     /// (`<state_dir>/p0/<node>/outbox`). When it is full, new messages go to the
     /// dead-letter file.
     #[serde(default)]

@@ -85,7 +85,7 @@ pub enum WalFsync {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WalConfig {
-    /// The log's directory, relative to the pipeline file (default
+    /// The log's directory, relative to `data_dir` (default
     /// `data/<node>.wal`): one per source, locked while the pipeline runs. It belongs
     /// with the state directory: a checkpoint names positions in this log.
     #[serde(default)]
@@ -197,7 +197,7 @@ pub struct MqttConfig {
     pub max_message_size: Option<ByteSize>,
 
     /// `{ file: path }`: where refused messages are recorded (JSON lines: time, node,
-    /// topic, reason, error, size), relative to the pipeline file.
+    /// topic, reason, error, size), relative to `data_dir`.
     #[serde(default)]
     pub dead_letter: Option<SourceDeadLetter>,
 

@@ -4,7 +4,7 @@
 //! store:
 //!   type: file
 //!   input: means_1m
-//!   path: data/means_1m.lp     # relative to the pipeline file; parent folders are created
+//!   path: data/means_1m.lp     # relative to `data_dir`; parent folders are created
 //!   format: line_protocol      # line_protocol (default) | json | text | csv
 //!   measurement: means_1m      # default: the input node's name
 //!   precision: ns              # s | ms | us | ns (line protocol timestamps)
@@ -50,7 +50,7 @@ fn default_queue() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// The file to append to; relative to the pipeline file's folder.
+    /// The file to append to; relative to `data_dir` (default: the pipeline file's folder).
     pub path: PathBuf,
     /// `line_protocol` (default), `json`, `text` or `csv` (with a header line).
     #[serde(default)]
@@ -161,7 +161,7 @@ impl WriterKind for File {
             tags: config.tags,
             queue: config.queue,
             target: Target::File {
-                path: ctx.resolve(&config.path),
+                path: ctx.resolve_data(&config.path),
                 truncate: config.truncate,
                 at: ctx.node.key_at("path"),
             },

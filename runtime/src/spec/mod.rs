@@ -21,6 +21,7 @@
 //! [`NodeSpec::settings`]; errors then point at the offending key or value.
 
 mod byte_size;
+mod connections;
 mod de;
 mod duration;
 mod env;
@@ -48,8 +49,12 @@ pub struct PipelineSpec {
     pub base_dir: PathBuf,
     /// The `pipeline:` name (defaults to the file stem).
     pub name: String,
-    /// Where state that survives restarts is kept (`state_dir:`, relative to the
-    /// pipeline file; default `.smartgrid/state/<pipeline>`).
+    /// The directory relative paths of what a run writes (state, spools, dead letters,
+    /// outboxes, write-ahead logs, file sinks) are resolved against: `data_dir:`
+    /// (relative to the pipeline file), default the pipeline file's directory.
+    pub data_dir: PathBuf,
+    /// Where state that survives restarts is kept (`state_dir:`, relative to
+    /// `data_dir`; default `.smartgrid/state/<pipeline>`).
     pub state_dir: PathBuf,
     /// How often state is checkpointed while the run goes on, when a source keeps a
     /// write-ahead log (`checkpoint_interval:`, default `10s`).
@@ -117,6 +122,31 @@ impl NodeSpec {
         let mut secrets = Vec::new();
         de::collect_secrets(&self.settings, &self.env, &mut secrets);
         secrets
+    }
+
+    /// Every `${VAR}` in this node's settings that cannot be substituted (unset without
+    /// a default, malformed), each at its scalar. Deserializing stops at the first
+    /// problem of a value; this walk makes `validate` list them all at once.
+    pub fn env_problems(&self) -> Vec<Diagnostic> {
+        fn walk(node: &Node, env: &Env, out: &mut Vec<Diagnostic>) {
+            match &node.value {
+                NodeValue::Null => {}
+                NodeValue::Scalar { text, .. } => {
+                    if let Err(e) = env::substitute(text, env) {
+                        let (message, hint) = e.describe(text);
+                        out.push(Diagnostic::new(node.at, message).hint(hint));
+                    }
+                }
+                NodeValue::Sequence(items) => items.iter().for_each(|n| walk(n, env, out)),
+                NodeValue::Mapping(entries) => entries.iter().for_each(|(_, n)| walk(n, env, out)),
+            }
+        }
+        let mut problems = Vec::new();
+        walk(&self.settings, &self.env, &mut problems);
+        problems
+            .into_iter()
+            .map(|d| d.node(&self.name).in_file(&self.file))
+            .collect()
     }
 
     /// The scalar at `path` (keys joined by `.`, such as `retry.max_delay`): where it

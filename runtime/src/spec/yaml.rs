@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use saphyr_parser::{Event, Parser, ScalarStyle as YamlStyle, Span, Tag};
 
+use super::connections::Connections;
 use super::env::substitute;
 use super::{Env, NodeSpec, PipelineSpec, Spanned};
 use crate::diagnostic::{Diagnostic, Location, closest};
@@ -236,7 +237,10 @@ impl Builder {
                         anchor,
                         entries,
                         ..
-                    }) => (Node::new(at, NodeValue::Mapping(entries)), anchor),
+                    }) => {
+                        let entries = merge::merge_keys(entries, &mut self.problems);
+                        (Node::new(at, NodeValue::Mapping(entries)), anchor)
+                    }
                     None => {
                         return Err(Diagnostic::new(
                             at,
@@ -384,7 +388,14 @@ fn count_nodes(node: &Node) -> usize {
 const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The keys allowed at the top of a pipeline file.
-const TOP_KEYS: [&str; 4] = ["pipeline", "state_dir", "checkpoint_interval", "nodes"];
+const TOP_KEYS: [&str; 6] = [
+    "pipeline",
+    "data_dir",
+    "state_dir",
+    "checkpoint_interval",
+    "connections",
+    "nodes",
+];
 
 fn valid_keys_hint(word: &str, valid: &[&str]) -> String {
     let list = valid.join(", ");
@@ -416,7 +427,11 @@ fn is_node_name(name: &str) -> bool {
 }
 
 /// A scalar as a string with `${VAR}` substituted; `what` names the value in messages.
-fn string_value(node: &Node, env: &Env, what: &str) -> Result<Spanned<String>, Diagnostic> {
+pub(crate) fn string_value(
+    node: &Node,
+    env: &Env,
+    what: &str,
+) -> Result<Spanned<String>, Diagnostic> {
     match &node.value {
         NodeValue::Scalar { text, .. } => {
             let substituted = substitute(text, env).map_err(|e| {
@@ -453,7 +468,9 @@ pub(crate) fn parse_pipeline(
 
     let mut name = None;
     let mut state_dir = None;
+    let mut data_dir = None;
     let mut checkpoint_interval = None;
+    let mut connections_node = None;
     let mut nodes_node = None;
     match &root.value {
         NodeValue::Mapping(entries) => {
@@ -475,6 +492,14 @@ pub(crate) fn parse_pipeline(
                         Ok(dir) => state_dir = Some(PathBuf::from(dir.value)),
                         Err(d) => problems.push(d),
                     },
+                    "data_dir" => match string_value(value, &env, "`data_dir`") {
+                        Ok(dir) => data_dir = Some(PathBuf::from(dir.value)),
+                        Err(d) => problems.push(d),
+                    },
+                    "connections" => connections_node = Some((key, value)),
+                    // Extension keys, as in Compose files: a place for `&anchors` that
+                    // nodes merge with `<<: *name`; nothing reads them.
+                    other if other.starts_with("x-") => {}
                     "checkpoint_interval" => {
                         match string_value(value, &env, "`checkpoint_interval`") {
                             Ok(text) => match text.value.parse::<super::Duration>() {
@@ -521,12 +546,16 @@ pub(crate) fn parse_pipeline(
         ),
     }
 
+    let connections = connections_node
+        .map(|(key, value)| Connections::parse(key, value, &mut problems))
+        .unwrap_or_default();
     let mut nodes = Vec::new();
     if let Some((key, value)) = nodes_node {
         match &value.value {
             NodeValue::Mapping(entries) => {
                 for (node_name, body) in entries {
-                    if let Some(node) = parse_node(node_name, body, file, &env, &mut problems) {
+                    let node = parse_node(node_name, body, file, &env, &connections, &mut problems);
+                    if let Some(node) = node {
                         nodes.push(node);
                     }
                 }
@@ -570,12 +599,19 @@ pub(crate) fn parse_pipeline(
             "pipeline".to_owned()
         }
     });
+    // Everything a run writes falls under one directory, the pipeline file's unless
+    // `data_dir` says otherwise (an absolute `state_dir` or path stays where it says).
+    let data_dir = match data_dir {
+        Some(dir) => base_dir.join(dir),
+        None => base_dir.clone(),
+    };
     // Per pipeline, so two pipelines in one folder keep apart.
-    let state_dir = base_dir
+    let state_dir = data_dir
         .join(state_dir.unwrap_or_else(|| Path::new(".smartgrid").join("state").join(&name)));
     Ok(PipelineSpec {
         file: file.to_owned(),
         base_dir,
+        data_dir,
         name,
         state_dir,
         checkpoint_interval: checkpoint_interval.unwrap_or(DEFAULT_CHECKPOINT_INTERVAL),
@@ -589,6 +625,7 @@ fn parse_node(
     body: &Node,
     file: &str,
     env: &Env,
+    connections: &Connections,
     problems: &mut Vec<Diagnostic>,
 ) -> Option<NodeSpec> {
     let before = problems.len();
@@ -617,9 +654,14 @@ fn parse_node(
     let mut kind = None;
     let mut inputs = Vec::new();
     let mut input_key: Option<&Spanned<String>> = None;
+    let mut connection = None;
     let mut settings = Vec::new();
     for (key, value) in entries {
         match key.value.as_str() {
+            "connection" => match connections.get(key, value, env) {
+                Ok(shared) => connection = Some(shared),
+                Err(d) => report(d),
+            },
             "type" => match string_value(value, env, "`type`") {
                 Ok(k) => kind = Some(k),
                 Err(d) => report(d.hint("write `type: <kind>`")),
@@ -695,6 +737,10 @@ fn parse_node(
     if problems.len() > before {
         return None;
     }
+    if let Some(shared) = connection {
+        // The node's own keys win over its connection's.
+        settings = super::connections::merge_under(settings, shared);
+    }
     Some(NodeSpec {
         name: name.value.clone(),
         at: name.at,
@@ -706,5 +752,6 @@ fn parse_node(
     })
 }
 
+mod merge;
 #[cfg(test)]
 mod tests;
