@@ -25,6 +25,7 @@ pub(crate) trait DynKind: Send + Sync {
     fn summary(&self) -> &'static str;
     fn inputs(&self) -> Inputs;
     fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>>;
+    fn config_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
 }
 
 /// The kind whose planned nodes are `N`s.
@@ -43,6 +44,10 @@ impl<N: Node> DynKind for KindOf<N> {
 
     fn inputs(&self) -> Inputs {
         N::INPUTS
+    }
+
+    fn config_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        N::config_schema(generator)
     }
 
     fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>> {

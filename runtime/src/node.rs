@@ -32,7 +32,7 @@
 //! use smartgrid_runtime::{AnyStream, PortType};
 //! use smartgrid_runtime::timely::dataflow::operators::vec::Map;
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields)]
 //! struct ScaleConfig {
 //!     /// What to multiply by.
@@ -192,9 +192,19 @@ pub trait Node: Send + Sync + Sized + 'static {
 
     /// The node's settings as written in YAML (every key but `type`, `input`, `inputs`):
     /// a serde struct with `deny_unknown_fields` whose doc comments are the user docs.
-    type Config: DeserializeOwned;
+    ///
+    /// Its `JsonSchema` (derived next to `Deserialize`, `#[derive(schemars::JsonSchema)]`)
+    /// is the kind's part of `smartgrid schema` and what `smartgrid kinds KIND` prints.
+    type Config: DeserializeOwned + schemars::JsonSchema;
     /// What [`start`](Self::start) acquired for this process, shared by its workers.
     type State: Send + Sync + 'static;
+
+    /// The JSON Schema of the node's settings. The default is [`Config`](Self::Config)'s;
+    /// a kind that reads more keys itself (see [`CONFIG_KEYS`](Self::CONFIG_KEYS)) adds
+    /// them.
+    fn config_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Self::Config as schemars::JsonSchema>::json_schema(generator)
+    }
 
     /// Check `config` against the inputs and plan the node: typed options, made once.
     /// Every problem goes into `ctx` (which locates and collects them); return `None`

@@ -48,7 +48,7 @@ const COMMON: [&str; 5] = [
 const FORMATS: &str = "clemap, struct, json";
 
 /// Settings of a `decode` node shared by every format.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeConfig {
     /// The payload format: `clemap`, `struct` or `json`. The format's own settings
@@ -79,7 +79,7 @@ pub struct DecodeConfig {
 }
 
 /// Dead-letter destinations.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
     /// A JSON-lines file (relative to `data_dir`): time, node, topic, reason,
@@ -172,6 +172,26 @@ impl Node for DecodeNode {
     type Config = DecodeConfig;
 
     type State = DecodeState;
+
+    fn config_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        use schemars::JsonSchema;
+        // The format's keys are the node's too (see `build_decoder`).
+        smartgrid_runtime::config_schema::tagged_variants(
+            DecodeConfig::json_schema(generator),
+            "format",
+            vec![
+                (
+                    "clemap",
+                    crate::formats::ClemapConfig::json_schema(generator),
+                ),
+                (
+                    "struct",
+                    crate::formats::StructConfig::json_schema(generator),
+                ),
+                ("json", crate::formats::JsonConfig::json_schema(generator)),
+            ],
+        )
+    }
 
     fn plan(common: DecodeConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         ctx.messages_input()?;

@@ -32,7 +32,7 @@ use crate::io::mqtt::{Publisher, PublisherOptions, Qos};
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Where a node's dead letters go (the `dead_letter:` key).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LetterConfig {
     /// A JSON-lines file (relative to `data_dir`), one letter per line.

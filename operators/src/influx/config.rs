@@ -16,7 +16,7 @@ use crate::io::TlsConfig;
 pub use crate::delivery::ByteSize;
 
 /// Which write API the server speaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
     /// InfluxDB 2.x / 3.x and VictoriaMetrics: `POST /api/v2/write?org=&bucket=`, token auth.
@@ -43,7 +43,7 @@ fn default_true() -> bool {
 }
 
 /// Settings of an `influx` sink.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
     /// The server's base URL: `http://host:8086` or `https://…` (a path prefix is kept,

@@ -47,7 +47,7 @@ fn default_queue() -> usize {
 }
 
 /// Settings of a `file` sink.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// The file to append to; relative to `data_dir` (default: the pipeline file's folder).
@@ -75,7 +75,7 @@ pub struct FileSinkConfig {
 }
 
 /// Settings of a `stdout` sink.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
     /// `text` (default), `json` or `line_protocol`.
@@ -122,7 +122,7 @@ pub trait WriterKind: Send + Sync + 'static {
     /// One line for `smartgrid kinds`.
     const SUMMARY: &'static str;
     /// The node's settings.
-    type Config: serde::de::DeserializeOwned;
+    type Config: serde::de::DeserializeOwned + schemars::JsonSchema;
     /// The settings as the shared parts.
     fn parts(config: Self::Config, ctx: &PlanContext<'_>) -> Parts;
 }

@@ -1,0 +1,398 @@
+//! The pipeline file's JSON Schema, generated from the config types the nodes
+//! deserialize (`schemars`' `JsonSchema` derive next to serde's; doc comments become
+//! descriptions), for `smartgrid schema` and `smartgrid kinds KIND`.
+//!
+//! Two things the file allows that the types do not say: any scalar may be written as
+//! `${VAR}` (so a number or a boolean may also be a string holding `${`), and a node's
+//! keys may come from its `connection:` (so a node naming one needs none of its keys).
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde_json::{Map, Value, json};
+
+use crate::registry::Registry;
+use crate::spec::{ByteSize, Duration, OneOrMany, Spanned};
+
+/// Keys every node has, besides its kind's settings.
+fn node_keys(kind: &str) -> Map<String, Value> {
+    let names = json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"});
+    let mut keys = Map::new();
+    keys.insert(
+        "type".into(),
+        json!({"const": kind, "description": "The node kind."}),
+    );
+    keys.insert(
+        "input".into(),
+        json!({"description": "The node this one reads from.", "allOf": [names]}),
+    );
+    keys.insert(
+        "inputs".into(),
+        json!({"description": "The nodes this one reads from, in order.", "type": "array", "items": names}),
+    );
+    keys.insert(
+        "connection".into(),
+        json!({"type": "string", "description": "A name under `connections:`: its settings, under this node's own."}),
+    );
+    keys
+}
+
+/// The schema of one kind's node: its settings, the common node keys, and `type` fixed
+/// to the kind. A kind whose settings come in variants (`oneOf`, such as `decode`'s
+/// formats) gets the node keys in each variant.
+pub(crate) fn node_schema(kind: &str, summary: &str, settings: Schema) -> Value {
+    let mut value = settings.to_value();
+    add_node_keys(&mut value, kind);
+    if let Value::Object(map) = &mut value {
+        map.insert("title".into(), json!(kind));
+        map.insert("description".into(), json!(summary));
+    }
+    value
+}
+
+fn add_node_keys(value: &mut Value, kind: &str) {
+    let Value::Object(map) = value else { return };
+    if let Some(Value::Array(variants)) = map.get_mut("oneOf") {
+        for variant in variants {
+            add_node_keys(variant, kind);
+        }
+        return;
+    }
+    let properties = map
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(properties) = properties {
+        for (key, schema) in node_keys(kind) {
+            properties.entry(key).or_insert(schema);
+        }
+    }
+    map.insert("type".into(), json!("object"));
+    map.insert("additionalProperties".into(), json!(false));
+    // A node naming a connection may take any of its required keys from it.
+    let required = map.remove("required").unwrap_or_else(|| json!([]));
+    map.insert("required".into(), json!(["type"]));
+    if required.as_array().is_some_and(|r| !r.is_empty()) {
+        map.insert("if".into(), json!({"not": {"required": ["connection"]}}));
+        map.insert("then".into(), json!({"required": required}));
+    }
+}
+
+/// The whole pipeline file's schema (JSON Schema 2020-12).
+pub fn pipeline_schema(registry: &Registry) -> Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .for_deserialize()
+        .into_generator();
+    let kinds: Vec<Value> = registry
+        .kind_schemas(&mut generator)
+        .map(|(kind, summary, settings)| node_schema(kind, summary, settings))
+        .collect();
+    let definitions = generator.take_definitions(true);
+    let mut schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "smartgrid pipeline",
+        "description": "A smartgrid pipeline file (`smartgrid run FILE`).",
+        "type": "object",
+        "properties": {
+            "pipeline": {"type": "string", "description": "The pipeline's name: a tag on every stored point, part of client ids and folder names (default: the file's stem)."},
+            "data_dir": {"type": "string", "description": "Where everything the run writes goes (state, spools, dead letters, outboxes, write-ahead logs, file sinks), relative to the pipeline file; default the pipeline file's folder."},
+            "state_dir": {"type": "string", "description": "Where state that survives restarts is kept, relative to `data_dir` (default `.smartgrid/state/<pipeline>`)."},
+            "checkpoint_interval": {"description": "How often state is checkpointed with a `wal:` source (default `10s`).", "allOf": [Duration::json_schema(&mut SchemaGenerator::default())]},
+            "connections": {
+                "type": "object",
+                "description": "Settings shared by several nodes, by name; a node's `connection: <name>` takes them under its own.",
+                "additionalProperties": {"type": "object"}
+            },
+            "nodes": {
+                "type": "object",
+                "description": "The nodes, by name.",
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"},
+                "additionalProperties": {"oneOf": kinds}
+            }
+        },
+        "patternProperties": {"^x-": {"description": "Ignored: a place for `&anchors` that nodes merge with `<<: *name`."}},
+        "additionalProperties": false,
+        "required": ["nodes"],
+        "$defs": definitions,
+    });
+    allow_variables(&mut schema);
+    schema
+}
+
+/// Let every number, integer and boolean also be a string with a `${VAR}` in it.
+fn allow_variables(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for child in map.values_mut() {
+                allow_variables(child);
+            }
+            let scalar = |t: &Value| matches!(t.as_str(), Some("integer" | "number" | "boolean"));
+            let typed = match map.get("type") {
+                Some(Value::String(_)) => map.get("type").is_some_and(scalar),
+                Some(Value::Array(types)) => types.iter().any(scalar),
+                _ => false,
+            };
+            if typed {
+                let original = Value::Object(std::mem::take(map));
+                map.insert(
+                    "anyOf".into(),
+                    json!([original, {"type": "string", "pattern": "\\$\\{"}]),
+                );
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(allow_variables),
+        _ => {}
+    }
+}
+
+/// The settings of a kind that reads two groups of keys (its `Config` and the rest,
+/// see [`Node::CONFIG_KEYS`](crate::node::Node::CONFIG_KEYS)) as one table: the keys
+/// and required keys of both.
+pub fn union(first: Schema, second: Schema) -> Schema {
+    let mut merged = first.to_value();
+    let second = second.to_value();
+    for key in ["properties", "required"] {
+        match (merged.get_mut(key), second.get(key)) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                for (k, v) in b {
+                    a.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            (Some(Value::Array(a)), Some(Value::Array(b))) => a.extend(b.iter().cloned()),
+            (None, Some(b)) => {
+                if let Value::Object(m) = &mut merged {
+                    m.insert(key.into(), b.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    Schema::try_from(merged).expect("an object schema stays one")
+}
+
+/// The settings of a kind whose `tag` key (such as `decode`'s `format`) picks a
+/// variant with keys of its own: one table per variant, each with the common keys and
+/// `tag` fixed to the variant's name.
+pub fn tagged_variants(common: Schema, tag: &str, variants: Vec<(&str, Schema)>) -> Schema {
+    let branches: Vec<Value> = variants
+        .into_iter()
+        .map(|(name, variant)| {
+            let mut branch = union(common.clone(), variant).to_value();
+            if let Some(Value::Object(properties)) = branch.get_mut("properties") {
+                let doc = properties
+                    .get(tag)
+                    .and_then(|p| p.get("description"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                properties.insert(tag.into(), json!({"const": name, "description": doc}));
+            }
+            branch
+        })
+        .collect();
+    json_schema!({ "oneOf": branches })
+}
+
+/// One key of a kind, for `smartgrid kinds KIND`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// The key.
+    pub name: String,
+    /// Its type in words (`string`, `integer`, `duration`, `one of: a, b`, …).
+    pub ty: String,
+    /// Its default, if the schema states one.
+    pub default: Option<String>,
+    /// Whether it must be given.
+    pub required: bool,
+    /// Its doc comment.
+    pub doc: String,
+}
+
+/// The keys of `kind`'s nodes (its settings, then `type`, `input`, … are left out),
+/// as the schema says; `None` for an unknown kind. Keys of a kind with variants
+/// (`decode`'s formats) are listed once each.
+pub fn kind_keys(registry: &Registry, kind: &str) -> Option<Vec<KeyDoc>> {
+    let schema = pipeline_schema(registry);
+    let variants = schema.pointer("/properties/nodes/additionalProperties/oneOf")?;
+    let node = variants
+        .as_array()?
+        .iter()
+        .find(|v| v.get("title").and_then(Value::as_str) == Some(kind))?;
+    let defs = schema.get("$defs").cloned().unwrap_or(json!({}));
+    let mut keys: Vec<KeyDoc> = Vec::new();
+    let branches: Vec<&Value> = match node.get("oneOf").and_then(Value::as_array) {
+        Some(branches) => branches.iter().collect(),
+        None => vec![node],
+    };
+    let common = node_keys(kind);
+    for branch in branches {
+        let required: Vec<&str> = branch
+            .pointer("/then/required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let Some(properties) = branch.get("properties").and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, prop) in properties {
+            if common.contains_key(name) {
+                continue;
+            }
+            if let Some(known) = keys.iter_mut().find(|k| &k.name == name) {
+                // A variant's tag (`format: clemap`): list every variant's value.
+                if let Some(value) = prop.get("const").and_then(Value::as_str) {
+                    known.ty = format!("{}, {value}", known.ty);
+                }
+                continue;
+            }
+            let resolved = resolve(prop, &defs);
+            keys.push(KeyDoc {
+                name: name.clone(),
+                ty: match prop.get("const").and_then(Value::as_str) {
+                    Some(value) => format!("one of: {value}"),
+                    None => describe_type(&resolved, &defs),
+                },
+                default: prop
+                    .get("default")
+                    .or_else(|| resolved.get("default"))
+                    .filter(|d| !d.is_null())
+                    .map(|d| d.to_string()),
+                required: required.contains(&name.as_str()),
+                doc: prop
+                    .get("description")
+                    .or_else(|| resolved.get("description"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+    }
+    Some(keys)
+}
+
+/// `schema` with a `$ref` (possibly under `anyOf` with the variable alternative, or
+/// `allOf`) replaced by its definition.
+fn resolve(schema: &Value, defs: &Value) -> Value {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str)
+        && let Some(name) = reference.strip_prefix("#/$defs/")
+        && let Some(def) = defs.get(name)
+    {
+        return resolve(def, defs);
+    }
+    for combinator in ["allOf", "anyOf"] {
+        if let Some([first, ..]) = schema
+            .get(combinator)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            && schema.get("type").is_none()
+        {
+            let inner = resolve(first, defs);
+            // `anyOf: [T, null]` (an Option) and `anyOf: [T, ${VAR}]` read as T.
+            return inner;
+        }
+    }
+    schema.clone()
+}
+
+/// A schema's type in a few words.
+fn describe_type(schema: &Value, defs: &Value) -> String {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        let names: Vec<String> = values
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect();
+        return format!("one of: {}", names.join(", "));
+    }
+    if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
+        let consts: Vec<String> = variants
+            .iter()
+            .filter_map(|v| v.get("const").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        if consts.len() == variants.len() {
+            return format!("one of: {}", consts.join(", "));
+        }
+    }
+    if let Some(title) = schema.get("title").and_then(Value::as_str) {
+        return title.to_owned();
+    }
+    match schema.get("type") {
+        Some(Value::String(t)) if t == "array" => {
+            let item = schema
+                .get("items")
+                .map(|i| describe_type(&resolve(i, defs), defs))
+                .unwrap_or_else(|| "value".into());
+            format!("list of {item}")
+        }
+        Some(Value::String(t)) if t == "object" && schema.get("properties").is_none() => {
+            "mapping".into()
+        }
+        Some(Value::String(t)) if t == "object" => "table".into(),
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| *t != "null")
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "value".into(),
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "title": "duration",
+            "type": "string",
+            "description": "A duration with a unit: `500ms`, `10s`, `1m`, `2m30s`, `1h`, `1d`.",
+            "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*(ns|us|µs|ms|s|m|h|d)\\s*)+$|\\$\\{"
+        })
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "size".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "title": "size",
+            "description": "A size in bytes: a number, or with a unit such as `512KiB`, `1MiB`, `2GB`.",
+            "type": ["string", "integer"],
+            "minimum": 0
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Spanned<T> {
+    fn inline_schema() -> bool {
+        // A position is not part of the file: the value's schema, as if unwrapped.
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        generator.subschema_for::<T>()
+    }
+}
+
+impl JsonSchema for OneOrMany {
+    fn schema_name() -> Cow<'static, str> {
+        "field names".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "title": "field name or list of field names",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}}
+            ]
+        })
+    }
+}
