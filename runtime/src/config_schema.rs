@@ -118,6 +118,9 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
     schema
 }
 
+/// What a value written as `${VAR}` matches.
+const VARIABLE: &str = "\\$\\{";
+
 /// Let every number, integer and boolean also be a string with a `${VAR}` in it.
 fn allow_variables(value: &mut Value) {
     match value {
@@ -132,10 +135,16 @@ fn allow_variables(value: &mut Value) {
                 _ => false,
             };
             if typed {
-                let original = Value::Object(std::mem::take(map));
+                let mut original = std::mem::take(map);
+                // What documents the key stays on it, for editors and `kinds`.
+                for key in ["title", "description", "default"] {
+                    if let Some(value) = original.remove(key) {
+                        map.insert(key.into(), value);
+                    }
+                }
                 map.insert(
                     "anyOf".into(),
-                    json!([original, {"type": "string", "pattern": "\\$\\{"}]),
+                    json!([original, {"type": "string", "pattern": VARIABLE}]),
                 );
             }
         }
@@ -244,17 +253,18 @@ pub fn kind_keys(registry: &Registry, kind: &str) -> Option<Vec<KeyDoc>> {
                 continue;
             }
             let resolved = resolve(prop, &defs);
+            let default = prop
+                .get("default")
+                .or_else(|| resolved.get("default"))
+                .filter(|d| !d.is_null())
+                .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned));
             keys.push(KeyDoc {
                 name: name.clone(),
                 ty: match prop.get("const").and_then(Value::as_str) {
                     Some(value) => format!("one of: {value}"),
-                    None => describe_type(&resolved, &defs),
+                    None => describe_type(prop, &defs),
                 },
-                default: prop
-                    .get("default")
-                    .or_else(|| resolved.get("default"))
-                    .filter(|d| !d.is_null())
-                    .map(|d| d.to_string()),
+                default,
                 required: required.contains(&name.as_str()),
                 doc: prop
                     .get("description")
@@ -268,8 +278,7 @@ pub fn kind_keys(registry: &Registry, kind: &str) -> Option<Vec<KeyDoc>> {
     Some(keys)
 }
 
-/// `schema` with a `$ref` (possibly under `anyOf` with the variable alternative, or
-/// `allOf`) replaced by its definition.
+/// `schema` with a `$ref` (or a lone `allOf`) replaced by what it names.
 fn resolve(schema: &Value, defs: &Value) -> Value {
     if let Some(reference) = schema.get("$ref").and_then(Value::as_str)
         && let Some(name) = reference.strip_prefix("#/$defs/")
@@ -277,26 +286,30 @@ fn resolve(schema: &Value, defs: &Value) -> Value {
     {
         return resolve(def, defs);
     }
-    for combinator in ["allOf", "anyOf"] {
-        if let Some([first, ..]) = schema
-            .get(combinator)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            && schema.get("type").is_none()
-        {
-            let inner = resolve(first, defs);
-            // `anyOf: [T, null]` (an Option) and `anyOf: [T, ${VAR}]` read as T.
-            return inner;
-        }
+    if let Some([only]) = schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        return resolve(only, defs);
     }
     schema.clone()
 }
 
+/// Whether `schema` is what [`allow_variables`] adds (a string holding `${`) or `null`
+/// (an `Option`): neither says what the key takes.
+fn is_incidental(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("null")
+        || schema.get("pattern").and_then(Value::as_str) == Some(VARIABLE)
+}
+
 /// A schema's type in a few words.
 fn describe_type(schema: &Value, defs: &Value) -> String {
+    let schema = resolve(schema, defs);
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
         let names: Vec<String> = values
             .iter()
+            .filter(|v| !v.is_null())
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
             .collect();
         return format!("one of: {}", names.join(", "));
@@ -313,12 +326,25 @@ fn describe_type(schema: &Value, defs: &Value) -> String {
     if let Some(title) = schema.get("title").and_then(Value::as_str) {
         return title.to_owned();
     }
+    for combinator in ["anyOf", "oneOf"] {
+        if let Some(branches) = schema.get(combinator).and_then(Value::as_array) {
+            let mut words: Vec<String> = Vec::new();
+            for branch in branches.iter().filter(|b| !is_incidental(b)) {
+                let word = describe_type(branch, defs);
+                if !words.contains(&word) {
+                    words.push(word);
+                }
+            }
+            if !words.is_empty() {
+                return words.join(" or ");
+            }
+        }
+    }
     match schema.get("type") {
         Some(Value::String(t)) if t == "array" => {
             let item = schema
                 .get("items")
-                .map(|i| describe_type(&resolve(i, defs), defs))
-                .unwrap_or_else(|| "value".into());
+                .map_or_else(|| "value".into(), |i| describe_type(i, defs));
             format!("list of {item}")
         }
         Some(Value::String(t)) if t == "object" && schema.get("properties").is_none() => {
@@ -326,12 +352,16 @@ fn describe_type(schema: &Value, defs: &Value) -> String {
         }
         Some(Value::String(t)) if t == "object" => "table".into(),
         Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(types)) => types
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|t| *t != "null")
-            .collect::<Vec<_>>()
-            .join(" or "),
+        Some(Value::Array(types)) => {
+            // `[T, "null"]`: an `Option<T>` reads as a T.
+            let mut words = Vec::new();
+            for t in types.iter().filter(|t| t.as_str() != Some("null")) {
+                let mut one = schema.clone();
+                one["type"] = t.clone();
+                words.push(describe_type(&one, defs));
+            }
+            words.join(" or ")
+        }
         _ => "value".into(),
     }
 }
@@ -383,7 +413,7 @@ impl<T: JsonSchema> JsonSchema for Spanned<T> {
 
 impl JsonSchema for OneOrMany {
     fn schema_name() -> Cow<'static, str> {
-        "field names".into()
+        "FieldNames".into()
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {

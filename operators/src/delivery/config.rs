@@ -107,8 +107,13 @@ struct SpoolTable {
 }
 
 impl schemars::JsonSchema for SpoolConfig {
+    fn inline_schema() -> bool {
+        // Its table is the named definition.
+        true
+    }
+
     fn schema_name() -> std::borrow::Cow<'static, str> {
-        SpoolTable::schema_name()
+        "SpoolConfigOrEmpty".into()
     }
 
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
