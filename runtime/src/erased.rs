@@ -64,6 +64,7 @@ impl<N: Node> DynKind for KindOf<N> {
         };
         let planned = ctx.keep(config).and_then(|config| N::plan(config, ctx));
         quote_the_file(ctx);
+        name_the_connection(ctx);
         let node = planned?;
         if ctx.has_problems() {
             return None;
@@ -118,6 +119,21 @@ fn quote_the_file(ctx: &mut PlanContext<'_>) {
     for problem in &mut ctx.problems {
         problem.message = redact_secrets(&problem.message, &secrets);
         problem.hint = problem.hint.as_ref().map(|h| redact_secrets(h, &secrets));
+    }
+}
+
+/// A problem in a setting the node took from its `connection:` says so: the line is in
+/// `connections:`, and the node's name alone would not explain why it applies.
+fn name_the_connection(ctx: &mut PlanContext<'_>) {
+    let node = ctx.node;
+    for problem in &mut ctx.problems {
+        if let Some(connection) = node.from_connection(problem.at) {
+            let from = format!("(from connection `{connection}`)");
+            problem.hint = Some(match problem.hint.take() {
+                Some(hint) => format!("{hint} {from}"),
+                None => from,
+            });
+        }
     }
 }
 

@@ -358,12 +358,15 @@ fn collapse_shared(errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
             } else {
                 ("nodes", "use")
             };
-            let hint = d.hint.take().unwrap_or_default();
-            d.hint = Some(
-                format!("{hint} ({nodes} {names} {verb} it too)")
-                    .trim_start()
-                    .to_owned(),
-            );
+            let also = format!("{nodes} {names} {verb} it too");
+            d.hint = Some(match d.hint.take() {
+                // "… (from connection `influx`; node `b` uses it too)"
+                Some(hint) if hint.ends_with("`)") && hint.contains("(from connection `") => {
+                    format!("{}; {also})", &hint[..hint.len() - 1])
+                }
+                Some(hint) => format!("{hint} ({also})"),
+                None => also,
+            });
         }
     }
     out

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use super::yaml::{Node, NodeValue};
 use super::{Env, Spanned};
-use crate::diagnostic::{Diagnostic, closest};
+use crate::diagnostic::{Diagnostic, Location, closest};
 
 /// Keys a node reads itself: a connection holds only the kind's settings.
 const NODE_KEYS: [&str; 4] = ["type", "input", "inputs", "connection"];
@@ -101,10 +101,14 @@ impl Connections {
         key: &Spanned<String>,
         value: &Node,
         env: &Env,
-    ) -> Result<&Node, Diagnostic> {
+    ) -> Result<(String, &Node), Diagnostic> {
         let name = super::yaml::string_value(value, env, "`connection`")
             .map_err(|d| d.hint("write `connection: <name>` naming an entry of `connections:`"))?;
-        self.by_name.get(&name.value).ok_or_else(|| {
+        let found = self
+            .by_name
+            .get(&name.value)
+            .map(|n| (name.value.clone(), n));
+        found.ok_or_else(|| {
             let d = Diagnostic::new(
                 name.at,
                 format!("connection `{}` is not defined", name.value),
@@ -131,15 +135,32 @@ impl Connections {
 }
 
 /// A node's settings with its connection's under them: each key of `shared` the node
-/// does not set itself is added after the node's own.
+/// does not set itself is added after the node's own. Also where every key and value
+/// taken stands, so that a problem there can say it came from the connection.
 pub(crate) fn merge_under(
     mut settings: Vec<(Spanned<String>, Node)>,
     shared: &Node,
-) -> Vec<(Spanned<String>, Node)> {
+) -> (Vec<(Spanned<String>, Node)>, Vec<Location>) {
+    let mut places = Vec::new();
     for (key, value) in shared.entries() {
         if !settings.iter().any(|(k, _)| k.value == key.value) {
+            places.push(key.at);
+            positions(value, &mut places);
             settings.push((key.clone(), value.clone()));
         }
     }
-    settings
+    (settings, places)
+}
+
+/// Every position in `node`'s tree.
+fn positions(node: &Node, out: &mut Vec<Location>) {
+    out.push(node.at);
+    match &node.value {
+        NodeValue::Null | NodeValue::Scalar { .. } => {}
+        NodeValue::Sequence(items) => items.iter().for_each(|n| positions(n, out)),
+        NodeValue::Mapping(entries) => entries.iter().for_each(|(k, v)| {
+            out.push(k.at);
+            positions(v, out);
+        }),
+    }
 }

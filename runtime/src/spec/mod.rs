@@ -80,6 +80,9 @@ pub struct NodeSpec {
     pub file: String,
     /// Environment lookup used for `${VAR}` substitution.
     pub env: Env,
+    /// The `connection:` the node names, with where each of the keys it took from it
+    /// stands (see [`NodeSpec::from_connection`]).
+    pub connection: Option<(String, Vec<Location>)>,
 }
 
 /// How `${VAR}` is resolved: the process environment, or a fixed map (tests).
@@ -188,6 +191,13 @@ impl NodeSpec {
             .iter()
             .find(|(k, _)| k.value == key)
             .map_or(self.at, |(k, _)| k.at)
+    }
+
+    /// The connection a problem at `at` came from, if `at` is in a setting this node
+    /// took from its `connection:`.
+    pub fn from_connection(&self, at: Location) -> Option<&str> {
+        let (name, places) = self.connection.as_ref()?;
+        places.contains(&at).then_some(name.as_str())
     }
 
     /// A diagnostic at `at` for this node, with the file filled in.

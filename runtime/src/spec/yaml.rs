@@ -654,7 +654,7 @@ fn parse_node(
     let mut kind = None;
     let mut inputs = Vec::new();
     let mut input_key: Option<&Spanned<String>> = None;
-    let mut connection = None;
+    let mut connection: Option<(String, &Node)> = None;
     let mut settings = Vec::new();
     for (key, value) in entries {
         match key.value.as_str() {
@@ -737,10 +737,15 @@ fn parse_node(
     if problems.len() > before {
         return None;
     }
-    if let Some(shared) = connection {
-        // The node's own keys win over its connection's.
-        settings = super::connections::merge_under(settings, shared);
-    }
+    let connection = match connection {
+        Some((name, shared)) => {
+            // The node's own keys win over its connection's.
+            let (merged, places) = super::connections::merge_under(settings, shared);
+            settings = merged;
+            Some((name, places))
+        }
+        None => None,
+    };
     Some(NodeSpec {
         name: name.value.clone(),
         at: name.at,
@@ -749,6 +754,7 @@ fn parse_node(
         settings: Node::new(name.at, NodeValue::Mapping(settings)),
         file: file.to_owned(),
         env: env.clone(),
+        connection,
     })
 }
 
