@@ -164,3 +164,84 @@ fn positions(node: &Node, out: &mut Vec<Location>) {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use crate::spec::{Env, parse_str};
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse_str(text, "p.yaml", PathBuf::from("dir"), Env::default()) {
+            Ok(_) => Vec::new(),
+            Err(found) => found
+                .into_iter()
+                .map(|d| {
+                    format!(
+                        "{}:{} {} | {}",
+                        d.at.line,
+                        d.at.column,
+                        d.message,
+                        d.hint.unwrap_or_default()
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_node_takes_its_connections_keys_under_its_own() {
+        let text = "connections:\n  c: {url: a, qos: 0}\nnodes:\n  n: {type: mqtt, connection: c, url: b}\n";
+        let spec = parse_str(text, "p.yaml", PathBuf::from("dir"), Env::default()).expect("valid");
+        let node = &spec.nodes[0];
+        assert_eq!(
+            node.settings.get("url").and_then(|n| n.as_raw_str()),
+            Some("b"),
+            "the node's own key wins"
+        );
+        let qos = node.settings.get("qos").expect("taken from the connection");
+        assert_eq!((qos.at.line, qos.as_raw_str()), (2, Some("0")));
+        assert_eq!(node.from_connection(qos.at), Some("c"));
+        assert_eq!(
+            node.from_connection(node.settings.get("url").expect("url").at),
+            None
+        );
+    }
+
+    #[test]
+    fn connection_problems_are_located() {
+        assert_eq!(
+            problems("nodes:\n  n: {type: mqtt, connection: c}\n"),
+            [
+                "2:31 connection `c` is not defined | define it under a top-level `connections:` key, or remove `connection`"
+            ]
+        );
+        let found = problems("connections:\n  c: {type: mqtt}\n  d: 5\nnodes: {}\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("2:7 a connection cannot set `type`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("3:6 connection `d` must be a mapping"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn data_dir_holds_the_state_dir_unless_it_is_absolute() {
+        let parse = |text: &str| {
+            parse_str(text, "p.yaml", PathBuf::from("dir"), Env::default()).expect("valid")
+        };
+        let spec = parse("nodes: {}\n");
+        assert_eq!(spec.data_dir, Path::new("dir"));
+        assert_eq!(spec.state_dir, Path::new("dir/.smartgrid/state/p"));
+        let spec = parse("data_dir: out\nstate_dir: s\nnodes: {}\n");
+        assert_eq!(spec.data_dir, Path::new("dir/out"));
+        assert_eq!(spec.state_dir, Path::new("dir/out/s"));
+        let spec = parse("data_dir: /var/lib/sg\nnodes: {}\n");
+        assert_eq!(spec.state_dir, Path::new("/var/lib/sg/.smartgrid/state/p"));
+        let spec = parse("x-defaults: &d {a: 1}\ndata_dir: out\nstate_dir: /s\nnodes: {}\n");
+        assert_eq!(spec.state_dir, Path::new("/s"));
+    }
+}

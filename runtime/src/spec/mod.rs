@@ -16,6 +16,12 @@
 //! node's settings are deserialized, so an unset variable is reported at its own
 //! line and column, and secrets never appear in the spec's debug output.
 //!
+//! Settings can be written once: `<<: *anchor` merge keys in any mapping (merged while
+//! the tree is built, values keeping their own positions), and `connections:`, named
+//! settings a node takes under its own with `connection: <name>` (see `connections`).
+//! `data_dir:` is where relative paths of what a run writes resolve
+//! ([`PipelineSpec::data_dir`]).
+//!
 //! Each node's own settings (every key but `type`, `input`, `inputs`) stay as a YAML
 //! tree with positions until the node's factory asks for them as its config type with
 //! [`NodeSpec::settings`]; errors then point at the offending key or value.
