@@ -250,6 +250,42 @@ fn validate_reports_every_unset_variable_of_the_production_pipeline() {
     }
 }
 
+#[test]
+fn an_unset_top_level_variable_does_not_hide_the_nodes_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = support::write_pipeline(
+        dir.path(),
+        r#"
+data_dir: ${SMARTGRID_TEST_UNSET_A}
+connections:
+  influx: { url: "${SMARTGRID_TEST_UNSET_B}", org: o, bucket: b, token: t }
+nodes:
+  meters: { type: simulate }
+  readings: { type: decode, input: meters, format: clemap }
+  one: { type: influx, input: readings, connection: influx }
+  two: { type: influx, input: readings, connection: influx }
+"#,
+    );
+    let out = smartgrid()
+        .arg("validate")
+        .arg(&pipeline)
+        .env("SMARTGRID_LOG", "off")
+        .env_remove("SMARTGRID_TEST_UNSET_A")
+        .env_remove("SMARTGRID_TEST_UNSET_B")
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in ["SMARTGRID_TEST_UNSET_A", "SMARTGRID_TEST_UNSET_B"] {
+        let said = stderr.matches(&format!("`{name}` is not set")).count();
+        assert_eq!(said, 1, "`{name}` is reported once:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("(from connection `influx`; node `two` uses it too)"),
+        "{stderr}"
+    );
+}
+
 /// Checks each YAML file against a JSON Schema with Python's `jsonschema`; prints
 /// `OK <file>` or `FAIL <file>: <first error>` per file.
 const VALIDATOR: &str = r#"

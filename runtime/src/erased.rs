@@ -127,7 +127,11 @@ fn quote_the_file(ctx: &mut PlanContext<'_>) {
 fn name_the_connection(ctx: &mut PlanContext<'_>) {
     let node = ctx.node;
     for problem in &mut ctx.problems {
-        if let Some(connection) = node.from_connection(problem.at) {
+        let named = problem
+            .hint
+            .as_ref()
+            .is_some_and(|h| h.contains("(from connection `"));
+        if let Some(connection) = node.from_connection(problem.at).filter(|_| !named) {
             let from = format!("(from connection `{connection}`)");
             problem.hint = Some(match problem.hint.take() {
                 Some(hint) => format!("{hint} {from}"),

@@ -289,7 +289,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     if !errors.is_empty() {
         errors.sort_by_key(|d| d.at);
         errors.dedup();
-        return Err(Diagnostics(collapse_shared(errors)));
+        return Err(Diagnostics(crate::diagnostic::collapse_shared(errors)));
     }
 
     let mut position = vec![0; spec.nodes.len()];
@@ -326,50 +326,6 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         checkpoint_interval: spec.checkpoint_interval,
         nodes,
     })
-}
-
-/// One diagnostic per problem in a shared setting: a value under `connections:` (or an
-/// anchor) is read by every node using it, and an unset variable there is one problem,
-/// not one per node. The first node keeps it; the hint names the others.
-fn collapse_shared(errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    let mut out: Vec<Diagnostic> = Vec::with_capacity(errors.len());
-    let mut also: Vec<Vec<String>> = Vec::new();
-    for d in errors {
-        let same = out.iter().position(|o| {
-            o.at == d.at && o.file == d.file && o.message == d.message && o.hint == d.hint
-        });
-        match (same, d.node) {
-            (Some(i), Some(node)) => also[i].push(node),
-            (_, node) => {
-                out.push(Diagnostic { node, ..d });
-                also.push(Vec::new());
-            }
-        }
-    }
-    for (d, others) in out.iter_mut().zip(also) {
-        if !others.is_empty() {
-            let names = others
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let (nodes, verb) = if others.len() == 1 {
-                ("node", "uses")
-            } else {
-                ("nodes", "use")
-            };
-            let also = format!("{nodes} {names} {verb} it too");
-            d.hint = Some(match d.hint.take() {
-                // "… (from connection `influx`; node `b` uses it too)"
-                Some(hint) if hint.ends_with("`)") && hint.contains("(from connection `") => {
-                    format!("{}; {also})", &hint[..hint.len() - 1])
-                }
-                Some(hint) => format!("{hint} ({also})"),
-                None => also,
-            });
-        }
-    }
-    out
 }
 
 /// Refuse two nodes claiming the same resource (a file both write, one spool

@@ -154,7 +154,13 @@ impl NodeSpec {
         walk(&self.settings, &self.env, &mut problems);
         problems
             .into_iter()
-            .map(|d| d.node(&self.name).in_file(&self.file))
+            .map(|mut d| {
+                if let Some(connection) = self.from_connection(d.at) {
+                    let hint = d.hint.take().unwrap_or_default();
+                    d.hint = Some(format!("{hint} (from connection `{connection}`)"));
+                }
+                d.node(&self.name).in_file(&self.file)
+            })
             .collect()
     }
 

@@ -575,8 +575,13 @@ pub(crate) fn parse_pipeline(
     }
 
     if !problems.is_empty() {
+        // The nodes are not planned, so list their unset variables here: one run of
+        // `validate` names every variable to set.
+        for node in &nodes {
+            problems.extend(node.env_problems());
+        }
         problems.sort_by_key(|d| d.at);
-        return Err(in_file(problems));
+        return Err(crate::diagnostic::collapse_shared(in_file(problems)));
     }
     let name = name.unwrap_or_else(|| {
         // The file's stem, made a valid name: every other character becomes `_`.
