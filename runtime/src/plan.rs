@@ -219,6 +219,8 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     // Plan in dependency order so each factory sees its inputs' schemas. A node whose
     // input failed is skipped rather than reported again.
     let mut planned: Vec<Option<Planned>> = vec![None; spec.nodes.len()];
+    // Nodes whose kind read their settings (and so reported their unset variables).
+    let mut read = vec![false; spec.nodes.len()];
     for &i in &order {
         let node = &spec.nodes[i];
         if !usable[i] {
@@ -254,6 +256,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         };
         let mut ctx = PlanContext::new(node, &inputs, spec);
         let planned_node = factory.plan(&mut ctx);
+        read[i] = true;
         errors.append(&mut ctx.problems);
         let Some(op) = planned_node else {
             continue;
@@ -285,6 +288,13 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         planned[i] = Some((op, output, by_sensor));
     }
     check_claims(spec, &planned, &mut errors);
+    if !errors.is_empty() {
+        // A node left unplanned (unknown kind, broken input) still names the variables
+        // it needs: one run of `validate` lists them all.
+        for (node, _) in spec.nodes.iter().zip(&read).filter(|(_, read)| !**read) {
+            errors.extend(node.env_problems());
+        }
+    }
 
     if !errors.is_empty() {
         errors.sort_by_key(|d| d.at);
