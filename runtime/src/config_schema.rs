@@ -426,3 +426,33 @@ impl JsonSchema for OneOrMany {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_top_level_key_the_parser_knows_is_in_the_schema() {
+        // A new top-level key needs its entry in `pipeline_schema` too.
+        let schema = pipeline_schema(&Registry::new());
+        let properties = schema["properties"].as_object().expect("properties");
+        for key in crate::spec::TOP_KEYS {
+            assert!(
+                properties.contains_key(key),
+                "`{key}` is missing from the schema"
+            );
+        }
+        assert_eq!(properties.len(), crate::spec::TOP_KEYS.len());
+    }
+
+    #[test]
+    fn numbers_and_booleans_may_be_variables() {
+        let mut schema =
+            json!({"properties": {"n": {"type": "integer", "description": "d", "minimum": 1}}});
+        allow_variables(&mut schema);
+        assert_eq!(
+            schema["properties"]["n"],
+            json!({"description": "d", "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": VARIABLE}]})
+        );
+    }
+}

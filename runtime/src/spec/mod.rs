@@ -40,6 +40,8 @@ pub use de::error_with_hint;
 pub use duration::{Duration, ParseDurationError};
 pub use one_or_many::OneOrMany;
 pub use spanned::Spanned;
+#[cfg(test)]
+pub(crate) use yaml::TOP_KEYS;
 pub use yaml::{Node, NodeValue, ScalarStyle};
 
 use std::path::{Path, PathBuf};

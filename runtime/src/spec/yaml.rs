@@ -388,7 +388,7 @@ fn count_nodes(node: &Node) -> usize {
 const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The keys allowed at the top of a pipeline file.
-const TOP_KEYS: [&str; 6] = [
+pub(crate) const TOP_KEYS: [&str; 6] = [
     "pipeline",
     "data_dir",
     "state_dir",
