@@ -232,7 +232,9 @@ pub fn kind_keys(registry: &Registry, kind: &str) -> Option<Vec<KeyDoc>> {
         None => vec![node],
     };
     let common = node_keys(kind);
-    for branch in branches {
+    // With variants (`decode`'s formats): which variants have each key, by tag value.
+    let mut variants_of: Vec<(String, Vec<String>)> = Vec::new();
+    for branch in &branches {
         let required: Vec<&str> = branch
             .pointer("/then/required")
             .and_then(Value::as_array)
@@ -241,9 +243,19 @@ pub fn kind_keys(registry: &Registry, kind: &str) -> Option<Vec<KeyDoc>> {
         let Some(properties) = branch.get("properties").and_then(Value::as_object) else {
             continue;
         };
+        let tag = properties
+            .iter()
+            .filter(|(name, _)| !common.contains_key(*name))
+            .find_map(|(name, p)| Some((name.clone(), p.get("const")?.as_str()?.to_owned())));
         for (name, prop) in properties {
             if common.contains_key(name) {
                 continue;
+            }
+            if let Some((_, value)) = &tag {
+                match variants_of.iter_mut().find(|(k, _)| k == name) {
+                    Some((_, values)) => values.push(value.clone()),
+                    None => variants_of.push((name.clone(), vec![value.clone()])),
+                }
             }
             if let Some(known) = keys.iter_mut().find(|k| &k.name == name) {
                 // A variant's tag (`format: clemap`): list every variant's value.
@@ -252,30 +264,100 @@ pub fn kind_keys(registry: &Registry, kind: &str) -> Option<Vec<KeyDoc>> {
                 }
                 continue;
             }
-            let resolved = resolve(prop, &defs);
-            let default = prop
-                .get("default")
-                .or_else(|| resolved.get("default"))
-                .filter(|d| !d.is_null())
-                .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned));
-            keys.push(KeyDoc {
-                name: name.clone(),
-                ty: match prop.get("const").and_then(Value::as_str) {
-                    Some(value) => format!("one of: {value}"),
-                    None => describe_type(prop, &defs),
-                },
-                default,
-                required: required.contains(&name.as_str()),
-                doc: prop
-                    .get("description")
-                    .or_else(|| resolved.get("description"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
+            let ty = match prop.get("const").and_then(Value::as_str) {
+                Some(value) => format!("one of: {value}"),
+                None => describe_type(prop, &defs),
+            };
+            let required = required.contains(&name.as_str());
+            push_key(&mut keys, name.clone(), ty, required, prop, &defs, 0);
+        }
+    }
+    // A key only some variants have says which (`fields  (list of table; format: struct, json)`).
+    let tag_name = branches.first().and_then(|b| {
+        b.get("properties")?
+            .as_object()?
+            .iter()
+            .find(|(name, p)| !common.contains_key(*name) && p.get("const").is_some())
+            .map(|(name, _)| name.clone())
+    });
+    if let Some(tag_name) = tag_name {
+        for key in &mut keys {
+            let top = key.name.split('.').next().unwrap_or_default();
+            if let Some((_, values)) = variants_of.iter().find(|(k, _)| k == top)
+                && values.len() < branches.len()
+            {
+                key.ty = format!("{}; {tag_name}: {}", key.ty, values.join(", "));
+            }
         }
     }
     Some(keys)
+}
+
+/// How deep `kinds KIND` lists the keys of tables (`retry.max_delay` is one level).
+const MAX_TABLE_DEPTH: usize = 1;
+
+/// Add the key `name` with schema `prop`, then the keys of its table if it is one
+/// (`retry` → `retry.initial_delay`, …).
+fn push_key(
+    keys: &mut Vec<KeyDoc>,
+    name: String,
+    ty: String,
+    required: bool,
+    prop: &Value,
+    defs: &Value,
+    depth: usize,
+) {
+    let resolved = resolve(prop, defs);
+    let default = prop
+        .get("default")
+        .or_else(|| resolved.get("default"))
+        .filter(|d| !d.is_null())
+        .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned));
+    let doc = prop
+        .get("description")
+        .or_else(|| resolved.get("description"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    keys.push(KeyDoc {
+        name: name.clone(),
+        ty,
+        default,
+        required,
+        doc,
+    });
+    if depth >= MAX_TABLE_DEPTH {
+        return;
+    }
+    let Some(table) = table_of(prop, defs) else {
+        return;
+    };
+    let inner_required: Vec<&str> = table
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if let Some(properties) = table.get("properties").and_then(Value::as_object) {
+        for (child, schema) in properties {
+            let ty = describe_type(schema, defs);
+            let required = inner_required.contains(&child.as_str());
+            let path = format!("{name}.{child}");
+            push_key(keys, path, ty, required, schema, defs, depth + 1);
+        }
+    }
+}
+
+/// The table (an object with `properties`) `schema` is, or may be (an `Option` of one).
+fn table_of(schema: &Value, defs: &Value) -> Option<Value> {
+    let schema = resolve(schema, defs);
+    if schema.get("properties").is_some() {
+        return Some(schema);
+    }
+    schema
+        .get("anyOf")
+        .and_then(Value::as_array)?
+        .iter()
+        .find_map(|branch| table_of(branch, defs))
 }
 
 /// `schema` with a `$ref` (or a lone `allOf`) replaced by what it names.
