@@ -1,6 +1,7 @@
 //! `smartgrid schema` and `smartgrid kinds KIND`: what the config types say about the
 //! pipeline file (see `smartgrid_runtime::config_schema`).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -10,11 +11,10 @@ use smartgrid_runtime::config_schema::{kind_keys, pipeline_schema};
 /// `smartgrid schema`: the pipeline file's JSON Schema on stdout.
 pub fn schema(registry: &Registry) -> anyhow::Result<ExitCode> {
     let schema = pipeline_schema(registry);
-    println!("{}", serde_json::to_string_pretty(&schema)?);
-    Ok(ExitCode::SUCCESS)
+    print_all(&format!("{}\n", serde_json::to_string_pretty(&schema)?))
 }
 
-/// `smartgrid kinds KIND`: one line per key (`key  type  default  required`), its
+/// `smartgrid kinds KIND`: one line per key (`key  (type)  required  default …`), its
 /// doc indented below.
 pub fn kind(registry: &Registry, kind: &str) -> anyhow::Result<ExitCode> {
     let Some(keys) = kind_keys(registry, kind) else {
@@ -28,20 +28,29 @@ pub fn kind(registry: &Registry, kind: &str) -> anyhow::Result<ExitCode> {
         .summaries()
         .find(|(name, _)| *name == kind)
         .map_or("", |(_, summary)| summary);
-    println!("{kind}: {summary}");
-    println!();
+    let mut text = format!("{kind}: {summary}\n\n");
     for key in keys {
-        let mut line = format!("{}  ({})", key.name, key.ty);
+        text.push_str(&format!("{}  ({})", key.name, key.ty));
         if key.required {
-            line.push_str("  required");
+            text.push_str("  required");
         }
         if let Some(default) = &key.default {
-            line.push_str(&format!("  default {default}"));
+            text.push_str(&format!("  default {default}"));
         }
-        println!("{line}");
+        text.push('\n');
         for doc_line in key.doc.lines() {
-            println!("    {doc_line}");
+            text.push_str(&format!("    {doc_line}\n"));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    print_all(&text)
+}
+
+/// Write `text` to stdout; a reader that went away (`smartgrid schema | head`) is no
+/// failure.
+fn print_all(text: &str) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
