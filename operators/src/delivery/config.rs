@@ -225,7 +225,7 @@ pub fn default_drain_timeout() -> Duration {
 }
 
 /// The default dead-letter file of `node`: `data/<node>.dead_letters.jsonl`, relative to
-/// the pipeline file.
+/// `data_dir`.
 pub fn default_dead_letter(node: &str) -> PathBuf {
     PathBuf::from(format!("data/{node}.dead_letters.jsonl"))
 }
