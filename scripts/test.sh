@@ -41,6 +41,13 @@ if ! cmake_ok; then
   cmake_ok || { echo "cmake >= 3.28 is still not on PATH" >&2; exit 1; }
 fi
 
+# tests/config.rs checks `smartgrid schema` with a real JSON Schema validator.
+if ! python3 -c 'import jsonschema, yaml' >/dev/null 2>&1; then
+  echo "installing jsonschema and PyYAML from PyPI"
+  python3 -m pip install --user --quiet jsonschema pyyaml 2>/dev/null \
+    || python3 -m pip install --user --quiet --break-system-packages jsonschema pyyaml
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # with LightGBM training (and the tests that compare the evaluator with LightGBM)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use smartgrid_runtime::Registry;
 
-use crate::{commands, model_cmd};
+use crate::{commands, model_cmd, schema_cmd};
 
 /// Stream processor for smart-grid energy monitoring.
 #[derive(Debug, Parser)]
@@ -54,8 +54,13 @@ enum Command {
         #[arg(long)]
         mermaid: bool,
     },
-    /// List the node kinds this build knows.
-    Kinds,
+    /// List the node kinds this build knows, or one kind's keys (types, defaults, docs).
+    Kinds {
+        /// A kind: print its keys.
+        kind: Option<String>,
+    },
+    /// Print the pipeline file's JSON Schema (for editors and CI checks).
+    Schema,
     /// Decode hex payloads (one per line on stdin) to JSON lines.
     Decode {
         /// The payload format.
@@ -217,7 +222,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
         ),
         Command::Validate { file } => commands::validate(&registry, &file),
         Command::Graph { file, mermaid } => commands::graph(&registry, &file, mermaid),
-        Command::Kinds => commands::kinds(&registry),
+        Command::Kinds { kind: None } => commands::kinds(&registry),
+        Command::Kinds { kind: Some(kind) } => schema_cmd::kind(&registry, &kind),
+        Command::Schema => schema_cmd::schema(&registry),
         Command::Decode { format } => commands::decode(&format),
         Command::Bench {
             sensors,

@@ -126,6 +126,50 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// One diagnostic per problem in a shared setting: a value under `connections:` (or an
+/// anchor) is read by every node using it, and an unset variable there is one problem,
+/// not one per node. The first node keeps it; the hint names the others.
+pub(crate) fn collapse_shared(errors: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(errors.len());
+    let mut also: Vec<Vec<String>> = Vec::new();
+    for d in errors {
+        let same = out.iter().position(|o| {
+            o.at == d.at && o.file == d.file && o.message == d.message && o.hint == d.hint
+        });
+        match (same, d.node) {
+            (Some(i), Some(node)) => also[i].push(node),
+            (_, node) => {
+                out.push(Diagnostic { node, ..d });
+                also.push(Vec::new());
+            }
+        }
+    }
+    for (d, others) in out.iter_mut().zip(also) {
+        if !others.is_empty() {
+            let names = others
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (nodes, verb) = if others.len() == 1 {
+                ("node", "uses")
+            } else {
+                ("nodes", "use")
+            };
+            let also = format!("{nodes} {names} {verb} it too");
+            d.hint = Some(match d.hint.take() {
+                // "… (from connection `influx`; node `b` uses it too)"
+                Some(hint) if hint.ends_with("`)") && hint.contains("(from connection `") => {
+                    format!("{}; {also})", &hint[..hint.len() - 1])
+                }
+                Some(hint) => format!("{hint} ({also})"),
+                None => also,
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

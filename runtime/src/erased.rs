@@ -25,6 +25,7 @@ pub(crate) trait DynKind: Send + Sync {
     fn summary(&self) -> &'static str;
     fn inputs(&self) -> Inputs;
     fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>>;
+    fn config_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
 }
 
 /// The kind whose planned nodes are `N`s.
@@ -45,17 +46,25 @@ impl<N: Node> DynKind for KindOf<N> {
         N::INPUTS
     }
 
+    fn config_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        N::config_schema(generator)
+    }
+
     fn plan(&self, ctx: &mut PlanContext<'_>) -> Option<Arc<dyn DynNode>> {
         if refuse_renamed_keys(N::RENAMED_KEYS, ctx) {
             return None;
         }
         check_limits(N::LIMITS, ctx);
+        // Deserializing reports the first unset variable it meets; list every one.
+        let unset = ctx.node.env_problems();
+        ctx.report(unset);
         let config: Result<N::Config, Vec<Diagnostic>> = match N::CONFIG_KEYS {
             None => ctx.node.settings(),
             Some(keys) => ctx.node.select(|k| keys.contains(&k)).settings(),
         };
         let planned = ctx.keep(config).and_then(|config| N::plan(config, ctx));
         quote_the_file(ctx);
+        name_the_connection(ctx);
         let node = planned?;
         if ctx.has_problems() {
             return None;
@@ -110,6 +119,25 @@ fn quote_the_file(ctx: &mut PlanContext<'_>) {
     for problem in &mut ctx.problems {
         problem.message = redact_secrets(&problem.message, &secrets);
         problem.hint = problem.hint.as_ref().map(|h| redact_secrets(h, &secrets));
+    }
+}
+
+/// A problem in a setting the node took from its `connection:` says so: the line is in
+/// `connections:`, and the node's name alone would not explain why it applies.
+fn name_the_connection(ctx: &mut PlanContext<'_>) {
+    let node = ctx.node;
+    for problem in &mut ctx.problems {
+        let named = problem
+            .hint
+            .as_ref()
+            .is_some_and(|h| h.contains("(from connection `"));
+        if let Some(connection) = node.from_connection(problem.at).filter(|_| !named) {
+            let from = format!("(from connection `{connection}`)");
+            problem.hint = Some(match problem.hint.take() {
+                Some(hint) => format!("{hint} {from}"),
+                None => from,
+            });
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod clock;
+pub mod config_schema;
 pub mod context;
 pub mod diagnostic;
 mod erased;
@@ -48,6 +49,8 @@ pub use operator::{AnyStream, PortType};
 pub use record::{Message, Reading, Row, SensorId};
 pub use registry::Registry;
 pub use schema::Schema;
+/// The JSON Schema derive config types use (`#[derive(schemars::JsonSchema)]`).
+pub use schemars;
 /// The timely dataflow this runtime renders into: use it (not a `timely` of your own
 /// choosing) in operator crates, so the versions cannot differ.
 pub use timely;

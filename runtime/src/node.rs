@@ -32,7 +32,7 @@
 //! use smartgrid_runtime::{AnyStream, PortType};
 //! use smartgrid_runtime::timely::dataflow::operators::vec::Map;
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields)]
 //! struct ScaleConfig {
 //!     /// What to multiply by.
@@ -192,9 +192,19 @@ pub trait Node: Send + Sync + Sized + 'static {
 
     /// The node's settings as written in YAML (every key but `type`, `input`, `inputs`):
     /// a serde struct with `deny_unknown_fields` whose doc comments are the user docs.
-    type Config: DeserializeOwned;
+    ///
+    /// Its `JsonSchema` (derived next to `Deserialize`, `#[derive(schemars::JsonSchema)]`)
+    /// is the kind's part of `smartgrid schema` and what `smartgrid kinds KIND` prints.
+    type Config: DeserializeOwned + schemars::JsonSchema;
     /// What [`start`](Self::start) acquired for this process, shared by its workers.
     type State: Send + Sync + 'static;
+
+    /// The JSON Schema of the node's settings. The default is [`Config`](Self::Config)'s;
+    /// a kind that reads more keys itself (see [`CONFIG_KEYS`](Self::CONFIG_KEYS)) adds
+    /// them.
+    fn config_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Self::Config as schemars::JsonSchema>::json_schema(generator)
+    }
 
     /// Check `config` against the inputs and plan the node: typed options, made once.
     /// Every problem goes into `ctx` (which locates and collects them); return `None`
@@ -363,8 +373,10 @@ pub struct PlanContext<'a> {
     pub inputs: &'a [PortType],
     /// The pipeline's name.
     pub pipeline: &'a str,
-    /// The directory relative paths resolve against (the pipeline file's).
+    /// The directory relative paths of files the pipeline reads resolve against (the
+    /// pipeline file's).
     pub base_dir: &'a Path,
+    data_dir: &'a Path,
     state_dir: &'a Path,
     pub(crate) problems: Vec<Diagnostic>,
 }
@@ -373,18 +385,23 @@ impl<'a> PlanContext<'a> {
     pub(crate) fn new(
         node: &'a NodeSpec,
         inputs: &'a [PortType],
-        pipeline: &'a str,
-        base_dir: &'a Path,
-        state_dir: &'a Path,
+        spec: &'a crate::spec::PipelineSpec,
     ) -> Self {
         PlanContext {
             node,
             inputs,
-            pipeline,
-            base_dir,
-            state_dir,
+            pipeline: &spec.name,
+            base_dir: &spec.base_dir,
+            data_dir: &spec.data_dir,
+            state_dir: &spec.state_dir,
             problems: Vec::new(),
         }
+    }
+
+    /// The pipeline's data directory (`data_dir:`, resolved): what a run writes goes
+    /// under it unless the file gives an absolute path.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir
     }
 
     /// The pipeline's state directory (`state_dir:`, resolved), where what outlives a
@@ -465,12 +482,24 @@ impl<'a> PlanContext<'a> {
         }
     }
 
-    /// Resolve a path from the pipeline file against its directory.
+    /// Resolve the path of a file the pipeline reads (a model, a certificate) against
+    /// the pipeline file's directory: they travel with the file.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
+        }
+    }
+
+    /// Resolve the path of something the run writes (a file sink, a spool, a dead-letter
+    /// file, a write-ahead log) against the data directory, so that one `data_dir:`
+    /// moves all of it.
+    pub fn resolve_data(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.data_dir.join(path)
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct Plan {
     pub name: String,
     /// The pipeline file's directory.
     pub base_dir: std::path::PathBuf,
+    /// Where what the run writes goes (`data_dir:`, resolved).
+    pub data_dir: std::path::PathBuf,
     /// Where state that survives restarts is kept.
     pub state_dir: std::path::PathBuf,
     /// How often state is checkpointed while the run goes on (with a replayable
@@ -217,6 +219,8 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     // Plan in dependency order so each factory sees its inputs' schemas. A node whose
     // input failed is skipped rather than reported again.
     let mut planned: Vec<Option<Planned>> = vec![None; spec.nodes.len()];
+    // Nodes whose kind read their settings (and so reported their unset variables).
+    let mut read = vec![false; spec.nodes.len()];
     for &i in &order {
         let node = &spec.nodes[i];
         if !usable[i] {
@@ -250,8 +254,9 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         let Some(factory) = registry.get(&node.kind.value) else {
             continue;
         };
-        let mut ctx = PlanContext::new(node, &inputs, &spec.name, &spec.base_dir, &spec.state_dir);
+        let mut ctx = PlanContext::new(node, &inputs, spec);
         let planned_node = factory.plan(&mut ctx);
+        read[i] = true;
         errors.append(&mut ctx.problems);
         let Some(op) = planned_node else {
             continue;
@@ -283,11 +288,18 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         planned[i] = Some((op, output, by_sensor));
     }
     check_claims(spec, &planned, &mut errors);
+    if !errors.is_empty() {
+        // A node left unplanned (unknown kind, broken input) still names the variables
+        // it needs: one run of `validate` lists them all.
+        for (node, _) in spec.nodes.iter().zip(&read).filter(|(_, read)| !**read) {
+            errors.extend(node.env_problems());
+        }
+    }
 
     if !errors.is_empty() {
         errors.sort_by_key(|d| d.at);
         errors.dedup();
-        return Err(Diagnostics(errors));
+        return Err(Diagnostics(crate::diagnostic::collapse_shared(errors)));
     }
 
     let mut position = vec![0; spec.nodes.len()];
@@ -319,6 +331,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
     Ok(Plan {
         name: spec.name.clone(),
         base_dir: spec.base_dir.clone(),
+        data_dir: spec.data_dir.clone(),
         state_dir: spec.state_dir.clone(),
         checkpoint_interval: spec.checkpoint_interval,
         nodes,

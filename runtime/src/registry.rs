@@ -35,6 +35,17 @@ impl Registry {
         self.kinds.keys().copied()
     }
 
+    /// Every kind's name, summary and settings' JSON Schema (definitions go to
+    /// `generator`), sorted by name.
+    pub fn kind_schemas<'a>(
+        &'a self,
+        generator: &'a mut schemars::SchemaGenerator,
+    ) -> impl Iterator<Item = (&'static str, &'static str, schemars::Schema)> + 'a {
+        self.kinds
+            .iter()
+            .map(|(name, k)| (*name, k.summary(), k.config_schema(generator)))
+    }
+
     /// Every kind's name and summary, sorted by name.
     pub fn summaries(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
         self.kinds.iter().map(|(name, k)| (*name, k.summary()))

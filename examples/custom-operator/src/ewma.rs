@@ -25,7 +25,7 @@ use smartgrid_runtime::{
 };
 
 /// Settings of an `ewma` node.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EwmaConfig {
     /// Weight of the newest reading, in (0, 1].

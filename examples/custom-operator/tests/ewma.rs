@@ -72,3 +72,35 @@ fn the_custom_ewma_operator_runs_in_a_pipeline_and_matches_an_oracle() {
         }
     }
 }
+
+#[test]
+fn the_custom_kind_is_in_its_binarys_schema_and_kinds() {
+    let schema = Command::new(env!("CARGO_BIN_EXE_custom-operator"))
+        .arg("schema")
+        .output()
+        .expect("schema");
+    assert!(schema.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).expect("JSON");
+    let kinds = schema
+        .pointer("/properties/nodes/additionalProperties/oneOf")
+        .and_then(|k| k.as_array())
+        .expect("the node kinds");
+    let ewma = kinds
+        .iter()
+        .find(|k| k["title"] == "ewma")
+        .expect("the ewma kind");
+    assert!(ewma.pointer("/properties/alpha").is_some(), "{ewma}");
+    assert_eq!(
+        ewma.pointer("/then/required/0"),
+        Some(&serde_json::json!("alpha"))
+    );
+
+    let keys = Command::new(env!("CARGO_BIN_EXE_custom-operator"))
+        .args(["kinds", "ewma"])
+        .output()
+        .expect("kinds ewma");
+    assert!(keys.status.success());
+    let text = String::from_utf8_lossy(&keys.stdout);
+    assert!(text.contains("alpha  (number)  required"), "{text}");
+    assert!(text.contains("Weight of the newest reading"), "{text}");
+}

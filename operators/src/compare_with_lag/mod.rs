@@ -33,7 +33,7 @@ use smartgrid_runtime::{
 use crate::predict::PREDICTION_FIELDS;
 
 /// Settings of a `compare_with_lag` node.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompareConfig {
     /// The actual value: one field of the second input, or a list of fields added up.
@@ -55,7 +55,7 @@ pub struct CompareConfig {
 }
 
 /// Thresholds of a `compare_with_lag` node.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdConfig {
     /// Absolute error, in the actual's unit (W).
@@ -70,7 +70,7 @@ pub struct ThresholdConfig {
 }
 
 /// How two thresholds combine.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
     /// Every threshold exceeded.
@@ -81,7 +81,7 @@ pub enum When {
 }
 
 /// What the node emits.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmitConfig {
     /// Triplets over the threshold (and the sampled good ones).

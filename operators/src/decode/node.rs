@@ -48,7 +48,7 @@ const COMMON: [&str; 5] = [
 const FORMATS: &str = "clemap, struct, json";
 
 /// Settings of a `decode` node shared by every format.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeConfig {
     /// The payload format: `clemap`, `struct` or `json`. The format's own settings
@@ -79,10 +79,10 @@ pub struct DecodeConfig {
 }
 
 /// Dead-letter destinations.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// A JSON-lines file (relative to the pipeline file): time, node, topic, reason,
+    /// A JSON-lines file (relative to `data_dir`): time, node, topic, reason,
     /// error and the payload in hex.
     #[serde(default)]
     pub file: Option<PathBuf>,
@@ -173,10 +173,30 @@ impl Node for DecodeNode {
 
     type State = DecodeState;
 
+    fn config_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        use schemars::JsonSchema;
+        // The format's keys are the node's too (see `build_decoder`).
+        smartgrid_runtime::config_schema::tagged_variants(
+            DecodeConfig::json_schema(generator),
+            "format",
+            vec![
+                (
+                    "clemap",
+                    crate::formats::ClemapConfig::json_schema(generator),
+                ),
+                (
+                    "struct",
+                    crate::formats::StructConfig::json_schema(generator),
+                ),
+                ("json", crate::formats::JsonConfig::json_schema(generator)),
+            ],
+        )
+    }
+
     fn plan(common: DecodeConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         ctx.messages_input()?;
         let dead_letter = common.dead_letter.map(|d| DeadLetterConfig {
-            file: d.file.map(|f| ctx.resolve(&f)),
+            file: d.file.map(|f| ctx.resolve_data(&f)),
             ..d
         });
         if let Some(DeadLetterConfig {

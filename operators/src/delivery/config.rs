@@ -17,7 +17,7 @@ use crate::spool::WhenFull;
 /// `retry:` how failed attempts (requests, connections) are retried: exponential
 /// backoff with ±25 % jitter from `initial_delay` up to `max_delay`; a server's
 /// `Retry-After` wins when longer.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// The first delay; it doubles after every failure.
@@ -71,7 +71,7 @@ impl RetryConfig {
 #[derive(Clone, Debug, Default)]
 pub struct SpoolConfig {
     /// The spool directory (one per sink; locked while the pipeline runs), relative to
-    /// the pipeline file.
+    /// `data_dir`.
     pub dir: Option<PathBuf>,
     /// Most bytes held, such as `512MiB` or `2GB`.
     pub max_size: Option<ByteSize>,
@@ -83,18 +83,43 @@ pub struct SpoolConfig {
     pub fsync: Option<bool>,
 }
 
-/// The derived reading of [`SpoolConfig`]'s table.
-#[derive(Deserialize)]
+/// The derived reading of [`SpoolConfig`]'s table; its schema is the spool's (an
+/// empty `spool:` is every default).
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SpoolConfig")]
 struct SpoolTable {
+    /// The spool directory (one per sink; locked while the pipeline runs), relative to
+    /// `data_dir`.
     #[serde(default)]
     dir: Option<PathBuf>,
+    /// Most bytes held, such as `512MiB` or `2GB`.
     #[serde(default)]
     max_size: Option<ByteSize>,
+    /// When full: `backpressure` (default; the pipeline waits, nothing is lost) or
+    /// `drop_oldest` (the oldest batches are deleted and counted).
     #[serde(default)]
     when_full: Option<WhenFull>,
+    /// `fsync` every spooled batch and acknowledgement (survives a power loss). Default
+    /// true; false still survives a crash of the process.
     #[serde(default)]
     fsync: Option<bool>,
+}
+
+impl schemars::JsonSchema for SpoolConfig {
+    fn inline_schema() -> bool {
+        // Its table is the named definition.
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SpoolConfigOrEmpty".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let table = generator.subschema_for::<SpoolTable>();
+        schemars::json_schema!({"anyOf": [table, {"type": "null"}]})
+    }
 }
 
 impl<'de> Deserialize<'de> for SpoolConfig {
@@ -147,7 +172,7 @@ pub struct Spool {
 
 impl SpoolConfig {
     /// The settings with `default_dir` (resolved by the caller, since a default need not
-    /// be relative to the pipeline file; `None`: no disk spool unless `dir` is given)
+    /// be relative to the data directory; `None`: no disk spool unless `dir` is given)
     /// and `default_max`; a problem at `spool` if `max_size` is under `min_bytes`.
     pub fn plan(
         &self,
@@ -166,7 +191,11 @@ impl SpoolConfig {
             return None;
         }
         Some(Spool {
-            dir: self.dir.as_deref().map(|d| ctx.resolve(d)).or(default_dir),
+            dir: self
+                .dir
+                .as_deref()
+                .map(|d| ctx.resolve_data(d))
+                .or(default_dir),
             max_bytes,
             when_full: self.when_full.unwrap_or_default(),
             fsync: self.fsync.unwrap_or(true),
@@ -196,7 +225,7 @@ pub fn default_drain_timeout() -> Duration {
 }
 
 /// The default dead-letter file of `node`: `data/<node>.dead_letters.jsonl`, relative to
-/// the pipeline file.
+/// `data_dir`.
 pub fn default_dead_letter(node: &str) -> PathBuf {
     PathBuf::from(format!("data/{node}.dead_letters.jsonl"))
 }

@@ -5,7 +5,7 @@
 //!
 //! ```yaml
 //! dead_letter:
-//!   file: data/late.jsonl             # relative to the pipeline file
+//!   file: data/late.jsonl             # relative to `data_dir`
 //!   topic: smartgrid/dead-letters     # and/or publish them (QoS 1)
 //!   url: mqtt://127.0.0.1:1883        # the broker for `topic`; default `embedded`
 //! ```
@@ -32,10 +32,10 @@ use crate::io::mqtt::{Publisher, PublisherOptions, Qos};
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Where a node's dead letters go (the `dead_letter:` key).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LetterConfig {
-    /// A JSON-lines file (relative to the pipeline file), one letter per line.
+    /// A JSON-lines file (relative to `data_dir`), one letter per line.
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// An MQTT topic to publish the same JSON to (QoS 1).
@@ -70,7 +70,7 @@ impl LetterTargets {
         }
         let url = config.url.unwrap_or_else(|| "embedded".to_string());
         Some(LetterTargets {
-            file: config.file.map(|f| ctx.resolve(&f)),
+            file: config.file.map(|f| ctx.resolve_data(&f)),
             topic: config.topic.map(|t| (t, url)),
             client_id: format!("smartgrid-{}-{}-dead-letters", ctx.pipeline, ctx.node.name),
             at: ctx.node.key_at("dead_letter"),

@@ -8,7 +8,7 @@ use smartgrid_runtime::record::SensorId;
 use super::DecodeError;
 
 /// The unit of a timestamp value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeUnit {
     /// Seconds since the Unix epoch (may be fractional). The default.

@@ -8,7 +8,7 @@ use smartgrid_runtime::{Reading, Schema};
 use super::{JsonRecord, LineProtocol, csv, text};
 
 /// How records are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// InfluxDB line protocol, one point per reading.
@@ -24,7 +24,7 @@ pub enum Format {
 }
 
 /// Timestamp precision of line protocol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     /// Seconds.

@@ -32,7 +32,7 @@ use super::{
 };
 
 /// The settings of `format: json`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonConfig {
     /// JSON pointer to the sensor id (a string, or an integer shown in decimal), e.g.
@@ -60,7 +60,7 @@ pub struct JsonConfig {
 pub struct JsonFields(pub Vec<JsonField>);
 
 /// One row value of a JSON format.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonField {
     /// The row column's name.
@@ -83,6 +83,32 @@ struct PathAndScale {
 
 /// A mapping entry's value: a pointer, or `{ path, divide_by }`.
 struct FieldValue(PathAndScale);
+
+impl schemars::JsonSchema for JsonFields {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "JsonFields".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let long = schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "JSON pointer to the value, e.g. `/power/l1`."},
+                "divide_by": {"type": "number", "description": "The row holds `value / divide_by`."}
+            },
+            "required": ["path"],
+            "additionalProperties": false
+        });
+        let field = generator.subschema_for::<JsonField>();
+        schemars::json_schema!({
+            "description": "column name → JSON pointer (or `{ path, divide_by }`), or a list of `{ name, path, divide_by }`",
+            "anyOf": [
+                {"type": "object", "additionalProperties": {"anyOf": [{"type": "string"}, long]}},
+                {"type": "array", "items": field}
+            ]
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for FieldValue {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

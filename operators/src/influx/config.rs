@@ -16,7 +16,7 @@ use crate::io::TlsConfig;
 pub use crate::delivery::ByteSize;
 
 /// Which write API the server speaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
     /// InfluxDB 2.x / 3.x and VictoriaMetrics: `POST /api/v2/write?org=&bucket=`, token auth.
@@ -43,7 +43,7 @@ fn default_true() -> bool {
 }
 
 /// Settings of an `influx` sink.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
     /// The server's base URL: `http://host:8086` or `https://…` (a path prefix is kept,
@@ -106,7 +106,7 @@ pub struct InfluxConfig {
     pub spool: SpoolConfig,
     /// Where batches the server rejects as bad data (HTTP 400, 413, 422, …) go, one JSON
     /// line each with the server's message. Default `data/<node>.dead_letters.jsonl`,
-    /// relative to the pipeline file.
+    /// relative to `data_dir`.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
     /// Chunks of encoded lines waiting for the writer thread; when full, the sources

@@ -101,7 +101,8 @@ impl Node for InfluxSink {
         let api = config::plan_api(&config, ctx);
         let retry = config.retry.plan(RETRY, ctx);
         let node = ctx.node.name.clone();
-        let default_dir = ctx.resolve(&PathBuf::from("data/spool").join(ctx.pipeline).join(&node));
+        let default_dir =
+            ctx.resolve_data(&PathBuf::from("data/spool").join(ctx.pipeline).join(&node));
         let spool = config
             .spool
             .plan(Some(default_dir), 1 << 30, MIN_SPOOL, ctx);
@@ -122,7 +123,7 @@ impl Node for InfluxSink {
             Some(t) => Some(t?),
             None => None,
         };
-        let dead_letter = ctx.resolve(
+        let dead_letter = ctx.resolve_data(
             &config
                 .dead_letter
                 .clone()

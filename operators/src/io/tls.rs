@@ -8,7 +8,7 @@ use smartgrid_runtime::{Location, PlanContext};
 /// `tls:` of a node that connects to a server: which CA to trust and, for servers that
 /// check clients by certificate, the client's certificate and key. Paths are relative
 /// to the pipeline file. Without `ca_file` the system's trusted roots are used.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA that signed the server's certificate.

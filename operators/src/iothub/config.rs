@@ -45,7 +45,7 @@ fn default_queue() -> usize {
 }
 
 /// The certificate and key of a device that authenticates with X.509.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct X509Config {
     /// PEM file with the device's certificate (chain); relative to the pipeline file.
@@ -56,7 +56,7 @@ pub struct X509Config {
 
 /// Settings of the `iothub` sink: send readings to Azure IoT Hub as JSON, packed into
 /// messages that fit the hub's 4 KB billing block, through a durable outbox.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IotHubConfig {
     /// The device's connection string,
@@ -109,7 +109,7 @@ pub struct IotHubConfig {
 
     /// The outbox: messages wait there until the hub acknowledged them, across outages,
     /// restarts and crashes. `{ dir: outbox, max_size: 256MiB, fsync: true }`: on disk,
-    /// in `dir` (relative to the pipeline file) or by default under the state directory
+    /// in `dir` (relative to `data_dir`) or by default under the state directory
     /// (`<state_dir>/p0/<node>/outbox`). When it is full, new messages go to the
     /// dead-letter file.
     #[serde(default)]

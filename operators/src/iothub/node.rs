@@ -186,7 +186,7 @@ impl Node for IotHubSink {
         options.reconnect_min = retry.initial;
         options.reconnect_max = retry.max;
         let node = ctx.node.name.clone();
-        let dead_letter = ctx.resolve(
+        let dead_letter = ctx.resolve_data(
             &config
                 .dead_letter
                 .clone()

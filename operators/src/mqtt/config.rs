@@ -40,7 +40,7 @@ fn default_max_delay() -> Duration {
 }
 
 /// `retry:` of the `mqtt` source: how long to wait between connection attempts.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// The wait before the first reconnect attempt after a connection failure
@@ -66,7 +66,7 @@ impl Default for RetryConfig {
 pub const DEFAULT_WAL_SIZE: u64 = 1 << 30;
 
 /// When the write-ahead log syncs (`wal.fsync`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WalFsync {
     /// An fsync and an acknowledgement per message.
@@ -82,10 +82,10 @@ pub enum WalFsync {
 /// (even `kill -9` or a power loss) the next run replays what the last checkpoint did
 /// not cover: nothing the broker considers delivered is lost. An empty `wal:` takes
 /// every default.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WalConfig {
-    /// The log's directory, relative to the pipeline file (default
+    /// The log's directory, relative to `data_dir` (default
     /// `data/<node>.wal`): one per source, locked while the pipeline runs. It belongs
     /// with the state directory: a checkpoint names positions in this log.
     #[serde(default)]
@@ -118,7 +118,7 @@ fn wal_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<WalConfig>, D::Er
 
 /// Settings of the `mqtt` source: subscribe to topics on a broker and emit each
 /// message's topic and payload.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// The broker to connect to: `mqtt://host:port` (plain TCP, port 1883 if omitted),
@@ -197,7 +197,7 @@ pub struct MqttConfig {
     pub max_message_size: Option<ByteSize>,
 
     /// `{ file: path }`: where refused messages are recorded (JSON lines: time, node,
-    /// topic, reason, error, size), relative to the pipeline file.
+    /// topic, reason, error, size), relative to `data_dir`.
     #[serde(default)]
     pub dead_letter: Option<SourceDeadLetter>,
 
@@ -210,7 +210,7 @@ pub struct MqttConfig {
 }
 
 /// Where an `mqtt` source records the messages it refuses.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDeadLetter {
     /// A JSON-lines file.

@@ -124,7 +124,7 @@ impl Node for MqttSource {
         let dead_letter = config
             .dead_letter
             .as_ref()
-            .map(|d| (ctx.resolve(&d.file), ctx.node.key_at("dead_letter")));
+            .map(|d| (ctx.resolve_data(&d.file), ctx.node.key_at("dead_letter")));
         Some(MqttSource {
             connect,
             subscribe: subscribe?,

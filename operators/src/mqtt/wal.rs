@@ -65,7 +65,7 @@ pub(super) fn plan(
         ctx.node.key_at("wal")
     };
     let options = JournalOptions {
-        dir: ctx.resolve(&dir),
+        dir: ctx.resolve_data(&dir),
         max_bytes,
         fsync: match wal.fsync {
             WalFsync::Always => Fsync::Always,

@@ -9,7 +9,7 @@ use smartgrid_runtime::Schema;
 use smartgrid_runtime::spec::Spanned;
 
 /// The `features:` block of a `predict` node.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesConfig {
     /// Values of the current window, by name: input fields or `sums`.
@@ -30,7 +30,7 @@ pub struct FeaturesConfig {
 }
 
 /// One sum feature.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SumConfig {
     /// The new value's name.
@@ -40,7 +40,7 @@ pub struct SumConfig {
 }
 
 /// Lagged features.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LagsConfig {
     /// Which values to lag: input fields or `sums`.

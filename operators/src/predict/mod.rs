@@ -45,7 +45,7 @@ use smartgrid_runtime::{
 pub const PREDICTION_FIELDS: [&str; 3] = ["predicted", "target_time", "model_version"];
 
 /// Settings of a `predict` node.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictConfig {
     /// The model file (LightGBM text or XGBoost JSON), relative to the pipeline file.
@@ -74,7 +74,7 @@ pub struct PredictConfig {
 }
 
 /// What to do while a sensor's history is shorter than its lags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MissingLags {
     /// Wait: no prediction.

@@ -113,7 +113,7 @@ pub const MAX_PAYLOAD_LEN: usize = TEN_SEC_LEN + 8;
 const DAY_MS: i64 = 86_400_000;
 
 /// Settings of a `simulate` source.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatorConfig {
     /// How many sensors to simulate. Each is a household with its own appliances and

@@ -31,7 +31,7 @@ const BATCH: usize = 1024;
 const PUBLISH_DRAIN: Duration = Duration::from_secs(30);
 
 /// Where a publishing simulator sends its payloads.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
     /// Broker URL: `mqtt://host:port`, `mqtts://host:port` or `embedded`.
@@ -53,9 +53,11 @@ fn default_qos() -> u8 {
 }
 
 /// The `publish:` key; the simulation's own keys are a [`SimulatorConfig`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishGroup {
+    /// Publish the payloads to a broker (`{ url, topic, qos }`) instead of emitting
+    /// them into the pipeline.
     #[serde(default)]
     publish: Option<PublishConfig>,
 }
@@ -88,6 +90,15 @@ impl Node for SimulateNode {
     type Config = PublishGroup;
 
     type State = SimulateState;
+
+    fn config_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        use schemars::JsonSchema;
+        // The simulation's own keys are read apart from `publish` (see `plan`).
+        smartgrid_runtime::config_schema::union(
+            PublishGroup::json_schema(generator),
+            SimulatorConfig::json_schema(generator),
+        )
+    }
 
     fn plan(group: PublishGroup, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let config: SimulatorConfig = ctx.settings_except(&["publish"])?;

@@ -14,6 +14,19 @@ use serde::de::{self, Deserializer, Visitor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StartTime(pub i64);
 
+impl schemars::JsonSchema for StartTime {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StartTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "title": "RFC 3339 time or epoch milliseconds",
+            "type": ["string", "integer"]
+        })
+    }
+}
+
 /// Text that is neither an RFC 3339 time nor epoch milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(

@@ -4,7 +4,7 @@
 //! store:
 //!   type: file
 //!   input: means_1m
-//!   path: data/means_1m.lp     # relative to the pipeline file; parent folders are created
+//!   path: data/means_1m.lp     # relative to `data_dir`; parent folders are created
 //!   format: line_protocol      # line_protocol (default) | json | text | csv
 //!   measurement: means_1m      # default: the input node's name
 //!   precision: ns              # s | ms | us | ns (line protocol timestamps)
@@ -47,10 +47,10 @@ fn default_queue() -> usize {
 }
 
 /// Settings of a `file` sink.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// The file to append to; relative to the pipeline file's folder.
+    /// The file to append to; relative to `data_dir` (default: the pipeline file's folder).
     pub path: PathBuf,
     /// `line_protocol` (default), `json`, `text` or `csv` (with a header line).
     #[serde(default)]
@@ -75,7 +75,7 @@ pub struct FileSinkConfig {
 }
 
 /// Settings of a `stdout` sink.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
     /// `text` (default), `json` or `line_protocol`.
@@ -122,7 +122,7 @@ pub trait WriterKind: Send + Sync + 'static {
     /// One line for `smartgrid kinds`.
     const SUMMARY: &'static str;
     /// The node's settings.
-    type Config: serde::de::DeserializeOwned;
+    type Config: serde::de::DeserializeOwned + schemars::JsonSchema;
     /// The settings as the shared parts.
     fn parts(config: Self::Config, ctx: &PlanContext<'_>) -> Parts;
 }
@@ -161,7 +161,7 @@ impl WriterKind for File {
             tags: config.tags,
             queue: config.queue,
             target: Target::File {
-                path: ctx.resolve(&config.path),
+                path: ctx.resolve_data(&config.path),
                 truncate: config.truncate,
                 at: ctx.node.key_at("path"),
             },

@@ -63,7 +63,7 @@ use head::{Head, Position};
 use segment::{Entry, FRAME_HEADER, MAX_RECORD};
 
 /// What [`Spool::append`] does when the record would pass `max_bytes`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Refuse the record with [`SpoolError::Full`]; nothing is lost, the caller waits.

@@ -62,7 +62,7 @@ use smartgrid_runtime::{
 use crate::delivery::record_letters::{LetterConfig, LetterTargets, StartedLetters};
 
 /// Settings of a `window_mean` node.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowMeanConfig {
     /// Window length (`10s`, `1m`, …). Windows are aligned to the Unix epoch.

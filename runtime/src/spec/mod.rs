@@ -16,11 +16,18 @@
 //! node's settings are deserialized, so an unset variable is reported at its own
 //! line and column, and secrets never appear in the spec's debug output.
 //!
+//! Settings can be written once: `<<: *anchor` merge keys in any mapping (merged while
+//! the tree is built, values keeping their own positions), and `connections:`, named
+//! settings a node takes under its own with `connection: <name>` (see `connections`).
+//! `data_dir:` is where relative paths of what a run writes resolve
+//! ([`PipelineSpec::data_dir`]).
+//!
 //! Each node's own settings (every key but `type`, `input`, `inputs`) stay as a YAML
 //! tree with positions until the node's factory asks for them as its config type with
 //! [`NodeSpec::settings`]; errors then point at the offending key or value.
 
 mod byte_size;
+mod connections;
 mod de;
 mod duration;
 mod env;
@@ -33,6 +40,8 @@ pub use de::error_with_hint;
 pub use duration::{Duration, ParseDurationError};
 pub use one_or_many::OneOrMany;
 pub use spanned::Spanned;
+#[cfg(test)]
+pub(crate) use yaml::TOP_KEYS;
 pub use yaml::{Node, NodeValue, ScalarStyle};
 
 use std::path::{Path, PathBuf};
@@ -48,8 +57,12 @@ pub struct PipelineSpec {
     pub base_dir: PathBuf,
     /// The `pipeline:` name (defaults to the file stem).
     pub name: String,
-    /// Where state that survives restarts is kept (`state_dir:`, relative to the
-    /// pipeline file; default `.smartgrid/state/<pipeline>`).
+    /// The directory relative paths of what a run writes (state, spools, dead letters,
+    /// outboxes, write-ahead logs, file sinks) are resolved against: `data_dir:`
+    /// (relative to the pipeline file), default the pipeline file's directory.
+    pub data_dir: PathBuf,
+    /// Where state that survives restarts is kept (`state_dir:`, relative to
+    /// `data_dir`; default `.smartgrid/state/<pipeline>`).
     pub state_dir: PathBuf,
     /// How often state is checkpointed while the run goes on, when a source keeps a
     /// write-ahead log (`checkpoint_interval:`, default `10s`).
@@ -75,6 +88,9 @@ pub struct NodeSpec {
     pub file: String,
     /// Environment lookup used for `${VAR}` substitution.
     pub env: Env,
+    /// The `connection:` the node names, with where each of the keys it took from it
+    /// stands (see [`NodeSpec::from_connection`]).
+    pub connection: Option<(String, Vec<Location>)>,
 }
 
 /// How `${VAR}` is resolved: the process environment, or a fixed map (tests).
@@ -119,6 +135,37 @@ impl NodeSpec {
         secrets
     }
 
+    /// Every `${VAR}` in this node's settings that cannot be substituted (unset without
+    /// a default, malformed), each at its scalar. Deserializing stops at the first
+    /// problem of a value; this walk makes `validate` list them all at once.
+    pub fn env_problems(&self) -> Vec<Diagnostic> {
+        fn walk(node: &Node, env: &Env, out: &mut Vec<Diagnostic>) {
+            match &node.value {
+                NodeValue::Null => {}
+                NodeValue::Scalar { text, .. } => {
+                    if let Err(e) = env::substitute(text, env) {
+                        let (message, hint) = e.describe(text);
+                        out.push(Diagnostic::new(node.at, message).hint(hint));
+                    }
+                }
+                NodeValue::Sequence(items) => items.iter().for_each(|n| walk(n, env, out)),
+                NodeValue::Mapping(entries) => entries.iter().for_each(|(_, n)| walk(n, env, out)),
+            }
+        }
+        let mut problems = Vec::new();
+        walk(&self.settings, &self.env, &mut problems);
+        problems
+            .into_iter()
+            .map(|mut d| {
+                if let Some(connection) = self.from_connection(d.at) {
+                    let hint = d.hint.take().unwrap_or_default();
+                    d.hint = Some(format!("{hint} (from connection `{connection}`)"));
+                }
+                d.node(&self.name).in_file(&self.file)
+            })
+            .collect()
+    }
+
     /// The scalar at `path` (keys joined by `.`, such as `retry.max_delay`): where it
     /// stands, its text as written, and its text after `${VAR}` substitution (`None` if
     /// that fails; deserializing reports why).
@@ -158,6 +205,13 @@ impl NodeSpec {
             .iter()
             .find(|(k, _)| k.value == key)
             .map_or(self.at, |(k, _)| k.at)
+    }
+
+    /// The connection a problem at `at` came from, if `at` is in a setting this node
+    /// took from its `connection:`.
+    pub fn from_connection(&self, at: Location) -> Option<&str> {
+        let (name, places) = self.connection.as_ref()?;
+        places.contains(&at).then_some(name.as_str())
     }
 
     /// A diagnostic at `at` for this node, with the file filled in.

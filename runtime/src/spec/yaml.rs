@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use saphyr_parser::{Event, Parser, ScalarStyle as YamlStyle, Span, Tag};
 
+use super::connections::Connections;
 use super::env::substitute;
-use super::{Env, NodeSpec, PipelineSpec, Spanned};
+use super::{Env, PipelineSpec, Spanned};
 use crate::diagnostic::{Diagnostic, Location, closest};
 
 /// A YAML value as written in the pipeline file, with its position.
@@ -236,7 +237,10 @@ impl Builder {
                         anchor,
                         entries,
                         ..
-                    }) => (Node::new(at, NodeValue::Mapping(entries)), anchor),
+                    }) => {
+                        let entries = merge::merge_keys(entries, &mut self.problems);
+                        (Node::new(at, NodeValue::Mapping(entries)), anchor)
+                    }
                     None => {
                         return Err(Diagnostic::new(
                             at,
@@ -384,7 +388,14 @@ fn count_nodes(node: &Node) -> usize {
 const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The keys allowed at the top of a pipeline file.
-const TOP_KEYS: [&str; 4] = ["pipeline", "state_dir", "checkpoint_interval", "nodes"];
+pub(crate) const TOP_KEYS: [&str; 6] = [
+    "pipeline",
+    "data_dir",
+    "state_dir",
+    "checkpoint_interval",
+    "connections",
+    "nodes",
+];
 
 fn valid_keys_hint(word: &str, valid: &[&str]) -> String {
     let list = valid.join(", ");
@@ -416,7 +427,11 @@ fn is_node_name(name: &str) -> bool {
 }
 
 /// A scalar as a string with `${VAR}` substituted; `what` names the value in messages.
-fn string_value(node: &Node, env: &Env, what: &str) -> Result<Spanned<String>, Diagnostic> {
+pub(crate) fn string_value(
+    node: &Node,
+    env: &Env,
+    what: &str,
+) -> Result<Spanned<String>, Diagnostic> {
     match &node.value {
         NodeValue::Scalar { text, .. } => {
             let substituted = substitute(text, env).map_err(|e| {
@@ -453,7 +468,9 @@ pub(crate) fn parse_pipeline(
 
     let mut name = None;
     let mut state_dir = None;
+    let mut data_dir = None;
     let mut checkpoint_interval = None;
+    let mut connections_node = None;
     let mut nodes_node = None;
     match &root.value {
         NodeValue::Mapping(entries) => {
@@ -475,6 +492,14 @@ pub(crate) fn parse_pipeline(
                         Ok(dir) => state_dir = Some(PathBuf::from(dir.value)),
                         Err(d) => problems.push(d),
                     },
+                    "data_dir" => match string_value(value, &env, "`data_dir`") {
+                        Ok(dir) => data_dir = Some(PathBuf::from(dir.value)),
+                        Err(d) => problems.push(d),
+                    },
+                    "connections" => connections_node = Some((key, value)),
+                    // Extension keys, as in Compose files: a place for `&anchors` that
+                    // nodes merge with `<<: *name`; nothing reads them.
+                    other if other.starts_with("x-") => {}
                     "checkpoint_interval" => {
                         match string_value(value, &env, "`checkpoint_interval`") {
                             Ok(text) => match text.value.parse::<super::Duration>() {
@@ -521,12 +546,17 @@ pub(crate) fn parse_pipeline(
         ),
     }
 
+    let connections = connections_node
+        .map(|(key, value)| Connections::parse(key, value, &mut problems))
+        .unwrap_or_default();
     let mut nodes = Vec::new();
     if let Some((key, value)) = nodes_node {
         match &value.value {
             NodeValue::Mapping(entries) => {
                 for (node_name, body) in entries {
-                    if let Some(node) = parse_node(node_name, body, file, &env, &mut problems) {
+                    let node =
+                        nodes::parse_node(node_name, body, file, &env, &connections, &mut problems);
+                    if let Some(node) = node {
                         nodes.push(node);
                     }
                 }
@@ -545,8 +575,13 @@ pub(crate) fn parse_pipeline(
     }
 
     if !problems.is_empty() {
+        // The nodes are not planned, so list their unset variables here: one run of
+        // `validate` names every variable to set.
+        for node in &nodes {
+            problems.extend(node.env_problems());
+        }
         problems.sort_by_key(|d| d.at);
-        return Err(in_file(problems));
+        return Err(crate::diagnostic::collapse_shared(in_file(problems)));
     }
     let name = name.unwrap_or_else(|| {
         // The file's stem, made a valid name: every other character becomes `_`.
@@ -570,12 +605,19 @@ pub(crate) fn parse_pipeline(
             "pipeline".to_owned()
         }
     });
+    // Everything a run writes falls under one directory, the pipeline file's unless
+    // `data_dir` says otherwise (an absolute `state_dir` or path stays where it says).
+    let data_dir = match data_dir {
+        Some(dir) => base_dir.join(dir),
+        None => base_dir.clone(),
+    };
     // Per pipeline, so two pipelines in one folder keep apart.
-    let state_dir = base_dir
+    let state_dir = data_dir
         .join(state_dir.unwrap_or_else(|| Path::new(".smartgrid").join("state").join(&name)));
     Ok(PipelineSpec {
         file: file.to_owned(),
         base_dir,
+        data_dir,
         name,
         state_dir,
         checkpoint_interval: checkpoint_interval.unwrap_or(DEFAULT_CHECKPOINT_INTERVAL),
@@ -583,128 +625,7 @@ pub(crate) fn parse_pipeline(
     })
 }
 
-/// One entry of `nodes:`; problems are pushed, `None` if the node is unusable.
-fn parse_node(
-    name: &Spanned<String>,
-    body: &Node,
-    file: &str,
-    env: &Env,
-    problems: &mut Vec<Diagnostic>,
-) -> Option<NodeSpec> {
-    let before = problems.len();
-    let mut report = |d: Diagnostic| problems.push(d.node(&name.value));
-    if !is_node_name(&name.value) {
-        report(
-            Diagnostic::new(name.at, format!("invalid node name `{}`", name.value))
-                .hint("a node name is letters, digits, `_` and `-`, starting with a letter or `_`"),
-        );
-    }
-    let entries: &[(Spanned<String>, Node)] = match &body.value {
-        NodeValue::Mapping(entries) => entries,
-        NodeValue::Null => &[],
-        NodeValue::Scalar { .. } | NodeValue::Sequence(_) => {
-            report(
-                Diagnostic::new(
-                    body.at,
-                    format!("a node must be a mapping, found {}", body.describe()),
-                )
-                .hint("write the node's `type: <kind>` and settings indented under its name"),
-            );
-            return None;
-        }
-    };
-
-    let mut kind = None;
-    let mut inputs = Vec::new();
-    let mut input_key: Option<&Spanned<String>> = None;
-    let mut settings = Vec::new();
-    for (key, value) in entries {
-        match key.value.as_str() {
-            "type" => match string_value(value, env, "`type`") {
-                Ok(k) => kind = Some(k),
-                Err(d) => report(d.hint("write `type: <kind>`")),
-            },
-            "input" | "inputs" => {
-                if let Some(first) = input_key {
-                    report(
-                        Diagnostic::new(
-                            key.at,
-                            format!(
-                                "a node has `input` or `inputs`, not both (`{}` is above)",
-                                first.value
-                            ),
-                        )
-                        .hint("list every input under `inputs: [a, b]`"),
-                    );
-                    continue;
-                }
-                input_key = Some(key);
-                if key.value == "input" {
-                    match &value.value {
-                        NodeValue::Sequence(_) => report(
-                            Diagnostic::new(value.at, "`input` takes one node name")
-                                .hint("for several inputs write `inputs: [a, b]`"),
-                        ),
-                        _ => match string_value(value, env, "`input`") {
-                            Ok(input) => inputs.push(input),
-                            Err(d) => report(d),
-                        },
-                    }
-                } else {
-                    match &value.value {
-                        NodeValue::Sequence(items) => {
-                            for item in items {
-                                match string_value(item, env, "an input name") {
-                                    Ok(input) => inputs.push(input),
-                                    Err(d) => report(d),
-                                }
-                            }
-                        }
-                        _ => report(
-                            Diagnostic::new(
-                                if value.is_null() { key.at } else { value.at },
-                                format!(
-                                    "`inputs` must be a list of node names, found {}",
-                                    value.describe()
-                                ),
-                            )
-                            .hint("write `inputs: [a, b]`, or `input: a` for a single input"),
-                        ),
-                    }
-                }
-            }
-            _ => settings.push((key.clone(), value.clone())),
-        }
-    }
-    let Some(kind) = kind else {
-        if !entries.iter().any(|(k, _)| k.value == "type") {
-            let mut d = Diagnostic::new(name.at, "missing key `type`").hint("add `type: <kind>`");
-            if let Some((typo, _)) = entries
-                .iter()
-                .find(|(k, _)| closest(&k.value, ["type"]).is_some())
-            {
-                d = d.hint(format!(
-                    "add `type: <kind>` (is `{}` a typo of `type`?)",
-                    typo.value
-                ));
-            }
-            report(d);
-        }
-        return None;
-    };
-    if problems.len() > before {
-        return None;
-    }
-    Some(NodeSpec {
-        name: name.value.clone(),
-        at: name.at,
-        kind,
-        inputs,
-        settings: Node::new(name.at, NodeValue::Mapping(settings)),
-        file: file.to_owned(),
-        env: env.clone(),
-    })
-}
-
+mod merge;
+mod nodes;
 #[cfg(test)]
 mod tests;

@@ -93,7 +93,7 @@ mod records;
 pub use records::{OneMinData, TenSecData, encode_one_min, encode_ten_sec};
 
 /// The settings of `format: clemap`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClemapConfig {
     /// Which Clemap record to decode: `16` (ten-second active/reactive power, the

@@ -36,7 +36,7 @@ mod wire;
 pub use decoder::StructDecoder;
 
 /// The settings of `format: struct`: a binary record's layout.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StructConfig {
     /// Byte order of multi-byte numbers: `little` (the default; Clemap and x86) or `big`
@@ -58,7 +58,7 @@ pub struct StructConfig {
 }
 
 /// Byte order of multi-byte numbers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ByteOrder {
     /// Least significant byte first (the default).
@@ -69,7 +69,7 @@ pub enum ByteOrder {
 }
 
 /// One field of a binary layout.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldConfig {
     /// The field's name: the row column for `role: field`, and how `match` and error
@@ -105,7 +105,7 @@ pub struct FieldConfig {
 }
 
 /// The wire type of a field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     /// Unsigned 8-bit integer.
@@ -171,7 +171,7 @@ impl FieldType {
 }
 
 /// What a field is used for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// A value of the row (the default).
@@ -186,7 +186,7 @@ pub enum Role {
 }
 
 /// How a `bytes` sensor id becomes text.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IdEncoding {
     /// Lowercase hex, two characters a byte (at most 12 bytes).
@@ -197,7 +197,7 @@ pub enum IdEncoding {
 }
 
 /// `match: { field: kind, value: 16 }`: which payloads a layout applies to.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// The name of an integer field (often `role: skip`).
