@@ -14,6 +14,7 @@ mod bench;
 mod cli;
 mod commands;
 mod model_cmd;
+mod observe;
 
 pub use cli::main_with;
 pub use smartgrid_operators::builtin_registry;

@@ -107,6 +107,8 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
             }
         }
     }
+    // Every node has its resources: a readiness probe may now look at the sources.
+    process.metrics.gauge(crate::metrics::STARTED).set(1);
     let states = Arc::new(states);
     let process = Arc::new(process);
     let executed = {

@@ -284,6 +284,7 @@ impl Node for DecodeNode {
         let counters = DecodeCounters {
             readings: ctx.counter("readings"),
             skipped: ctx.counter("skipped"),
+            watermark: ctx.gauge("watermark_ms"),
         };
         let errors = ErrorSink::new(ctx.node, &ctx.process.metrics, state.letters.clone());
         let readings = input.decode(

@@ -195,7 +195,7 @@ nodes:
                 None,
                 m("unknown top-level key `pipline`"),
                 Some(m(
-                    "did you mean `pipeline`? valid keys: pipeline, state_dir, checkpoint_interval, nodes"
+                    "did you mean `pipeline`? valid keys: pipeline, state_dir, checkpoint_interval, http, status_interval, nodes"
                 ))
             ),
             (
