@@ -3,7 +3,8 @@
 //! The mapping, one rule for every metric (README, "Watching a run"):
 //!
 //! * counter `<node>.<what>` → `smartgrid_<what>_total{node="<node>"}`;
-//! * gauge `<node>.<what>` → `smartgrid_<what>{node="<node>"}`;
+//! * gauge `<node>.<what>` → `smartgrid_<what>{node="<node>"}`, except that a gauge in
+//!   milliseconds, `<what>_ms`, is shown in seconds as `smartgrid_<what>_seconds`;
 //! * a name without a node (`started`) → `smartgrid_<name>` with no label;
 //!
 //! where every character of `<what>` that a Prometheus name cannot hold (the `.` of
@@ -63,12 +64,20 @@ pub(crate) fn render(scrape: &Scrape) -> String {
     }
     for (name, value) in &scrape.gauges {
         let (node, what) = split(name);
+        // Prometheus keeps time in seconds (and its linter refuses `_ms`).
+        let (family, shown) = match what.strip_suffix("_ms") {
+            Some(base) => (
+                format!("smartgrid_{}_seconds", sanitize(base)),
+                format_float(*value as f64 / 1e3),
+            ),
+            None => (format!("smartgrid_{}", sanitize(what)), value.to_string()),
+        };
         add(
-            format!("smartgrid_{}", sanitize(what)),
+            family,
             "gauge",
             help(what, false),
             node.map(str::to_owned),
-            value.to_string(),
+            shown,
         );
         // A watermark of 0 is one that has not moved yet: no lag to show.
         if what == "watermark_ms" && *value > 0 {
@@ -163,7 +172,9 @@ fn help(what: &str, counter: bool) -> String {
         "dropped" => "Records or batches dropped unsent.",
         "failures" => "Failed delivery attempts.",
         "dead_letters" => "Records written to the dead-letter file.",
-        "watermark_ms" => "A decoder's watermark, ms since the epoch (the last worker's).",
+        "watermark_ms" => {
+            "A decoder's watermark, seconds since the epoch (the last worker to move it)."
+        }
         "open_windows" => "Windows open now (not yet emitted), over every worker.",
         "spool_bytes" => "Bytes waiting in a sink's spool, framing included.",
         "spool_records" => "Batches waiting in a sink's spool.",
