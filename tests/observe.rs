@@ -335,3 +335,71 @@ nodes:
     );
     assert!(stderr.contains("2 problems found"), "{stderr}");
 }
+
+#[test]
+fn ready_is_503_while_a_sink_spools_past_its_retries() {
+    testkit::require_binary("victoria-metrics");
+    let mut server = testkit::VictoriaMetrics::start();
+    server.stop();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            r"
+pipeline: spooling
+http: {{ listen: '{addr}' }}
+nodes:
+  meters: {{ type: simulate, sensors: 1, rate: 12 }}
+  readings: {{ type: decode, input: meters, format: clemap }}
+  store:
+    type: influx
+    input: readings
+    url: {url}
+    org: o
+    bucket: b
+    precision: ms
+    flush_interval: 100ms
+    retry: {{ initial_delay: 10ms, max_delay: 200ms, attempts_before_spool: 1 }}
+    spool: {{ dir: spool, fsync: false }}
+    drain_timeout: 1s
+",
+            url = server.url()
+        ),
+    );
+    let run = Run::start(&pipeline, &[]);
+    run.wait_for("serving /metrics");
+    let reason = wait_until("/ready says 503 while the server is down", || {
+        let (status, body) = get(addr, "/ready");
+        (status == 503 && body.contains("sink")).then_some(body)
+    });
+    assert!(
+        reason.contains("sink `store` fails past its retries"),
+        "{reason}"
+    );
+    let (_, metrics) = get(addr, "/metrics");
+    assert!(
+        metrics.contains("smartgrid_failing{node=\"store\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("smartgrid_spool_records{node=\"store\"} 0\n"),
+        "{metrics}"
+    );
+
+    server.restart();
+    wait_until("/ready says 200 once the server takes the writes", || {
+        (get(addr, "/ready").0 == 200).then_some(())
+    });
+    wait_until("the spool drains", || {
+        let (_, metrics) = get(addr, "/metrics");
+        metrics
+            .contains("smartgrid_spool_records{node=\"store\"} 0\n")
+            .then_some(())
+    });
+    let counters = run.terminate();
+    assert!(
+        counter(&counters, "store.spooled").is_some_and(|n| n > 0),
+        "{counters}"
+    );
+}
