@@ -60,6 +60,17 @@ enum Command {
     },
     /// List the node kinds this build knows.
     Kinds,
+    /// Print a live sample of a node's records as JSON lines, from a run started with
+    /// `--http` (up to 16 records of each batch; a slow reader gets a sample).
+    Tap {
+        /// The run's listener, e.g. `http://127.0.0.1:9898`.
+        url: String,
+        /// The node whose output to show.
+        node: String,
+        /// Stop after this many records (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Decode hex payloads (one per line on stdin) to JSON lines.
     Decode {
         /// The payload format.
@@ -226,6 +237,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Validate { file } => commands::validate(&registry, &file),
         Command::Graph { file, mermaid } => commands::graph(&registry, &file, mermaid),
         Command::Kinds => commands::kinds(&registry),
+        Command::Tap { url, node, count } => crate::observe::tap::tap(&url, &node, count),
         Command::Decode { format } => commands::decode(&format),
         Command::Bench {
             sensors,

@@ -136,6 +136,7 @@ pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow:
             .context("the state directory")?,
     );
     let metrics = Metrics::default();
+    let taps = smartgrid_runtime::tap::Taps::default();
     let pressure = smartgrid_runtime::pressure::Pressure::new();
     let ctx = ProcessContext {
         pipeline: plan.name.clone(),
@@ -148,11 +149,13 @@ pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow:
         workers: cluster.workers,
         process_index: cluster.process,
         process_count: cluster.addresses.len().max(1),
+        taps: taps.clone(),
     };
     let view = Arc::new(crate::observe::View::new(
         &plan,
         metrics.clone(),
         ctx.shutdown.clone(),
+        taps,
     ));
     let _listener = listener
         .map(|l| crate::observe::Listener::start(l, Arc::clone(&view)))

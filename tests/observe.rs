@@ -403,3 +403,62 @@ nodes:
         "{counters}"
     );
 }
+
+#[test]
+fn tap_shows_records_the_sink_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write_pipeline(
+        dir.path(),
+        r"
+pipeline: tapped
+nodes:
+  meters: { type: simulate, sensors: 3, rate: 12 }
+  readings: { type: decode, input: meters, format: clemap }
+  store: { type: file, input: readings, path: readings.jsonl, format: json }
+",
+    );
+    let addr = free_addr();
+    let run = Run::start(&pipeline, &["--http", &addr.to_string()]);
+    run.wait_for("serving /metrics");
+    let url = format!("http://{addr}");
+    let output = smartgrid()
+        .args(["tap", &url, "readings", "--count", "5"])
+        .output()
+        .expect("run smartgrid tap");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tapped: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(tapped.len(), 5, "{stdout}");
+
+    let unknown = smartgrid()
+        .args(["tap", &url, "nope", "--count", "1"])
+        .output()
+        .expect("run smartgrid tap");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no node `nope`"));
+
+    run.terminate();
+    // Every tapped record is one the sink stored, field for field.
+    let stored: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("readings.jsonl"))
+        .expect("the stored readings")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    for record in &tapped {
+        assert_eq!(record["node"], "readings");
+        let twin = stored
+            .iter()
+            .find(|s| s["sensor_id"] == record["sensor"] && s["time_ms"] == record["time_ms"])
+            .unwrap_or_else(|| panic!("{record} is not among the stored readings"));
+        for field in ["p_l1", "p_l2", "p_l3", "q_l1", "q_l2", "q_l3"] {
+            assert_eq!(twin[field], record[field], "{field} of {record}");
+        }
+    }
+}

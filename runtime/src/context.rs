@@ -33,4 +33,6 @@ pub struct ProcessContext {
     pub process_index: usize,
     /// How many processes the run has (1 for a single process).
     pub process_count: usize,
+    /// Live samples of the nodes' outputs (`smartgrid tap`).
+    pub taps: crate::tap::Taps,
 }

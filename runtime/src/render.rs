@@ -198,7 +198,7 @@ fn render(
     let mut rendered: HashMap<usize, Option<AnyStream<'_>>> = HashMap::new();
     for (i, node) in plan.nodes.iter().enumerate() {
         if let Some(out) = rendered.remove(&i) {
-            streams.push(out);
+            streams.push(tapped(out, node, process));
             continue;
         }
         let inputs: Vec<AnyStream<'_>> = node
@@ -231,7 +231,8 @@ fn render(
             process,
         };
         if fusion[i].is_empty() {
-            streams.push(node.operator.render(&states[i], &ctx, inputs));
+            let out = node.operator.render(&states[i], &ctx, inputs);
+            streams.push(tapped(out, node, process));
             continue;
         }
         let others: Vec<_> = fusion[i]
@@ -245,9 +246,39 @@ fn render(
             .operator
             .render_together(&states[i], &others, &ctx, inputs)
             .into_iter();
-        streams.push(outputs.next().flatten());
+        streams.push(tapped(outputs.next().flatten(), node, process));
         for &j in &fusion[i] {
             rendered.insert(j, outputs.next().flatten());
         }
     }
+}
+
+/// `out` with the node's [tap point](crate::tap) attached: while nobody listens, one
+/// relaxed load per batch.
+fn tapped<'s>(
+    out: Option<AnyStream<'s>>,
+    node: &crate::plan::PlannedNode,
+    process: &ProcessContext,
+) -> Option<AnyStream<'s>> {
+    use timely::dataflow::operators::Inspect;
+    let (Some(out), Some(port)) = (out, node.output.as_ref()) else {
+        return None;
+    };
+    let point = process.taps.point(&node.name, port);
+    Some(match out {
+        AnyStream::Readings(stream) => AnyStream::Readings(stream.inspect_core(move |event| {
+            if let Ok((time, batch)) = event
+                && point.is_open()
+            {
+                point.readings(time.least().copied().unwrap_or_default(), batch);
+            }
+        })),
+        AnyStream::Messages(stream) => AnyStream::Messages(stream.inspect_core(move |event| {
+            if let Ok((time, batch)) = event
+                && point.is_open()
+            {
+                point.messages(time.least().copied().unwrap_or_default(), batch);
+            }
+        })),
+    })
 }

@@ -3,7 +3,9 @@
 //! * `GET /metrics`: every counter and gauge, Prometheus text format;
 //! * `GET /health`: 200 while the process is alive;
 //! * `GET /ready`: 200 when every source is connected and subscribed and no sink fails
-//!   past its retries; 503 with the reason otherwise.
+//!   past its retries; 503 with the reason otherwise;
+//! * `GET /tap/<node>?count=N`: up to N (default 10, at most 1000) of the node's records
+//!   from now on, as JSON lines, within 2 seconds (`smartgrid tap` asks again and again).
 //!
 //! axum on a current-thread tokio runtime of its own thread: axum and tokio are
 //! already built for the embedded broker, and a scrape never competes with a worker.
@@ -14,7 +16,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -43,6 +45,7 @@ impl Listener {
             .route("/metrics", get(metrics))
             .route("/health", get(health))
             .route("/ready", get(ready))
+            .route("/tap/:node", get(tap))
             .with_state(view);
         let thread = std::thread::Builder::new()
             .name("smartgrid-http".into())
@@ -66,7 +69,7 @@ impl Listener {
                 });
             })
             .context("cannot start the HTTP listener's thread")?;
-        tracing::info!("serving /metrics, /health and /ready on http://{addr}");
+        tracing::info!("serving /metrics, /health, /ready and /tap on http://{addr}");
         Ok(Listener {
             stop: Some(stop),
             thread: Some(thread),
@@ -108,4 +111,47 @@ async fn ready(State(view): State<Arc<View>>) -> impl IntoResponse {
             format!("not ready: {reason}\n"),
         ),
     }
+}
+
+/// How long one `/tap` request collects records at most.
+const TAP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn tap(
+    State(view): State<Arc<View>>,
+    Path(node): Path<String>,
+    RawQuery(query): RawQuery,
+) -> impl IntoResponse {
+    let count = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("count=")?.parse::<usize>().ok())
+        .unwrap_or(10)
+        .clamp(1, 1000);
+    let Some(rx) = view.taps.listen(&node) else {
+        let nodes = view.taps.nodes().join(", ");
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no node `{node}` with an output here (nodes: {nodes})\n"),
+        );
+    };
+    // The channel is a std one (the runtime has no tokio): wait for it off the runtime.
+    let lines = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + TAP_WAIT;
+        let mut lines = String::new();
+        for _ in 0..count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    lines.push_str(&line);
+                    lines.push('\n');
+                }
+                Err(_) => break,
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap_or_default();
+    (StatusCode::OK, lines)
 }

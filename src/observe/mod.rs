@@ -5,6 +5,7 @@
 mod http;
 mod prometheus;
 mod status;
+pub(crate) mod tap;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -40,13 +41,20 @@ pub(crate) struct View {
     sinks: Vec<String>,
     /// Decoded readings per second over the last [`RATE_WINDOW`], as `f64` bits.
     rate: AtomicU64,
+    /// The nodes' outputs, for `/tap/<node>`.
+    taps: smartgrid_runtime::tap::Taps,
 }
 
 /// How many one-second samples the readings rate is taken over.
 const RATE_WINDOW: usize = 10;
 
 impl View {
-    pub(crate) fn new(plan: &Plan, metrics: Metrics, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(
+        plan: &Plan,
+        metrics: Metrics,
+        shutdown: Shutdown,
+        taps: smartgrid_runtime::tap::Taps,
+    ) -> Self {
         let names = |keep: fn(&smartgrid_runtime::plan::PlannedNode) -> bool| {
             plan.nodes
                 .iter()
@@ -61,6 +69,7 @@ impl View {
             // A source that publishes (a simulator) is listed once, as a source.
             sinks: names(|n| n.output.is_none() && !n.inputs.is_empty()),
             rate: AtomicU64::new(0f64.to_bits()),
+            taps,
         }
     }
 
