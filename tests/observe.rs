@@ -113,7 +113,8 @@ fn prometheus_scrapes_the_counters_the_run_prints() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = write_pipeline(dir.path(), &mqtt_pipeline(&broker.url(), ""));
     let addr = free_addr();
-    let run = Run::start(&pipeline, &["--http", &addr.to_string()]);
+    // Two workers: the gauges that sum or take the minimum over workers are shown once.
+    let run = Run::start(&pipeline, &["--http", &addr.to_string(), "--workers", "2"]);
     run.wait_for("subscribed");
     let prometheus = testkit::Prometheus::start(&[addr]);
 

@@ -88,6 +88,50 @@ impl Drop for GaugeShare {
     }
 }
 
+/// A value each worker keeps for itself (a watermark), shown in a [`Gauge`] as the
+/// smallest over the workers that have one (non-zero): the process's watermark is its
+/// slowest worker's. Each worker holds its own handle ([`MinGauge::for_worker`]).
+#[derive(Clone, Debug, Default)]
+pub struct MinGauge {
+    gauge: Gauge,
+    slots: Arc<[AtomicI64]>,
+    slot: usize,
+}
+
+impl MinGauge {
+    /// One slot per local worker, all showing in `gauge`.
+    pub fn new(gauge: Gauge, workers: usize) -> Self {
+        MinGauge {
+            gauge,
+            slots: (0..workers.max(1)).map(|_| AtomicI64::new(0)).collect(),
+            slot: 0,
+        }
+    }
+
+    /// The handle of local worker `index` (wrapped into range).
+    pub fn for_worker(&self, index: usize) -> Self {
+        MinGauge {
+            slot: index % self.slots.len().max(1),
+            ..self.clone()
+        }
+    }
+
+    /// Set this worker's value (when it changes, not per record).
+    pub fn set(&self, value: i64) {
+        if let Some(slot) = self.slots.get(self.slot) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        let min = self
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&v| v != 0)
+            .min()
+            .unwrap_or(0);
+        self.gauge.set(min);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     counters: BTreeMap<String, Counter>,
@@ -161,5 +205,17 @@ mod tests {
         assert_eq!(metrics.gauge("w.open_windows").get(), 5);
         drop(b);
         assert_eq!(metrics.gauges(), vec![("w.open_windows".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_min_gauge_shows_the_slowest_worker_that_has_a_value() {
+        let metrics = Metrics::default();
+        let shared = MinGauge::new(metrics.gauge("d.watermark_ms"), 2);
+        let (w0, w1) = (shared.for_worker(0), shared.for_worker(1));
+        w0.set(20);
+        assert_eq!(metrics.gauge("d.watermark_ms").get(), 20);
+        w1.set(10);
+        w0.set(30);
+        assert_eq!(metrics.gauge("d.watermark_ms").get(), 10);
     }
 }

@@ -172,9 +172,7 @@ fn help(what: &str, counter: bool) -> String {
         "dropped" => "Records or batches dropped unsent.",
         "failures" => "Failed delivery attempts.",
         "dead_letters" => "Records written to the dead-letter file.",
-        "watermark_ms" => {
-            "A decoder's watermark, seconds since the epoch (the last worker to move it)."
-        }
+        "watermark_ms" => "A decoder's watermark, seconds since the epoch (its slowest worker's).",
         "open_windows" => "Windows open now (not yet emitted), over every worker.",
         "spool_bytes" => "Bytes waiting in a sink's spool, framing included.",
         "spool_records" => "Batches waiting in a sink's spool.",

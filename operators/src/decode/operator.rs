@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use smartgrid_runtime::checkpoint::{AT_STOP, NodeState};
 use smartgrid_runtime::liveness::Liveness;
-use smartgrid_runtime::metrics::{Counter, Gauge};
+use smartgrid_runtime::metrics::{Counter, MinGauge};
 use smartgrid_runtime::operator::{Messages, Readings, Time};
 use smartgrid_runtime::watermark::Watermark;
 use smartgrid_runtime::{Reading, Row};
@@ -33,8 +33,8 @@ pub struct DecodeCounters {
     /// Valid payloads of a type this decoder skips.
     pub skipped: Counter,
     /// The watermark (ms since the epoch), set when it moves: `smartgrid run --http`
-    /// shows how far it trails the wall clock. With several workers, the last one's.
-    pub watermark: Gauge,
+    /// shows how far it trails the wall clock. With several workers, the slowest's.
+    pub watermark: MinGauge,
 }
 
 /// How the decode operator keeps time.
