@@ -149,7 +149,8 @@ pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow:
         workers: cluster.workers,
         process_index: cluster.process,
         process_count: cluster.addresses.len().max(1),
-        taps: taps.clone(),
+        // Tap points only where someone can reach them.
+        taps: listener.is_some().then(|| taps.clone()),
     };
     let view = Arc::new(crate::observe::View::new(
         &plan,

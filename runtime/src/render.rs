@@ -253,18 +253,20 @@ fn render(
     }
 }
 
-/// `out` with the node's [tap point](crate::tap) attached: while nobody listens, one
-/// relaxed load per batch.
+/// `out` with the node's [tap point](crate::tap) attached, if the run serves taps:
+/// while nobody listens, one relaxed load per batch (and one more operator hop, which
+/// passes each batch on without copying it).
 fn tapped<'s>(
     out: Option<AnyStream<'s>>,
     node: &crate::plan::PlannedNode,
     process: &ProcessContext,
 ) -> Option<AnyStream<'s>> {
     use timely::dataflow::operators::Inspect;
-    let (Some(out), Some(port)) = (out, node.output.as_ref()) else {
-        return None;
+    let (Some(port), Some(taps)) = (node.output.as_ref(), &process.taps) else {
+        return out;
     };
-    let point = process.taps.point(&node.name, port);
+    let out = out?;
+    let point = taps.point(&node.name, port);
     Some(match out {
         AnyStream::Readings(stream) => AnyStream::Readings(stream.inspect_core(move |event| {
             if let Ok((time, batch)) = event
