@@ -10,7 +10,6 @@
 //! axum on a current-thread tokio runtime of its own thread: axum and tokio are
 //! already built for the embedded broker, and a scrape never competes with a worker.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -28,7 +27,6 @@ use super::prometheus::CONTENT_TYPE;
 pub(crate) struct Listener {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    addr: SocketAddr,
 }
 
 impl Listener {
@@ -73,14 +71,7 @@ impl Listener {
         Ok(Listener {
             stop: Some(stop),
             thread: Some(thread),
-            addr,
         })
-    }
-
-    /// The address it listens on.
-    #[allow(dead_code)]
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
     }
 }
 
