@@ -13,6 +13,7 @@ command -v mosquitto_passwd >/dev/null 2>&1 || packages+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v influxd >/dev/null 2>&1 || packages+=(influxdb)
 command -v victoria-metrics >/dev/null 2>&1 || packages+=(victoria-metrics)
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 # The `train` feature builds LightGBM from source (C++ via CMake; bindgen needs libclang).
 command -v g++ >/dev/null 2>&1 || packages+=(g++)
 command -v make >/dev/null 2>&1 || packages+=(make)
@@ -23,7 +24,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq
   DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-# Debian's mosquitto, influxdb and victoria-metrics packages may start services on their
+# Debian's mosquitto, influxdb, victoria-metrics and prometheus packages may start services on their
 # default ports; the tests never use them (they start their own on free loopback ports).
 
 # LightGBM needs CMake >= 3.28, newer than Debian's: take PyPI's when it is missing or old.

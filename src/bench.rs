@@ -103,6 +103,7 @@ pub fn bench(sensors: u32, seconds: u32, workers: usize) -> anyhow::Result<ExitC
                 let counters = DecodeCounters {
                     readings,
                     skipped: Counter::default(),
+                    watermark: Default::default(),
                 };
                 let decoded = payloads.decode(
                     "readings",

@@ -40,6 +40,10 @@ enum Command {
         /// A file listing every process's `host:port`, one per line (cluster mode).
         #[arg(long)]
         hosts: Option<PathBuf>,
+        /// Serve /metrics, /health and /ready on this address (`127.0.0.1:9898`, or a
+        /// port alone for loopback); overrides `http:` in the pipeline file.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
     /// Check a pipeline file and report every problem (exit code 2 if any).
     Validate {
@@ -61,6 +65,17 @@ enum Command {
     },
     /// Print the pipeline file's JSON Schema (for editors and CI checks).
     Schema,
+    /// Print a live sample of a node's records as JSON lines, from a run started with
+    /// `--http` (up to 16 records of each batch; a slow reader gets a sample).
+    Tap {
+        /// The run's listener, e.g. `http://127.0.0.1:9898`.
+        url: String,
+        /// The node whose output to show.
+        node: String,
+        /// Stop after this many records (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Decode hex payloads (one per line on stdin) to JSON lines.
     Decode {
         /// The payload format.
@@ -211,20 +226,25 @@ pub fn main_with(registry: Registry) -> ExitCode {
             drain,
             process,
             hosts,
+            http,
         } => commands::run(
             &registry,
             &file,
-            workers,
-            run_for.as_deref(),
-            drain,
-            process,
-            hosts.as_deref(),
+            commands::RunOptions {
+                workers,
+                run_for: run_for.as_deref(),
+                drain,
+                process,
+                hosts: hosts.as_deref(),
+                http: http.as_deref(),
+            },
         ),
         Command::Validate { file } => commands::validate(&registry, &file),
         Command::Graph { file, mermaid } => commands::graph(&registry, &file, mermaid),
         Command::Kinds { kind: None } => commands::kinds(&registry),
         Command::Kinds { kind: Some(kind) } => schema_cmd::kind(&registry, &kind),
         Command::Schema => schema_cmd::schema(&registry),
+        Command::Tap { url, node, count } => crate::observe::tap::tap(&url, &node, count),
         Command::Decode { format } => commands::decode(&format),
         Command::Bench {
             sensors,
@@ -264,6 +284,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::layer::{Layer, SubscriberExt};
@@ -272,11 +293,30 @@ fn init_logging() {
     // errors; it is internal plumbing here, so it is silent unless asked for.
     let filter = EnvFilter::try_from_env("SMARTGRID_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_filter(filter.and(filter_fn(|meta| !is_wire_dump(meta))));
+    let filter = filter.and(filter_fn(|meta| !is_wire_dump(meta)));
+    let format = std::env::var("SMARTGRID_LOG_FORMAT").unwrap_or_default();
+    let layer = if format.eq_ignore_ascii_case("json") {
+        // One JSON object per line, for a log collector; never coloured.
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        // Colours only for a person at a terminal: a file, a pipe or journald would
+        // keep the escape codes as text.
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .with_filter(filter)
+            .boxed()
+    };
     let _ = tracing_subscriber::registry().with(layer).try_init();
+    if !format.is_empty() && !format.eq_ignore_ascii_case("json") && format != "text" {
+        tracing::warn!("SMARTGRID_LOG_FORMAT={format:?} is not `text` or `json`; logging text");
+    }
 }
 
 /// Whether an event is a network library's debug or trace output. Those dump requests

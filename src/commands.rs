@@ -58,18 +58,43 @@ pub fn kinds(registry: &Registry) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The options of `smartgrid run`.
+pub struct RunOptions<'a> {
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// `--for`: stop after this long.
+    pub run_for: Option<&'a str>,
+    /// `--drain`: flush instead of checkpointing.
+    pub drain: bool,
+    /// `--process`: this process's index in a cluster.
+    pub process: usize,
+    /// `--hosts`: the cluster's address file.
+    pub hosts: Option<&'a Path>,
+    /// `--http`: the metrics and health listener's address.
+    pub http: Option<&'a str>,
+}
+
 /// `smartgrid run FILE`
-pub fn run(
-    registry: &Registry,
-    file: &Path,
-    workers: usize,
-    run_for: Option<&str>,
-    drain: bool,
-    process: usize,
-    hosts: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
+pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow::Result<ExitCode> {
+    let RunOptions {
+        workers,
+        run_for,
+        drain,
+        process,
+        hosts,
+        http,
+    } = options;
     let run_for = run_for.map(parse_duration).transpose().context("--for")?;
+    let http = http
+        .map(smartgrid_runtime::spec::observe::parse_listen)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     let plan = Arc::new(load(registry, file)?);
+    // Claimed before anything else starts: a port in use stops the run here.
+    let listener = http
+        .or(plan.observe.http)
+        .map(crate::observe::bind)
+        .transpose()?;
     let mut cluster = Cluster::local(workers);
     if let Some(hosts) = hosts {
         let text = std::fs::read_to_string(hosts)
@@ -111,6 +136,7 @@ pub fn run(
             .context("the state directory")?,
     );
     let metrics = Metrics::default();
+    let taps = smartgrid_runtime::tap::Taps::default();
     let pressure = smartgrid_runtime::pressure::Pressure::new();
     let ctx = ProcessContext {
         pipeline: plan.name.clone(),
@@ -123,10 +149,24 @@ pub fn run(
         workers: cluster.workers,
         process_index: cluster.process,
         process_count: cluster.addresses.len().max(1),
+        // Tap points only where someone can reach them.
+        taps: listener.is_some().then(|| taps.clone()),
     };
+    let view = Arc::new(crate::observe::View::new(
+        &plan,
+        metrics.clone(),
+        ctx.shutdown.clone(),
+        taps,
+    ));
+    let _listener = listener
+        .map(|l| crate::observe::Listener::start(l, Arc::clone(&view)))
+        .transpose()?;
+    let observer = crate::observe::Observer::start(view, plan.observe.status_interval)?;
     tracing::info!(pipeline = %plan.name, nodes = plan.nodes.len(), workers = cluster.workers, "running");
     let started = std::time::Instant::now();
-    run_plan(Arc::clone(&plan), &cluster, ctx).context("the pipeline failed")?;
+    let ran = run_plan(Arc::clone(&plan), &cluster, ctx);
+    drop(observer);
+    ran.context("the pipeline failed")?;
     let writing = std::time::Instant::now();
     let saved = checkpoints
         .commit_at_stop()

@@ -14,6 +14,7 @@ mod bench;
 mod cli;
 mod commands;
 mod model_cmd;
+mod observe;
 mod schema_cmd;
 
 pub use cli::main_with;

@@ -83,6 +83,7 @@ fn start(url: &str, gzip: bool, spool_dir: &std::path::Path) -> Sink {
         spooled: metrics.counter("spooled"),
         dropped: metrics.counter("dropped"),
         failures: metrics.counter("failures"),
+        failing: metrics.gauge("failing"),
     };
     let settings = Settings {
         batch_size: CHUNK,

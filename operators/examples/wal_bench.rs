@@ -245,6 +245,7 @@ nodes:
         workers: 1,
         process_index: 0,
         process_count: 1,
+        taps: Default::default(),
     };
     let running = thread::spawn(move || run(plan, &Cluster::local(1), ctx));
     let decoded = metrics.counter("readings.readings");

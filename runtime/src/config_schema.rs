@@ -100,6 +100,8 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             "data_dir": {"type": "string", "description": "Where everything the run writes goes (state, spools, dead letters, outboxes, write-ahead logs, file sinks), relative to the pipeline file; default the pipeline file's folder."},
             "state_dir": {"type": "string", "description": "Where state that survives restarts is kept, relative to `data_dir` (default `.smartgrid/state/<pipeline>`)."},
             "checkpoint_interval": {"description": "How often state is checkpointed with a `wal:` source (default `10s`).", "allOf": [Duration::json_schema(&mut SchemaGenerator::default())]},
+            "http": {"description": "An HTTP listener for `/metrics`, `/health`, `/ready` and taps (default: none). `listen:` is `ip:port`, `localhost:port` or a port alone (loopback); default `127.0.0.1:9898`.", "type": "object", "additionalProperties": false, "properties": {"listen": {"type": ["string", "integer"]}}},
+            "status_interval": {"description": "How often a status line is logged (default `1m`; `0` turns it off).", "type": "string"},
             "connections": {
                 "type": "object",
                 "description": "Settings shared by several nodes, by name; a node's `connection: <name>` takes them under its own.",

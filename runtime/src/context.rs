@@ -33,4 +33,7 @@ pub struct ProcessContext {
     pub process_index: usize,
     /// How many processes the run has (1 for a single process).
     pub process_count: usize,
+    /// Live samples of the nodes' outputs (`smartgrid tap`); `None` (no tap points,
+    /// not even their one load per batch) unless the run serves them.
+    pub taps: Option<crate::tap::Taps>,
 }

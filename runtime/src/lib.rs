@@ -37,6 +37,7 @@ pub mod shutdown;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod tap;
 pub mod watermark;
 
 pub use context::ProcessContext;

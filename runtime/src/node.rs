@@ -518,6 +518,11 @@ impl StartContext<'_> {
     pub fn counter(&self, what: &str) -> crate::metrics::Counter {
         self.process.metrics.counter(metric_name(self.node, what))
     }
+
+    /// The gauge `<node>.<what>` of this node (see [`metric_name`]).
+    pub fn gauge(&self, what: &str) -> crate::metrics::Gauge {
+        self.process.metrics.gauge(metric_name(self.node, what))
+    }
 }
 
 impl std::ops::Deref for StartContext<'_> {
@@ -566,6 +571,11 @@ impl<'s> RenderContext<'s> {
     /// The counter `<node>.<what>` of this node (see [`metric_name`]).
     pub fn counter(&self, what: &str) -> crate::metrics::Counter {
         self.process.metrics.counter(metric_name(self.node, what))
+    }
+
+    /// The gauge `<node>.<what>` of this node (see [`metric_name`]).
+    pub fn gauge(&self, what: &str) -> crate::metrics::Gauge {
+        self.process.metrics.gauge(metric_name(self.node, what))
     }
 
     /// The one input of a single-input node, as readings (the plan checked the type).

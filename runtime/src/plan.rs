@@ -24,6 +24,8 @@ pub struct Plan {
     /// How often state is checkpointed while the run goes on (with a replayable
     /// source; see [`Plan::replayable`]).
     pub checkpoint_interval: std::time::Duration,
+    /// How the run can be watched (`http:`, `status_interval:`).
+    pub observe: crate::spec::observe::ObserveSpec,
     /// Nodes, inputs before the nodes reading them.
     pub nodes: Vec<PlannedNode>,
 }
@@ -334,6 +336,7 @@ pub fn plan(spec: &PipelineSpec, registry: &Registry) -> Result<Plan, Diagnostic
         data_dir: spec.data_dir.clone(),
         state_dir: spec.state_dir.clone(),
         checkpoint_interval: spec.checkpoint_interval,
+        observe: spec.observe.clone(),
         nodes,
     })
 }

@@ -107,6 +107,8 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
             }
         }
     }
+    // Every node has its resources: a readiness probe may now look at the sources.
+    process.metrics.gauge(crate::metrics::STARTED).set(1);
     let states = Arc::new(states);
     let process = Arc::new(process);
     let executed = {
@@ -196,7 +198,7 @@ fn render(
     let mut rendered: HashMap<usize, Option<AnyStream<'_>>> = HashMap::new();
     for (i, node) in plan.nodes.iter().enumerate() {
         if let Some(out) = rendered.remove(&i) {
-            streams.push(out);
+            streams.push(tapped(out, node, process));
             continue;
         }
         let inputs: Vec<AnyStream<'_>> = node
@@ -229,7 +231,8 @@ fn render(
             process,
         };
         if fusion[i].is_empty() {
-            streams.push(node.operator.render(&states[i], &ctx, inputs));
+            let out = node.operator.render(&states[i], &ctx, inputs);
+            streams.push(tapped(out, node, process));
             continue;
         }
         let others: Vec<_> = fusion[i]
@@ -243,9 +246,41 @@ fn render(
             .operator
             .render_together(&states[i], &others, &ctx, inputs)
             .into_iter();
-        streams.push(outputs.next().flatten());
+        streams.push(tapped(outputs.next().flatten(), node, process));
         for &j in &fusion[i] {
             rendered.insert(j, outputs.next().flatten());
         }
     }
+}
+
+/// `out` with the node's [tap point](crate::tap) attached, if the run serves taps:
+/// while nobody listens, one relaxed load per batch (and one more operator hop, which
+/// passes each batch on without copying it).
+fn tapped<'s>(
+    out: Option<AnyStream<'s>>,
+    node: &crate::plan::PlannedNode,
+    process: &ProcessContext,
+) -> Option<AnyStream<'s>> {
+    use timely::dataflow::operators::Inspect;
+    let (Some(port), Some(taps)) = (node.output.as_ref(), &process.taps) else {
+        return out;
+    };
+    let out = out?;
+    let point = taps.point(&node.name, port);
+    Some(match out {
+        AnyStream::Readings(stream) => AnyStream::Readings(stream.inspect_core(move |event| {
+            if let Ok((time, batch)) = event
+                && point.is_open()
+            {
+                point.readings(time.least().copied().unwrap_or_default(), batch);
+            }
+        })),
+        AnyStream::Messages(stream) => AnyStream::Messages(stream.inspect_core(move |event| {
+            if let Ok((time, batch)) = event
+                && point.is_open()
+            {
+                point.messages(time.least().copied().unwrap_or_default(), batch);
+            }
+        })),
+    })
 }

@@ -10,7 +10,7 @@
 //! * [`Server`]: the shared lifecycle of an external server process: spawn it with its
 //!   output in a temporary directory, wait until its port accepts connections, show the
 //!   tail of its logs on failure, stop/restart it, and kill it on drop. Starters for
-//!   particular servers ([`Mosquitto`], [`Influxd`], [`VictoriaMetrics`]) are thin
+//!   particular servers ([`Mosquitto`], [`Influxd`], [`VictoriaMetrics`], [`Prometheus`]) are thin
 //!   wrappers that write a config file and describe the command.
 //! * [`http`]: a tiny HTTP/1.1 client for querying those servers in assertions.
 //!
@@ -30,4 +30,4 @@ pub use binary::{find_binary, require_binary};
 pub use http::{http, urlencode};
 pub use port::free_port;
 pub use server::{READY_TIMEOUT, Server, ServerCommand};
-pub use servers::{Influxd, Mosquitto, VictoriaMetrics};
+pub use servers::{Influxd, Mosquitto, Prometheus, VictoriaMetrics};

@@ -35,10 +35,16 @@ pub struct Run {
 impl Run {
     /// `smartgrid run pipeline args…`.
     pub fn start(pipeline: &Path, args: &[&str]) -> Run {
+        Run::start_with_env(pipeline, args, &[])
+    }
+
+    /// `smartgrid run pipeline args…` with environment variables `env` set.
+    pub fn start_with_env(pipeline: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut child = smartgrid()
             .arg("run")
             .arg(pipeline)
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start smartgrid");
@@ -107,6 +113,17 @@ impl Run {
             .status()
             .expect("kill");
         assert!(status.success(), "kill -{name} failed");
+    }
+}
+
+/// A test that fails half-way must not leave its run behind (holding the test's
+/// output pipe open, so `cargo test` would wait for it).
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

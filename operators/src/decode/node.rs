@@ -147,6 +147,8 @@ pub struct DecodeNode {
 pub struct DecodeState {
     letters: DeadLetters,
     publisher: Option<Arc<Mutex<Option<Publisher>>>>,
+    /// The watermark gauge, one slot per local worker.
+    watermark: smartgrid_runtime::metrics::MinGauge,
 }
 
 impl DecodeNode {
@@ -291,6 +293,10 @@ impl Node for DecodeNode {
         Ok(DecodeState {
             letters,
             publisher: owned,
+            watermark: smartgrid_runtime::metrics::MinGauge::new(
+                ctx.gauge("watermark_ms"),
+                ctx.workers,
+            ),
         })
     }
 
@@ -304,6 +310,8 @@ impl Node for DecodeNode {
         let counters = DecodeCounters {
             readings: ctx.counter("readings"),
             skipped: ctx.counter("skipped"),
+            // Workers are numbered across processes; slots are this process's.
+            watermark: state.watermark.for_worker(ctx.worker),
         };
         let errors = ErrorSink::new(ctx.node, &ctx.process.metrics, state.letters.clone());
         let readings = input.decode(

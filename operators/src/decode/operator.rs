@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use smartgrid_runtime::checkpoint::{AT_STOP, NodeState};
 use smartgrid_runtime::liveness::Liveness;
-use smartgrid_runtime::metrics::Counter;
+use smartgrid_runtime::metrics::{Counter, MinGauge};
 use smartgrid_runtime::operator::{Messages, Readings, Time};
 use smartgrid_runtime::watermark::Watermark;
 use smartgrid_runtime::{Reading, Row};
@@ -32,6 +32,9 @@ pub struct DecodeCounters {
     pub readings: Counter,
     /// Valid payloads of a type this decoder skips.
     pub skipped: Counter,
+    /// The watermark (ms since the epoch), set when it moves: `smartgrid run --http`
+    /// shows how far it trails the wall clock. With several workers, the slowest's.
+    pub watermark: MinGauge,
 }
 
 /// How the decode operator keeps time.
@@ -176,6 +179,9 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
                     let mark = watermark.at(now, clock.liveness.live_since());
                     if mark > *cap.time() {
                         cap.downgrade(&mark);
+                        counters
+                            .watermark
+                            .set(i64::try_from(mark).unwrap_or(i64::MAX));
                         if let Some(c) = checkpoint.as_mut() {
                             checkpoint_at(c, mark, now);
                         }

@@ -182,12 +182,14 @@ impl Node for InfluxSink {
         )
         .map_err(StartError::other)?;
         let dir = self.spool.dir.clone().unwrap_or_default();
-        let spool = Spool::open(&dir, self.spool.options()).map_err(StartError::other)?;
+        let mut spool = Spool::open(&dir, self.spool.options()).map_err(StartError::other)?;
+        spool.report_to(ctx.gauge("spool_bytes"), ctx.gauge("spool_records"));
         let counters = Counters {
             written: ctx.counter("written"),
             spooled: ctx.counter("spooled"),
             dropped: ctx.counter("dropped"),
             failures: ctx.counter("failures"),
+            failing: ctx.gauge("failing"),
         };
         let dead_letters = DeadLetters::new(
             ctx.node,

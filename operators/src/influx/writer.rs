@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use smartgrid_runtime::metrics::Counter;
+use smartgrid_runtime::metrics::{Counter, Gauge};
 use smartgrid_runtime::shutdown::Shutdown;
 
 use super::client::{Client, Outcome};
@@ -43,6 +43,9 @@ pub struct Counters {
     pub dropped: Counter,
     /// Failed attempts (connection errors, 5xx, 429, …).
     pub failures: Counter,
+    /// 1 while the server fails past the retries (batches go to the spool), 0 once it
+    /// accepts writes again: what `/ready` of `smartgrid run --http` looks at.
+    pub failing: Gauge,
 }
 
 /// The longest stretch of spool replay before new input is looked at again.
@@ -289,6 +292,7 @@ impl Writer {
 
     fn delivered(&mut self, points: u64) {
         self.counters.written.add(points);
+        self.counters.failing.set(0);
         self.backoff.reset();
         self.retry_at = None;
         if let Some(since) = self.outage.take() {
@@ -334,6 +338,9 @@ impl Writer {
             match self.spool.append(batch) {
                 Ok(()) => {
                     self.counters.spooled.inc();
+                    if self.outage.is_some() {
+                        self.counters.failing.set(1);
+                    }
                     let dropped = self.spool.dropped();
                     if dropped > self.dropped_seen {
                         self.log.warn(

@@ -134,6 +134,7 @@ fn run_writer_with(url: &str, api: InfluxApi, feed: impl FnOnce(&mut Handoff<Lin
         spooled: metrics.counter("spooled"),
         dropped: metrics.counter("dropped"),
         failures: metrics.counter("failures"),
+        failing: metrics.gauge("failing"),
     };
     let settings = Settings {
         batch_size: 2,

@@ -79,6 +79,11 @@ pub struct DeviceClient {
 }
 
 impl DeviceClient {
+    /// Show whether the connection to the hub is up in `gauge` (1 or 0) from now on.
+    pub fn report_connection_to(&self, gauge: smartgrid_runtime::metrics::Gauge) {
+        self.shared.state.report_to(gauge);
+    }
+
     /// Starts the client's thread; it connects (and reconnects) in the background.
     /// Errors are settings that cannot work and unreadable TLS files.
     pub fn connect(options: DeviceClientOptions, outbox: Outbox) -> Result<Self, IotHubError> {

@@ -66,7 +66,7 @@ pub struct IotHubSink {
 }
 
 impl IotHubSink {
-    fn open_outbox(&self) -> Result<Outbox, StartError> {
+    fn open_outbox(&self, ctx: &StartContext<'_>) -> Result<Outbox, StartError> {
         // The plan always gives one (`spool.dir`, or under the state directory).
         let Some(dir) = &self.spool.dir else {
             return Err(StartError::other("the IoT Hub outbox has no directory"));
@@ -75,7 +75,8 @@ impl IotHubSink {
         // Dropping the oldest would renumber the outbox; refuse new ones (the plan
         // refuses `when_full: drop_oldest`).
         options.when_full = WhenFull::Backpressure;
-        let spool = Spool::open(dir, options).map_err(StartError::other)?;
+        let mut spool = Spool::open(dir, options).map_err(StartError::other)?;
+        spool.report_to(ctx.gauge("outbox_bytes"), ctx.gauge("outbox_records"));
         if !spool.is_empty() {
             tracing::info!(
                 messages = spool.len(),
@@ -222,9 +223,10 @@ impl Node for IotHubSink {
         if ctx.process_index != 0 {
             return Ok(SinkState::idle());
         }
-        let outbox = self.open_outbox()?;
+        let outbox = self.open_outbox(ctx)?;
         let client =
             DeviceClient::connect(self.options.clone(), outbox).map_err(StartError::other)?;
+        client.report_connection_to(ctx.gauge("connected"));
         if let Err(e) = client.wait_connected(self.config.connect_timeout.0) {
             tracing::warn!(node = %ctx.node, "the IoT Hub is not reachable yet ({e}); messages wait in the outbox");
         }

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use smartgrid_runtime::metrics::Gauge;
 use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
@@ -30,6 +31,9 @@ pub struct Running {
     subscriber: Arc<Subscriber>,
     dead_letters: Option<Arc<Mutex<std::io::BufWriter<std::fs::File>>>>,
     wal: Option<RunningWal>,
+    /// 1 while the subscriptions are in place: registered at start, so a readiness
+    /// probe sees the source (as not ready) before any worker runs.
+    subscribed: Gauge,
 }
 
 /// Worker 0's record of the messages refused for their size: counted, and written to
@@ -193,10 +197,15 @@ impl Node for MqttSource {
                 None,
             ),
         };
+        let subscriber = subscriber.map_err(StartError::other)?;
+        subscriber.report_connection_to(ctx.gauge("connected"));
+        let subscribed = ctx.gauge("subscribed");
+        subscribed.set(i64::from(subscriber.is_subscribed()));
         Ok(Some(Running {
-            subscriber: Arc::new(subscriber.map_err(StartError::other)?),
+            subscriber: Arc::new(subscriber),
             dead_letters,
             wal,
+            subscribed,
         }))
     }
 
@@ -226,12 +235,15 @@ impl Node for MqttSource {
         // Event time may follow the clock only while this subscription is in place and
         // nothing waits in its channel: see `smartgrid_runtime::liveness`.
         let mut liveness = ctx.process.liveness.source();
+        let subscribed_gauge = running.subscribed.clone();
         let stream = poll_source(ctx.scope, ctx.node, move |out: &mut Vec<Message>| {
             refusals.record(subscriber.take_refused());
             let lost = subscriber.sessions_lost();
             sessions_lost.add(lost - lost_counted);
             lost_counted = lost;
             let subscribed = subscriber.is_subscribed();
+            // Per poll (a batch of up to BATCH messages), not per message.
+            subscribed_gauge.set(i64::from(subscribed));
             if !announced && subscribed {
                 tracing::info!(node = %node, "subscribed");
                 announced = true;

@@ -205,6 +205,7 @@ impl Node for PredictNode {
             self.model_path.display(),
             self.slot.current().version()
         );
+        self.slot.report_to(ctx.gauge("model_version"));
         if let Some(every) = self.reload {
             slot::watch(
                 Arc::clone(&self.slot),

@@ -121,6 +121,8 @@ pub struct ModelSlot {
     current: RwLock<Arc<LoadedModel>>,
     generation: AtomicU64,
     names: Vec<String>,
+    /// Where `smartgrid run --http` sees the active version (see [`ModelSlot::report_to`]).
+    gauge: std::sync::OnceLock<smartgrid_runtime::metrics::Gauge>,
 }
 
 impl ModelSlot {
@@ -130,6 +132,7 @@ impl ModelSlot {
             current: RwLock::new(Arc::new(model)),
             generation: AtomicU64::new(0),
             names,
+            gauge: std::sync::OnceLock::new(),
         }
     }
 
@@ -141,6 +144,12 @@ impl ModelSlot {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Show the active model's version in `gauge` from now on (the first gauge stays).
+    pub fn report_to(&self, gauge: smartgrid_runtime::metrics::Gauge) {
+        gauge.set(i64::from(self.current().version()));
+        let _ = self.gauge.set(gauge);
     }
 
     /// How many swaps happened (cheap to compare before taking the lock).
@@ -158,6 +167,9 @@ impl ModelSlot {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(gauge) = self.gauge.get() {
+            gauge.set(i64::from(version));
+        }
         Ok(version)
     }
 }

@@ -58,6 +58,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use smartgrid_runtime::metrics::Gauge;
 
 use head::{Head, Position};
 use segment::{Entry, FRAME_HEADER, MAX_RECORD};
@@ -163,6 +164,8 @@ pub struct Spool {
     dropped: u64,
     recovered_bytes: u64,
     frame: Vec<u8>,
+    /// Where the pending bytes and records are shown (see [`Spool::report_to`]).
+    gauges: Option<(Gauge, Gauge)>,
 }
 
 impl Spool {
@@ -205,6 +208,7 @@ impl Spool {
             pending_bytes: 0,
             dropped: 0,
             recovered_bytes: 0,
+            gauges: None,
             frame: Vec::new(),
         };
         for id in ids {
@@ -300,6 +304,7 @@ impl Spool {
             len,
         });
         self.pending_bytes += needed;
+        self.report();
         Ok(())
     }
 
@@ -353,6 +358,20 @@ impl Spool {
         &self.dir
     }
 
+    /// Keep `bytes` and `records` set to what is pending (what `smartgrid run --http`
+    /// shows), from now on: updated per append and acknowledgement, which are per batch.
+    pub fn report_to(&mut self, bytes: Gauge, records: Gauge) {
+        self.gauges = Some((bytes, records));
+        self.report();
+    }
+
+    fn report(&self) {
+        if let Some((bytes, records)) = &self.gauges {
+            bytes.set(i64::try_from(self.pending_bytes).unwrap_or(i64::MAX));
+            records.set(i64::try_from(self.pending.len()).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The options it was opened with.
     pub fn options(&self) -> &SpoolOptions {
         &self.options
@@ -384,6 +403,7 @@ impl Spool {
         let head_path = self.dir.join("HEAD");
         self.head.store(next).map_err(io_err("write", &head_path))?;
         self.pending_bytes -= FRAME_HEADER + gone.len;
+        self.report();
         while let Some((&id, _)) = self.segments.first_key_value() {
             if id >= next.segment {
                 break;

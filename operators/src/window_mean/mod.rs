@@ -108,6 +108,7 @@ impl WindowMeanNode {
             emitted: ctx.counter("windows"),
             duplicates: ctx.counter("duplicates"),
             corrections: ctx.counter("corrections"),
+            open_windows: ctx.gauge("open_windows"),
             letters: LateLetters::new(ctx.node, self.input.clone(), letters),
         }
     }

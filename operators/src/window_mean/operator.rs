@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use smartgrid_runtime::Reading;
 use smartgrid_runtime::checkpoint::{AT_STOP, Held, NodeState};
-use smartgrid_runtime::metrics::Counter;
+use smartgrid_runtime::metrics::{Counter, Gauge, GaugeShare};
 use smartgrid_runtime::operator::{Readings, Time};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -155,6 +155,8 @@ pub struct CountedWindow {
     pub duplicates: Counter,
     /// Means emitted again because late readings changed them.
     pub corrections: Counter,
+    /// Windows open now (not yet emitted), summed over the workers; set per batch.
+    pub open_windows: Gauge,
     /// The dead letters of late readings.
     pub letters: LateLetters,
 }
@@ -168,6 +170,7 @@ impl CountedWindow {
             emitted: Counter::default(),
             duplicates: Counter::default(),
             corrections: Counter::default(),
+            open_windows: Gauge::default(),
             letters: LateLetters::default(),
         }
     }
@@ -226,8 +229,15 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
             };
             let mut held: Held<Vec<Capability<Time>>, Reading> = Held::default();
             let mut saved_at_stop = false;
+            // This worker's open windows per size, set once per activation (not per
+            // reading), so the hot path is not touched.
+            let mut open_windows: Vec<GaugeShare> = windows
+                .iter()
+                .map(|w| GaugeShare::new(w.open_windows.clone()))
+                .collect();
             move |frontiers| {
                 if saved_at_stop {
+                    open_windows.iter_mut().for_each(|g| g.set(0));
                     return;
                 }
                 input.for_each(|capability, data| {
@@ -294,6 +304,9 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                     }
                 }
                 sums.expire(passed);
+                for (gauge, size) in open_windows.iter_mut().zip(&sums.sizes) {
+                    gauge.set(i64::try_from(size.open.len()).unwrap_or(i64::MAX));
+                }
             }
         });
         streams

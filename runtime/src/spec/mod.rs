@@ -31,6 +31,7 @@ mod connections;
 mod de;
 mod duration;
 mod env;
+pub mod observe;
 mod one_or_many;
 mod spanned;
 mod yaml;
@@ -67,6 +68,8 @@ pub struct PipelineSpec {
     /// How often state is checkpointed while the run goes on, when a source keeps a
     /// write-ahead log (`checkpoint_interval:`, default `10s`).
     pub checkpoint_interval: std::time::Duration,
+    /// How the run can be watched (`http:`, `status_interval:`).
+    pub observe: observe::ObserveSpec,
     /// The nodes, in file order.
     pub nodes: Vec<NodeSpec>,
 }

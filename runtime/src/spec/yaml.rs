@@ -388,12 +388,14 @@ fn count_nodes(node: &Node) -> usize {
 const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The keys allowed at the top of a pipeline file.
-pub(crate) const TOP_KEYS: [&str; 6] = [
+pub(crate) const TOP_KEYS: [&str; 8] = [
     "pipeline",
     "data_dir",
     "state_dir",
     "checkpoint_interval",
     "connections",
+    "http",
+    "status_interval",
     "nodes",
 ];
 
@@ -471,6 +473,7 @@ pub(crate) fn parse_pipeline(
     let mut data_dir = None;
     let mut checkpoint_interval = None;
     let mut connections_node = None;
+    let mut observe = super::observe::ObserveSpec::default();
     let mut nodes_node = None;
     match &root.value {
         NodeValue::Mapping(entries) => {
@@ -520,6 +523,16 @@ pub(crate) fn parse_pipeline(
                             Err(d) => problems.push(d),
                         }
                     }
+                    "http" => match super::observe::parse_http(value, &env) {
+                        Ok(listen) => observe.http = Some(listen),
+                        Err(d) => problems.extend(d),
+                    },
+                    "status_interval" => match string_value(value, &env, "`status_interval`")
+                        .and_then(|text| super::observe::parse_status_interval(&text))
+                    {
+                        Ok(every) => observe.status_interval = every,
+                        Err(d) => problems.push(d),
+                    },
                     "nodes" => nodes_node = Some((key, value)),
                     other => problems.push(
                         Diagnostic::new(key.at, format!("unknown top-level key `{other}`"))
@@ -621,6 +634,7 @@ pub(crate) fn parse_pipeline(
         name,
         state_dir,
         checkpoint_interval: checkpoint_interval.unwrap_or(DEFAULT_CHECKPOINT_INTERVAL),
+        observe,
         nodes,
     })
 }

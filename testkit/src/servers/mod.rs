@@ -2,8 +2,10 @@
 
 mod influxd;
 mod mosquitto;
+mod prometheus;
 mod victoria_metrics;
 
 pub use influxd::Influxd;
 pub use mosquitto::Mosquitto;
+pub use prometheus::Prometheus;
 pub use victoria_metrics::VictoriaMetrics;

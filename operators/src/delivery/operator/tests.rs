@@ -57,6 +57,7 @@ fn harness() -> Harness {
         workers: 1,
         process_index: 0,
         process_count: 1,
+        taps: Default::default(),
     };
     Harness {
         ctx,

@@ -10,11 +10,12 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rumqttc::{ConnAck, Event, EventLoop, Incoming, Outgoing};
+use smartgrid_runtime::metrics::Gauge;
 
 use super::error::MqttError;
 use super::options::Retry;
@@ -135,9 +136,24 @@ pub(crate) struct ConnectionState {
     connections: AtomicU64,
     connection_errors: AtomicU64,
     last_error: Mutex<Option<MqttError>>,
+    /// Where `smartgrid run --http` sees the connection: 1 connected, 0 not.
+    gauge: OnceLock<Gauge>,
 }
 
 impl ConnectionState {
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        if let Some(gauge) = self.gauge.get() {
+            gauge.set(i64::from(connected));
+        }
+    }
+
+    /// Show the connection's state in `gauge` from now on (the first gauge given stays).
+    pub(crate) fn report_to(&self, gauge: Gauge) {
+        gauge.set(i64::from(self.connected()));
+        let _ = self.gauge.set(gauge);
+    }
+
     /// Connected right now.
     pub(crate) fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -325,7 +341,7 @@ impl Driver {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     connected = true;
                     self.backoff.reset();
-                    self.state.connected.store(true, Ordering::Relaxed);
+                    self.state.set_connected(true);
                     self.state.connections.fetch_add(1, Ordering::Relaxed);
                     self.log.connected(first, ack.session_present);
                     handler.connected(&mut self.eventloop, &ack, first);
@@ -333,7 +349,7 @@ impl Driver {
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     connected = false;
-                    self.state.connected.store(false, Ordering::Relaxed);
+                    self.state.set_connected(false);
                     if handler.disconnected(&mut self.eventloop) == Flow::Stop {
                         break;
                     }
@@ -341,7 +357,7 @@ impl Driver {
                 Ok(event) => handler.event(&mut self.eventloop, event),
                 Err(error) => {
                     connected = false;
-                    self.state.connected.store(false, Ordering::Relaxed);
+                    self.state.set_connected(false);
                     let flow = handler.connection_lost(&mut self.eventloop);
                     if self.flags.stopping() || flow == Flow::Stop {
                         break;
@@ -361,7 +377,7 @@ impl Driver {
             }
             handler.after_poll();
         }
-        self.state.connected.store(false, Ordering::Relaxed);
+        self.state.set_connected(false);
         tracing::debug!(broker = %self.broker, "{} connection ended", self.log.what);
     }
 }

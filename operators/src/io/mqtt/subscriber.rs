@@ -320,6 +320,11 @@ impl Subscriber {
         self.shared.subscribed.load(Ordering::Relaxed)
     }
 
+    /// Show whether the connection is up in `gauge` (1 or 0) from now on.
+    pub fn report_connection_to(&self, gauge: smartgrid_runtime::metrics::Gauge) {
+        self.state.report_to(gauge);
+    }
+
     /// Connection state and counters.
     pub fn stats(&self) -> SubscriberStats {
         SubscriberStats {

@@ -195,7 +195,7 @@ nodes:
                 None,
                 m("unknown top-level key `pipline`"),
                 Some(m(
-                    "did you mean `pipeline`? valid keys: pipeline, data_dir, state_dir, checkpoint_interval, connections, nodes"
+                    "did you mean `pipeline`? valid keys: pipeline, data_dir, state_dir, checkpoint_interval, connections, http, status_interval, nodes"
                 ))
             ),
             (
