@@ -37,3 +37,17 @@ fn the_default_pipeline_graph_as_dot() {
 fn the_default_pipeline_graph_as_mermaid() {
     check(&["graph", "pipeline.yaml", "--mermaid"], "default.mmd");
 }
+
+/// The README's diagram of the default pipeline is the command's output, not a drawing
+/// that can drift from it.
+#[test]
+fn the_readme_shows_the_default_pipeline_graph() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let golden = std::fs::read_to_string(root.join("tests/golden/default.mmd")).expect("golden");
+    let block = format!("```mermaid\n{golden}```");
+    assert!(
+        readme.contains(&block),
+        "README.md has no ```mermaid block equal to tests/golden/default.mmd:\n{golden}"
+    );
+}

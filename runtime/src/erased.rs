@@ -146,6 +146,7 @@ pub(crate) trait DynNode: Send + Sync {
     fn output(&self) -> Option<PortType>;
     fn source_partitioning(&self) -> SourcePartitioning;
     fn replayable(&self) -> bool;
+    fn broker_links(&self) -> Vec<crate::node::BrokerLink>;
     fn resources(&self) -> Vec<Claim>;
     fn start(&self, ctx: &StartContext<'_>) -> Result<AnyState, StartError>;
     fn render<'s>(
@@ -185,6 +186,10 @@ impl<N: Node> DynNode for N {
 
     fn replayable(&self) -> bool {
         Node::replayable(self)
+    }
+
+    fn broker_links(&self) -> Vec<crate::node::BrokerLink> {
+        Node::broker_links(self)
     }
 
     fn resources(&self) -> Vec<Claim> {

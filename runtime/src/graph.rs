@@ -2,8 +2,30 @@
 
 use std::fmt::Write;
 
+use crate::node::BrokerLink;
 use crate::operator::PortType;
 use crate::plan::Plan;
+
+/// The brokers nodes publish to or subscribe from, in order of first mention, and each
+/// node's links: paths outside the dataflow (a publishing `simulate` → the broker →
+/// an `mqtt` source).
+fn brokers(plan: &Plan) -> (Vec<String>, Vec<(usize, BrokerLink)>) {
+    let mut brokers: Vec<String> = Vec::new();
+    let mut links = Vec::new();
+    for (i, node) in plan.nodes.iter().enumerate() {
+        for link in node.operator.broker_links() {
+            if !brokers.contains(&link.broker) {
+                brokers.push(link.broker.clone());
+            }
+            links.push((i, link));
+        }
+    }
+    (brokers, links)
+}
+
+fn broker_index(brokers: &[String], broker: &str) -> usize {
+    brokers.iter().position(|b| b == broker).unwrap_or(0)
+}
 
 fn edge_label(port: &Option<PortType>) -> String {
     match port {
@@ -47,6 +69,28 @@ pub fn to_dot(plan: &Plan) -> String {
             );
         }
     }
+    let (brokers, links) = brokers(plan);
+    for (b, broker) in brokers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  \"broker {b}\" [label=\"MQTT broker\\n{}\", shape=cylinder];",
+            broker.replace('"', "\\\"")
+        );
+    }
+    for (i, link) in &links {
+        let broker = format!("broker {}", broker_index(&brokers, &link.broker));
+        let node = &plan.nodes[*i].name;
+        let (from, to) = if link.publishes {
+            (node.as_str(), broker.as_str())
+        } else {
+            (broker.as_str(), node.as_str())
+        };
+        let _ = writeln!(
+            out,
+            "  \"{from}\" -> \"{to}\" [label=\"{}\", style=dashed];",
+            link.topic.replace('"', "\\\"")
+        );
+    }
     out.push_str("}\n");
     out
 }
@@ -75,6 +119,27 @@ pub fn to_mermaid(plan: &Plan) -> String {
                 id(&node.name)
             );
         }
+    }
+    let (brokers, links) = brokers(plan);
+    for (b, broker) in brokers.iter().enumerate() {
+        let _ = writeln!(out, "  broker_{b}[(\"MQTT broker<br/>{broker}\")]");
+    }
+    for (i, link) in &links {
+        let broker = format!("broker_{}", broker_index(&brokers, &link.broker));
+        let node = id(&plan.nodes[*i].name);
+        let (from, to) = if link.publishes {
+            (node, broker)
+        } else {
+            (broker, node)
+        };
+        // Mermaid reads `{` as a shape and `|` as the label's end: entity codes.
+        let topic = link
+            .topic
+            .replace('{', "#123;")
+            .replace('}', "#125;")
+            .replace('|', "#124;")
+            .replace('"', "#quot;");
+        let _ = writeln!(out, "  {from} -.->|{topic}| {to}");
     }
     out
 }

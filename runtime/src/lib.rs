@@ -43,7 +43,7 @@ pub mod watermark;
 pub use context::ProcessContext;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use node::{
-    Claim, Inputs, Limit, Member, Node, PlanContext, RenderContext, Resource, Routing,
+    BrokerLink, Claim, Inputs, Limit, Member, Node, PlanContext, RenderContext, Resource, Routing,
     SourcePartitioning, StartContext, StartError,
 };
 pub use operator::{AnyStream, PortType};

@@ -226,6 +226,13 @@ pub trait Node: Send + Sync + Sized + 'static {
         false
     }
 
+    /// The MQTT topics it publishes to or subscribes to: paths outside the dataflow,
+    /// which `smartgrid graph` draws through their broker (a publishing `simulate`
+    /// feeding an `mqtt` source).
+    fn broker_links(&self) -> Vec<BrokerLink> {
+        Vec::new()
+    }
+
     /// What the node claims when it starts (see [`Resource`]).
     fn resources(&self) -> Vec<Claim> {
         Vec::new()
@@ -616,4 +623,15 @@ impl StartError {
     pub fn other(message: impl std::fmt::Display) -> Self {
         StartError::Other(message.to_string())
     }
+}
+
+/// A node's path through an MQTT broker (see [`Node::broker_links`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerLink {
+    /// The broker as shown to people: `embedded` or `mqtt://host:port`, no credentials.
+    pub broker: String,
+    /// The topic (publishing) or filter (subscribing).
+    pub topic: String,
+    /// Whether the node publishes to the broker (else it subscribes).
+    pub publishes: bool,
 }

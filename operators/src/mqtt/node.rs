@@ -11,8 +11,8 @@ use smartgrid_runtime::metrics::Gauge;
 use smartgrid_runtime::operator::open_output;
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Limit, Location, Message, Node, PlanContext, PortType, RenderContext,
-    Resource, StartContext, StartError,
+    AnyStream, BrokerLink, Claim, Inputs, Limit, Location, Message, Node, PlanContext, PortType,
+    RenderContext, Resource, StartContext, StartError,
 };
 
 use super::config::{DEFAULT_TOPIC, MqttConfig};
@@ -145,6 +145,18 @@ impl Node for MqttSource {
     /// With a write-ahead log, a checkpoint's position can be replayed.
     fn replayable(&self) -> bool {
         self.wal.is_some()
+    }
+
+    fn broker_links(&self) -> Vec<BrokerLink> {
+        self.subscribe
+            .topics
+            .iter()
+            .map(|topic| BrokerLink {
+                broker: self.connect.endpoint.to_string(),
+                topic: topic.clone(),
+                publishes: false,
+            })
+            .collect()
     }
 
     fn resources(&self) -> Vec<Claim> {

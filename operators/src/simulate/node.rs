@@ -17,12 +17,12 @@ use smartgrid_runtime::clock::now_ms;
 use smartgrid_runtime::shutdown::Shutdown;
 use smartgrid_runtime::source::{Poll, poll_source};
 use smartgrid_runtime::{
-    AnyStream, Claim, Inputs, Limit, Message, Node, PlanContext, PortType, RenderContext, Resource,
-    SourcePartitioning, StartContext, StartError,
+    AnyStream, BrokerLink, Claim, Inputs, Limit, Message, Node, PlanContext, PortType,
+    RenderContext, Resource, SourcePartitioning, StartContext, StartError,
 };
 
 use super::{Simulator, SimulatorConfig};
-use crate::io::mqtt::{MqttError, Publisher, PublisherOptions, Qos};
+use crate::io::mqtt::{Endpoint, MqttError, Publisher, PublisherOptions, Qos};
 
 /// Payloads handed to the dataflow per activation.
 const BATCH: usize = 1024;
@@ -127,6 +127,19 @@ impl Node for SimulateNode {
     /// Each worker simulates the sensors keyed operators route to it.
     fn source_partitioning(&self) -> SourcePartitioning {
         SourcePartitioning::BySensor
+    }
+
+    fn broker_links(&self) -> Vec<BrokerLink> {
+        self.publish
+            .iter()
+            .map(|p| BrokerLink {
+                // As the mqtt source shows it, so both meet at one broker in the graph.
+                broker: Endpoint::parse(&p.url)
+                    .map_or_else(|_| crate::io::redact_url(&p.url), |e| e.to_string()),
+                topic: p.topic.clone(),
+                publishes: true,
+            })
+            .collect()
     }
 
     fn resources(&self) -> Vec<Claim> {
