@@ -29,7 +29,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/dist/smartgrid /usr/local/bin/smartgrid
 
 FROM debian:${DEBIAN}-slim
-# ca-certificates: `mqtts://` without `ca_file` trusts the system's roots.
+# ca-certificates: MQTT over TLS (`mqtts://` without `ca_file`, IoT Hub) trusts the
+# system's roots.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
