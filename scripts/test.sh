@@ -54,3 +54,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # with LightGBM training (and the tests that compare the evaluator with LightGBM)
 cargo clippy --workspace --all-targets --locked --features smartgrid/train -- -D warnings
 cargo test --workspace --locked --features smartgrid/train
+# and once without it: `model train` must say how to get it (tests/model_cli.rs)
+cargo test --locked -p smartgrid --test model_cli

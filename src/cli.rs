@@ -178,6 +178,14 @@ enum ModelCommand {
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
+    /// Train a LightGBM model: not in this build (feature `train`); says how to get it.
+    #[cfg(not(feature = "train"))]
+    #[command(disable_help_flag = true)]
+    Train {
+        /// Whatever was given: ignored, this build cannot train.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
 }
 
 fn model_command(command: ModelCommand) -> anyhow::Result<ExitCode> {
@@ -210,6 +218,8 @@ fn model_command(command: ModelCommand) -> anyhow::Result<ExitCode> {
                 extra: params,
             },
         }),
+        #[cfg(not(feature = "train"))]
+        ModelCommand::Train { args: _ } => Err(anyhow::anyhow!(model_cmd::TRAIN_NOT_BUILT)),
     }
 }
 

@@ -57,6 +57,17 @@ pub fn inspect(model_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `smartgrid model train` says in a build without the `train` feature.
+#[cfg(not(feature = "train"))]
+pub const TRAIN_NOT_BUILT: &str = "\
+`smartgrid model train` is not in this build: training needs the `train` feature.
+It builds LightGBM from source, which needs CMake >= 3.28, a C++ compiler and make,
+and libclang (Debian: `apt-get install g++ make libclang-dev`, and `pip install cmake`
+if Debian's cmake is older than 3.28). Then, in the smartgrid source tree:
+    cargo build --release --locked --features train
+and use target/release/smartgrid. `model predict`, `model inspect` and `run` need no
+feature.";
+
 /// What `smartgrid model train` was asked for.
 #[cfg(feature = "train")]
 pub struct TrainArgs<'a> {

@@ -172,3 +172,57 @@ fn inspect_describes_the_seed_model() {
         assert!(text.contains(&expected), "{expected:?} not in\n{text}");
     }
 }
+
+/// `model --help` lists `train` in every build (without the feature it only says how to
+/// get it).
+#[test]
+fn model_help_lists_train() {
+    let out = smartgrid(&["model", "--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("train ")),
+        "{text}"
+    );
+}
+
+/// Without the `train` feature, `model train` (with any arguments, or `--help`) says
+/// which feature, the cargo command and what the build needs, and writes nothing.
+/// `cargo test` with `--features smartgrid/train` compiles this out; scripts/test.sh
+/// runs this file once without the feature.
+#[cfg(not(feature = "train"))]
+#[test]
+fn train_without_the_feature_says_how_to_get_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let model = dir.path().join("model.txt");
+    let with_args = [
+        "model",
+        "train",
+        "--data",
+        "rows.csv",
+        "--target",
+        "power",
+        "--out",
+        path_arg(&model),
+    ];
+    for args in [
+        &with_args[..],
+        &["model", "train", "--help"],
+        &["model", "train"],
+    ] {
+        let out = smartgrid(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let text = String::from_utf8(out.stderr).expect("UTF-8");
+        for needed in [
+            "the `train` feature",
+            "cargo build --release --locked --features train",
+            "CMake >= 3.28",
+            "C++ compiler",
+            "libclang",
+        ] {
+            assert!(text.contains(needed), "{args:?}: {needed:?} not in\n{text}");
+        }
+    }
+    assert!(!model.exists());
+}
