@@ -14,7 +14,6 @@
 //!     url: mqtt://127.0.0.1:1883
 //! ```
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -29,7 +28,7 @@ use smartgrid_runtime::{
 
 use super::errors::{DeadLetters, ErrorSink};
 use super::operator::{DecodeCheckpoint, DecodeCounters, DecodeExt, EventClock};
-use crate::delivery::record_letters::{dead_letter_publisher, per_process};
+use crate::delivery::record_letters::{LetterConfig, dead_letter_publisher, per_process};
 use crate::formats::{FormatConfig, PayloadDecoder};
 use crate::io::mqtt::{Publisher, Qos};
 
@@ -75,23 +74,7 @@ pub struct DecodeConfig {
     pub max_future: Option<Spanned<Duration>>,
     /// Where undecodable payloads go besides the counters and the log.
     #[serde(default)]
-    pub dead_letter: Option<DeadLetterConfig>,
-}
-
-/// Dead-letter destinations.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeadLetterConfig {
-    /// A JSON-lines file (relative to `data_dir`): time, node, topic, reason,
-    /// error and the payload in hex.
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// An MQTT topic to publish the same JSON to (QoS 1).
-    #[serde(default)]
-    pub topic: Option<String>,
-    /// The broker for `topic`: `mqtt://…`, `mqtts://…` or `embedded` (default).
-    #[serde(default)]
-    pub url: Option<String>,
+    pub dead_letter: Option<LetterConfig>,
 }
 
 /// How long a decode node waits, when the run ends, for the dead-letter broker to
@@ -134,7 +117,7 @@ pub struct DecodeNode {
     decoder: Arc<dyn PayloadDecoder>,
     schema: Schema,
     clock: EventClock,
-    dead_letter: Option<DeadLetterConfig>,
+    dead_letter: Option<LetterConfig>,
     /// The dead-letter publisher's client id: one per node, so two decoders (or two
     /// processes, see `start`) do not knock each other off the broker.
     client_id: String,
@@ -197,11 +180,11 @@ impl Node for DecodeNode {
 
     fn plan(common: DecodeConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         ctx.messages_input()?;
-        let dead_letter = common.dead_letter.map(|d| DeadLetterConfig {
+        let dead_letter = common.dead_letter.map(|d| LetterConfig {
             file: d.file.map(|f| ctx.resolve_data(&f)),
             ..d
         });
-        if let Some(DeadLetterConfig {
+        if let Some(LetterConfig {
             file: None,
             topic: None,
             ..
