@@ -31,9 +31,9 @@ use crate::io::mqtt::{Publisher, PublisherOptions, Qos};
 /// How long finishing waits for the broker to acknowledge the letters it was sent.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Where a node's dead letters go (the `dead_letter:` key of `decode`, the `mqtt`
-/// source's oversized messages and `window_mean`'s refused readings). A letter holds
-/// the time, the node, the reason, the error and what was refused (a payload in hex).
+/// Where a node's dead letters go (the `dead_letter:` key of `decode` and of
+/// `window_mean`). A letter holds the time, the node, the reason, the error and what was
+/// refused (a payload in hex, or the reading).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LetterConfig {
