@@ -48,6 +48,7 @@ mod operator;
 mod seen;
 pub mod state;
 mod sums;
+pub mod time_list;
 
 pub use letters::LateLetters;
 pub use operator::{CountedWindow, WindowMean, WindowMeanExt};

@@ -1,21 +1,36 @@
 //! A `window_mean` operator's windows as plain data, for checkpoints: every open window
-//! and every emitted one still within its correction horizon, per sensor its count, its
-//! sums and the event times it was counted at. Restoring it into a fresh operator (on a
-//! worker that owns a share of the sensors) and going on gives the same means as a run
-//! that never stopped. The numbers are `f64` as they were; [`WindowSumsState::to_bytes`]
-//! keeps them to the bit (JSON would turn a NaN sum into `null`).
+//! and every emitted one still within its correction horizon, per sensor its count and
+//! its sums; and per sensor the event times counted in any of them. Restoring it into a
+//! fresh operator (on a worker that owns a share of the sensors) and going on gives the
+//! same means as a run that never stopped. The numbers are `f64` as they were;
+//! [`WindowSumsState::to_bytes`] keeps them to the bit (JSON would turn a NaN sum into
+//! `null`).
 
 use serde::{Deserialize, Serialize};
 use smartgrid_runtime::SensorId;
 use smartgrid_runtime::operator::Time;
 
 use super::sums::{Emitted, Open, WindowSums};
+use super::time_list::TimeList;
 
 /// Every kept window of one operator, by size (in the order of its window specs).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowSumsState {
     /// One per window size.
     pub sizes: Vec<SizeState>,
+    /// Per sensor, sorted by id, the event times counted in any kept window, so
+    /// redeliveries stay duplicates after a restore. Once per sensor, not per window
+    /// and size: they are most of a checkpoint's bytes.
+    pub counted: Vec<CountedTimes>,
+}
+
+/// One sensor's counted event times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CountedTimes {
+    /// The sensor id.
+    pub sensor: String,
+    /// The times, sorted.
+    pub times: TimeList,
 }
 
 /// The kept windows of one size.
@@ -49,8 +64,6 @@ pub struct SensorState {
     pub count: u64,
     /// The sum of each averaged field.
     pub sums: Vec<f64>,
-    /// The event times counted (sorted), so redeliveries stay duplicates after a restore.
-    pub times: Vec<i64>,
 }
 
 /// Why a state cannot be restored.
@@ -109,7 +122,6 @@ impl<C> WindowSums<C> {
             .map(|windows| {
                 let layout = &windows.layout;
                 let window = |start_ms: i64, emitted: bool, sums: &[f64]| {
-                    let end = start_ms.saturating_add(windows.size_ms);
                     let mut sensors: Vec<SensorState> = sums
                         .chunks_exact(layout.stride)
                         .enumerate()
@@ -118,7 +130,6 @@ impl<C> WindowSums<C> {
                             sensor: self.slots.sensors[slot].as_str().to_string(),
                             count: run[0] as u64,
                             sums: run[1..].to_vec(),
-                            times: self.slots.seen.between(slot, start_ms, end),
                         })
                         .collect();
                     sensors.sort_unstable_by(|a, b| a.sensor.cmp(&b.sensor));
@@ -147,7 +158,18 @@ impl<C> WindowSums<C> {
                 }
             })
             .collect();
-        WindowSumsState { sizes }
+        let mut counted: Vec<CountedTimes> = (0..self.slots.sensors.len())
+            .filter_map(|slot| {
+                let (mut times, mut last) = (TimeList::default(), None);
+                self.slots.seen.each(slot, |t| times.push(t, &mut last));
+                (!times.is_empty()).then(|| CountedTimes {
+                    sensor: self.slots.sensors[slot].as_str().to_string(),
+                    times,
+                })
+            })
+            .collect();
+        counted.sort_unstable_by(|a, b| a.sensor.cmp(&b.sensor));
+        WindowSumsState { sizes, counted }
     }
 
     /// Add `state` to these windows: the sensors `keep` accepts (this worker's share),
@@ -190,13 +212,21 @@ impl<C> WindowSums<C> {
                     }
                     run[0] += sensor.count as f64;
                 }
-                for (&slot, (_, sensor)) in slots.iter().zip(&mine) {
-                    let seen = &mut self.slots.seen;
-                    for &t in &sensor.times {
-                        if let Some(at) = seen.find(slot, t) {
-                            seen.insert(slot, t, at);
-                        }
-                    }
+            }
+        }
+        for counted in &state.counted {
+            let Ok(id) = SensorId::new(&counted.sensor) else {
+                continue;
+            };
+            if !keep(id) {
+                continue;
+            }
+            let slot = self.slots.slot(id);
+            let seen = &mut self.slots.seen;
+            // `check` decoded every list already.
+            for t in counted.times.times().unwrap_or_default() {
+                if let Some(at) = seen.find(slot, t) {
+                    seen.insert(slot, t, at);
                 }
             }
         }
@@ -230,6 +260,14 @@ impl<C> WindowSums<C> {
                 {
                     return Err(RestoreError::Sensor(bad.sensor.clone()));
                 }
+            }
+        }
+        for counted in &state.counted {
+            if SensorId::new(&counted.sensor).is_err() {
+                return Err(RestoreError::Sensor(counted.sensor.clone()));
+            }
+            if let Err(e) = counted.times.times() {
+                return Err(RestoreError::Decode(format!("sensor `{}`: {e}", counted.sensor)));
             }
         }
         Ok(())
