@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# smartgrid in a container (README "Deploying on a Raspberry Pi"). Not built on the
+# smartgrid in a container (docs/deploy.md, "In a container"). Not built on the
 # machine this was written on (no Docker daemon, no registry access there): treat it
 # as untested until `docker build` has passed somewhere.
 #

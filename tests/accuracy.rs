@@ -3,7 +3,7 @@
 //! and another date. It must have the lower mean absolute error; if it does not, the
 //! features or the simulator are wrong.
 //!
-//! The README's figures come from a whole held-out day:
+//! The figures in docs/models.md come from a whole held-out day:
 //! `ACCURACY_SENSORS=20 ACCURACY_DURATION=24h cargo test --release --test accuracy -- --nocapture`.
 
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Writing a pipeline file: `data_dir`, YAML merge keys, named connections, every unset
 //! variable at once, and the file's JSON Schema (`smartgrid schema`, checked with a real
-//! validator) and key reference (`smartgrid kinds KIND`, checked against the README).
+//! validator) and key reference (`smartgrid kinds KIND`, checked against docs/nodes.md).
 
 mod support;
 
@@ -447,13 +447,13 @@ fn kind_keys(kind: &str) -> Vec<String> {
         .collect()
 }
 
-/// The README's reference for `kind`: from its `#### ` heading naming it to the next
-/// heading of that level or above.
-fn readme_section(readme: &str, kind: &str) -> String {
+/// The reference for `kind` in docs/nodes.md: from its `#### ` heading naming it to the
+/// next heading of that level or above.
+fn reference_section(reference: &str, kind: &str) -> String {
     let named = format!("`{kind}`");
     let mut section = String::new();
     let mut inside = false;
-    for line in readme.lines() {
+    for line in reference.lines() {
         let heading =
             line.starts_with("#### ") || line.starts_with("### ") || line.starts_with("## ");
         if heading && !line.starts_with("##### ") {
@@ -489,16 +489,16 @@ fn documented(section: &str, key: &str) -> bool {
 }
 
 #[test]
-fn every_key_of_every_kind_is_in_the_readme_reference() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+fn every_key_of_every_kind_is_in_the_node_reference() {
+    let reference = std::fs::read_to_string(repo().join("docs/nodes.md")).expect("docs/nodes.md");
     let kinds = kinds();
     assert!(kinds.len() >= 10, "{kinds:?}");
     let mut missing = Vec::new();
     for kind in &kinds {
-        let section = readme_section(&readme, kind);
+        let section = reference_section(&reference, kind);
         assert!(
             !section.is_empty(),
-            "the README has no `#### `{kind}`` section"
+            "docs/nodes.md has no `#### `{kind}`` section"
         );
         let keys = kind_keys(kind);
         assert!(!keys.is_empty(), "`smartgrid kinds {kind}` lists no key");
@@ -510,7 +510,7 @@ fn every_key_of_every_kind_is_in_the_readme_reference() {
     }
     assert!(
         missing.is_empty(),
-        "keys `smartgrid kinds` knows but the README does not: {missing:?}"
+        "keys `smartgrid kinds` knows but docs/nodes.md does not: {missing:?}"
     );
 }
 

@@ -95,7 +95,8 @@ fn mosquitto_to_files_with_dead_letters_and_clean_shutdown() {
     testkit::require_binary("mosquitto_pub");
     // mosquitto queues at most 1000 messages per client by default and drops the rest
     // (even at QoS 1); a fast publisher outruns that on a loaded machine. Meter brokers
-    // are configured with a larger queue, as the README says.
+    // are configured with a larger queue, as docs/operations.md says
+    // ("The broker's sessions").
     let broker = testkit::Mosquitto::start_with("max_queued_messages 100000\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = format!(

@@ -116,7 +116,7 @@ fn broker_restart(signal: &str) {
     let (published, counters) = with_fault(dir.path(), &mut broker, 10, |broker, _, fleet| {
         if signal == "KILL" {
             // A killed broker loses what it acknowledged since its last save, and no
-            // consumer can get that back (README, "The broker's sessions"). Save
+            // consumer can get that back (docs/operations.md, "The broker's sessions"). Save
             // with nothing in flight from the fleet, so what is lost is only what the
             // pipeline could lose: the broker still queues for it, the fleet's backlog
             // waits in the fleet's client through the outage.

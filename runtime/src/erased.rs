@@ -87,7 +87,7 @@ fn refuse_renamed_keys(renamed: &[(&str, &str)], ctx: &mut PlanContext<'_>) -> b
             let at = key.at;
             ctx.error(at, format!("`{old}` is now `{new}`"))
                 .with_hint(format!(
-                    "rename `{old}` to `{new}` (see the README's table for this node kind)"
+                    "rename `{old}` to `{new}` (see docs/nodes.md, the table for this node kind)"
                 ));
             found = true;
         }

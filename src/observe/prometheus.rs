@@ -1,6 +1,6 @@
 //! The Prometheus text exposition format (version 0.0.4) of a run's metrics.
 //!
-//! The mapping, one rule for every metric (README, "Watching a run"):
+//! The mapping, one rule for every metric (docs/operations.md, "Watching a run"):
 //!
 //! * counter `<node>.<what>` → `smartgrid_<what>_total{node="<node>"}`;
 //! * gauge `<node>.<what>` → `smartgrid_<what>{node="<node>"}`, except that a gauge in

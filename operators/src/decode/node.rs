@@ -107,7 +107,7 @@ fn build_decoder(
         .build()
         .map_err(|message| {
             ctx.error(at, message)
-                .with_hint("see the format's settings in the README");
+                .with_hint("see the format's settings in docs/nodes.md (`decode`)");
         })
         .ok()
 }

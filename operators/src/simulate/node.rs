@@ -104,7 +104,7 @@ impl Node for SimulateNode {
         let config: SimulatorConfig = ctx.settings_except(&["publish"])?;
         if let Err(e) = config.validate() {
             ctx.error(ctx.node.at, e.to_string())
-                .with_hint("see the simulate settings in the README");
+                .with_hint("see the `simulate` settings in docs/nodes.md");
         }
         if let Some(p) = &group.publish
             && p.qos > 1

@@ -572,7 +572,7 @@ impl Receiving {
             "the MQTT broker lost our session (it restarted without persistence, or the \
              session expired or was cleared): messages published while we were disconnected \
              were not queued for us and are lost; subscribing again. To keep them, enable \
-             persistence on the broker (README: `mqtt` source, \"The broker's sessions\")"
+             persistence on the broker (docs/operations.md, \"The broker's sessions\")"
         );
         // So the source updates its counter now, not at the next message.
         self.shared.wake();
