@@ -28,8 +28,8 @@
 //! replay what came after one), and the checkpoint a run starts from is consumed: a
 //! crash later does not apply it a second time.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,16 @@ pub struct Checkpoints {
     store: Option<StateStore>,
     on_stop: OnStop,
     interval: Option<Duration>,
+    /// The previous run's checkpoint: its time and positions (its parts are in
+    /// `restored_parts`).
     restored: Checkpoint,
+    /// Whether it had any part.
+    restoring: bool,
+    /// Its parts by node, until every worker of the process has built its dataflow
+    /// (restoring happens while operators are built); then they are dropped, so a
+    /// restarted run does not carry its checkpoint's bytes for its whole life.
+    restored_parts: Mutex<HashMap<String, Vec<Vec<u8>>>>,
+    built: AtomicUsize,
     stop: Shutdown,
     /// The latest announced time (0: none yet), read without the lock.
     announced: AtomicU64,
@@ -108,7 +117,7 @@ impl Checkpoints {
         stop: Shutdown,
     ) -> Result<Self, StateError> {
         let loading = Instant::now();
-        let restored = store.load().unwrap_or_default();
+        let mut restored = store.load().unwrap_or_default();
         if !restored.parts.is_empty() {
             let bytes: usize = restored.parts.values().flatten().map(Vec::len).sum();
             tracing::info!(
@@ -122,11 +131,15 @@ impl Checkpoints {
             // Nothing replays what follows it: restore it once only.
             store.clear()?;
         }
+        let restored_parts = std::mem::take(&mut restored.parts);
         Ok(Checkpoints {
             store: Some(store),
             on_stop,
             interval,
             restored,
+            restoring: !restored_parts.is_empty(),
+            restored_parts: Mutex::new(restored_parts),
+            built: AtomicUsize::new(0),
             stop,
             announced: AtomicU64::new(0),
             inner: Mutex::default(),
@@ -140,9 +153,26 @@ impl Checkpoints {
             on_stop: OnStop::Drain,
             interval: None,
             restored: Checkpoint::default(),
+            restoring: false,
+            restored_parts: Mutex::default(),
+            built: AtomicUsize::new(0),
             stop: Shutdown::new(),
             announced: AtomicU64::new(0),
             inner: Mutex::default(),
+        }
+    }
+
+    /// One of the process's `workers` has built its dataflow; after the last, the
+    /// previous run's parts are dropped (every operator has restored from them).
+    pub fn dataflow_built(&self, workers: usize) {
+        if self.built.fetch_add(1, Ordering::AcqRel) + 1 == workers {
+            let parts = std::mem::take(
+                &mut *self
+                    .restored_parts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            drop(parts);
         }
     }
 
@@ -345,7 +375,12 @@ impl NodeState {
     /// `fingerprint` (what makes the state meaningful: window sizes, fields, …). Parts
     /// saved under another are discarded with a warning naming the node.
     pub fn restored(&self, fingerprint: &str) -> Vec<Vec<u8>> {
-        let Some(parts) = self.checkpoints.restored.parts.get(&*self.node) else {
+        let restored = self
+            .checkpoints
+            .restored_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(parts) = restored.get(&*self.node) else {
             return Vec::new();
         };
         let mut kept = Vec::new();
@@ -373,7 +408,9 @@ impl NodeState {
 
     /// The time of the checkpoint restored (`None`: none; [`AT_STOP`]: a stop's).
     pub fn restored_time(&self) -> Option<Time> {
-        (!self.checkpoints.restored.parts.is_empty()).then_some(self.checkpoints.restored.time)
+        self.checkpoints
+            .restoring
+            .then_some(self.checkpoints.restored.time)
     }
 
     /// Whether `sensor`'s state belongs to this worker: the worker the exchange by

@@ -121,6 +121,7 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
             worker.dataflow::<crate::operator::Time, _, _>(|scope| {
                 render(&plan, &states, scope, worker_index, peers, &process);
             });
+            process.checkpoints.dataflow_built(process.workers);
         })
     };
     let worker_result = match executed {

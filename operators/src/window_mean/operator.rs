@@ -378,7 +378,7 @@ fn fingerprint(windows: &[CountedWindow]) -> String {
         .iter()
         .map(|w| format!("{}ms{:?}", w.window.size_ms, w.window.fields))
         .collect();
-    format!("window_mean v1 {}", sizes.join(" "))
+    format!("window_mean v2 {}", sizes.join(" "))
 }
 
 /// Restore the windows every worker of the previous run saved, this worker's sensors

@@ -117,7 +117,10 @@ impl Seen {
                 // At or after the first time, so not below the base; past the span it
                 // is after every time here.
                 let Some(off) = offset(block.base, time) else {
-                    return Some(Vacancy::At { block: id, pos: len });
+                    return Some(Vacancy::At {
+                        block: id,
+                        pos: len,
+                    });
                 };
                 return match live.binary_search(&off) {
                     Ok(_) => None,
@@ -526,7 +529,15 @@ mod tests {
                 );
             }
         }
-        for t in [i64::MAX, i64::MIN, 0, i64::MIN + 1, i64::MAX - 1, 0, i64::MIN] {
+        for t in [
+            i64::MAX,
+            i64::MIN,
+            0,
+            i64::MIN + 1,
+            i64::MAX - 1,
+            0,
+            i64::MIN,
+        ] {
             assert_eq!(record(&mut seen, 0, t), oracle.insert(t), "{t}");
         }
         // Every time but i64::MAX, which no half-open range holds.

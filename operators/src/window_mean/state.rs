@@ -267,7 +267,10 @@ impl<C> WindowSums<C> {
                 return Err(RestoreError::Sensor(counted.sensor.clone()));
             }
             if let Err(e) = counted.times.times() {
-                return Err(RestoreError::Decode(format!("sensor `{}`: {e}", counted.sensor)));
+                return Err(RestoreError::Decode(format!(
+                    "sensor `{}`: {e}",
+                    counted.sensor
+                )));
             }
         }
         Ok(())
