@@ -15,17 +15,26 @@ pub(crate) const COLUMNS: [&str; 9] = [
     "NODE", "KIND", "RATE/s", "TOTAL", "LAG", "OPEN", "BACKLOG", "CONN", "PROBLEMS",
 ];
 
-const WIDTHS: [Constraint; 9] = [
-    Constraint::Min(12),
-    Constraint::Length(16),
-    Constraint::Length(10),
-    Constraint::Length(12),
-    Constraint::Length(7),
-    Constraint::Length(6),
-    Constraint::Length(14),
-    Constraint::Length(12),
-    Constraint::Min(10),
-];
+/// Column widths: names and kinds as wide as the longest, numbers fixed, and what is
+/// left for the problems (the widest text).
+fn widths(table: &Table) -> [Constraint; 9] {
+    let widest = |text: fn(&NodeRow) -> &str, heading: &str| {
+        let longest = table.rows.iter().map(|r| text(r).chars().count()).max();
+        let longest = longest.unwrap_or(0).max(heading.len());
+        Constraint::Length(u16::try_from(longest).unwrap_or(u16::MAX))
+    };
+    [
+        widest(|r| &r.name, COLUMNS[0]),
+        widest(|r| &r.kind, COLUMNS[1]),
+        Constraint::Length(10),
+        Constraint::Length(12),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(14),
+        Constraint::Length(12),
+        Constraint::Fill(1),
+    ]
+}
 
 /// What the header line says above the table.
 pub(crate) struct Header<'a> {
@@ -62,7 +71,7 @@ pub(crate) fn draw(frame: &mut Frame<'_>, header: &Header<'_>, table: Option<&Ta
     let heading =
         Row::new(COLUMNS.map(Cell::from)).style(Style::default().add_modifier(Modifier::BOLD));
     let rows = table.rows.iter().map(|r| Row::new(cells(r)));
-    let widget = TableWidget::new(rows, WIDTHS)
+    let widget = TableWidget::new(rows, widths(table))
         .header(heading)
         .column_spacing(1)
         .block(Block::bordered());
