@@ -230,8 +230,8 @@ fn row(before: &Scrape, now: &Scrape, seconds: f64, name: String, kind: String) 
         Connection::Failing
     } else {
         match (gauge("connected"), gauge("subscribed")) {
-            (Some(c), _) if c == 0.0 => Connection::Down,
-            (Some(_), Some(s)) if s == 0.0 => Connection::Unsubscribed,
+            (Some(0.0), _) => Connection::Down,
+            (Some(_), Some(0.0)) => Connection::Unsubscribed,
             (Some(_), _) => Connection::Up,
             (None, _) => Connection::None,
         }
