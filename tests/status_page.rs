@@ -280,3 +280,82 @@ fn the_status_page_shows_graph_rates_predictions_and_errors() {
     let letters = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).expect("letters");
     assert!(letters.contains("data/realtime/feature/bogus"), "{letters}");
 }
+
+/// An HTTP server on loopback that answers every request with 400 and the request's
+/// head (its `Authorization` header too) as the error: the worst a server can do with
+/// a token.
+fn echoing_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten().take(500) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buffer = [0u8; 65536];
+            let n = stream.read(&mut buffer).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            let head = request.split("\r\n\r\n").next().unwrap_or_default();
+            let body = format!("{{\"error\":\"bad request\",\"request\":{head:?}}}");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn the_last_errors_never_show_a_secret() {
+    const TOKEN: &str = "t0ken-Status-Page-5ecret";
+    let echo = echoing_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            r"
+pipeline: refused
+nodes:
+  meters: {{ type: simulate, sensors: 2, rate: 12 }}
+  readings: {{ type: decode, input: meters, format: clemap }}
+  store:
+    type: influx
+    input: readings
+    url: http://127.0.0.1:{echo}
+    org: o
+    bucket: b
+    token: ${{STATUS_PAGE_TOKEN}}
+    flush_interval: 100ms
+    retry: {{ initial_delay: 10ms, max_delay: 50ms }}
+"
+        ),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let run = Run::start_with_env(
+        &pipeline,
+        &["--http", &addr.to_string()],
+        &[("STATUS_PAGE_TOKEN", TOKEN)],
+    );
+    run.wait_for("serving /metrics");
+    // The server refuses every write, echoing the token: the sink warns.
+    let events = wait_until("a warning of the refusing server at /api/errors", || {
+        let errors = get_json(addr, "/api/errors");
+        let events: Vec<String> = errors["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .collect();
+        events
+            .iter()
+            .any(|m| m.contains("store") && m.contains("400"))
+            .then_some(events)
+    });
+    for event in &events {
+        assert!(
+            !event.contains(TOKEN),
+            "the token in the last errors: {event}"
+        );
+    }
+    run.terminate();
+}
