@@ -197,6 +197,8 @@ fn the_status_page_shows_graph_rates_predictions_and_errors() {
             "no node {node}:\n{dom}"
         );
     }
+    // The simulator reaches the source through the broker, drawn between them.
+    assert_eq!(tags(&dom, "class=\"broker\"").len(), 1, "{dom}");
     let rows = tags(&dom, "class=\"edge-row\"");
     assert_eq!(rows.len(), EDGES.len(), "{rows:?}");
     for (from, to) in EDGES {

@@ -20,21 +20,62 @@ pub(crate) struct ShapeNode {
     pub fields: Vec<String>,
 }
 
-/// Nodes in plan order and edges `(from, to)` as indices into them.
+/// Nodes in plan order and edges `(from, to)` as indices into them; and the MQTT
+/// brokers between nodes (a publishing `simulate` → a broker → an `mqtt` source), as
+/// `smartgrid graph` draws them dashed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Shape {
     pub nodes: Vec<ShapeNode>,
     pub edges: Vec<(usize, usize)>,
+    pub brokers: Vec<ShapeBroker>,
+}
+
+/// One broker as drawn.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ShapeBroker {
+    /// `embedded` or `mqtt://host:port`: never credentials (see `BrokerLink`).
+    pub label: String,
+    pub layer: usize,
+    /// The nodes linked to it, and whether each publishes (else it subscribes).
+    pub links: Vec<(usize, bool)>,
 }
 
 impl Shape {
     pub(crate) fn of(plan: &Plan) -> Self {
-        let inputs: Vec<Vec<usize>> = plan.nodes.iter().map(|n| n.inputs.clone()).collect();
-        let layers = layers(&inputs);
+        let (labels, links) = smartgrid_runtime::graph::brokers(plan);
+        let mut brokers: Vec<ShapeBroker> = labels
+            .into_iter()
+            .map(|label| ShapeBroker {
+                label,
+                layer: 0,
+                links: Vec::new(),
+            })
+            .collect();
+        // Laid out as one graph: broker `b` is node `nodes + b`, after its publishers
+        // and before its subscribers.
+        let count = plan.nodes.len();
+        let mut inputs: Vec<Vec<usize>> = plan.nodes.iter().map(|n| n.inputs.clone()).collect();
+        inputs.extend(brokers.iter().map(|_| Vec::new()));
+        for (node, link) in links {
+            let Some(b) = brokers.iter().position(|b| b.label == link.broker) else {
+                continue;
+            };
+            brokers[b].links.push((node, link.publishes));
+            if link.publishes {
+                inputs[count + b].push(node);
+            } else {
+                inputs[node].push(count + b);
+            }
+        }
+        let mut layer_of = layers(&inputs);
+        for (b, broker) in brokers.iter_mut().enumerate() {
+            broker.layer = layer_of[count + b];
+        }
+        layer_of.truncate(count);
         let nodes = plan
             .nodes
             .iter()
-            .zip(layers)
+            .zip(layer_of)
             .map(|(node, layer)| ShapeNode {
                 name: node.name.clone(),
                 kind: node.kind.clone(),
@@ -47,12 +88,11 @@ impl Shape {
                 },
             })
             .collect();
-        let edges = inputs
-            .iter()
-            .enumerate()
-            .flat_map(|(to, from)| from.iter().map(move |&from| (from, to)))
-            .collect();
-        Shape { nodes, edges }
+        Shape {
+            nodes,
+            edges: smartgrid_runtime::graph::dataflow_edges(plan),
+            brokers,
+        }
     }
 
     /// The compare nodes whose output the page can chart: nodes with `predicted` and
@@ -79,6 +119,14 @@ impl Shape {
             "edges": self.edges.iter().map(|&(from, to)| json!({
                 "from": self.nodes[from].name,
                 "to": self.nodes[to].name,
+            })).collect::<Vec<_>>(),
+            "brokers": self.brokers.iter().map(|b| json!({
+                "label": b.label,
+                "layer": b.layer,
+                "links": b.links.iter().map(|&(node, publishes)| json!({
+                    "node": self.nodes[node].name,
+                    "publishes": publishes,
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "compare": self.compare_nodes(),
         })
@@ -139,10 +187,16 @@ mod tests {
                 node("residuals", &["predicted", "actual", "relative_error"]),
             ],
             edges: vec![(0, 1), (0, 2)],
+            brokers: vec![ShapeBroker {
+                label: "embedded".into(),
+                layer: 1,
+                links: vec![(0, true)],
+            }],
         };
         assert_eq!(shape.compare_nodes(), vec!["residuals", "drift"]);
         let json = shape.to_json();
         assert_eq!(json["edges"][1]["to"], "residuals");
         assert_eq!(json["nodes"][2]["layer"], 0);
+        assert_eq!(json["brokers"][0]["links"][0]["node"], "means");
     }
 }
