@@ -14,6 +14,7 @@ command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v influxd >/dev/null 2>&1 || packages+=(influxdb)
 command -v victoria-metrics >/dev/null 2>&1 || packages+=(victoria-metrics)
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 # The `train` feature builds LightGBM from source (C++ via CMake; bindgen needs libclang).
 command -v g++ >/dev/null 2>&1 || packages+=(g++)
 command -v make >/dev/null 2>&1 || packages+=(make)

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use smartgrid_runtime::Registry;
 
@@ -75,6 +76,19 @@ enum Command {
         /// Stop after this many records (default: until Ctrl-C).
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// A live view of a run's nodes (rates, watermark lag, open windows, backlog,
+    /// connections, problems) from its listener (`--http`); q, Esc or Ctrl-C quits.
+    Top {
+        /// The run's listener, e.g. `http://127.0.0.1:9898`.
+        url: String,
+        /// Time between refreshes (rates are over it), e.g. `1s`, `500ms`.
+        #[arg(long, default_value = "1s", value_name = "DURATION")]
+        interval: String,
+        /// Print one frame as text (after two scrapes an interval apart) and exit; also
+        /// what happens when stdout is not a terminal.
+        #[arg(long)]
+        once: bool,
     },
     /// Decode hex payloads (one per line on stdin) to JSON lines.
     Decode {
@@ -255,6 +269,19 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Kinds { kind: Some(kind) } => schema_cmd::kind(&registry, &kind),
         Command::Schema => schema_cmd::schema(&registry),
         Command::Tap { url, node, count } => crate::observe::tap::tap(&url, &node, count),
+        Command::Top {
+            url,
+            interval,
+            once,
+        } => commands::parse_duration(&interval)
+            .context("--interval")
+            .and_then(|interval| {
+                crate::observe::top::top(&crate::observe::top::TopOptions {
+                    url: &url,
+                    interval,
+                    once,
+                })
+            }),
         Command::Decode { format } => commands::decode(&format),
         Command::Bench {
             sensors,
@@ -311,7 +338,6 @@ fn init_logging() {
             .json()
             .with_writer(std::io::stderr)
             .with_target(false)
-            .with_filter(filter)
             .boxed()
     } else {
         // Colours only for a person at a terminal: a file, a pipe or journald would
@@ -320,9 +346,13 @@ fn init_logging() {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
-            .with_filter(filter)
             .boxed()
     };
+    // The status page's last errors see what the log shows, under the same filter
+    // (so never a wire dump).
+    let layer = layer
+        .and_then(crate::observe::RecentErrors)
+        .with_filter(filter);
     let _ = tracing_subscriber::registry().with(layer).try_init();
     if !format.is_empty() && !format.eq_ignore_ascii_case("json") && format != "text" {
         tracing::warn!("SMARTGRID_LOG_FORMAT={format:?} is not `text` or `json`; logging text");

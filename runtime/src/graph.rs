@@ -6,10 +6,20 @@ use crate::node::BrokerLink;
 use crate::operator::PortType;
 use crate::plan::Plan;
 
+/// The dataflow's edges, `(from, to)` as indices into [`Plan::nodes`]: every input of
+/// every node, in node order. What the status page draws too.
+pub fn dataflow_edges(plan: &Plan) -> Vec<(usize, usize)> {
+    plan.nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(to, node)| node.inputs.iter().map(move |&from| (from, to)))
+        .collect()
+}
+
 /// The brokers nodes publish to or subscribe from, in order of first mention, and each
 /// node's links: paths outside the dataflow (a publishing `simulate` → the broker →
 /// an `mqtt` source).
-fn brokers(plan: &Plan) -> (Vec<String>, Vec<(usize, BrokerLink)>) {
+pub fn brokers(plan: &Plan) -> (Vec<String>, Vec<(usize, BrokerLink)>) {
     let mut brokers: Vec<String> = Vec::new();
     let mut links = Vec::new();
     for (i, node) in plan.nodes.iter().enumerate() {
@@ -57,17 +67,15 @@ pub fn to_dot(plan: &Plan) -> String {
             node.name, node.name, node.kind
         );
     }
-    for node in &plan.nodes {
-        for &i in &node.inputs {
-            let from = &plan.nodes[i];
-            let _ = writeln!(
-                out,
-                "  \"{}\" -> \"{}\" [label=\"{}\"];",
-                from.name,
-                node.name,
-                edge_label(&from.output)
-            );
-        }
+    for (from, to) in dataflow_edges(plan) {
+        let (from, to) = (&plan.nodes[from], &plan.nodes[to]);
+        let _ = writeln!(
+            out,
+            "  \"{}\" -> \"{}\" [label=\"{}\"];",
+            from.name,
+            to.name,
+            edge_label(&from.output)
+        );
     }
     let (brokers, links) = brokers(plan);
     for (b, broker) in brokers.iter().enumerate() {
@@ -108,17 +116,15 @@ pub fn to_mermaid(plan: &Plan) -> String {
             node.kind
         );
     }
-    for node in &plan.nodes {
-        for &i in &node.inputs {
-            let from = &plan.nodes[i];
-            let _ = writeln!(
-                out,
-                "  {} -->|{}| {}",
-                id(&from.name),
-                edge_label(&from.output),
-                id(&node.name)
-            );
-        }
+    for (from, to) in dataflow_edges(plan) {
+        let (from, to) = (&plan.nodes[from], &plan.nodes[to]);
+        let _ = writeln!(
+            out,
+            "  {} -->|{}| {}",
+            id(&from.name),
+            edge_label(&from.output),
+            id(&to.name)
+        );
     }
     let (brokers, links) = brokers(plan);
     for (b, broker) in brokers.iter().enumerate() {

@@ -254,9 +254,15 @@ fn render(
     }
 }
 
+/// The counter of records a node's output carried, `<node>.records_out`: what the
+/// status page's edge rates and `smartgrid top` read. Kept only where taps are (a run
+/// with a listener), so a run nobody watches pays nothing for it.
+pub const RECORDS_OUT: &str = "records_out";
+
 /// `out` with the node's [tap point](crate::tap) attached, if the run serves taps:
 /// while nobody listens, one relaxed load per batch (and one more operator hop, which
-/// passes each batch on without copying it).
+/// passes each batch on without copying it), plus one relaxed add for
+/// [`RECORDS_OUT`].
 fn tapped<'s>(
     out: Option<AnyStream<'s>>,
     node: &crate::plan::PlannedNode,
@@ -268,19 +274,24 @@ fn tapped<'s>(
     };
     let out = out?;
     let point = taps.point(&node.name, port);
+    let records_out = process
+        .metrics
+        .counter(crate::metrics::metric_name(&node.name, RECORDS_OUT));
     Some(match out {
         AnyStream::Readings(stream) => AnyStream::Readings(stream.inspect_core(move |event| {
-            if let Ok((time, batch)) = event
-                && point.is_open()
-            {
-                point.readings(time.least().copied().unwrap_or_default(), batch);
+            if let Ok((time, batch)) = event {
+                records_out.add(batch.len() as u64);
+                if point.is_open() {
+                    point.readings(time.least().copied().unwrap_or_default(), batch);
+                }
             }
         })),
         AnyStream::Messages(stream) => AnyStream::Messages(stream.inspect_core(move |event| {
-            if let Ok((time, batch)) = event
-                && point.is_open()
-            {
-                point.messages(time.least().copied().unwrap_or_default(), batch);
+            if let Ok((time, batch)) = event {
+                records_out.add(batch.len() as u64);
+                if point.is_open() {
+                    point.messages(time.least().copied().unwrap_or_default(), batch);
+                }
             }
         })),
     })

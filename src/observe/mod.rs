@@ -1,11 +1,19 @@
 //! Watching a run while it goes on: the HTTP listener (`/metrics`, `/health`,
-//! `/ready`) and the status line in the log. Both read the process's
-//! [`Metrics`]; nothing here touches a record.
+//! `/ready`, the status page at `/` and its JSON), the status line in the log, and the
+//! commands that read a listener (`smartgrid tap`, `smartgrid top`). The listener reads
+//! the process's [`Metrics`]; nothing here touches a record unless a client asked for
+//! records (a tap).
 
+mod compare;
 mod http;
 mod prometheus;
+mod recent;
+mod shape;
 mod status;
 pub(crate) mod tap;
+pub(crate) mod top;
+
+pub(crate) use recent::RecentErrors;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -43,6 +51,13 @@ pub(crate) struct View {
     rate: AtomicU64,
     /// The nodes' outputs, for `/tap/<node>`.
     taps: smartgrid_runtime::tap::Taps,
+    /// Nodes and edges, for `/api/graph`.
+    shape: shape::Shape,
+    /// The compare nodes' last results, for `/api/compare` (collected while asked for).
+    comparisons: compare::Comparisons,
+    /// Records per second of each node's output over the last [`RATE_WINDOW`], from
+    /// its `records_out` counter, for `/api/rates` (the status page's edges).
+    node_rates: std::sync::Mutex<BTreeMap<String, f64>>,
 }
 
 /// How many one-second samples the readings rate is taken over.
@@ -70,6 +85,9 @@ impl View {
             sinks: names(|n| n.output.is_none() && !n.inputs.is_empty()),
             rate: AtomicU64::new(0f64.to_bits()),
             taps,
+            shape: shape::Shape::of(plan),
+            comparisons: compare::Comparisons::default(),
+            node_rates: Default::default(),
         }
     }
 
@@ -129,6 +147,20 @@ impl View {
         }
     }
 
+    /// `/api/rates`: each node's output rate, sampled by the [`Observer`] every second.
+    ///
+    /// Why here and not in the page from `/metrics`: a browser's timers are throttled in
+    /// a background tab (and run on virtual time in a headless one), so rates the page
+    /// took from its own polls would show its polling, not the run. The sampler's
+    /// clock is the run's.
+    fn rates_json(&self) -> serde_json::Value {
+        let rates = self
+            .node_rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        serde_json::json!({ "window_s": RATE_WINDOW, "nodes": &*rates })
+    }
+
     /// The `/metrics` text now.
     pub(crate) fn metrics_text(&self) -> String {
         prometheus::render(&prometheus::Scrape {
@@ -173,6 +205,8 @@ impl Drop for Observer {
 
 fn sample(view: &View, status_every: Duration, stop: &AtomicBool) {
     let mut window: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut outputs: std::collections::VecDeque<(Instant, BTreeMap<String, u64>)> =
+        Default::default();
     let mut status = status::StatusLine::new(Instant::now());
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -195,6 +229,17 @@ fn sample(view: &View, status_every: Duration, stop: &AtomicBool) {
                 };
                 view.rate.store(rate.to_bits(), Ordering::Relaxed);
             }
+            outputs.push_back((now, records_out(&counters)));
+            if outputs.len() > RATE_WINDOW + 1 {
+                outputs.pop_front();
+            }
+            if let (Some(first), Some(last)) = (outputs.front(), outputs.back()) {
+                let rates = rates_between(first, last);
+                *view
+                    .node_rates
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
+            }
             if !status_every.is_zero() && status.due(now, status_every) {
                 let line = status.line(view, now, total, &counters, &gauges);
                 tracing::info!("status: {line}");
@@ -202,5 +247,59 @@ fn sample(view: &View, status_every: Duration, stop: &AtomicBool) {
         }
         // Short naps, so the run's end is not held up by a whole sampling period.
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each node's `records_out` counter in `counters`, by node.
+fn records_out(counters: &[(String, u64)]) -> BTreeMap<String, u64> {
+    let suffix = format!(".{}", smartgrid_runtime::render::RECORDS_OUT);
+    counters
+        .iter()
+        .filter_map(|(name, value)| Some((name.strip_suffix(&suffix)?.to_owned(), *value)))
+        .collect()
+}
+
+/// Records per second of each node of `last` since `first` (0 over no time).
+fn rates_between(
+    first: &(Instant, BTreeMap<String, u64>),
+    last: &(Instant, BTreeMap<String, u64>),
+) -> BTreeMap<String, f64> {
+    let seconds = last.0.duration_since(first.0).as_secs_f64();
+    last.1
+        .iter()
+        .map(|(node, &now)| {
+            let then = first.1.get(node).copied().unwrap_or(0);
+            let rate = if seconds > 0.0 {
+                now.saturating_sub(then) as f64 / seconds
+            } else {
+                0.0
+            };
+            (node.clone(), rate)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_rates_are_counter_deltas_over_the_time_between() {
+        let counters = vec![
+            ("means.records_out".to_owned(), 10),
+            ("means.windows".to_owned(), 99),
+            ("readings.records_out".to_owned(), 100),
+        ];
+        let start = Instant::now();
+        let first = (start, records_out(&counters));
+        assert_eq!(first.1.len(), 2);
+        let mut later = first.1.clone();
+        later.insert("means".into(), 30);
+        later.insert("predictions".into(), 4);
+        let rates = rates_between(&first, &(start + Duration::from_secs(2), later));
+        assert_eq!(rates["means"], 10.0);
+        assert_eq!(rates["readings"], 0.0);
+        assert_eq!(rates["predictions"], 2.0);
+        assert_eq!(rates_between(&first, &first)["means"], 0.0);
     }
 }

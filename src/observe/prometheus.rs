@@ -55,7 +55,7 @@ pub(crate) fn render(scrape: &Scrape) -> String {
     for (name, value) in &scrape.counters {
         let (node, what) = split(name);
         add(
-            format!("smartgrid_{}_total", sanitize(what)),
+            counter_family(what),
             "counter",
             help(what, true),
             node.map(str::to_owned),
@@ -70,7 +70,7 @@ pub(crate) fn render(scrape: &Scrape) -> String {
                 format!("smartgrid_{}_seconds", sanitize(base)),
                 format_float(*value as f64 / 1e3),
             ),
-            None => (format!("smartgrid_{}", sanitize(what)), value.to_string()),
+            None => (gauge_family(what), value.to_string()),
         };
         add(
             family,
@@ -116,6 +116,16 @@ pub(crate) fn render(scrape: &Scrape) -> String {
         }
     }
     text
+}
+
+/// The family of counter `<node>.<what>`: `smartgrid_<what>_total`.
+pub(crate) fn counter_family(what: &str) -> String {
+    format!("smartgrid_{}_total", sanitize(what))
+}
+
+/// The family of gauge `<node>.<what>` (not in milliseconds): `smartgrid_<what>`.
+pub(crate) fn gauge_family(what: &str) -> String {
+    format!("smartgrid_{}", sanitize(what))
 }
 
 /// `<node>.<what>` → (`Some(node)`, `what`); a name without a `.` has no node. Node
@@ -168,6 +178,7 @@ fn help(what: &str, counter: bool) -> String {
         "over_threshold" => "Comparisons whose difference passed the threshold.",
         "written" => "Records or points a sink wrote (and its server accepted).",
         "records" => "Records handed to a sink.",
+        "records_out" => "Records a node's output carried (kept while the listener runs).",
         "spooled" => "Batches put in the spool because the server did not take them.",
         "dropped" => "Records or batches dropped unsent.",
         "failures" => "Failed delivery attempts.",

@@ -13,6 +13,7 @@
 //!   particular servers ([`Mosquitto`], [`Influxd`], [`VictoriaMetrics`], [`Prometheus`]) are thin
 //!   wrappers that write a config file and describe the command.
 //! * [`http`]: a tiny HTTP/1.1 client for querying those servers in assertions.
+//! * [`chromium`]: headless Chromium's DOM dump and screenshot of a loopback page.
 //!
 //! ```no_run
 //! testkit::require_binary("mosquitto"); // fails the test if mosquitto is missing
@@ -21,6 +22,7 @@
 //! ```
 
 mod binary;
+pub mod chromium;
 mod http;
 mod port;
 mod server;
