@@ -142,13 +142,14 @@ impl Seen {
     pub(super) fn insert(&mut self, slot: usize, time: i64, at: Vacancy) {
         if at == Vacancy::Append {
             let run = &mut self.runs[slot];
-            if run.last != NONE && usize::from(run.tail_len) < B {
-                if let Some(off) = offset(run.tail_base, time) {
-                    run.last_time = time;
-                    self.blocks[run.last as usize].offsets[usize::from(run.tail_len)] = off;
-                    run.tail_len += 1;
-                    return;
-                }
+            if run.last != NONE
+                && usize::from(run.tail_len) < B
+                && let Some(off) = offset(run.tail_base, time)
+            {
+                run.last_time = time;
+                self.blocks[run.last as usize].offsets[usize::from(run.tail_len)] = off;
+                run.tail_len += 1;
+                return;
             }
         }
         self.insert_slow(slot, time, at);
