@@ -166,6 +166,13 @@ pub fn run_test(plan: Arc<Plan>, inputs: TestInputs) -> Result<Captured, Harness
     Ok(captured)
 }
 
+/// The names of the values `node` emits (for a sink: that reach it); `None` if there is
+/// no such node, empty if its records are raw payloads.
+pub fn record_fields(plan: &Plan, node: &str) -> Option<Vec<String>> {
+    let node = plan.nodes.iter().find(|n| n.name == node)?;
+    Some(fields_of(plan, node))
+}
+
 /// The field names of what `node` emits, or for a sink, of what reaches it.
 fn fields_of(plan: &Plan, node: &PlannedNode) -> Vec<String> {
     let port = match &node.output {
