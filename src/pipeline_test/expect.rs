@@ -108,10 +108,7 @@ fn matches(condition: &RecordCondition, reading: &Reading, fields: &[String]) ->
     {
         return false;
     }
-    if condition
-        .time
-        .is_some_and(|t| i128::from(t.0) != i128::from(reading.time_ms))
-    {
+    if condition.time.is_some_and(|t| t.0 != reading.time_ms) {
         return false;
     }
     condition.fields.iter().all(|(name, want)| {
@@ -192,11 +189,10 @@ fn listing(records: &NodeRecords) -> String {
 }
 
 fn show_reading(reading: &Reading, fields: &[String]) -> String {
-    let time = i64::try_from(reading.time_ms).unwrap_or(i64::MAX);
     let mut text = format!(
         "{{sensor: {}, time: {}",
         reading.sensor.as_str(),
-        rfc3339(time)
+        rfc3339(reading.time_ms)
     );
     for (i, value) in reading.values.iter().enumerate() {
         let name = fields.get(i).map_or("?", String::as_str);
