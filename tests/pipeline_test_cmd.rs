@@ -105,13 +105,21 @@ fn a_wrong_expectation_fails_with_a_diff_naming_the_node() {
           - fields: {p_l1: {equals: 100}}
 "#,
     );
-    let out = smartgrid_test(&[file]);
+    let out = smartgrid_test(std::slice::from_ref(&file));
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
         Some(1),
         "{stdout}\n{}",
         text(&out.stderr)
+    );
+    // At the expected record (line 12, after `pipeline:` and `tests:`).
+    assert!(
+        stdout.contains(&format!(
+            "{}:12:13: node `means_10s`: expected record #1",
+            file.display()
+        )),
+        "{stdout}"
     );
     assert!(
         stdout.contains("test right count, wrong mean ... FAILED"),

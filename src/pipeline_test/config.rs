@@ -141,7 +141,7 @@ pub struct Output {
     /// emitted record, the first (by event time, then sensor) that meets all of its
     /// conditions.
     #[serde(default)]
-    pub records: Vec<RecordCondition>,
+    pub records: Vec<Spanned<RecordCondition>>,
 }
 
 /// Conditions on one record; what is left out is not checked.

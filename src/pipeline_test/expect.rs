@@ -58,7 +58,7 @@ pub fn check(case: &TestCase, captured: &Captured) -> Vec<Failure> {
             match found {
                 Some((i, _)) => used[i] = true,
                 None => failures.push(Failure {
-                    at: node.at,
+                    at: condition.at,
                     subject: subject.clone(),
                     message: format!(
                         "expected record #{} {} matches none of the {} record{} left unmatched{}",
