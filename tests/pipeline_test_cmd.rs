@@ -236,3 +236,27 @@ fn malformed_payloads_are_counted_and_the_rest_goes_on() {
     );
     assert!(stdout.contains("test damaged payloads ... ok"), "{stdout}");
 }
+
+#[test]
+fn a_test_of_an_invalid_pipeline_is_refused_with_the_pipeline_s_problems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = repo().join("tests/pipelines/broken/unknown_key.yaml");
+    let file = dir.path().join("broken.test.yaml");
+    let yaml = format!(
+        "pipeline: {}\ntests:\n  - name: never runs\n",
+        serde_json::to_string(&pipeline.display().to_string()).expect("a path as a string")
+    );
+    std::fs::write(&file, yaml).expect("write the test file");
+    let out = smartgrid_test(&[file]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // As tests/pipelines/broken/unknown_key.expected has it, in the pipeline file.
+    assert!(
+        stderr.contains(&format!(
+            "{}:15:5: node `means`: unknown key `sise`",
+            pipeline.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("never runs"), "not run");
+}
