@@ -94,6 +94,8 @@ fn a_wrong_expectation_fails_with_a_diff_naming_the_node() {
         count: 1
         records:
           - fields: {p_l1: {within: {of: 101, absolute: 0.5}}}
+    counters:
+      readings.erors: 0
   - name: a passing neighbour
     inputs:
       - insert_at: clemap
@@ -137,6 +139,11 @@ fn a_wrong_expectation_fails_with_a_diff_naming_the_node() {
         "{stdout}"
     );
     assert!(stdout.contains("p_l1: 100,"), "{stdout}");
+    // A misspelt counter is no silent "0 as expected".
+    assert!(
+        stdout.contains("counter `readings.erors`: the run has no such counter"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 passed; 1 failed"), "{stdout}");
 }
 

@@ -37,8 +37,9 @@ pub struct TestCase {
     /// Nodes that must emit nothing (for a sink: that nothing reaches).
     #[serde(default)]
     pub no_outputs_from: Vec<Spanned<String>>,
-    /// The run's counters at its end (`readings.errors: 1`, `means_10s.late: 0`); a
-    /// counter never touched is 0.
+    /// The run's counters at its end (`readings.errors: 1`, `means_10s.late: 0`). A
+    /// counter made at its first count (`readings.errors.truncated`) is 0 until then;
+    /// a name the run does not have fails the test.
     #[serde(default)]
     pub counters: BTreeMap<String, Spanned<u64>>,
 }
