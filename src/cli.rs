@@ -46,6 +46,13 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },
+    /// Run pipeline tests (`*.test.yaml`, see docs/pipeline-tests.md): exit code 0 if
+    /// all pass, 1 if any fails, 2 if a test file or its pipeline has problems.
+    Test {
+        /// The test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Check a pipeline file and report every problem (exit code 2 if any).
     Validate {
         /// The pipeline file.
@@ -263,6 +270,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
                 http: http.as_deref(),
             },
         ),
+        Command::Test { files } => crate::pipeline_test::test(&registry, &files),
         Command::Validate { file } => commands::validate(&registry, &file),
         Command::Graph { file, mermaid } => commands::graph(&registry, &file, mermaid),
         Command::Kinds { kind: None } => commands::kinds(&registry),

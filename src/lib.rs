@@ -15,6 +15,7 @@ mod cli;
 mod commands;
 mod model_cmd;
 mod observe;
+mod pipeline_test;
 mod schema_cmd;
 
 pub use cli::main_with;

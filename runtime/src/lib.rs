@@ -8,6 +8,7 @@
 //! - [`spec`]: YAML with positions, `${ENV}` substitution, durations. Nothing runs.
 //! - [`plan`]: every error at once; schemas flow from node to node.
 //! - [`render`]: asks each planned node to build its timely operator, then runs.
+//! - [`harness`]: runs a plan as a pipeline test does (sources fed, sinks recording).
 //!
 //! A node kind is a type implementing [`node::Node`] (its settings and the node
 //! lifecycle: plan, start, render, finish), registered by name in a
@@ -23,6 +24,7 @@ pub mod context;
 pub mod diagnostic;
 mod erased;
 pub mod graph;
+pub mod harness;
 pub mod liveness;
 pub mod metrics;
 pub mod node;

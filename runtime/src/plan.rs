@@ -64,10 +64,17 @@ impl Plan {
     /// node, the other members of its group if it is the first of one (it renders them
     /// all).
     pub fn fusion_groups(&self) -> Vec<Vec<usize>> {
+        self.fusion_groups_among(|_| true)
+    }
+
+    /// [`fusion_groups`](Self::fusion_groups) of the nodes `include` keeps (a test run
+    /// renders its stand-ins for sources and sinks alone).
+    pub(crate) fn fusion_groups_among(&self, include: impl Fn(usize) -> bool) -> Vec<Vec<usize>> {
         let mut groups: HashMap<(std::any::TypeId, &[usize]), Vec<usize>> = HashMap::new();
         for (i, node) in self.nodes.iter().enumerate() {
             if let Some(ty) = node.operator.fusion_type()
                 && !node.inputs.is_empty()
+                && include(i)
             {
                 groups
                     .entry((ty, node.inputs.as_slice()))

@@ -10,7 +10,7 @@ use crate::context::ProcessContext;
 use crate::erased::AnyState;
 use crate::node::{RenderContext, Routing, StartContext, StartError};
 use crate::operator::{AnyStream, Readings, route_by_sensor};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedNode};
 
 /// Where the workers of a run live.
 #[derive(Clone, Debug)]
@@ -89,8 +89,77 @@ pub enum RunError {
 /// every worker renders the whole plan, and when all have stopped every node
 /// [finishes](crate::node::Node::finish).
 pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Result<(), RunError> {
+    run_variant(plan, cluster, process, Arc::new(Live))
+}
+
+/// How a run differs from `smartgrid run`'s: a [test run](crate::harness) renders its own
+/// stand-ins for some nodes (sources fed by the test, sinks that only record what
+/// reaches them) and watches every node's output. A replaced node is neither started
+/// nor finished, so it opens no connection, file or port.
+pub(crate) trait Variant: Send + Sync + 'static {
+    /// Whether `node` is replaced by [`render_replaced`](Self::render_replaced).
+    fn replaces(&self, node: &PlannedNode) -> bool;
+
+    /// Render the stand-in for a replaced node on one worker; `inputs` as for
+    /// [`Node::render`](crate::node::Node::render).
+    fn render_replaced<'s>(
+        &self,
+        node: &PlannedNode,
+        ctx: &RenderContext<'s>,
+        inputs: Vec<AnyStream<'s>>,
+    ) -> Option<AnyStream<'s>>;
+
+    /// `out`, the output of `node`, as the rest of the dataflow reads it (with a tap
+    /// point, a capture…).
+    fn observe<'s>(
+        &self,
+        node: &PlannedNode,
+        out: Option<AnyStream<'s>>,
+        process: &ProcessContext,
+    ) -> Option<AnyStream<'s>>;
+}
+
+/// `smartgrid run`: every node as planned, with tap points when the run serves them.
+struct Live;
+
+impl Variant for Live {
+    fn replaces(&self, _: &PlannedNode) -> bool {
+        false
+    }
+
+    fn render_replaced<'s>(
+        &self,
+        node: &PlannedNode,
+        _: &RenderContext<'s>,
+        _: Vec<AnyStream<'s>>,
+    ) -> Option<AnyStream<'s>> {
+        unreachable!("a live run replaces no node (asked for `{}`)", node.name)
+    }
+
+    fn observe<'s>(
+        &self,
+        node: &PlannedNode,
+        out: Option<AnyStream<'s>>,
+        process: &ProcessContext,
+    ) -> Option<AnyStream<'s>> {
+        tapped(out, node, process)
+    }
+}
+
+/// [`run`], with some nodes replaced or watched as `variant` says.
+pub(crate) fn run_variant(
+    plan: Arc<Plan>,
+    cluster: &Cluster,
+    process: ProcessContext,
+    variant: Arc<dyn Variant>,
+) -> Result<(), RunError> {
     let mut states: Vec<AnyState> = Vec::with_capacity(plan.nodes.len());
     for node in &plan.nodes {
+        if variant.replaces(node) {
+            // A placeholder: nothing was acquired, and `finish_all` skips it.
+            states.push(Box::new(()));
+            continue;
+        }
         let ctx = StartContext {
             node: &node.name,
             process: &process,
@@ -99,7 +168,7 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
             Ok(state) => states.push(state),
             Err(source) => {
                 // The start failure is the error to report; finishing logs its own.
-                let _ = finish_all(&plan, states, &process);
+                let _ = finish_all(&plan, states, &process, &*variant);
                 return Err(RunError::Start {
                     node: node.name.clone(),
                     source: redacted(source, &node.secrets),
@@ -115,11 +184,18 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
         let plan = Arc::clone(&plan);
         let states = Arc::clone(&states);
         let process = Arc::clone(&process);
+        let variant = Arc::clone(&variant);
         timely::execute(cluster.timely_config(), move |worker| {
             let worker_index = worker.index();
             let peers = worker.peers();
             worker.dataflow::<crate::operator::Time, _, _>(|scope| {
-                render(&plan, &states, scope, worker_index, peers, &process);
+                let on = Worker {
+                    scope,
+                    index: worker_index,
+                    peers,
+                    process: &process,
+                };
+                render(&plan, &states, on, &*variant);
             });
             process.checkpoints.dataflow_built(process.workers);
         })
@@ -137,7 +213,7 @@ pub fn run(plan: Arc<Plan>, cluster: &Cluster, process: ProcessContext) -> Resul
     };
     // Every worker has stopped and dropped its clones, so the states are ours again.
     let finished = match Arc::try_unwrap(states) {
-        Ok(states) => finish_all(&plan, states, &process),
+        Ok(states) => finish_all(&plan, states, &process, &*variant),
         Err(_) => Err(RunError::WorkerPanic(
             "a worker still holds the nodes' state after stopping".into(),
         )),
@@ -151,9 +227,13 @@ fn finish_all(
     plan: &Plan,
     states: Vec<AnyState>,
     process: &ProcessContext,
+    variant: &dyn Variant,
 ) -> Result<(), RunError> {
     let mut first = Ok(());
     for (node, state) in plan.nodes.iter().zip(states).rev() {
+        if variant.replaces(node) {
+            continue;
+        }
         let ctx = StartContext {
             node: &node.name,
             process,
@@ -183,15 +263,23 @@ fn redacted(error: StartError, secrets: &[(String, String)]) -> StartError {
     }
 }
 
-fn render(
-    plan: &Plan,
-    states: &[AnyState],
-    scope: crate::operator::Scope<'_>,
-    worker: usize,
+/// The worker a plan is rendered on.
+struct Worker<'s> {
+    scope: crate::operator::Scope<'s>,
+    index: usize,
     peers: usize,
-    process: &ProcessContext,
-) {
-    let fusion = plan.fusion_groups();
+    process: &'s ProcessContext,
+}
+
+fn render(plan: &Plan, states: &[AnyState], on: Worker<'_>, variant: &dyn Variant) {
+    let Worker {
+        scope,
+        index: worker,
+        peers,
+        process,
+    } = on;
+    // A replaced node renders alone: it is not of the kind its group shares.
+    let fusion = plan.fusion_groups_among(|i| !variant.replaces(&plan.nodes[i]));
     let mut streams: Vec<Option<AnyStream<'_>>> = Vec::with_capacity(plan.nodes.len());
     // Each stream routed by sensor at most once, however many nodes need it so.
     let mut routed: HashMap<usize, Readings<'_>> = HashMap::new();
@@ -199,7 +287,7 @@ fn render(
     let mut rendered: HashMap<usize, Option<AnyStream<'_>>> = HashMap::new();
     for (i, node) in plan.nodes.iter().enumerate() {
         if let Some(out) = rendered.remove(&i) {
-            streams.push(tapped(out, node, process));
+            streams.push(variant.observe(node, out, process));
             continue;
         }
         let inputs: Vec<AnyStream<'_>> = node
@@ -231,9 +319,14 @@ fn render(
             peers,
             process,
         };
+        if variant.replaces(node) {
+            let out = variant.render_replaced(node, &ctx, inputs);
+            streams.push(variant.observe(node, out, process));
+            continue;
+        }
         if fusion[i].is_empty() {
             let out = node.operator.render(&states[i], &ctx, inputs);
-            streams.push(tapped(out, node, process));
+            streams.push(variant.observe(node, out, process));
             continue;
         }
         let others: Vec<_> = fusion[i]
@@ -247,7 +340,7 @@ fn render(
             .operator
             .render_together(&states[i], &others, &ctx, inputs)
             .into_iter();
-        streams.push(tapped(outputs.next().flatten(), node, process));
+        streams.push(variant.observe(node, outputs.next().flatten(), process));
         for &j in &fusion[i] {
             rendered.insert(j, outputs.next().flatten());
         }

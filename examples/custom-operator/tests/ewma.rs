@@ -104,3 +104,23 @@ fn the_custom_kind_is_in_its_binarys_schema_and_kinds() {
     assert!(text.contains("alpha  (number)  required"), "{text}");
     assert!(text.contains("Weight of the newest reading"), "{text}");
 }
+
+/// The example's pipeline tests (`pipeline.test.yaml`) pass with this crate's binary,
+/// which knows the `ewma` kind.
+#[test]
+fn the_pipeline_tests_pass_with_the_example_binary() {
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/pipeline.test.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_custom-operator"))
+        .args(["test", tests])
+        .env("SMARTGRID_LOG", "off")
+        .output()
+        .expect("run the example binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 passed; 0 failed"), "{stdout}");
+}

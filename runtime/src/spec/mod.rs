@@ -271,6 +271,21 @@ pub fn parse_file(path: &Path, env: Env) -> Result<PipelineSpec, Vec<Diagnostic>
     parse_str(&text, &path.display().to_string(), base_dir, env)
 }
 
+/// Read a YAML document that is not a pipeline (a pipeline test file) as a `T`, with a
+/// pipeline file's positions, `${VAR}` substitution and hints ("did you mean …?" for an
+/// unknown key): every problem is returned, each in `file` at its line and column.
+pub fn parse_document<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+    env: &Env,
+) -> Result<T, Vec<Diagnostic>> {
+    let in_file = |errors: Vec<Diagnostic>| -> Vec<Diagnostic> {
+        errors.into_iter().map(|d| d.in_file(file)).collect()
+    };
+    let root = Node::parse(text).map_err(in_file)?;
+    de::from_node(&root, env).map_err(in_file)
+}
+
 /// Parse pipeline text; `file` is the name shown in diagnostics.
 pub fn parse_str(
     text: &str,
