@@ -47,6 +47,7 @@ mod letters;
 mod operator;
 mod seen;
 pub mod state;
+mod state_bytes;
 mod sums;
 pub mod time_list;
 

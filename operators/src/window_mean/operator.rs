@@ -264,7 +264,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                 let frontier = &frontiers[0];
                 if let Some(state) = state.as_mut() {
                     while let Some(time) = state.due(frontier.frontier()) {
-                        state.take(time, &fingerprint, &sums.export().to_bytes());
+                        state.take(time, &fingerprint, &sums.export_bytes());
                         for (now, caps, data) in held.release(state) {
                             let open = |output: usize, close| caps[output].delayed(&close);
                             step.add(
@@ -281,7 +281,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                         if state.keeps_on_stop() {
                             // Saved, not flushed: the next run emits these windows once,
                             // with every reading. Their capabilities go with the sums.
-                            state.take(AT_STOP, &fingerprint, &sums.export().to_bytes());
+                            state.take(AT_STOP, &fingerprint, &sums.export_bytes());
                             sums = WindowSums::new(windows.iter().map(|w| &w.window));
                             saved_at_stop = true;
                             step.report(&windows, &mut log);

@@ -353,6 +353,11 @@ impl Seen {
         self.runs = keep.iter().map(|&slot| self.runs[slot]).collect();
     }
 
+    /// Whether `slot` keeps any time.
+    pub(super) fn has_times(&self, slot: usize) -> bool {
+        self.runs[slot].first != NONE
+    }
+
     /// Calls `f` with each of `slot`'s times, in order.
     pub(super) fn each(&self, slot: usize, mut f: impl FnMut(i64)) {
         let run = &self.runs[slot];

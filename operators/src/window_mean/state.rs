@@ -114,7 +114,9 @@ impl WindowSumsState {
 }
 
 impl<C> WindowSums<C> {
-    /// Every kept window as plain data.
+    /// Every kept window as plain data. The operator writes the same bytes without
+    /// this copy ([`export_bytes`](Self::export_bytes)); the tests compare the two.
+    #[cfg(test)]
     pub(super) fn export(&self) -> WindowSumsState {
         let sizes = self
             .sizes
@@ -402,7 +404,9 @@ mod tests {
         let mut emitted = Vec::new();
         for (i, (now, r)) in readings.iter().enumerate() {
             if Some(i) == stop {
-                let bytes = sums.export().to_bytes();
+                // What the operator writes, and the plain-data copy it stands for.
+                let bytes = sums.export_bytes();
+                assert_eq!(bytes, sums.export().to_bytes());
                 let state = WindowSumsState::from_bytes(&bytes).expect("decodes");
                 assert_eq!(state, sums.export());
                 let mut fresh = super::super::sums::WindowSums::new(&[
