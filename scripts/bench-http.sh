@@ -8,8 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-75}
 rounds=${2:-3}
-cargo build --release --locked -q
-bin=$PWD/target/release/smartgrid
+# SMARTGRID_BIN: a binary built elsewhere (e.g. another CARGO_TARGET_DIR) instead.
+if [ -z "${SMARTGRID_BIN:-}" ]; then
+  cargo build --release --locked -q
+fi
+bin=${SMARTGRID_BIN:-$PWD/target/release/smartgrid}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 cp pipeline.yaml "$dir/"
