@@ -4,10 +4,12 @@
 //! everything printed and every file written is searched for them, also base64- and
 //! URL-encoded.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::echo::echoing_server;
 
 const LEVELS: [&str; 5] = ["off", "error", "info", "debug", "trace"];
 
@@ -160,40 +162,6 @@ fn validate_and_graph_never_print_a_value_from_the_environment() {
     }
     // The broken corpus is refused, so its messages were searched.
     assert!(refused > 100, "only {refused} runs were refused");
-}
-
-/// An HTTP server on loopback that answers every request with 400 and the request
-/// itself, headers included, as the error: the worst a server can do with a token.
-fn echoing_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten().take(200) {
-            let mut stream = stream;
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 65536];
-            // Headers and a small body arrive within one or two reads.
-            while let Ok(n) = stream.read(&mut buffer) {
-                request.extend_from_slice(&buffer[..n]);
-                if n == 0 || n < buffer.len() {
-                    break;
-                }
-            }
-            let head: String = String::from_utf8_lossy(&request)
-                .split("\r\n\r\n")
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let body = format!("{{\"error\":\"bad request\",\"request\":{head:?}}}");
-            let _ = write!(
-                stream,
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::echo::echoing_server;
 use support::{Run, write_pipeline};
 
 /// The nodes of the pipeline and the edges between them.
@@ -281,31 +282,6 @@ fn the_status_page_shows_graph_rates_predictions_and_errors() {
     }
     let letters = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).expect("letters");
     assert!(letters.contains("data/realtime/feature/bogus"), "{letters}");
-}
-
-/// An HTTP server on loopback that answers every request with 400 and the request's
-/// head (its `Authorization` header too) as the error: the worst a server can do with
-/// a token.
-fn echoing_server() -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten().take(500) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buffer = [0u8; 65536];
-            let n = stream.read(&mut buffer).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buffer[..n]).into_owned();
-            let head = request.split("\r\n\r\n").next().unwrap_or_default();
-            let body = format!("{{\"error\":\"bad request\",\"request\":{head:?}}}");
-            let _ = write!(
-                stream,
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub mod sink;
 pub mod spool;
 pub mod wal;
 pub mod window_mean;
+#[cfg(test)]
+mod xorshift;
 
 use smartgrid_runtime::Registry;
 

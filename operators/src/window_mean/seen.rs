@@ -440,13 +440,7 @@ mod tests {
 
     #[test]
     fn many_sensors_in_a_shuffled_order_match_a_set_through_splits_and_prunes() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift::xorshift(0x2545_f491_4f6c_dd1d_u64);
         let mut seen = Seen::default();
         let mut oracle: Vec<BTreeSet<i64>> = vec![BTreeSet::new(); 5];
         (0..5).for_each(|_| seen.add_slot());
@@ -505,13 +499,7 @@ mod tests {
 
     #[test]
     fn times_beyond_a_blocks_span_and_at_the_ends_of_time_match_a_set() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift::xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let mut seen = one();
         let mut oracle = BTreeSet::new();
         let mut t = 0_i64;

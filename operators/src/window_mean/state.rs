@@ -371,13 +371,7 @@ mod tests {
     /// Readings of 5 sensors over 3 minutes, some out of order, some twice, with odd
     /// values whose sums do not round the same way in another order.
     fn readings() -> Vec<(Time, Reading)> {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift::xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let mut out = Vec::new();
         for i in 0..3_000_i64 {
             let ms = 1_700_000_000_000 + i * 60 - (next() % 3_000) as i64;

@@ -59,13 +59,7 @@ fn corrections(sums: &WindowSums<Time>, mut batch: Batch) -> Vec<Vec<Reading>> {
 
 #[test]
 fn means_of_two_sizes_match_a_grouping_done_the_slow_way() {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = crate::xorshift::xorshift(0x2545_f491_4f6c_dd1d_u64);
     let mut unit = || (next() >> 11) as f64 / (1u64 << 53) as f64;
     // Three fields: 1 s windows average fields 2 and 0 (not a leading run), 5 s
     // windows fields 0 and 1.

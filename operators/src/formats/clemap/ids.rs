@@ -93,13 +93,7 @@ mod tests {
     /// evict one another: far more distinct ids than entries, in a shuffled order.
     #[test]
     fn gives_the_id_from_object_id_makes_whatever_was_made_before() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::xorshift::xorshift(0x2545_f491_4f6c_dd1d_u64);
         let ids: Vec<[u8; 12]> = (0..3 * SETS * 2)
             .map(|i| {
                 let mut raw = [0u8; 12];
