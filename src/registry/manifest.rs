@@ -324,3 +324,40 @@ pub fn verify(model_path: &Path, key: &VerifyingKey) -> Result<Manifest, Manifes
     }
     Ok(manifest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical encoding, byte for byte, as the module documentation describes it:
+    /// sorted keys, no whitespace, `null` for absent values, JSON escapes only for `"`,
+    /// `\` and control characters, non-ASCII as UTF-8.
+    #[test]
+    fn signed_bytes_are_the_documented_encoding() {
+        let manifest = Manifest {
+            format: FORMAT.to_owned(),
+            version: "v2 \"ü\"\n".to_owned(),
+            parent: None,
+            created: "2026-12-02T01:00:00Z".to_owned(),
+            feature_names: Some(vec!["a".to_owned(), "b\u{1}".to_owned()]),
+            trees: 3,
+            training_rows: Some(10),
+            metrics: BTreeMap::from([("rmse".to_owned(), 0.125), ("mae".to_owned(), 12.0)]),
+            model_sha256: "0f".repeat(32),
+            signature: "ignored".to_owned(),
+        };
+        let expected = format!(
+            concat!(
+                r#"{{"created":"2026-12-02T01:00:00Z","feature_names":["a","b\u0001"],"#,
+                r#""format":"smartgrid-model-manifest/1","metrics":{{"mae":12.0,"rmse":0.125}},"#,
+                r#""model_sha256":"{}","parent":null,"training_rows":10,"trees":3,"#,
+                r#""version":"v2 \"ü\"\n"}}"#
+            ),
+            "0f".repeat(32)
+        );
+        assert_eq!(
+            String::from_utf8(manifest.signed_bytes()).ok(),
+            Some(expected)
+        );
+    }
+}
