@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use smartgrid_runtime::Registry;
 
-use crate::{commands, model_cmd, schema_cmd};
+use crate::{commands, model_cmd, schema_cmd, sign_cmd};
 
 /// Stream processor for smart-grid energy monitoring.
 #[derive(Debug, Parser)]
@@ -115,10 +115,15 @@ enum Command {
         #[arg(short, long, default_value_t = 1)]
         workers: usize,
     },
-    /// Tree models: predict from a CSV, inspect, train.
+    /// Tree models: predict from a CSV, inspect, train, sign, verify.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Model-signing keys (docs/models-signing.md).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Publish simulated Clemap readings to an MQTT broker.
     Simulate {
@@ -147,7 +152,48 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new ed25519 key pair: DIR/model-signing.key (private, mode 0600; an
+    /// existing one is never overwritten) and DIR/model-signing.pub.
+    Generate {
+        /// The directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ModelCommand {
+    /// Write MODEL.manifest.json: the model's version, features, trees and sha256,
+    /// signed with an ed25519 key (docs/models-signing.md).
+    Sign {
+        /// The private key file (`smartgrid keys generate`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The model file.
+        model: PathBuf,
+        /// The model's version (default: the first 12 hex digits of its sha256).
+        #[arg(long)]
+        version: Option<String>,
+        /// The version this model replaces.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Rows the model was trained on.
+        #[arg(long)]
+        training_rows: Option<u64>,
+        /// A held-out metric, `NAME=VALUE` (repeatable), e.g. `mae=12.5`.
+        #[arg(long = "metric", value_name = "NAME=VALUE")]
+        metrics: Vec<String>,
+    },
+    /// Check a model against its signed manifest: exit 0 if it matches, 1 with the
+    /// reason if not.
+    Verify {
+        /// The public key file (`smartgrid keys generate`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The model file (its manifest is MODEL.manifest.json).
+        model: PathBuf,
+    },
     /// Print one prediction per CSV row (one per line, in row order).
     Predict {
         /// The model (XGBoost JSON or LightGBM text, detected by content).
@@ -213,6 +259,22 @@ fn model_command(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Predict { model, csv } => model_cmd::predict(&model, &csv),
         ModelCommand::Inspect { file } => model_cmd::inspect(&file),
+        ModelCommand::Sign {
+            key,
+            model,
+            version,
+            parent,
+            training_rows,
+            metrics,
+        } => sign_cmd::sign(sign_cmd::SignArgs {
+            key: &key,
+            model: &model,
+            version,
+            parent,
+            training_rows,
+            metrics: &metrics,
+        }),
+        ModelCommand::Verify { public_key, model } => sign_cmd::verify(&public_key, &model),
         #[cfg(feature = "train")]
         ModelCommand::Train {
             data,
@@ -297,6 +359,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
             workers,
         } => crate::bench::bench(sensors, seconds, workers),
         Command::Model { command } => model_command(command),
+        Command::Keys {
+            command: KeysCommand::Generate { out },
+        } => sign_cmd::keys_generate(&out),
         Command::Simulate {
             broker,
             sensors,

@@ -16,7 +16,9 @@ mod commands;
 mod model_cmd;
 mod observe;
 mod pipeline_test;
+pub mod registry;
 mod schema_cmd;
+mod sign_cmd;
 
 pub use cli::main_with;
 pub use smartgrid_operators::builtin_registry;
