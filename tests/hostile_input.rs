@@ -99,16 +99,8 @@ fn connections(broker: &testkit::Mosquitto, client_id: &str) -> usize {
 }
 
 fn publish_file(broker: &testkit::Mosquitto, topic: &str, path: &std::path::Path) {
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port().to_string(),
-            "-q",
-            "1",
-        ])
-        .args(["-t", topic])
+    let status = broker
+        .publisher(topic)
         .arg("-f")
         .arg(path)
         .status()

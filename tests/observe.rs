@@ -6,9 +6,8 @@ mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use support::{Run, counter, smartgrid, write_pipeline};
+use support::{Run, counter, smartgrid, wait_until, write_pipeline};
 
 /// An MQTT source on `url`, decoded, windowed and stored; `top` goes before `nodes:`.
 fn mqtt_pipeline(url: &str, top: &str) -> String {
@@ -36,19 +35,6 @@ fn free_addr() -> SocketAddr {
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     testkit::http("GET", addr, path, b"")
-}
-
-/// Polls `check` until it returns `Some`, failing with `what` after a minute: the
-/// deadline only bounds a broken run, nothing is asserted about how long it took.
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Publishes simulated readings to `broker` with `smartgrid simulate` (QoS 1, every one

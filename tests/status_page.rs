@@ -8,11 +8,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use support::echo::echoing_server;
-use support::{Run, write_pipeline};
+use support::{Run, wait_until, write_pipeline};
 
 /// The nodes of the pipeline and the edges between them.
 const NODES: [&str; 7] = [
@@ -101,17 +99,6 @@ fn outputs(addr: SocketAddr) -> (BTreeMap<String, u64>, u64) {
     (outputs, errors)
 }
 
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The value of attribute `name` in an element's start tag `tag`.
 fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
@@ -157,16 +144,9 @@ fn the_status_page_shows_graph_rates_predictions_and_errors() {
     });
 
     // One payload that is not Clemap: decode counts it, dead-letters it and warns.
-    let status = Command::new(testkit::require_binary("mosquitto_pub"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port().to_string(),
-            "-q",
-            "1",
-        ])
-        .args(["-t", "data/realtime/feature/bogus", "-m", "not a payload"])
+    let status = broker
+        .publisher("data/realtime/feature/bogus")
+        .args(["-m", "not a payload"])
         .status()
         .expect("mosquitto_pub");
     assert!(status.success());

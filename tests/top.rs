@@ -6,9 +6,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use support::{Run, smartgrid, write_pipeline};
+use support::{Run, smartgrid, wait_until, write_pipeline};
 
 const PIPELINE: &str = r"
 pipeline: watched
@@ -88,17 +87,6 @@ fn rows(frame: &str) -> BTreeMap<String, BTreeMap<String, String>> {
         rows.insert(name, cells);
     }
     rows
-}
-
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -19,6 +19,19 @@ pub fn smartgrid() -> Command {
     command
 }
 
+/// Polls `check` until it returns `Some`, failing with `what` after 90 s: the deadline
+/// only bounds a broken run, nothing is asserted about how long it took.
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `text` written as `pipeline.yaml` in `dir`.
 pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");

@@ -112,6 +112,16 @@ impl Mosquitto {
         self.server.port()
     }
 
+    /// `mosquitto_pub` to this broker at QoS 1 on `topic`; the caller adds the message
+    /// (`-m TEXT` or `-f FILE`).
+    pub fn publisher(&self, topic: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(crate::require_binary("mosquitto_pub"));
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port().to_string(), "-q", "1"])
+            .args(["-t", topic]);
+        command
+    }
+
     /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port())
