@@ -16,7 +16,6 @@ mod commands;
 mod model_cmd;
 mod observe;
 mod pipeline_test;
-pub mod registry;
 mod schema_cmd;
 mod sign_cmd;
 

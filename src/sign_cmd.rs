@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::registry::{keys, manifest};
+use smartgrid_models::signing::{keys, manifest};
 
 /// `smartgrid keys generate --out DIR`
 pub fn keys_generate(dir: &Path) -> anyhow::Result<ExitCode> {

@@ -14,6 +14,7 @@ mod convert;
 pub mod csv;
 mod forest;
 mod lightgbm;
+pub mod signing;
 mod threshold;
 #[cfg(feature = "train")]
 pub mod train;

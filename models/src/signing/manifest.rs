@@ -32,7 +32,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use smartgrid_models::{Model, ModelError};
+use crate::{Model, ModelError};
 
 /// The value of `format`: names this layout, so a later one is not misread.
 pub const FORMAT: &str = "smartgrid-model-manifest/1";
