@@ -4,5 +4,6 @@
 //! Errors are typed here (`KeyError`, `ManifestError`); the commands in `sign_cmd`
 //! show them through `anyhow` with their causes.
 
+pub mod announcement;
 pub mod keys;
 pub mod manifest;
