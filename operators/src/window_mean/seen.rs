@@ -3,8 +3,8 @@
 //!
 //! Readings of one sensor arrive nearly in time order, so each sensor's times are one
 //! sorted run: a time after the last is an append, and only an out-of-order time pays
-//! a walk back and a binary search (and, if new, an insert). Times of windows that can
-//! no longer change are dropped from the front.
+//! a walk back and a scan (and, if new, a rewrite of one block). Times of windows that
+//! can no longer change are dropped from the front.
 //!
 //! The runs live in fixed-size blocks from one pool, linked per sensor, and a dropped
 //! block goes back to the pool: once the horizon is filled nothing is allocated or
@@ -13,58 +13,115 @@
 //! the top of the heap, where every free returned their pages and every allocation
 //! faulted them in again.
 //!
-//! A block keeps one 64-bit base time and each time as a 16-bit millisecond offset from
-//! it, so a block spans at most 65.5 s (at 12 Hz it fills in 10 s). That is a quarter of
-//! the memory of whole times: with the default windows a sensor's times are kept for up
-//! to three minutes, 4.8 MB at 1,000 sensors instead of 17 MB (BENCHMARKS.md, memory).
+//! A block keeps its first time whole and each later one as the gap from the time
+//! before it, in LEB128 (seven bits a byte): one byte per reading at 12 Hz (gaps of
+//! 83 ms), two from 8 Hz down to 0.06 Hz. With the default windows a sensor's times
+//! are kept for up to three minutes: at 1,000 sensors that is 2.3 MB, against 4.8 MB
+//! with 16-bit offsets and 17 MB with whole times (BENCHMARKS.md, memory).
 
-/// Times per block: the block, with its header, is 256 bytes.
-const B: usize = 118;
+/// Gap bytes per block: with its 20-byte header, the block is 256 bytes.
+const BYTES: usize = 236;
 /// No block.
 const NONE: u32 = u32::MAX;
+/// Most times a block can hold: its first, and a one-byte gap per byte.
+const MOST: usize = BYTES + 1;
 
-/// A piece of one sensor's run: `base + offsets[head..len]`, sorted.
+/// A piece of one sensor's run: `first`, then the times the gaps in
+/// `gaps[head..used]` lead to, sorted.
 #[derive(Clone)]
 struct Block {
-    base: i64,
-    offsets: [u16; B],
-    len: u16,
+    first: i64,
     head: u16,
+    used: u16,
     prev: u32,
     next: u32,
+    gaps: [u8; BYTES],
 }
 
-impl Block {
-    fn time(&self, i: u16) -> i64 {
-        self.base + i64::from(self.offsets[usize::from(i)])
+/// `later - earlier` for `later > earlier`, whatever their distance.
+#[inline(always)]
+fn gap(earlier: i64, later: i64) -> u64 {
+    (later as u64).wrapping_sub(earlier as u64)
+}
+
+/// Writes `gap` at `gaps[at..]` as LEB128; the end, or `None` if it does not fit.
+#[inline]
+fn put(gaps: &mut [u8; BYTES], mut at: usize, mut gap: u64) -> Option<usize> {
+    loop {
+        let byte = (gap & 0x7f) as u8;
+        gap >>= 7;
+        *gaps.get_mut(at)? = if gap == 0 { byte } else { byte | 0x80 };
+        at += 1;
+        if gap == 0 {
+            return Some(at);
+        }
     }
 }
 
-/// `time` as an offset from `base`, if a block with that base can hold it.
-#[inline(always)]
-fn offset(base: i64, time: i64) -> Option<u16> {
-    time.checked_sub(base).and_then(|d| u16::try_from(d).ok())
+/// Reads the LEB128 gap at `gaps[*at..]` and moves `at` past it.
+#[inline]
+fn take(gaps: &[u8], at: &mut usize) -> u64 {
+    let mut gap = 0_u64;
+    let mut shift = 0;
+    while let Some(&byte) = gaps.get(*at) {
+        *at += 1;
+        gap |= u64::from(byte & 0x7f).wrapping_shl(shift);
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    gap
 }
 
-/// One sensor's run: its first and last blocks. The last block's length, base and last
+impl Block {
+    /// Calls `f` with each of the block's times, `used` being its length in bytes.
+    #[inline]
+    fn each(&self, used: u16, mut f: impl FnMut(i64)) {
+        let mut t = self.first;
+        f(t);
+        let mut at = usize::from(self.head);
+        while at < usize::from(used) {
+            t = t.wrapping_add(take(&self.gaps, &mut at) as i64);
+            f(t);
+        }
+    }
+
+    /// Writes `times` (sorted, at least one) into the block from its start, as many as
+    /// fit in `room` bytes; how many it took.
+    fn fill(&mut self, times: &[i64], room: usize) -> usize {
+        self.first = times[0];
+        self.head = 0;
+        let mut end = 0;
+        let mut taken = 1;
+        for pair in times.windows(2) {
+            match put(&mut self.gaps, end, gap(pair[0], pair[1])) {
+                Some(next) if next <= room => end = next,
+                _ => break,
+            }
+            taken += 1;
+        }
+        self.used = end as u16;
+        taken
+    }
+}
+
+/// One sensor's run: its first and last blocks. The last block's used length and last
 /// time are kept here, not in the block, so the common case (a time after the last)
-/// reads this small array and writes one offset, and never touches the block's header.
+/// reads this small array and writes one byte, and never touches the block's header.
 #[derive(Clone, Copy, Debug)]
 struct Run {
     first: u32,
     last: u32,
-    /// The length of the last block (its `len` is stale while it is the last).
-    tail_len: u16,
-    /// The last block's base.
-    tail_base: i64,
+    /// The used length of the last block (its `used` is stale while it is the last).
+    tail_used: u16,
     last_time: i64,
 }
 
 const EMPTY: Run = Run {
     first: NONE,
     last: NONE,
-    tail_len: 0,
-    tail_base: 0,
+    tail_used: 0,
     last_time: i64::MIN,
 };
 
@@ -73,8 +130,7 @@ const EMPTY: Run = Run {
 pub(super) enum Vacancy {
     /// After every time of the sensor.
     Append,
-    /// At `pos` in block `block` (`pos` may be its `head` or its `len`: before or after
-    /// its times).
+    /// Before the `pos`-th time of block `block` (`pos` may be its count: after them).
     At { block: u32, pos: u16 },
 }
 
@@ -104,30 +160,13 @@ impl Seen {
         let mut id = run.last;
         loop {
             let block = &self.blocks[id as usize];
-            let len = self.len_of(run, id);
-            if block.prev == NONE || block.time(block.head) <= time {
-                if time < block.time(block.head) {
-                    return Some(Vacancy::At {
-                        block: id,
-                        pos: block.head,
-                    });
-                }
-                let live = &block.offsets[usize::from(block.head)..usize::from(len)];
-                // At or after the first time, so not below the base; past the span it
-                // is after every time here.
-                let Some(off) = offset(block.base, time) else {
-                    return Some(Vacancy::At {
-                        block: id,
-                        pos: len,
-                    });
-                };
-                return match live.binary_search(&off) {
-                    Ok(_) => None,
-                    Err(at) => Some(Vacancy::At {
-                        block: id,
-                        pos: block.head + at as u16,
-                    }),
-                };
+            if block.prev == NONE || block.first <= time {
+                let (mut pos, mut found) = (0_u16, false);
+                block.each(self.used_of(run, id), |t| {
+                    found |= t == time;
+                    pos += u16::from(t < time);
+                });
+                return (!found).then_some(Vacancy::At { block: id, pos });
             }
             id = block.prev;
         }
@@ -135,19 +174,18 @@ impl Seen {
 
     /// Record `time` in `slot` where [`find`](Self::find) said, nothing changed between.
     ///
-    /// The common case (an append with room in the last block) is inlined into the
-    /// caller; the rest is out of line, so the caller saves no registers for it.
+    /// The common case (an append of a one-byte gap with room in the last block) is
+    /// inlined into the caller; the rest is out of line, so the caller saves no
+    /// registers for it.
     #[inline(always)]
     pub(super) fn insert(&mut self, slot: usize, time: i64, at: Vacancy) {
         if at == Vacancy::Append {
             let run = &mut self.runs[slot];
-            if run.last != NONE
-                && usize::from(run.tail_len) < B
-                && let Some(off) = offset(run.tail_base, time)
-            {
+            let step = gap(run.last_time, time);
+            if run.last != NONE && step < 0x80 && usize::from(run.tail_used) < BYTES {
+                self.blocks[run.last as usize].gaps[usize::from(run.tail_used)] = step as u8;
+                run.tail_used += 1;
                 run.last_time = time;
-                self.blocks[run.last as usize].offsets[usize::from(run.tail_len)] = off;
-                run.tail_len += 1;
                 return;
             }
         }
@@ -159,8 +197,19 @@ impl Seen {
         self.settle(slot);
         match at {
             Vacancy::Append => {
-                let last = self.runs[slot].last;
+                let Run {
+                    last, last_time, ..
+                } = self.runs[slot];
                 self.runs[slot].last_time = time;
+                if last != NONE {
+                    let block = &mut self.blocks[last as usize];
+                    if let Some(end) = put(&mut block.gaps, block.used.into(), gap(last_time, time))
+                    {
+                        block.used = end as u16;
+                        self.unsettle(slot);
+                        return;
+                    }
+                }
                 let id = self.alloc_with(time);
                 self.link_after(slot, last, id);
             }
@@ -169,12 +218,12 @@ impl Seen {
         self.unsettle(slot);
     }
 
-    /// The length of block `id` of `run`.
-    fn len_of(&self, run: &Run, id: u32) -> u16 {
+    /// The used length of block `id` of `run`.
+    fn used_of(&self, run: &Run, id: u32) -> u16 {
         if id == run.last {
-            run.tail_len
+            run.tail_used
         } else {
-            self.blocks[id as usize].len
+            self.blocks[id as usize].used
         }
     }
 
@@ -182,66 +231,42 @@ impl Seen {
     fn settle(&mut self, slot: usize) {
         let run = self.runs[slot];
         if run.last != NONE {
-            self.blocks[run.last as usize].len = run.tail_len;
+            self.blocks[run.last as usize].used = run.tail_used;
         }
     }
 
-    /// Take the last block's length and base back, after the blocks of `slot` changed.
+    /// Take the last block's length back, after the blocks of `slot` changed.
     fn unsettle(&mut self, slot: usize) {
         let run = &mut self.runs[slot];
-        (run.tail_len, run.tail_base) = match run.last {
-            NONE => (0, 0),
-            last => {
-                let block = &self.blocks[last as usize];
-                (block.len, block.base)
-            }
+        run.tail_used = match run.last {
+            NONE => 0,
+            last => self.blocks[last as usize].used,
         };
     }
 
-    /// Put `time` at `pos` of block `id`, between the times at `pos - 1` and `pos`.
+    /// Put `time` before the `pos`-th time of block `id`: the block is written anew,
+    /// and split in two by bytes if it no longer fits.
     fn insert_at(&mut self, slot: usize, id: u32, pos: u16, time: i64) {
-        let block = &mut self.blocks[id as usize];
-        let Some(off) = offset(block.base, time) else {
-            // Outside this block's span: before its first time (only in the first
-            // block) or after its last. It starts a block of its own there.
-            let before = time < block.base;
-            let new = self.alloc_with(time);
-            if before {
-                self.link_before(slot, id, new);
-            } else {
-                self.link_after(slot, id, new);
-            }
-            return;
-        };
-        let (head, len, pos_) = (
-            usize::from(block.head),
-            usize::from(block.len),
-            usize::from(pos),
-        );
-        if head > 0 {
-            // Room before the live times (pruned ones): shift the smaller ones left.
-            block.offsets.copy_within(head..pos_, head - 1);
-            block.offsets[pos_ - 1] = off;
-            block.head -= 1;
-        } else if len < B {
-            block.offsets.copy_within(pos_..len, pos_ + 1);
-            block.offsets[pos_] = off;
-            block.len += 1;
-        } else {
-            // Full: the upper half moves to a new block after it, with the same base.
-            let half = B / 2;
-            let (base, upper) = (block.base, block.offsets);
-            let new = self.alloc_with(base);
-            let moved = &mut self.blocks[new as usize];
-            moved.offsets[..B - half].copy_from_slice(&upper[half..]);
-            moved.len = (B - half) as u16;
-            self.blocks[id as usize].len = half as u16;
+        let mut times = [0_i64; MOST + 1];
+        let mut n = 0;
+        let block = &self.blocks[id as usize];
+        block.each(block.used, |t| {
+            times[n] = t;
+            n += 1;
+        });
+        let pos = usize::from(pos);
+        times.copy_within(pos..n, pos + 1);
+        times[pos] = time;
+        n += 1;
+        let times = &times[..n];
+        let took = self.blocks[id as usize].fill(times, BYTES);
+        if took < n {
+            // Full: about half its bytes stay, the rest start a block after it.
+            let kept = self.blocks[id as usize].fill(times, BYTES / 2);
+            let new = self.alloc_with(times[kept]);
+            let rest = self.blocks[new as usize].fill(&times[kept..], BYTES);
+            debug_assert_eq!(kept + rest, n);
             self.link_after(slot, id, new);
-            if pos_ <= half {
-                self.insert_at(slot, id, pos, time);
-            } else {
-                self.insert_at(slot, new, (pos_ - half) as u16, time);
-            }
         }
     }
 
@@ -265,41 +290,25 @@ impl Seen {
         }
     }
 
-    /// Link the unlinked block `new` into `slot`'s run before `before`.
-    fn link_before(&mut self, slot: usize, before: u32, new: u32) {
-        let prev = self.blocks[before as usize].prev;
-        self.blocks[before as usize].prev = new;
-        let block = &mut self.blocks[new as usize];
-        block.prev = prev;
-        block.next = before;
-        if prev == NONE {
-            self.runs[slot].first = new;
-        } else {
-            self.blocks[prev as usize].next = new;
-        }
-    }
-
-    /// An unlinked block whose base, and only time, is `time`. (A block made to take
-    /// half of another's times is then shortened by its caller.)
+    /// An unlinked block whose only time is `time`.
     fn alloc_with(&mut self, time: i64) -> u32 {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
                 self.blocks.push(Block {
-                    base: 0,
-                    offsets: [0; B],
-                    len: 0,
+                    first: 0,
                     head: 0,
+                    used: 0,
                     prev: NONE,
                     next: NONE,
+                    gaps: [0; BYTES],
                 });
                 // Four billion blocks would be a terabyte.
                 u32::try_from(self.blocks.len() - 1).unwrap_or(NONE - 1)
             }
         };
         let block = &mut self.blocks[id as usize];
-        (block.base, block.len, block.head, block.prev, block.next) = (time, 1, 0, NONE, NONE);
-        block.offsets[0] = 0;
+        (block.first, block.head, block.used, block.prev, block.next) = (time, 0, 0, NONE, NONE);
         id
     }
 
@@ -310,13 +319,16 @@ impl Seen {
             let mut first = self.runs[slot].first;
             while first != NONE {
                 let block = &mut self.blocks[first as usize];
-                if block.time(block.len - 1) >= floor {
-                    // The floor is within this block's span: its last time is not
-                    // below it, and its base is (or the block keeps every time).
-                    if let Some(cut) = offset(block.base, floor) {
-                        let live = &block.offsets[usize::from(block.head)..usize::from(block.len)];
-                        block.head += live.partition_point(|&o| o < cut) as u16;
-                    }
+                if block.first >= floor {
+                    break;
+                }
+                // Step the block's first time forward over the gaps, until one is kept.
+                let (mut at, mut t) = (usize::from(block.head), block.first);
+                while at < usize::from(block.used) && t < floor {
+                    t = t.wrapping_add(take(&block.gaps, &mut at) as i64);
+                }
+                if t >= floor {
+                    (block.first, block.head) = (t, at as u16);
                     break;
                 }
                 let next = block.next;
@@ -363,7 +375,7 @@ impl Seen {
         let mut id = run.first;
         while id != NONE {
             let block = &self.blocks[id as usize];
-            (block.head..self.len_of(run, id)).for_each(|i| f(block.time(i)));
+            block.each(self.used_of(run, id), &mut f);
             id = block.next;
         }
     }
@@ -479,7 +491,7 @@ mod tests {
         }
         // What was pruned went back to the pool and was used again.
         assert!(
-            seen.blocks.len() < 5 * 3_500 / (B / 2),
+            seen.blocks.len() < 5 * 3_500 / (BYTES / 4),
             "{}",
             seen.blocks.len()
         );
@@ -497,13 +509,37 @@ mod tests {
     }
 
     #[test]
+    fn a_12_hz_sensor_costs_a_byte_a_reading_and_slow_or_shuffled_ones_stay_exact() {
+        // 12 Hz: one block holds its first time and a one-byte gap per byte.
+        let mut seen = one();
+        (0..MOST as i64).for_each(|i| assert!(record(&mut seen, 0, i * 83)));
+        assert_eq!(seen.blocks_in_use(), 1);
+        assert!(record(&mut seen, 0, MOST as i64 * 83));
+        assert_eq!(seen.blocks_in_use(), 2);
+
+        // Gaps of one to five bytes, written out of order, against a set.
+        let mut next = crate::xorshift::xorshift(0x0123_4567_89ab_cdef_u64);
+        let mut seen = one();
+        let mut oracle = BTreeSet::new();
+        for i in 0..20_000_i64 {
+            let step = [83, 1_000, 20_000, 3_000_000, 1 << 33][(next() % 5) as usize];
+            let t = i * 1_000 + (next() % step) as i64 - step as i64 / 2;
+            assert_eq!(record(&mut seen, 0, t), oracle.insert(t), "{i}: {t}");
+        }
+        assert_eq!(
+            seen.between(0, i64::MIN, i64::MAX),
+            oracle.iter().copied().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn times_beyond_a_blocks_span_and_at_the_ends_of_time_match_a_set() {
         let mut next = crate::xorshift::xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let mut seen = one();
         let mut oracle = BTreeSet::new();
         let mut t = 0_i64;
         for i in 0..30_000 {
-            // Mostly 12 Hz steps; some jumps past a block's 65.5 s span either way,
+            // Mostly 12 Hz steps (one-byte gaps); some jumps of multi-byte gaps either way,
             // some repeats of a recent time.
             t += match next() % 16 {
                 0 => 65_000 + (next() % 200_000) as i64,

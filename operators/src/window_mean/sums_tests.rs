@@ -326,8 +326,9 @@ fn what_is_kept_stays_bounded_in_a_long_steady_run() {
         most = most.max(sums.slots.seen.blocks_in_use());
     }
     // 20 sensors at 12 Hz over a minute window, its minute of horizon and the open one:
-    // at most 200 s of times in full blocks, and a part-filled block at each end.
-    assert!(most <= 20 * (12 * 200 / 126 + 2), "{most}");
+    // at most 200 s of times in full blocks (236 one-byte gaps each), and a part-filled
+    // block at each end.
+    assert!(most <= 20 * (12 * 200 / 236 + 2), "{most}");
     assert!(
         sums.slots.seen.len(3) >= 12 * 60,
         "{}",
