@@ -342,3 +342,76 @@ pub fn simulate(
     eprintln!("published {published} readings to {broker}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// Where `model promote` and `model rollback` announce, from their flags.
+pub struct AnnounceFlags {
+    pub broker: Option<String>,
+    pub topic: String,
+    pub base_url: Option<String>,
+}
+
+impl AnnounceFlags {
+    fn target(&self) -> anyhow::Result<Option<crate::registry::announce::Target>> {
+        match (&self.broker, &self.base_url) {
+            (None, None) => Ok(None),
+            (Some(broker), Some(base_url)) => Ok(Some(crate::registry::announce::Target {
+                broker: broker.clone(),
+                topic: self.topic.clone(),
+                base_url: base_url.clone(),
+            })),
+            _ => bail!("--announce-broker and --announce-base-url go together"),
+        }
+    }
+}
+
+/// `smartgrid model list --registry DIR`: one line per version, oldest first, `*` on
+/// the active one.
+pub fn model_list(dir: &Path) -> anyhow::Result<ExitCode> {
+    let registry = crate::registry::Registry::open(dir)?;
+    for entry in registry.list()? {
+        let m = &entry.manifest;
+        let metrics = m
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "{} {} created {} parent {} rows {} {metrics}",
+            if entry.active { '*' } else { ' ' },
+            m.version,
+            m.created,
+            m.parent.as_deref().unwrap_or("-"),
+            m.training_rows.map_or("-".to_owned(), |n| n.to_string()),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smartgrid model promote VERSION --registry DIR` (and `rollback` with `None`): make
+/// a version active and announce it if told where.
+pub fn model_activate(
+    dir: &Path,
+    version: Option<&str>,
+    announce: &AnnounceFlags,
+) -> anyhow::Result<ExitCode> {
+    let target = announce.target()?;
+    let registry = crate::registry::Registry::open(dir)?;
+    let manifest = match version {
+        Some(version) => registry.promote(version)?,
+        None => registry.rollback()?,
+    };
+    println!("active: {}", manifest.version);
+    if let Some(target) = target {
+        let sent = crate::registry::announce::publish(&target, &manifest)?;
+        println!("announced on {} (retained): {}", target.topic, sent.url);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smartgrid registry serve DIR --listen ADDR`
+pub fn registry_serve(dir: &Path, listen: &str) -> anyhow::Result<ExitCode> {
+    let registry = crate::registry::Registry::open(dir)?;
+    crate::registry::serve::serve(registry, listen)?;
+    Ok(ExitCode::SUCCESS)
+}

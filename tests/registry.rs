@@ -1,0 +1,200 @@
+//! The model registry through the real binary: `model list`, `model promote`, `model
+//! rollback` change what is active and announce it, retained, on a real mosquitto;
+//! `registry serve` returns each version's exact bytes and nothing outside the
+//! registry. The registry is built as `smartgrid retrain` lays it out
+//! (`versions/VERSION/model.txt` + its signed manifest), with `model sign`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+fn smartgrid() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smartgrid"));
+    command.env("SMARTGRID_LOG", "warn");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    smartgrid().args(args).output().expect("run smartgrid")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// A registry with versions `v1` (the default model) and `v2` (the seed XGBoost model
+/// is not LightGBM text, so v2 is the default model with one more line: other bytes,
+/// same trees), both signed; none active yet.
+fn registry(dir: &Path) -> PathBuf {
+    let keys = dir.join("keys");
+    let out = run(&["keys", "generate", "--out", arg(&keys)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let registry = dir.join("registry");
+    let default = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/model.txt"))
+        .expect("the default model");
+    for (version, extra) in [("v1", &b""[..]), ("v2", &b"\n"[..])] {
+        let model = registry.join("versions").join(version).join("model.txt");
+        std::fs::create_dir_all(model.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&model, [default.as_slice(), extra].concat()).expect("write model");
+        let out = run(&[
+            "model", "sign", "--key", arg(&keys.join("model-signing.key")), arg(&model),
+            "--version", version, "--training-rows", "100", "--metric", "mae=20.5",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    registry
+}
+
+fn active_line(registry: &Path) -> String {
+    let out = run(&["model", "list", "--registry", arg(registry)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let active: Vec<&str> = stdout.lines().filter(|l| l.starts_with('*')).collect();
+    assert!(active.len() <= 1, "{stdout}");
+    active.first().map(|l| l.to_string()).unwrap_or_default()
+}
+
+fn retained(broker: &testkit::Mosquitto, topic: &str) -> Value {
+    let out = Command::new(testkit::require_binary("mosquitto_sub"))
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-t", topic])
+        .args(["-C", "1", "-W", "3", "--retained-only"])
+        .output()
+        .expect("run mosquitto_sub");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no retained announcement: {}", text(&out)))
+}
+
+fn manifest_json(registry: &Path, version: &str) -> Value {
+    let path = registry.join("versions").join(version).join("model.txt.manifest.json");
+    serde_json::from_slice(&std::fs::read(path).expect("manifest")).expect("JSON")
+}
+
+#[test]
+fn promote_and_rollback_change_the_active_version_and_announce_it() {
+    testkit::require_binary("mosquitto");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let registry = registry(dir.path());
+    let broker = testkit::Mosquitto::start();
+    let announce = [
+        "--announce-broker", &broker.url(), "--announce-topic", "test/model",
+        "--announce-base-url", "http://pi.local:8900",
+    ];
+    assert_eq!(active_line(&registry), "", "nothing is active yet");
+
+    for version in ["v1", "v2"] {
+        let out = smartgrid()
+            .args(["model", "promote", version, "--registry", arg(&registry)])
+            .args(announce)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(active_line(&registry).starts_with(&format!("* {version} ")));
+        let announced = retained(&broker, "test/model");
+        assert_eq!(announced["manifest"], manifest_json(&registry, version));
+        assert_eq!(announced["url"], json!(format!("http://pi.local:8900/models/{version}/model.txt")));
+    }
+
+    let out = smartgrid()
+        .args(["model", "rollback", "--registry", arg(&registry)])
+        .args(announce)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(active_line(&registry).starts_with("* v1 "));
+    assert_eq!(retained(&broker, "test/model")["manifest"]["version"], json!("v1"));
+
+    // nothing left to roll back to; an unknown or path-like version is refused
+    let out = run(&["model", "rollback", "--registry", arg(&registry)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to roll back to"));
+    for bad in ["v9", "../v1"] {
+        let out = run(&["model", "promote", bad, "--registry", arg(&registry)]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    }
+    assert!(active_line(&registry).starts_with("* v1 "));
+
+    // a model changed after signing cannot be promoted
+    let model = registry.join("versions/v2/model.txt");
+    let mut bytes = std::fs::read(&model).expect("model");
+    bytes.push(b'\n');
+    std::fs::write(&model, bytes).expect("write");
+    let out = run(&["model", "promote", "v2", "--registry", arg(&registry)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match its manifest"));
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn registry_serve_returns_the_exact_bytes_read_only() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let registry = registry(dir.path());
+    let out = run(&["model", "promote", "v2", "--registry", arg(&registry)]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(dir.path().join("secret.txt"), "outside").expect("write");
+
+    let mut child = Serve(
+        smartgrid()
+            .args(["registry", "serve", arg(&registry), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("the address line");
+    let addr: SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+
+    for version in ["v1", "v2"] {
+        for file in ["model.txt", "model.txt.manifest.json"] {
+            let (status, body) = testkit::http("GET", addr, &format!("/models/{version}/{file}"), b"");
+            assert_eq!(status, 200, "{version}/{file}");
+            let stored = std::fs::read(registry.join("versions").join(version).join(file)).expect("file");
+            assert!(body.as_bytes() == stored.as_slice(), "{version}/{file} differs from the stored bytes");
+        }
+    }
+    let (status, body) = testkit::http("GET", addr, "/models/active", b"");
+    assert_eq!(status, 200);
+    let announced: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(announced["manifest"], manifest_json(&registry, "v2"));
+    assert_eq!(announced["url"], json!(format!("http://{addr}/models/v2/model.txt")));
+
+    for path in [
+        "/models/v1/state.json",
+        "/models/v3/model.txt",
+        "/models/..%2F..%2Fsecret.txt/model.txt",
+        "/models/../../secret.txt",
+        "/state.json",
+    ] {
+        let (status, _) = testkit::http("GET", addr, path, b"");
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) = testkit::http("PUT", addr, "/models/v1/model.txt", b"x");
+    assert_eq!(status, 405);
+    drop(child);
+}
