@@ -67,26 +67,28 @@ fn feature_names() -> Vec<String> {
     names
 }
 
-/// Triplet records as `compare_with_lag` writes them, for 4 sensors: each phase a
-/// random walk with momentum, so the next window continues the last change (which
-/// persistence misses and a model can learn). About a third are flagged; the rest are
-/// "sampled good" ones.
+/// Each phase's mean power: the simulated households return towards it.
+const MEAN: [f64; 3] = [500.0, 300.0, 800.0];
+
+/// Triplet records as `compare_with_lag` writes them, for 4 sensors: each phase
+/// returns 80 % of the way to its mean each window, plus noise, so the next window is
+/// not this one (persistence misses the return, a model learns it). Some are flagged,
+/// the rest are "sampled good" ones.
 fn triplets(n: usize, seed: u64) -> Vec<Value> {
     let mut noise = Noise(seed);
     let names = feature_names();
     let mut out = Vec::new();
     let sensors = 4;
     let mut history: Vec<Vec<[f64; 3]>> = (0..sensors)
-        .map(|s| vec![[500.0 + 100.0 * s as f64, 300.0, 800.0]; 7])
+        .map(|_| vec![MEAN; 7])
         .collect();
     for i in 0..n {
         let s = i % sensors;
         let h = &mut history[s];
         let last = h[h.len() - 1];
-        let before = h[h.len() - 2];
         let mut next = [0.0; 3];
         for p in 0..3 {
-            next[p] = (last[p] + 0.8 * (last[p] - before[p]) + (noise.next() - 0.5) * 200.0).max(0.0);
+            next[p] = last[p] + 0.8 * (MEAN[p] - last[p]) + (noise.next() - 0.5) * 200.0;
         }
         h.push(next);
         let len = h.len();
@@ -327,7 +329,7 @@ fn a_better_candidate_is_published_signed_and_announced_a_worse_one_is_not() {
     let sources = format!("  files: [{}]", arg(&file));
     let cfg = config(&s, "retrain.yaml", "registry", &sources, &announce);
 
-    // the registry is empty: the candidate must beat persistence, which momentum defeats
+    // the registry is empty: the candidate must beat persistence, which the return defeats
     let (report, _) = retrain(&cfg, &[]);
     let version = report["published"].as_str().unwrap_or_else(|| panic!("not published: {report}")).to_owned();
     let mae = &report["mae"];
