@@ -42,15 +42,27 @@ fn registry(dir: &Path) -> PathBuf {
     let out = run(&["keys", "generate", "--out", arg(&keys)]);
     assert!(out.status.success(), "{}", text(&out));
     let registry = dir.join("registry");
-    let default = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/model.txt"))
-        .expect("the default model");
+    let default = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/default/model.txt"
+    ))
+    .expect("the default model");
     for (version, extra) in [("v1", &b""[..]), ("v2", &b"\n"[..])] {
         let model = registry.join("versions").join(version).join("model.txt");
         std::fs::create_dir_all(model.parent().expect("a parent")).expect("mkdir");
         std::fs::write(&model, [default.as_slice(), extra].concat()).expect("write model");
         let out = run(&[
-            "model", "sign", "--key", arg(&keys.join("model-signing.key")), arg(&model),
-            "--version", version, "--training-rows", "100", "--metric", "mae=20.5",
+            "model",
+            "sign",
+            "--key",
+            arg(&keys.join("model-signing.key")),
+            arg(&model),
+            "--version",
+            version,
+            "--training-rows",
+            "100",
+            "--metric",
+            "mae=20.5",
         ]);
         assert!(out.status.success(), "{}", text(&out));
     }
@@ -69,15 +81,26 @@ fn active_line(registry: &Path) -> String {
 
 fn retained(broker: &testkit::Mosquitto, topic: &str) -> Value {
     let out = Command::new(testkit::require_binary("mosquitto_sub"))
-        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-t", topic])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-t",
+            topic,
+        ])
         .args(["-C", "1", "-W", "3", "--retained-only"])
         .output()
         .expect("run mosquitto_sub");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no retained announcement: {}", text(&out)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no retained announcement: {}", text(&out)))
 }
 
 fn manifest_json(registry: &Path, version: &str) -> Value {
-    let path = registry.join("versions").join(version).join("model.txt.manifest.json");
+    let path = registry
+        .join("versions")
+        .join(version)
+        .join("model.txt.manifest.json");
     serde_json::from_slice(&std::fs::read(path).expect("manifest")).expect("JSON")
 }
 
@@ -88,8 +111,12 @@ fn promote_and_rollback_change_the_active_version_and_announce_it() {
     let registry = registry(dir.path());
     let broker = testkit::Mosquitto::start();
     let announce = [
-        "--announce-broker", &broker.url(), "--announce-topic", "test/model",
-        "--announce-base-url", "http://pi.local:8900",
+        "--announce-broker",
+        &broker.url(),
+        "--announce-topic",
+        "test/model",
+        "--announce-base-url",
+        "http://pi.local:8900",
     ];
     assert_eq!(active_line(&registry), "", "nothing is active yet");
 
@@ -103,7 +130,10 @@ fn promote_and_rollback_change_the_active_version_and_announce_it() {
         assert!(active_line(&registry).starts_with(&format!("* {version} ")));
         let announced = retained(&broker, "test/model");
         assert_eq!(announced["manifest"], manifest_json(&registry, version));
-        assert_eq!(announced["url"], json!(format!("http://pi.local:8900/models/{version}/model.txt")));
+        assert_eq!(
+            announced["url"],
+            json!(format!("http://pi.local:8900/models/{version}/model.txt"))
+        );
     }
 
     let out = smartgrid()
@@ -113,7 +143,10 @@ fn promote_and_rollback_change_the_active_version_and_announce_it() {
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
     assert!(active_line(&registry).starts_with("* v1 "));
-    assert_eq!(retained(&broker, "test/model")["manifest"]["version"], json!("v1"));
+    assert_eq!(
+        retained(&broker, "test/model")["manifest"]["version"],
+        json!("v1")
+    );
 
     // nothing left to roll back to; an unknown or path-like version is refused
     let out = run(&["model", "rollback", "--registry", arg(&registry)]);
@@ -154,7 +187,13 @@ fn registry_serve_returns_the_exact_bytes_read_only() {
 
     let mut child = Serve(
         smartgrid()
-            .args(["registry", "serve", arg(&registry), "--listen", "127.0.0.1:0"])
+            .args([
+                "registry",
+                "serve",
+                arg(&registry),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("run"),
@@ -172,17 +211,25 @@ fn registry_serve_returns_the_exact_bytes_read_only() {
 
     for version in ["v1", "v2"] {
         for file in ["model.txt", "model.txt.manifest.json"] {
-            let (status, body) = testkit::http("GET", addr, &format!("/models/{version}/{file}"), b"");
+            let (status, body) =
+                testkit::http("GET", addr, &format!("/models/{version}/{file}"), b"");
             assert_eq!(status, 200, "{version}/{file}");
-            let stored = std::fs::read(registry.join("versions").join(version).join(file)).expect("file");
-            assert!(body.as_bytes() == stored.as_slice(), "{version}/{file} differs from the stored bytes");
+            let stored =
+                std::fs::read(registry.join("versions").join(version).join(file)).expect("file");
+            assert!(
+                body.as_bytes() == stored.as_slice(),
+                "{version}/{file} differs from the stored bytes"
+            );
         }
     }
     let (status, body) = testkit::http("GET", addr, "/models/active", b"");
     assert_eq!(status, 200);
     let announced: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(announced["manifest"], manifest_json(&registry, "v2"));
-    assert_eq!(announced["url"], json!(format!("http://{addr}/models/v2/model.txt")));
+    assert_eq!(
+        announced["url"],
+        json!(format!("http://{addr}/models/v2/model.txt"))
+    );
 
     for path in [
         "/models/v1/state.json",

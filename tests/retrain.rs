@@ -79,9 +79,7 @@ fn triplets(n: usize, seed: u64) -> Vec<Value> {
     let names = feature_names();
     let mut out = Vec::new();
     let sensors = 4;
-    let mut history: Vec<Vec<[f64; 3]>> = (0..sensors)
-        .map(|_| vec![MEAN; 7])
-        .collect();
+    let mut history: Vec<Vec<[f64; 3]>> = (0..sensors).map(|_| vec![MEAN; 7]).collect();
     for i in 0..n {
         let s = i % sensors;
         let h = &mut history[s];
@@ -120,7 +118,12 @@ fn triplets(n: usize, seed: u64) -> Vec<Value> {
 fn expected_rows(records: &[Value], holdout: f64) -> Vec<String> {
     let names = feature_names();
     let mut sorted: Vec<&Value> = records.iter().collect();
-    sorted.sort_by_key(|r| (r["time_ms"].as_i64(), r["sensor_id"].as_str().map(str::to_owned)));
+    sorted.sort_by_key(|r| {
+        (
+            r["time_ms"].as_i64(),
+            r["sensor_id"].as_str().map(str::to_owned),
+        )
+    });
     let n = sorted.len();
     let split = n - ((n as f64) * holdout).ceil() as usize;
     sorted
@@ -131,9 +134,17 @@ fn expected_rows(records: &[Value], holdout: f64) -> Vec<String> {
                 r["sensor_id"].as_str().unwrap_or_default().to_owned(),
                 r["time_ms"].to_string(),
             ];
-            cells.extend(names.iter().map(|f| r[f].as_f64().unwrap_or(f64::NAN).to_string()));
+            cells.extend(
+                names
+                    .iter()
+                    .map(|f| r[f].as_f64().unwrap_or(f64::NAN).to_string()),
+            );
             cells.push(r["actual"].as_f64().unwrap_or(f64::NAN).to_string());
-            let weight = if r["flagged"].as_f64() == Some(1.0) { 1.0 } else { 1.0 / SAMPLE_GOOD };
+            let weight = if r["flagged"].as_f64() == Some(1.0) {
+                1.0
+            } else {
+                1.0 / SAMPLE_GOOD
+            };
             cells.push(weight.to_string());
             cells.push(u8::from(i >= split).to_string());
             cells.join(",")
@@ -150,7 +161,10 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("a temp dir");
     let keys = dir.path().join("keys");
-    let out = smartgrid().args(["keys", "generate", "--out", arg(&keys)]).output().expect("run");
+    let out = smartgrid()
+        .args(["keys", "generate", "--out", arg(&keys)])
+        .output()
+        .expect("run");
     assert!(out.status.success(), "{}", text(&out));
     Setup {
         key: keys.join("model-signing.key"),
@@ -200,7 +214,14 @@ fn csv_rows(path: &Path) -> Vec<String> {
 /// The retained message on `topic`, or `None` if there is none (within 3 s).
 fn retained(broker: &testkit::Mosquitto, topic: &str) -> Option<Value> {
     let out = Command::new(testkit::require_binary("mosquitto_sub"))
-        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string(), "-t", topic])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port().to_string(),
+            "-t",
+            topic,
+        ])
         .args(["-C", "1", "-W", "3", "--retained-only"])
         .output()
         .expect("run mosquitto_sub");
@@ -226,14 +247,24 @@ fn files_blobs_and_mqtt_give_the_same_weighted_rows_and_bad_triplets_are_skipped
     missing["time_ms"] = json!(1);
     lines.insert(20, missing.to_string());
     std::fs::write(&file, lines.join("\n") + "\n").expect("write triplets");
-    let cfg = config(&s, "files.yaml", "registry-files", &format!("  files: [{}]", arg(&file)), "");
+    let cfg = config(
+        &s,
+        "files.yaml",
+        "registry-files",
+        &format!("  files: [{}]", arg(&file)),
+        "",
+    );
     let rows_files = s.dir.path().join("rows-files.csv");
     let (report, stderr) = retrain(&cfg, &["--dry-run", "--rows-out", arg(&rows_files)]);
     assert_eq!(report["bad_triplets"], 2, "{report}");
     assert_eq!(report["triplets"], 240, "{report}");
     assert!(stderr.contains("line 11: malformed JSON"), "{stderr}");
     assert!(stderr.contains("line 21: no `p_l2-3` field"), "{stderr}");
-    assert_eq!(csv_rows(&rows_files), expected, "rows from files vs the test's own");
+    assert_eq!(
+        csv_rows(&rows_files),
+        expected,
+        "rows from files vs the test's own"
+    );
 
     // 2. IoT Hub routing blobs in Azurite: {hub}/{partition}/YYYY/MM/DD/HH/mm, JSON lines
     //    of envelopes; even blobs carry JSON bodies, odd ones base64 (no content type)
@@ -243,7 +274,11 @@ fn files_blobs_and_mqtt_give_the_same_weighted_rows_and_bad_triplets_are_skipped
         let mut blob = String::new();
         for (i, record) in chunk.iter().enumerate() {
             // the iothub sink packs records into arrays: every third message is a batch of one
-            let message = if i % 3 == 0 { json!([record]) } else { record.clone() };
+            let message = if i % 3 == 0 {
+                json!([record])
+            } else {
+                record.clone()
+            };
             let body = if b % 2 == 0 {
                 message
             } else {
@@ -258,9 +293,17 @@ fn files_blobs_and_mqtt_give_the_same_weighted_rows_and_bad_triplets_are_skipped
             blob.push_str(&envelope.to_string());
             blob.push('\n');
         }
-        azurite.put_blob("triplets", &format!("myhub/{b}/2023/11/14/22/{:02}", 10 + b), blob.as_bytes());
+        azurite.put_blob(
+            "triplets",
+            &format!("myhub/{b}/2023/11/14/22/{:02}", 10 + b),
+            blob.as_bytes(),
+        );
     }
-    azurite.put_blob("triplets", "otherhub/0/2023/11/14/22/10", b"{\"Body\": 5}\n");
+    azurite.put_blob(
+        "triplets",
+        "otherhub/0/2023/11/14/22/10",
+        b"{\"Body\": 5}\n",
+    );
     let sources = format!(
         "  blob:\n    account_url: {}\n    container: triplets\n    prefix: myhub/\n    account: {}\n    key_env: TEST_AZURITE_KEY",
         azurite.account_url(),
@@ -269,21 +312,42 @@ fn files_blobs_and_mqtt_give_the_same_weighted_rows_and_bad_triplets_are_skipped
     let cfg = config(&s, "blob.yaml", "registry-blob", &sources, "");
     let rows_blob = s.dir.path().join("rows-blob.csv");
     let out = smartgrid()
-        .args(["retrain", "--config", arg(&cfg), "--dry-run", "--rows-out", arg(&rows_blob)])
+        .args([
+            "retrain",
+            "--config",
+            arg(&cfg),
+            "--dry-run",
+            "--rows-out",
+            arg(&rows_blob),
+        ])
         .env("TEST_AZURITE_KEY", testkit::AZURITE_KEY)
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
     assert!(!String::from_utf8_lossy(&out.stderr).contains(testkit::AZURITE_KEY));
-    assert_eq!(csv_rows(&rows_blob), expected, "rows from blobs vs the test's own");
+    assert_eq!(
+        csv_rows(&rows_blob),
+        expected,
+        "rows from blobs vs the test's own"
+    );
 
     // 3. MQTT: one message per triplet, sent once the trainer has subscribed
     let broker = testkit::Mosquitto::start();
-    let sources = format!("  mqtt:\n    url: {}\n    topic: test/triplets\n    listen: 4s", broker.url());
+    let sources = format!(
+        "  mqtt:\n    url: {}\n    topic: test/triplets\n    listen: 4s",
+        broker.url()
+    );
     let cfg = config(&s, "mqtt.yaml", "registry-mqtt", &sources, "");
     let rows_mqtt = s.dir.path().join("rows-mqtt.csv");
     let mut child = smartgrid()
-        .args(["retrain", "--config", arg(&cfg), "--dry-run", "--rows-out", arg(&rows_mqtt)])
+        .args([
+            "retrain",
+            "--config",
+            arg(&cfg),
+            "--dry-run",
+            "--rows-out",
+            arg(&rows_mqtt),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -310,7 +374,11 @@ fn files_blobs_and_mqtt_give_the_same_weighted_rows_and_bad_triplets_are_skipped
     assert!(publisher.wait().expect("mosquitto_pub").success());
     let out = child.wait_with_output().expect("retrain");
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(csv_rows(&rows_mqtt), expected, "rows from MQTT vs the test's own");
+    assert_eq!(
+        csv_rows(&rows_mqtt),
+        expected,
+        "rows from MQTT vs the test's own"
+    );
 }
 
 #[test]
@@ -331,11 +399,31 @@ fn a_better_candidate_is_published_signed_and_announced_a_worse_one_is_not() {
 
     // the registry is empty: the candidate must beat persistence, which the return defeats
     let (report, _) = retrain(&cfg, &[]);
-    let version = report["published"].as_str().unwrap_or_else(|| panic!("not published: {report}")).to_owned();
+    let version = report["published"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not published: {report}"))
+        .to_owned();
     let mae = &report["mae"];
-    assert!(mae["candidate"].as_f64() < mae["persistence"].as_f64(), "{report}");
-    let model = s.dir.path().join("registry/versions").join(&version).join("model.txt");
-    let out = smartgrid().args(["model", "verify", "--public-key", arg(&s.public), arg(&model)]).output().expect("run");
+    assert!(
+        mae["candidate"].as_f64() < mae["persistence"].as_f64(),
+        "{report}"
+    );
+    let model = s
+        .dir
+        .path()
+        .join("registry/versions")
+        .join(&version)
+        .join("model.txt");
+    let out = smartgrid()
+        .args([
+            "model",
+            "verify",
+            "--public-key",
+            arg(&s.public),
+            arg(&model),
+        ])
+        .output()
+        .expect("run");
     assert!(out.status.success(), "{}", text(&out));
     let manifest: Value = serde_json::from_slice(
         &std::fs::read(model.with_file_name("model.txt.manifest.json")).expect("manifest"),
@@ -345,10 +433,16 @@ fn a_better_candidate_is_published_signed_and_announced_a_worse_one_is_not() {
     assert_eq!(manifest["parent"], Value::Null);
     assert_eq!(manifest["training_rows"], report["training_rows"]);
     assert_eq!(manifest["metrics"]["mae"], mae["candidate"]);
-    let state: Value = serde_json::from_slice(&std::fs::read(s.dir.path().join("registry/state.json")).expect("state")).expect("JSON");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(s.dir.path().join("registry/state.json")).expect("state"),
+    )
+    .expect("JSON");
     assert_eq!(state["active"], json!(version));
     let announced = retained(&broker, "test/model").expect("a retained announcement");
-    assert_eq!(announced["manifest"], manifest, "the announcement carries the manifest as written");
+    assert_eq!(
+        announced["manifest"], manifest,
+        "the announcement carries the manifest as written"
+    );
     assert_eq!(
         announced["url"],
         json!(format!("http://127.0.0.1:8900/models/{version}/model.txt"))
@@ -357,11 +451,24 @@ fn a_better_candidate_is_published_signed_and_announced_a_worse_one_is_not() {
     // a weak candidate (two trees) loses to the active version: nothing changes
     let (report, _) = retrain(&cfg, &["--trees", "2"]);
     assert_eq!(report["published"], Value::Null, "{report}");
-    assert!(report["mae"]["candidate"].as_f64() > report["mae"]["active"].as_f64(), "{report}");
-    assert!(report["reason"].as_str().is_some_and(|r| r.contains("does not beat the active model")), "{report}");
-    let versions = std::fs::read_dir(s.dir.path().join("registry/versions")).expect("versions").count();
+    assert!(
+        report["mae"]["candidate"].as_f64() > report["mae"]["active"].as_f64(),
+        "{report}"
+    );
+    assert!(
+        report["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not beat the active model")),
+        "{report}"
+    );
+    let versions = std::fs::read_dir(s.dir.path().join("registry/versions"))
+        .expect("versions")
+        .count();
     assert_eq!(versions, 1);
-    assert_eq!(retained(&broker, "test/model").expect("still retained")["manifest"]["version"], json!(version));
+    assert_eq!(
+        retained(&broker, "test/model").expect("still retained")["manifest"]["version"],
+        json!(version)
+    );
 }
 
 #[test]
@@ -375,8 +482,17 @@ fn the_same_triplets_give_the_same_model_bytes() {
     for registry in ["one", "two"] {
         let cfg = config(&s, &format!("{registry}.yaml"), registry, &sources, "");
         let (report, _) = retrain(&cfg, &[]);
-        let version = report["published"].as_str().unwrap_or_else(|| panic!("not published: {report}")).to_owned();
-        let path = s.dir.path().join(registry).join("versions").join(&version).join("model.txt");
+        let version = report["published"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not published: {report}"))
+            .to_owned();
+        let path = s
+            .dir
+            .path()
+            .join(registry)
+            .join("versions")
+            .join(&version)
+            .join("model.txt");
         models.push((version, std::fs::read(path).expect("model")));
     }
     assert_eq!(models[0].0, models[1].0);

@@ -107,9 +107,14 @@ impl Registry {
     /// The manifest of `version`, checked to match the model's bytes.
     pub fn manifest(&self, version: &str) -> anyhow::Result<Manifest> {
         let model = self.model_path(version)?;
-        anyhow::ensure!(model.is_file(), "no version {version:?} in {}", self.dir.display());
+        anyhow::ensure!(
+            model.is_file(),
+            "no version {version:?} in {}",
+            self.dir.display()
+        );
         let manifest = Manifest::read(&manifest::manifest_path(&model))?;
-        let bytes = std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
+        let bytes =
+            std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
         use sha2::Digest;
         let actual = hex::encode(sha2::Sha256::digest(&bytes));
         anyhow::ensure!(
@@ -140,7 +145,8 @@ impl Registry {
             });
         }
         entries.sort_by(|a, b| {
-            (&a.manifest.created, &a.manifest.version).cmp(&(&b.manifest.created, &b.manifest.version))
+            (&a.manifest.created, &a.manifest.version)
+                .cmp(&(&b.manifest.created, &b.manifest.version))
         });
         Ok(entries)
     }
@@ -173,7 +179,8 @@ impl Registry {
         std::fs::create_dir_all(&staging)
             .with_context(|| format!("creating {}", staging.display()))?;
         let model = staging.join(MODEL_FILE);
-        std::fs::write(&model, model_text).with_context(|| format!("writing {}", model.display()))?;
+        std::fs::write(&model, model_text)
+            .with_context(|| format!("writing {}", model.display()))?;
         options.version = Some(version.clone());
         options.parent = state.active.clone();
         let (_, manifest) = manifest::sign(&model, key, options)?;

@@ -52,7 +52,9 @@ pub fn serve(registry: Registry, listen: &str) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).context("the listener")?;
-        axum::serve(listener, app).await.context("the registry server")
+        axum::serve(listener, app)
+            .await
+            .context("the registry server")
     })
 }
 

@@ -308,6 +308,8 @@ mod tests {
             "/acct/c",
             &[("restype", "container".into()), ("comp", "list".into())],
         );
-        assert!(text.ends_with("x-ms-version:2021-08-06\n/acct/acct/c\ncomp:list\nrestype:container"));
+        assert!(
+            text.ends_with("x-ms-version:2021-08-06\n/acct/acct/c\ncomp:list\nrestype:container")
+        );
     }
 }

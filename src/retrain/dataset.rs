@@ -89,7 +89,12 @@ impl Dataset {
 
     /// Held-out MAE of `model`, which predicts the change from the sum of `relative_to`
     /// (or the level, for `[]`). Its features are taken by name.
-    pub fn model_mae(&self, model: &Model, relative_to: &[String], what: &str) -> anyhow::Result<f64> {
+    pub fn model_mae(
+        &self,
+        model: &Model,
+        relative_to: &[String],
+        what: &str,
+    ) -> anyhow::Result<f64> {
         let columns = match model.feature_names() {
             Some(names) => self.positions(names, what)?,
             None => (0..model.info().num_features.min(self.feature_names.len())).collect(),

@@ -30,8 +30,8 @@ use crate::registry::{Registry, announce};
 use config::RetrainConfig;
 use dataset::Dataset;
 use store::Store;
-pub use triplet::Triplet;
 use triplet::Fields;
+pub use triplet::Triplet;
 
 /// What `smartgrid retrain` was given on the command line.
 pub struct RetrainArgs {
@@ -202,7 +202,9 @@ fn cycle(
     let persistence_mae = data.held_out_mae(|i| data.current[i]);
     let active = active_model(config, registry)?;
     let active_mae = match &active {
-        Some((model, relative_to, _)) => Some(data.model_mae(model, relative_to, "the active model")?),
+        Some((model, relative_to, _)) => {
+            Some(data.model_mae(model, relative_to, "the active model")?)
+        }
         None => None,
     };
     report["train_seconds"] = json!(train_seconds);
@@ -216,7 +218,9 @@ fn cycle(
         None => (persistence_mae, "persistence (no active model)"),
     };
     let needed = to_beat * (1.0 - config.margin);
-    if !(candidate_mae < needed) {
+    // NaN (no held-out weight) never publishes
+    let better = candidate_mae < needed;
+    if !better {
         report["reason"] = json!(format!(
             "the candidate's held-out MAE {candidate_mae:.3} does not beat {what}'s {to_beat:.3} \
              by the margin {} (needs < {needed:.3})",
@@ -232,7 +236,10 @@ fn cycle(
     let mut metrics = std::collections::BTreeMap::from([
         ("mae".to_owned(), candidate_mae),
         ("mae_persistence".to_owned(), persistence_mae),
-        ("held_out_rows".to_owned(), (data.actual.len() - data.split) as f64),
+        (
+            "held_out_rows".to_owned(),
+            (data.actual.len() - data.split) as f64,
+        ),
     ]);
     if let Some(mae) = active_mae {
         metrics.insert("mae_active".to_owned(), mae);
@@ -272,7 +279,11 @@ fn active_model(
             .relative_to
             .clone()
             .unwrap_or_else(|| config.relative_to.clone());
-        return Ok(Some((model, relative_to, active.path.display().to_string())));
+        return Ok(Some((
+            model,
+            relative_to,
+            active.path.display().to_string(),
+        )));
     }
     let Some(version) = registry.state()?.active else {
         return Ok(None);

@@ -13,7 +13,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 use smartgrid_operators::io::mqtt::{
-    ClientIdentity, ConnectOptions, Endpoint, RecvTimeoutError, SubscribeOptions, Subscriber, spawn_subscriber,
+    ClientIdentity, ConnectOptions, Endpoint, RecvTimeoutError, SubscribeOptions, Subscriber,
+    spawn_subscriber,
 };
 
 use super::blob::{Auth, Container};
@@ -52,7 +53,9 @@ impl Source for Files {
                 *offset = 0;
                 *line_no = 0;
             }
-            let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(bytes.len());
+            let start = usize::try_from(*offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             let new = &bytes[start..];
             let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             for line in new[..complete].split_inclusive(|&b| b == b'\n') {

@@ -83,7 +83,10 @@ fn parse_record(value: &Value, fields: &Fields) -> Result<Triplet, BadTriplet> {
     let Value::Object(map) = value else {
         return Err(BadTriplet::NotAnObject);
     };
-    let get = |name: &str| map.get(name).ok_or_else(|| BadTriplet::Missing(name.into()));
+    let get = |name: &str| {
+        map.get(name)
+            .ok_or_else(|| BadTriplet::Missing(name.into()))
+    };
     // JSON has no NaN: the sink writes a missing value as `null`
     let number = |name: &str| -> Result<f64, BadTriplet> {
         match get(name)? {
@@ -146,17 +149,24 @@ mod tests {
 
     #[test]
     fn a_record_an_array_and_bad_ones() {
-        let one = br#"{"sensor_id":"s","time_ms":5,"flagged":1,"actual":3.5,"a":1,"b":null,"x":"y"}"#;
+        let one =
+            br#"{"sensor_id":"s","time_ms":5,"flagged":1,"actual":3.5,"a":1,"b":null,"x":"y"}"#;
         let parsed = parse_text(one, &fields());
         let t = parsed[0].as_ref().expect("valid");
-        assert_eq!((t.time_ms, t.flagged, t.actual, t.current), (5, true, 3.5, 1.0));
+        assert_eq!(
+            (t.time_ms, t.flagged, t.actual, t.current),
+            (5, true, 3.5, 1.0)
+        );
         assert!(t.features[1].is_nan());
         let batch = br#"[{"sensor_id":"s","time_ms":5,"flagged":0,"actual":1,"a":1,"b":2},{"sensor_id":"s"},7]"#;
         let parsed = parse_text(batch, &fields());
         assert!(parsed[0].is_ok());
         assert_eq!(parsed[1], Err(BadTriplet::Missing("time_ms".into())));
         assert_eq!(parsed[2], Err(BadTriplet::NotAnObject));
-        assert!(matches!(parse_text(b"{nope", &fields())[0], Err(BadTriplet::Json(_))));
+        assert!(matches!(
+            parse_text(b"{nope", &fields())[0],
+            Err(BadTriplet::Json(_))
+        ));
         let no_actual = br#"{"sensor_id":"s","time_ms":5,"flagged":0,"actual":null,"a":1,"b":2}"#;
         assert_eq!(
             parse_text(no_actual, &fields())[0],

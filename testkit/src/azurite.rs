@@ -82,14 +82,21 @@ impl Azurite {
 
     /// `Create Container`; panics unless it is created.
     pub fn create_container(&self, container: &str) {
-        let (status, body) = self.request("PUT", &format!("/{container}"), &[("restype", "container")], &[], &[]);
+        let (status, body) = self.request(
+            "PUT",
+            &format!("/{container}"),
+            &[("restype", "container")],
+            &[],
+            &[],
+        );
         assert_eq!(status, 201, "create container {container}: {body}");
     }
 
     /// `Put Blob` (a block blob); panics unless it is stored.
     pub fn put_blob(&self, container: &str, name: &str, bytes: &[u8]) {
         let path = format!("/{container}/{name}");
-        let (status, body) = self.request("PUT", &path, &[], &[("x-ms-blob-type", "BlockBlob")], bytes);
+        let (status, body) =
+            self.request("PUT", &path, &[], &[("x-ms-blob-type", "BlockBlob")], bytes);
         assert_eq!(status, 201, "put blob {name}: {body}");
     }
 
@@ -115,7 +122,11 @@ impl Azurite {
         let full_path = format!("/{AZURITE_ACCOUNT}{path}");
         // Blob service SharedKey: verb, 11 standard headers (Content-Length empty when
         // 0), canonical x-ms- headers, then /account/path and sorted query parameters.
-        let length = if body.is_empty() { String::new() } else { body.len().to_string() };
+        let length = if body.is_empty() {
+            String::new()
+        } else {
+            body.len().to_string()
+        };
         let mut to_sign = format!("{method}\n\n\n{length}\n\n\n\n\n\n\n\n\n");
         for (k, v) in &ms_headers {
             to_sign.push_str(&format!("{k}:{v}\n"));
@@ -126,7 +137,9 @@ impl Azurite {
         for (k, v) in &sorted_query {
             to_sign.push_str(&format!("\n{k}:{v}"));
         }
-        let key = BASE64.decode(AZURITE_KEY).expect("the well-known key is base64");
+        let key = BASE64
+            .decode(AZURITE_KEY)
+            .expect("the well-known key is base64");
         let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
         mac.update(to_sign.as_bytes());
         let signature = BASE64.encode(mac.finalize().into_bytes());
