@@ -154,6 +154,7 @@ impl Registry {
     /// Add `model_text` as a new version signed with `key` (parent: the active
     /// version) and make it active. The version is `options.version`, or the first 12
     /// hex digits of the model's sha256. Returns its manifest.
+    #[cfg_attr(not(feature = "train"), allow(dead_code))] // only `retrain` publishes
     pub fn publish(
         &self,
         model_text: &[u8],
