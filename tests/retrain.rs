@@ -498,3 +498,58 @@ fn the_same_triplets_give_the_same_model_bytes() {
     assert_eq!(models[0].0, models[1].0);
     assert!(models[0].1 == models[1].1, "the two models differ");
 }
+
+struct Service(std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--service` trains only once the trigger's count of new triplets has arrived: a
+/// file below the count publishes nothing; appending to it crosses the count and a
+/// version appears in the registry, trained on every triplet read so far.
+#[test]
+fn the_service_trains_when_enough_new_triplets_arrive() {
+    let s = setup();
+    let file = s.dir.path().join("triplets.jsonl");
+    let records = triplets(1200, 5);
+    let lines: Vec<String> = records.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines[..200].join("\n") + "\n").expect("write triplets");
+    let sources = format!("  files: [{}]", arg(&file));
+    let trigger = "trigger: {new_triplets: 1000, poll: 100ms}\n";
+    let cfg = config(&s, "service.yaml", "registry", &sources, trigger);
+    let mut service = Service(
+        smartgrid()
+            .args(["retrain", "--config", arg(&cfg), "--service"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run"),
+    );
+    let state = s.dir.path().join("registry/state.json");
+    // several polls below the trigger: nothing is trained
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(!state.exists(), "trained before the trigger");
+    let mut appended = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    // the last line without its newline first: a half-written line is not read
+    write!(appended, "{}\n{}", lines[200..1199].join("\n"), lines[1199]).expect("append");
+    drop(appended);
+    let mut stdout = BufReader::new(service.0.stdout.take().expect("piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("a report");
+    let report: Value = serde_json::from_str(&line).expect("a JSON report");
+    // 1199 complete lines were read by the time it trained; the last one comes later
+    assert_eq!(report["triplets"], 1199, "{report}");
+    let version = report["published"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not published: {report}"));
+    let active: Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("state")).expect("JSON");
+    assert_eq!(active["active"], json!(version));
+}
