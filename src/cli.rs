@@ -222,8 +222,20 @@ struct AnnounceArgs {
     #[arg(long, default_value = "smartgrid/model")]
     announce_topic: String,
     /// Where devices fetch models (the `registry serve` URL, `http://host:8900`).
-    #[arg(long, requires = "announce_broker")]
+    #[arg(long)]
     announce_base_url: Option<String>,
+    /// Also set the desired property `model` of this IoT Hub device's twin
+    /// (repeatable); the hub's service connection string is read from
+    /// IOTHUB_SERVICE_CONNECTION_STRING.
+    #[arg(
+        long = "twin-device",
+        value_name = "DEVICE_ID",
+        requires = "announce_base_url"
+    )]
+    twin_devices: Vec<String>,
+    /// The IoT Hub service endpoint (default `https://{HostName}`).
+    #[arg(long, value_name = "URL")]
+    twin_endpoint: Option<String>,
 }
 
 impl AnnounceArgs {
@@ -232,6 +244,8 @@ impl AnnounceArgs {
             broker: self.announce_broker,
             topic: self.announce_topic,
             base_url: self.announce_base_url,
+            twin_devices: self.twin_devices,
+            twin_endpoint: self.twin_endpoint,
         }
     }
 }

@@ -348,19 +348,47 @@ pub struct AnnounceFlags {
     pub broker: Option<String>,
     pub topic: String,
     pub base_url: Option<String>,
+    pub twin_devices: Vec<String>,
+    pub twin_endpoint: Option<String>,
 }
 
 impl AnnounceFlags {
-    fn target(&self) -> anyhow::Result<Option<crate::registry::announce::Target>> {
-        match (&self.broker, &self.base_url) {
-            (None, None) => Ok(None),
-            (Some(broker), Some(base_url)) => Ok(Some(crate::registry::announce::Target {
-                broker: broker.clone(),
-                topic: self.topic.clone(),
-                base_url: base_url.clone(),
-            })),
-            _ => bail!("--announce-broker and --announce-base-url go together"),
+    /// The announcement target (its broker empty when only twins are told), and the
+    /// twins; `None` when nothing is to be announced.
+    #[allow(clippy::type_complexity)]
+    fn targets(
+        &self,
+    ) -> anyhow::Result<
+        Option<(
+            crate::registry::announce::Target,
+            Option<crate::registry::twin::TwinTarget>,
+        )>,
+    > {
+        let Some(base_url) = &self.base_url else {
+            return Ok(None);
+        };
+        if self.broker.is_none() && self.twin_devices.is_empty() {
+            bail!("--announce-base-url needs --announce-broker or --twin-device");
         }
+        let twin = if self.twin_devices.is_empty() {
+            None
+        } else {
+            let var = crate::registry::twin::CONNECTION_STRING_ENV;
+            let text = std::env::var(var).with_context(|| {
+                format!("--twin-device: the environment variable {var} (the service connection string) is not set")
+            })?;
+            Some(crate::registry::twin::TwinTarget {
+                connection: crate::registry::twin::ServiceConnection::parse(&text)?,
+                devices: self.twin_devices.clone(),
+                endpoint: self.twin_endpoint.clone(),
+            })
+        };
+        let target = crate::registry::announce::Target {
+            broker: self.broker.clone().unwrap_or_default(),
+            topic: self.topic.clone(),
+            base_url: base_url.clone(),
+        };
+        Ok(Some((target, twin)))
     }
 }
 
@@ -395,16 +423,23 @@ pub fn model_activate(
     version: Option<&str>,
     announce: &AnnounceFlags,
 ) -> anyhow::Result<ExitCode> {
-    let target = announce.target()?;
+    let targets = announce.targets()?;
     let registry = crate::registry::Registry::open(dir)?;
     let manifest = match version {
         Some(version) => registry.promote(version)?,
         None => registry.rollback()?,
     };
     println!("active: {}", manifest.version);
-    if let Some(target) = target {
-        let sent = crate::registry::announce::publish(&target, &manifest)?;
-        println!("announced on {} (retained): {}", target.topic, sent.url);
+    if let Some((target, twin)) = targets {
+        if announce.broker.is_some() {
+            let sent = crate::registry::announce::publish(&target, &manifest)?;
+            println!("announced on {} (retained): {}", target.topic, sent.url);
+        }
+        if let Some(twin) = twin {
+            let announcement = crate::registry::announce::announcement(&target, &manifest);
+            crate::registry::twin::publish(&twin, &announcement)?;
+            println!("announced to the twins of {}", twin.devices.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -245,3 +245,164 @@ fn registry_serve_returns_the_exact_bytes_read_only() {
     assert_eq!(status, 405);
     drop(child);
 }
+
+/// A stand-in for IoT Hub's service API on loopback (there is no emulator of it):
+/// records each request (head and body) and answers with `status`, echoing the
+/// request's head in the body as a hostile server might.
+fn twin_service(status: u16) -> (SocketAddr, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 65536];
+            let (head, body) = loop {
+                let n = stream.read(&mut buffer).unwrap_or(0);
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some((head, _)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let start = head.len() + 4;
+                    if request.len() >= start + length || n == 0 {
+                        break (head.to_owned(), request[start..].to_vec());
+                    }
+                }
+                if n == 0 {
+                    break (text, Vec::new());
+                }
+            };
+            let answer = format!("{{\"request\":{head:?}}}");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = tx.send((head, body));
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn promote_sets_the_desired_property_of_each_device_twin() {
+    use base64::Engine;
+    use hmac::Mac;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let registry = registry(dir.path());
+    let key = base64::engine::general_purpose::STANDARD.encode(b"a service policy key, 32 bytes!!");
+    let connection = format!(
+        "HostName=myhub.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey={key}"
+    );
+    let (addr, requests) = twin_service(200);
+    let out = smartgrid()
+        .args(["model", "promote", "v1", "--registry", arg(&registry)])
+        .args([
+            "--announce-base-url",
+            "http://pi.local:8900",
+            "--twin-device",
+            "pi-1",
+            "--twin-device",
+            "pi 2",
+        ])
+        .args(["--twin-endpoint", &format!("http://{addr}")])
+        .env("IOTHUB_SERVICE_CONNECTION_STRING", &connection)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    for device in ["pi-1", "pi%202"] {
+        let (head, body) = requests
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a request");
+        let first = head.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            format!("PATCH /twins/{device}?api-version=2021-04-12 HTTP/1.1")
+        );
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.trim().to_owned())
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(header("If-Match"), "*");
+        // the token, checked by recomputing its signature here
+        let token = header("Authorization");
+        let fields: std::collections::HashMap<&str, &str> = token
+            .strip_prefix("SharedAccessSignature ")
+            .expect("a SAS token")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        assert_eq!(fields["sr"], "myhub.azure-devices.net");
+        assert_eq!(fields["skn"], "service");
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"a service policy key, 32 bytes!!")
+                .expect("key");
+        mac.update(format!("myhub.azure-devices.net\n{}", fields["se"]).as_bytes());
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let signature = percent_decode(fields["sig"]);
+        assert_eq!(signature, expected);
+        let body: Value = serde_json::from_slice(&body).expect("a JSON body");
+        assert_eq!(
+            body["properties"]["desired"]["model"]["manifest"],
+            manifest_json(&registry, "v1")
+        );
+        assert_eq!(
+            body["properties"]["desired"]["model"]["url"],
+            json!("http://pi.local:8900/models/v1/model.txt")
+        );
+    }
+
+    // a refusal is an error naming the device and status, never showing the token
+    let (addr, _requests) = twin_service(401);
+    let out = smartgrid()
+        .args(["model", "promote", "v2", "--registry", arg(&registry)])
+        .args([
+            "--announce-base-url",
+            "http://pi.local:8900",
+            "--twin-device",
+            "pi-1",
+        ])
+        .args(["--twin-endpoint", &format!("http://{addr}")])
+        .env("IOTHUB_SERVICE_CONNECTION_STRING", &connection)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("twin of pi-1: HTTP 401"), "{stderr}");
+    assert!(
+        !stderr.contains("sig=") && !stderr.contains(&key),
+        "{stderr}"
+    );
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+            out.push(u8::from_str_radix(hex, 16).expect("hex"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("UTF-8")
+}

@@ -16,6 +16,7 @@
 
 pub mod announce;
 pub mod serve;
+pub mod twin;
 
 use std::path::{Path, PathBuf};
 

@@ -213,12 +213,14 @@ pub struct ActiveModel {
     pub relative_to: Option<Vec<String>>,
 }
 
-/// Where a published or promoted model is announced.
+/// Where a published model is announced: a retained MQTT message, device twins, or
+/// both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Announce {
-    /// The broker: `mqtt://host:port` or `mqtts://host:port`.
-    pub broker: String,
+    /// The broker of the retained message: `mqtt://host:port`.
+    #[serde(default)]
+    pub broker: Option<String>,
     /// The topic of the retained announcement (default `smartgrid/model`).
     #[serde(default = "default_topic")]
     pub topic: String,
@@ -226,6 +228,25 @@ pub struct Announce {
     /// (`http://host:8900`); the announcement's `url` is
     /// `{base_url}/models/{version}/model.txt`.
     pub base_url: String,
+    /// Also set the desired property `model` of these device twins.
+    #[serde(default)]
+    pub twin: Option<TwinConfig>,
+}
+
+/// IoT Hub device twins whose desired property `model` is set to the announcement.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinConfig {
+    /// The environment variable holding the hub's service connection string
+    /// (`HostName=…;SharedAccessKeyName=service;SharedAccessKey=…`). Default
+    /// `IOTHUB_SERVICE_CONNECTION_STRING`.
+    #[serde(default)]
+    pub connection_string_env: Option<String>,
+    /// The device ids.
+    pub devices: Vec<String>,
+    /// The service endpoint (default `https://{HostName}`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 fn default_topic() -> String {
@@ -288,6 +309,12 @@ impl RetrainConfig {
             anyhow::ensure!(
                 self.features.contains(name),
                 "relative_to: {name:?} is not one of the features"
+            );
+        }
+        if let Some(announce) = &self.announce {
+            anyhow::ensure!(
+                announce.broker.is_some() || announce.twin.is_some(),
+                "announce: give a broker, a twin, or both"
             );
         }
         anyhow::ensure!(

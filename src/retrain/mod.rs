@@ -255,14 +255,23 @@ fn cycle(
         },
     )?;
     report["published"] = json!(manifest.version);
-    if let Some(target) = &config.announce {
+    if let Some(wanted) = &config.announce {
         let target = announce::Target {
-            broker: target.broker.clone(),
-            topic: target.topic.clone(),
-            base_url: target.base_url.clone(),
+            broker: wanted.broker.clone().unwrap_or_default(),
+            topic: wanted.topic.clone(),
+            base_url: wanted.base_url.clone(),
         };
-        let sent = announce::publish(&target, &manifest)?;
-        report["announced"] = json!({"topic": target.topic, "url": sent.url});
+        let announcement = announce::announcement(&target, &manifest);
+        report["announced"] = json!({"url": announcement.url});
+        if wanted.broker.is_some() {
+            announce::publish(&target, &manifest)?;
+            report["announced"]["topic"] = json!(target.topic);
+        }
+        if let Some(twin) = &wanted.twin {
+            let target = twin_target(twin)?;
+            crate::registry::twin::publish(&target, &announcement)?;
+            report["announced"]["twins"] = json!(target.devices);
+        }
     }
     Ok(report)
 }
@@ -302,4 +311,20 @@ fn progress_bar(trees: usize) -> anyhow::Result<indicatif::ProgressBar> {
         .context("progress bar template")?,
     );
     Ok(bar)
+}
+
+fn twin_target(config: &config::TwinConfig) -> anyhow::Result<crate::registry::twin::TwinTarget> {
+    let var = config
+        .connection_string_env
+        .as_deref()
+        .unwrap_or(crate::registry::twin::CONNECTION_STRING_ENV);
+    let text = std::env::var(var).with_context(|| {
+        format!("announce.twin: the environment variable {var} (the service connection string) is not set")
+    })?;
+    Ok(crate::registry::twin::TwinTarget {
+        connection: crate::registry::twin::ServiceConnection::parse(&text)
+            .context("announce.twin")?,
+        devices: config.devices.clone(),
+        endpoint: config.endpoint.clone(),
+    })
 }
