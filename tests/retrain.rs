@@ -10,7 +10,9 @@
 //! * a candidate that beats the active model is published: signed (`model verify`
 //!   accepts it), active in the registry, announced retained on the broker; a later,
 //!   worse candidate is not published and nothing new is announced;
-//! * training is deterministic: the same triplets give the same model bytes.
+//! * training is deterministic: the same triplets give the same model bytes (once
+//!   configured by a file, once by flags);
+//! * the service trains once enough new triplets have arrived.
 #![cfg(feature = "train")]
 
 use std::io::{BufRead, BufReader, Write};
@@ -471,6 +473,7 @@ fn a_better_candidate_is_published_signed_and_announced_a_worse_one_is_not() {
     );
 }
 
+/// Also: flags configure a run as the file's keys do.
 #[test]
 fn the_same_triplets_give_the_same_model_bytes() {
     let s = setup();
@@ -478,10 +481,35 @@ fn the_same_triplets_give_the_same_model_bytes() {
     let lines: Vec<String> = triplets(600, 3).iter().map(Value::to_string).collect();
     std::fs::write(&file, lines.join("\n") + "\n").expect("write triplets");
     let sources = format!("  files: [{}]", arg(&file));
+    // the second run has only LightGBM's settings in its file, the rest as flags
+    let training = s.dir.path().join("training.yaml");
+    std::fs::write(
+        &training,
+        "min_triplets: 50\ntraining: {trees: 60, num_leaves: 15, params: [objective=regression_l1, min_data_in_leaf=5]}\n",
+    )
+    .expect("write config");
+    let two = s.dir.path().join("two");
+    let flags = [
+        "--file",
+        arg(&file),
+        "--registry",
+        arg(&two),
+        "--signing-key",
+        arg(&s.key),
+        "--sample-good",
+        "0.25",
+        "--holdout",
+        "0.25",
+        "--margin",
+        "0.02",
+    ];
     let mut models = Vec::new();
     for registry in ["one", "two"] {
-        let cfg = config(&s, &format!("{registry}.yaml"), registry, &sources, "");
-        let (report, _) = retrain(&cfg, &[]);
+        let (report, _) = if registry == "one" {
+            retrain(&config(&s, "one.yaml", registry, &sources, ""), &[])
+        } else {
+            retrain(&training, &flags)
+        };
         let version = report["published"]
             .as_str()
             .unwrap_or_else(|| panic!("not published: {report}"))

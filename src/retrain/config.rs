@@ -1,6 +1,6 @@
-//! `smartgrid retrain`'s configuration file (YAML, `--config FILE`; see
-//! docs/learning-loop-training.md). Every key has a default except the registry, so a
-//! minimal file names its sources and the registry.
+//! `smartgrid retrain`'s configuration (YAML, `--config FILE`, and/or flags that
+//! override it; see docs/learning-loop-training.md). Every key has a default except the
+//! sources and the registry.
 
 use std::path::PathBuf;
 
@@ -67,10 +67,13 @@ pub struct RetrainConfig {
     /// LightGBM's settings.
     #[serde(default)]
     pub training: Training,
-    /// The versioned model registry (a directory).
-    pub registry: PathBuf,
-    /// The ed25519 private key that signs published models (`smartgrid keys generate`).
-    pub signing_key: PathBuf,
+    /// The versioned model registry (a directory). Required (here or `--registry`).
+    #[serde(default)]
+    pub registry: Option<PathBuf>,
+    /// The ed25519 private key that signs published models (`smartgrid keys generate`);
+    /// needed to publish (here or `--signing-key`), not for `--dry-run`.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
     /// Compare with this model file instead of the registry's active version (e.g. the
     /// model the devices run before the registry has one).
     #[serde(default)]
@@ -285,6 +288,10 @@ fn default_new_triplets() -> u64 {
 impl RetrainConfig {
     /// Checks that serde cannot express; each message names the key.
     pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.registry.is_some(),
+            "registry: no registry directory (the file's `registry:` or --registry)"
+        );
         anyhow::ensure!(
             self.sample_good > 0.0 && self.sample_good <= 1.0,
             "sample_good: {} is not a share in (0, 1]",

@@ -33,30 +33,50 @@ use store::Store;
 use triplet::Fields;
 pub use triplet::Triplet;
 
+/// Settings given as flags; each replaces the file's (paths relative to the current
+/// directory).
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// Added to `sources.files`.
+    pub files: Vec<PathBuf>,
+    pub registry: Option<PathBuf>,
+    pub signing_key: Option<PathBuf>,
+    pub sample_good: Option<f64>,
+    pub margin: Option<f64>,
+    pub holdout: Option<f64>,
+    pub store: Option<usize>,
+    pub trees: Option<usize>,
+    pub announce_broker: Option<String>,
+    pub announce_topic: Option<String>,
+    pub announce_base_url: Option<String>,
+    pub new_triplets: Option<u64>,
+    pub every: Option<std::time::Duration>,
+}
+
 /// What `smartgrid retrain` was given on the command line.
 pub struct RetrainArgs {
-    pub config: PathBuf,
+    /// The YAML file, if any (flags alone can configure a run).
+    pub config: Option<PathBuf>,
+    pub overrides: Overrides,
     /// Keep running: poll the sources and train on the trigger.
     pub service: bool,
     /// Write the training rows (CSV) here before training.
     pub rows_out: Option<PathBuf>,
     /// Train and evaluate, publish nothing.
     pub dry_run: bool,
-    /// Override `training.trees`.
-    pub trees: Option<usize>,
 }
 
 /// `smartgrid retrain --config FILE`
 pub fn retrain(args: RetrainArgs) -> anyhow::Result<ExitCode> {
-    let mut config = load(&args.config)?;
-    if let Some(trees) = args.trees {
-        config.training.trees = trees;
-    }
+    let config = load(args.config.as_deref(), &args.overrides)?;
+    let Some(registry_dir) = &config.registry else {
+        anyhow::bail!("no registry directory");
+    };
     let fields = Fields {
         features: config.features.clone(),
         current: config.persistence.clone(),
     };
-    let registry = Registry::open(&config.registry)?;
+    let registry = Registry::open(registry_dir)?;
     let mut sources = sources::open(&config.sources)?;
     let mut store = Store::new(config.store);
     if !args.service {
@@ -102,11 +122,17 @@ pub fn retrain(args: RetrainArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Read the YAML file; relative paths in it are relative to the file.
-fn load(path: &Path) -> anyhow::Result<RetrainConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let name = path.display().to_string();
+/// Read the YAML file (relative paths in it are relative to the file), then apply
+/// the flags.
+fn load(path: Option<&Path>, flags: &Overrides) -> anyhow::Result<RetrainConfig> {
+    let (text, name) = match path {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => ("{}".to_owned(), "the command line".to_owned()),
+    };
+    let path = path.unwrap_or(Path::new(""));
     let mut config: RetrainConfig =
         spec::parse_document(&text, &name, &Env::Process).map_err(|diagnostics| {
             anyhow::anyhow!(
@@ -125,10 +151,57 @@ fn load(path: &Path) -> anyhow::Result<RetrainConfig> {
         }
     };
     config.sources.files.iter_mut().for_each(resolve);
-    resolve(&mut config.registry);
-    resolve(&mut config.signing_key);
+    config.registry.iter_mut().for_each(resolve);
+    config.signing_key.iter_mut().for_each(resolve);
     if let Some(active) = &mut config.active_model {
         resolve(&mut active.path);
+    }
+    config.sources.files.extend(flags.files.iter().cloned());
+    let set = |target: &mut f64, value: Option<f64>| {
+        if let Some(v) = value {
+            *target = v;
+        }
+    };
+    set(&mut config.sample_good, flags.sample_good);
+    set(&mut config.margin, flags.margin);
+    set(&mut config.holdout, flags.holdout);
+    if let Some(v) = &flags.registry {
+        config.registry = Some(v.clone());
+    }
+    if let Some(v) = &flags.signing_key {
+        config.signing_key = Some(v.clone());
+    }
+    if let Some(v) = flags.store {
+        config.store = v;
+    }
+    if let Some(v) = flags.trees {
+        config.training.trees = v;
+    }
+    if let Some(v) = flags.new_triplets {
+        config.trigger.new_triplets = v;
+    }
+    if let Some(v) = flags.every {
+        config.trigger.every = Some(v.into());
+    }
+    if flags.announce_broker.is_some() || flags.announce_base_url.is_some() {
+        let base_url = flags
+            .announce_base_url
+            .clone()
+            .or_else(|| config.announce.as_ref().map(|a| a.base_url.clone()))
+            .context("--announce-broker needs --announce-base-url (where devices fetch models)")?;
+        let announce = config.announce.get_or_insert_with(|| config::Announce {
+            broker: None,
+            topic: "smartgrid/model".into(),
+            base_url: base_url.clone(),
+            twin: None,
+        });
+        announce.base_url = base_url;
+        if let Some(broker) = &flags.announce_broker {
+            announce.broker = Some(broker.clone());
+        }
+    }
+    if let (Some(topic), Some(announce)) = (&flags.announce_topic, &mut config.announce) {
+        announce.topic = topic.clone();
     }
     config.check().with_context(|| format!("in {name}"))?;
     Ok(config)
@@ -232,7 +305,11 @@ fn cycle(
         report["reason"] = json!("--dry-run: not published");
         return Ok(report);
     }
-    let key = keys::read_private(&config.signing_key)?;
+    let key_path = config
+        .signing_key
+        .as_ref()
+        .context("no signing key to publish with (the file's `signing_key:` or --signing-key)")?;
+    let key = keys::read_private(key_path)?;
     let mut metrics = std::collections::BTreeMap::from([
         ("mae".to_owned(), candidate_mae),
         ("mae_persistence".to_owned(), persistence_mae),
