@@ -247,6 +247,28 @@ enum RegistryCommand {
         #[arg(long, default_value = "127.0.0.1:8900")]
         listen: String,
     },
+    /// Mirror the registry into a Blob Storage container (`models/VERSION/…` and
+    /// `state.json`, the `serve` layout): the container's URL can then be the
+    /// announcements' base URL, with a read-only SAS token (`--announce-url-query-env`).
+    Push {
+        /// The registry directory.
+        dir: PathBuf,
+        /// The account's blob endpoint (`https://ACCOUNT.blob.core.windows.net`).
+        #[arg(long)]
+        account_url: String,
+        /// The container (it must exist).
+        #[arg(long)]
+        container: String,
+        /// The storage account's name (with a key).
+        #[arg(long)]
+        account: Option<String>,
+        /// The environment variable holding the account key.
+        #[arg(long, default_value = "AZURE_STORAGE_KEY")]
+        key_env: String,
+        /// The environment variable holding a SAS token (write + list) instead.
+        #[arg(long)]
+        sas_env: Option<String>,
+    },
 }
 
 /// Where `model promote` and `model rollback` announce the newly active model.
@@ -261,6 +283,10 @@ struct AnnounceArgs {
     /// Where devices fetch models (the `registry serve` URL, `http://host:8900`).
     #[arg(long)]
     announce_base_url: Option<String>,
+    /// The environment variable holding a query appended to each model URL (a
+    /// read-only SAS token, when the base URL is a blob container).
+    #[arg(long, value_name = "VAR")]
+    announce_url_query_env: Option<String>,
     /// Also set the desired property `model` of this IoT Hub device's twin
     /// (repeatable); the hub's service connection string is read from
     /// IOTHUB_SERVICE_CONNECTION_STRING.
@@ -281,6 +307,7 @@ impl AnnounceArgs {
             broker: self.announce_broker,
             topic: self.announce_topic,
             base_url: self.announce_base_url,
+            url_query_env: self.announce_url_query_env,
             twin_devices: self.twin_devices,
             twin_endpoint: self.twin_endpoint,
         }
@@ -576,6 +603,26 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Registry {
             command: RegistryCommand::Serve { dir, listen },
         } => commands::registry_serve(&dir, &listen),
+        Command::Registry {
+            command:
+                RegistryCommand::Push {
+                    dir,
+                    account_url,
+                    container,
+                    account,
+                    key_env,
+                    sas_env,
+                },
+        } => commands::registry_push(
+            &dir,
+            &commands::BlobFlags {
+                account_url,
+                container,
+                account,
+                key_env,
+                sas_env,
+            },
+        ),
         Command::Simulate {
             broker,
             sensors,

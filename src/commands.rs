@@ -348,6 +348,7 @@ pub struct AnnounceFlags {
     pub broker: Option<String>,
     pub topic: String,
     pub base_url: Option<String>,
+    pub url_query_env: Option<String>,
     pub twin_devices: Vec<String>,
     pub twin_endpoint: Option<String>,
 }
@@ -383,10 +384,17 @@ impl AnnounceFlags {
                 endpoint: self.twin_endpoint.clone(),
             })
         };
+        let url_query = match &self.url_query_env {
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("--announce-url-query-env: the environment variable {var} is not set")
+            })?),
+            None => None,
+        };
         let target = crate::registry::announce::Target {
             broker: self.broker.clone().unwrap_or_default(),
             topic: self.topic.clone(),
             base_url: base_url.clone(),
+            url_query,
         };
         Ok(Some((target, twin)))
     }
@@ -433,7 +441,11 @@ pub fn model_activate(
     if let Some((target, twin)) = targets {
         if announce.broker.is_some() {
             let sent = crate::registry::announce::publish(&target, &manifest)?;
-            println!("announced on {} (retained): {}", target.topic, sent.url);
+            println!(
+                "announced on {} (retained): {}",
+                target.topic,
+                crate::registry::announce::shown_url(&sent.url)
+            );
         }
         if let Some(twin) = twin {
             let announcement = crate::registry::announce::announcement(&target, &manifest);
@@ -448,5 +460,50 @@ pub fn model_activate(
 pub fn registry_serve(dir: &Path, listen: &str) -> anyhow::Result<ExitCode> {
     let registry = crate::registry::Registry::open(dir)?;
     crate::registry::serve::serve(registry, listen)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `registry push` writes, from its flags.
+pub struct BlobFlags {
+    pub account_url: String,
+    pub container: String,
+    pub account: Option<String>,
+    pub key_env: String,
+    pub sas_env: Option<String>,
+}
+
+/// `smartgrid registry push DIR --account-url URL --container NAME`
+pub fn registry_push(dir: &Path, flags: &BlobFlags) -> anyhow::Result<ExitCode> {
+    use crate::registry::blob::{Auth, Container, decode_key};
+    let auth = match &flags.sas_env {
+        Some(var) => Auth::Sas(
+            std::env::var(var)
+                .with_context(|| format!("--sas-env: the environment variable {var} is not set"))?,
+        ),
+        None => {
+            let var = &flags.key_env;
+            let key = std::env::var(var).with_context(|| {
+                format!("the environment variable {var} (the account key) is not set")
+            })?;
+            let account = flags
+                .account
+                .clone()
+                .context("--account: the storage account's name is needed with a key")?;
+            Auth::SharedKey {
+                account,
+                key: decode_key(&key)?,
+            }
+        }
+    };
+    let registry = crate::registry::Registry::open(dir)?;
+    let container = Container::new(&flags.account_url, &flags.container, auth)?;
+    let pushed = crate::registry::push::push(&registry, &container)?;
+    println!(
+        "pushed {} file(s) and the state to {}/{} ({} already there)",
+        pushed.uploaded,
+        flags.account_url.trim_end_matches('/'),
+        flags.container,
+        pushed.already_there
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -406,3 +406,104 @@ fn percent_decode(text: &str) -> String {
     }
     String::from_utf8(out).expect("UTF-8")
 }
+
+/// `registry push` mirrors the registry into a container (Azurite) in the `serve`
+/// layout, uploads a version once, and the state last; an announcement with a SAS
+/// query points into it without printing the query.
+#[test]
+fn registry_push_mirrors_the_registry_into_a_blob_container() {
+    testkit::require_binary("mosquitto");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let registry = registry(dir.path());
+    let out = run(&["model", "promote", "v1", "--registry", arg(&registry)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let azurite = testkit::Azurite::start();
+    azurite.create_container("models");
+    let push = || {
+        smartgrid()
+            .args([
+                "registry",
+                "push",
+                arg(&registry),
+                "--account-url",
+                &azurite.account_url(),
+            ])
+            .args([
+                "--container",
+                "models",
+                "--account",
+                testkit::AZURITE_ACCOUNT,
+                "--key-env",
+                "TEST_KEY",
+            ])
+            .env("TEST_KEY", testkit::AZURITE_KEY)
+            .output()
+            .expect("run")
+    };
+    let out = push();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pushed 4 file(s)"),
+        "{}",
+        text(&out)
+    );
+    for version in ["v1", "v2"] {
+        for file in ["model.txt", "model.txt.manifest.json"] {
+            let stored =
+                std::fs::read(registry.join("versions").join(version).join(file)).expect("file");
+            let blob = azurite.get_blob("models", &format!("models/{version}/{file}"));
+            assert!(
+                blob.as_deref() == Some(stored.as_slice()),
+                "models/{version}/{file} differs"
+            );
+        }
+    }
+    let state: Value =
+        serde_json::from_slice(&azurite.get_blob("models", "state.json").expect("state"))
+            .expect("JSON");
+    assert_eq!(state["active"], json!("v1"));
+
+    // again after a promotion: no version uploaded twice, the new state
+    let out = run(&["model", "promote", "v2", "--registry", arg(&registry)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = push();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pushed 0 file(s)"),
+        "{}",
+        text(&out)
+    );
+    let state: Value =
+        serde_json::from_slice(&azurite.get_blob("models", "state.json").expect("state"))
+            .expect("JSON");
+    assert_eq!(state["active"], json!("v2"));
+
+    // the announcement's URL is the blob's, with the SAS query; the query is not printed
+    let broker = testkit::Mosquitto::start();
+    let container = format!("{}/models", azurite.account_url());
+    let out = smartgrid()
+        .args(["model", "promote", "v2", "--registry", arg(&registry)])
+        .args([
+            "--announce-broker",
+            &broker.url(),
+            "--announce-topic",
+            "test/model",
+        ])
+        .args([
+            "--announce-base-url",
+            &container,
+            "--announce-url-query-env",
+            "TEST_SAS",
+        ])
+        .env("TEST_SAS", "sv=2021-08-06&sr=c&sp=r&sig=c2VjcmV0")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("c2VjcmV0"), "{}", text(&out));
+    let announced = retained(&broker, "test/model");
+    assert_eq!(
+        announced["url"],
+        json!(format!(
+            "{container}/models/v2/model.txt?sv=2021-08-06&sr=c&sp=r&sig=c2VjcmV0"
+        ))
+    );
+}

@@ -22,15 +22,24 @@ pub struct Target {
     pub topic: String,
     /// `http://host:port` of `registry serve` (or a blob container's URL).
     pub base_url: String,
+    /// Appended to each model URL after `?`: a read-only SAS token when `base_url` is
+    /// a blob container (see `registry push`). A secret to everyone but the devices:
+    /// published, never printed.
+    pub url_query: Option<String>,
 }
 
 /// The announcement of `manifest` for `target`.
 pub fn announcement(target: &Target, manifest: &Manifest) -> Announcement {
     Announcement {
         url: format!(
-            "{}/models/{}/{MODEL_FILE}",
+            "{}/models/{}/{MODEL_FILE}{}",
             target.base_url.trim_end_matches('/'),
-            manifest.version
+            manifest.version,
+            target
+                .url_query
+                .as_deref()
+                .map(|q| format!("?{}", q.trim_start_matches('?')))
+                .unwrap_or_default()
         ),
         manifest: manifest.clone(),
     }
@@ -90,4 +99,9 @@ pub fn publish(target: &Target, manifest: &Manifest) -> anyhow::Result<Announcem
         target.broker
     );
     Ok(announcement)
+}
+
+/// `url` without its query (what is printed: a SAS token stays out of logs).
+pub fn shown_url(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
 }

@@ -15,6 +15,8 @@
 //! sees half of it.
 
 pub mod announce;
+pub mod blob;
+pub mod push;
 pub mod serve;
 pub mod twin;
 

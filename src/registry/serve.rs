@@ -93,6 +93,7 @@ async fn active(State(served): State<Arc<Served>>) -> Response {
             broker: String::new(),
             topic: String::new(),
             base_url: served.base_url.clone(),
+            url_query: None,
         };
         Some(super::announce::announcement(&target, &manifest).to_json())
     })

@@ -231,6 +231,10 @@ pub struct Announce {
     /// (`http://host:8900`); the announcement's `url` is
     /// `{base_url}/models/{version}/model.txt`.
     pub base_url: String,
+    /// The environment variable holding a query (a read-only SAS token) appended to
+    /// each model URL, when `base_url` is a blob container `registry push` fills.
+    #[serde(default)]
+    pub url_query_env: Option<String>,
     /// Also set the desired property `model` of these device twins.
     #[serde(default)]
     pub twin: Option<TwinConfig>,

@@ -8,7 +8,6 @@
 //! (one poll of every source, one cycle) or as a service (`--service`: poll, and run a
 //! cycle after N new triplets or a period). See docs/learning-loop-training.md.
 
-pub mod blob;
 mod config;
 mod dataset;
 mod sources;
@@ -193,6 +192,7 @@ fn load(path: Option<&Path>, flags: &Overrides) -> anyhow::Result<RetrainConfig>
             broker: None,
             topic: "smartgrid/model".into(),
             base_url: base_url.clone(),
+            url_query_env: None,
             twin: None,
         });
         announce.base_url = base_url;
@@ -337,9 +337,15 @@ fn cycle(
             broker: wanted.broker.clone().unwrap_or_default(),
             topic: wanted.topic.clone(),
             base_url: wanted.base_url.clone(),
+            url_query: match &wanted.url_query_env {
+                Some(var) => Some(std::env::var(var).with_context(|| {
+                    format!("announce.url_query_env: the environment variable {var} is not set")
+                })?),
+                None => None,
+            },
         };
         let announcement = announce::announcement(&target, &manifest);
-        report["announced"] = json!({"url": announcement.url});
+        report["announced"] = json!({"url": announce::shown_url(&announcement.url)});
         if wanted.broker.is_some() {
             announce::publish(&target, &manifest)?;
             report["announced"]["topic"] = json!(target.topic);

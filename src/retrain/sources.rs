@@ -17,10 +17,10 @@ use smartgrid_operators::io::mqtt::{
     spawn_subscriber,
 };
 
-use super::blob::{Auth, Container};
 use super::config::{BlobSource, MqttSource};
 use super::store::Store;
 use super::triplet::{BadTriplet, Fields, parse_text, parse_value};
+use crate::registry::blob::{Auth, Container};
 
 /// One source of triplets.
 pub trait Source {
@@ -99,7 +99,7 @@ impl Blobs {
                 .account
                 .clone()
                 .context("sources.blob.account: the account name is needed with a key")?;
-            let key = super::blob::decode_key(&key).context("sources.blob")?;
+            let key = crate::registry::blob::decode_key(&key).context("sources.blob")?;
             Auth::SharedKey { account, key }
         };
         Ok(Blobs {

@@ -100,6 +100,17 @@ impl Azurite {
         assert_eq!(status, 201, "put blob {name}: {body}");
     }
 
+    /// `Get Blob`: its bytes, or `None` if it does not exist (404).
+    pub fn get_blob(&self, container: &str, name: &str) -> Option<Vec<u8>> {
+        let (status, answer) = self.request("GET", &format!("/{container}/{name}"), &[], &[], &[]);
+        if status == 404 {
+            return None;
+        }
+        assert_eq!(status, 200, "get blob {name}: {answer}");
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        Some(body.as_bytes().to_vec())
+    }
+
     /// A SharedKey-signed request to the emulator (`path` below the account).
     fn request(
         &self,

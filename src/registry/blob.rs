@@ -1,7 +1,8 @@
 //! A small Azure Blob Storage client over the REST API (`ureq`, blocking): `List
-//! Blobs` and `Get Blob` of one container, authorized with the account's shared key
-//! (SharedKey, HMAC-SHA256 over the canonical request) or a SAS token. Enough to read
-//! what IoT Hub message routing writes; no SDK and no second async runtime.
+//! Blobs`, `Get Blob` and `Put Blob` of one container, authorized with the account's
+//! shared key (SharedKey, HMAC-SHA256 over the canonical request) or a SAS token.
+//! Enough to read what IoT Hub message routing writes and to mirror the registry; no
+//! SDK and no second async runtime.
 //!
 //! The account URL is either Azure's (`https://ACCOUNT.blob.core.windows.net`) or an
 //! emulator's path-style one (`http://127.0.0.1:10000/devstoreaccount1`): the path is
@@ -136,8 +137,23 @@ impl Container {
     }
 
     /// The bytes of blob `name`.
+    #[cfg_attr(not(feature = "train"), allow(dead_code))] // the triplet source reads blobs
     pub fn get_blob(&self, name: &str) -> Result<Vec<u8>, BlobError> {
         self.get("Get Blob", name, &[])
+    }
+
+    /// Write `bytes` as block blob `name` (replacing it), with `content_type`.
+    pub fn put_blob(&self, name: &str, bytes: &[u8], content_type: &str) -> Result<(), BlobError> {
+        self.request(
+            "Put Blob",
+            name,
+            &[],
+            Some(Upload {
+                bytes,
+                content_type,
+            }),
+        )
+        .map(drop)
     }
 
     fn get(
@@ -145,6 +161,16 @@ impl Container {
         what: &'static str,
         blob: &str,
         query: &[(&str, String)],
+    ) -> Result<Vec<u8>, BlobError> {
+        self.request(what, blob, query, None)
+    }
+
+    fn request(
+        &self,
+        what: &'static str,
+        blob: &str,
+        query: &[(&str, String)],
+        upload: Option<Upload<'_>>,
     ) -> Result<Vec<u8>, BlobError> {
         let blob_path = if blob.is_empty() {
             String::new()
@@ -168,7 +194,10 @@ impl Container {
             }
             Auth::SharedKey { account, key } => {
                 let resource = format!("{}{blob_path}", self.path);
-                let to_sign = string_to_sign("GET", &date, account, &resource, query);
+                let to_sign = match &upload {
+                    None => string_to_sign("GET", &date, account, &resource, query),
+                    Some(upload) => put_string_to_sign(&date, account, &resource, upload),
+                };
                 authorization = Some(format!("SharedKey {account}:{}", sign(key, &to_sign)?));
             }
         }
@@ -177,15 +206,33 @@ impl Container {
         } else {
             format!("{shown}?{query_text}")
         };
-        let mut request = self
-            .agent
-            .get(&url)
-            .header("x-ms-date", &date)
-            .header("x-ms-version", API_VERSION);
-        if let Some(auth) = &authorization {
-            request = request.header("Authorization", auth);
-        }
-        let mut response = request.call().map_err(|e| BlobError::Request {
+        let sent = match &upload {
+            None => {
+                let mut request = self
+                    .agent
+                    .get(&url)
+                    .header("x-ms-date", &date)
+                    .header("x-ms-version", API_VERSION);
+                if let Some(auth) = &authorization {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            Some(upload) => {
+                let mut request = self
+                    .agent
+                    .put(&url)
+                    .header("x-ms-date", &date)
+                    .header("x-ms-version", API_VERSION)
+                    .header("x-ms-blob-type", "BlockBlob")
+                    .header("Content-Type", upload.content_type);
+                if let Some(auth) = &authorization {
+                    request = request.header("Authorization", auth);
+                }
+                request.send(upload.bytes)
+            }
+        };
+        let mut response = sent.map_err(|e| BlobError::Request {
             what,
             url: shown.clone(),
             // ureq's message may quote the URL, and with it a SAS token
@@ -252,6 +299,32 @@ pub fn string_to_sign(
         text.push_str(&format!("\n{name}:{value}"));
     }
     text
+}
+
+/// What a PUT sends.
+struct Upload<'a> {
+    bytes: &'a [u8],
+    content_type: &'a str,
+}
+
+/// The SharedKey string to sign of `Put Blob`: Content-Length (empty for 0) and
+/// Content-Type among the standard headers, `x-ms-blob-type` among the `x-ms-` ones.
+fn put_string_to_sign(
+    date: &str,
+    account: &str,
+    resource_path: &str,
+    upload: &Upload<'_>,
+) -> String {
+    let length = if upload.bytes.is_empty() {
+        String::new()
+    } else {
+        upload.bytes.len().to_string()
+    };
+    format!(
+        "PUT\n\n\n{length}\n\n{}\n\n\n\n\n\n\nx-ms-blob-type:BlockBlob\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n/{account}{}",
+        upload.content_type,
+        percent_decode_str(resource_path).decode_utf8_lossy()
+    )
 }
 
 fn sign(key: &[u8], to_sign: &str) -> Result<String, BlobError> {
