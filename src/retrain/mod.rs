@@ -8,6 +8,7 @@
 //! (one poll of every source, one cycle) or as a service (`--service`: poll, and run a
 //! cycle after N new triplets or a period). See docs/learning-loop-training.md.
 
+mod args;
 mod config;
 mod dataset;
 mod sources;
@@ -26,6 +27,7 @@ use smartgrid_models::signing::manifest::SignOptions;
 use smartgrid_runtime::spec::{self, Env};
 
 use crate::registry::{Registry, announce};
+pub use args::RetrainCli;
 use config::RetrainConfig;
 use dataset::Dataset;
 use store::Store;
