@@ -581,3 +581,56 @@ fn the_service_trains_when_enough_new_triplets_arrive() {
         serde_json::from_slice(&std::fs::read(&state).expect("state")).expect("JSON");
     assert_eq!(active["active"], json!(version));
 }
+
+/// The weights reach LightGBM: on rows that only differ in their label, a squared-error
+/// model converges to the labels' weighted mean (the oracle, computed here), not their
+/// plain mean.
+#[test]
+fn weights_move_the_model_to_the_weighted_mean() {
+    let rows: Vec<Vec<f64>> = (0..400).map(|i| vec![f64::from((i / 2) % 4)]).collect();
+    let labels: Vec<f64> = (0..400)
+        .map(|i| if i % 2 == 0 { 0.0 } else { 10.0 })
+        .collect();
+    let weights: Vec<f64> = (0..400)
+        .map(|i| if i % 2 == 0 { 1.0 } else { 1.0 / SAMPLE_GOOD })
+        .collect();
+    let weighted_mean =
+        labels.iter().zip(&weights).map(|(l, w)| l * w).sum::<f64>() / weights.iter().sum::<f64>();
+    let params = smartgrid_models::train::TrainParams {
+        trees: 200,
+        learning_rate: 0.3,
+        ..Default::default()
+    };
+    let names = vec!["x".to_owned()];
+    let text = smartgrid_models::train::train_lightgbm_weighted(
+        &rows,
+        &labels,
+        Some(&weights),
+        &names,
+        &params,
+        |_| {},
+    )
+    .expect("train");
+    let model = smartgrid_models::Model::parse(text.as_bytes()).expect("load");
+    for x in 0..4 {
+        let y = model.predict(&[f64::from(x)]);
+        assert!(
+            (y - weighted_mean).abs() < 0.01,
+            "x={x}: {y} vs the weighted mean {weighted_mean}"
+        );
+    }
+    // a zero weight is refused, not trained on
+    let mut bad = weights.clone();
+    bad[3] = 0.0;
+    assert!(
+        smartgrid_models::train::train_lightgbm_weighted(
+            &rows,
+            &labels,
+            Some(&bad),
+            &names,
+            &params,
+            |_| {}
+        )
+        .is_err()
+    );
+}
