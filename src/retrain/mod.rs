@@ -282,6 +282,7 @@ fn cycle(
         }
         None => None,
     };
+    report["active_model"] = json!(active.as_ref().map(|(_, _, name)| name));
     report["train_seconds"] = json!(train_seconds);
     report["mae"] = json!({
         "candidate": candidate_mae,
