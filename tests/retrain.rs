@@ -301,10 +301,16 @@ fn files_blobs_and_mqtt_give_the_same_weighted_rows_and_bad_triplets_are_skipped
             blob.as_bytes(),
         );
     }
+    // outside the prefix (not read), and a blob of damaged envelopes (read, skipped)
     azurite.put_blob(
         "triplets",
         "otherhub/0/2023/11/14/22/10",
         b"{\"Body\": 5}\n",
+    );
+    azurite.put_blob(
+        "triplets",
+        "myhub/9/2023/11/14/23/00",
+        b"{\"Body\": \"not base64!\"}\n{\"EnqueuedTimeUtc\": 1}\n{\"Body\": {\"sensor_id\": \"x\"}",
     );
     let sources = format!(
         "  blob:\n    account_url: {}\n    container: triplets\n    prefix: myhub/\n    account: {}\n    key_env: TEST_AZURITE_KEY",
@@ -326,7 +332,21 @@ fn files_blobs_and_mqtt_give_the_same_weighted_rows_and_bad_triplets_are_skipped
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stderr).contains(testkit::AZURITE_KEY));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains(testkit::AZURITE_KEY));
+    for (line, reason) in [
+        (1, "not base64"),
+        (2, "no `Body` field"),
+        (3, "malformed JSON"),
+    ] {
+        let place = format!("blob myhub/9/2023/11/14/23/00 line {line}: ");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&place) && l.contains(reason)),
+            "{place}{reason}: {stderr}"
+        );
+    }
     assert_eq!(
         csv_rows(&rows_blob),
         expected,
