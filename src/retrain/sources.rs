@@ -3,6 +3,7 @@
 //! the store; a one-shot run polls each once.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -46,17 +47,19 @@ impl Files {
 impl Source for Files {
     fn poll(&mut self, store: &mut Store, fields: &Fields, _first: bool) -> anyhow::Result<()> {
         for (path, offset, line_no) in &mut self.files {
-            let bytes =
-                std::fs::read(&*path).with_context(|| format!("reading {}", path.display()))?;
-            if (bytes.len() as u64) < *offset {
+            let reading = || format!("reading {}", path.display());
+            let mut file = std::fs::File::open(&*path).with_context(reading)?;
+            let size = file.metadata().with_context(reading)?.len();
+            if size < *offset {
                 // replaced or truncated (rotated): read it from the start
                 *offset = 0;
                 *line_no = 0;
             }
-            let start = usize::try_from(*offset)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            let new = &bytes[start..];
+            // only what is new since the last poll: an outbox file grows for ever
+            let mut new = Vec::new();
+            file.seek(SeekFrom::Start(*offset))
+                .and_then(|_| file.read_to_end(&mut new))
+                .with_context(reading)?;
             let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             for line in new[..complete].split_inclusive(|&b| b == b'\n') {
                 *line_no += 1;
