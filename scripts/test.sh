@@ -43,6 +43,17 @@ if ! cmake_ok; then
   cmake_ok || { echo "cmake >= 3.28 is still not on PATH" >&2; exit 1; }
 fi
 
+# tests/retrain.rs and tests/registry.rs read blobs from Azurite, the Azure Storage
+# emulator (npm; testkit finds it in this directory). Needs Node.js >= 18.
+AZURITE_VERSION=3.35.0
+AZURITE_DIR="$HOME/.cache/smartgrid/azurite"
+command -v npm >/dev/null 2>&1 || { sudo_if_needed apt-get update -qq; DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends nodejs npm; }
+if [ "$(cd "$AZURITE_DIR" 2>/dev/null && node -p 'require("azurite/package.json").version' 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  echo "installing azurite $AZURITE_VERSION into $AZURITE_DIR"
+  mkdir -p "$AZURITE_DIR"
+  npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION"
+fi
+
 # tests/config.rs checks `smartgrid schema` with a real JSON Schema validator.
 if ! python3 -c 'import jsonschema, yaml' >/dev/null 2>&1; then
   echo "installing jsonschema and PyYAML from PyPI"

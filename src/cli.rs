@@ -125,6 +125,24 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Retrain the model from triplets (feature `train`): read them from files, blobs
+    /// or MQTT, train a candidate, publish it to the registry only if it beats the
+    /// active model on the most recent data (docs/learning-loop-training.md).
+    #[cfg(feature = "train")]
+    Retrain(crate::retrain::RetrainCli),
+    /// Retrain the model: not in this build (feature `train`).
+    #[cfg(not(feature = "train"))]
+    #[command(disable_help_flag = true)]
+    Retrain {
+        /// Whatever was given: ignored, this build cannot train.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// The model registry (docs/learning-loop-training.md).
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Publish simulated Clemap readings to an MQTT broker.
     Simulate {
         /// Broker URL (`mqtt://host:port`, `mqtts://…`).
@@ -163,7 +181,112 @@ enum KeysCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Serve each version's model file and manifest over HTTP, read-only:
+    /// `/models/VERSION/model.txt`, `/models/VERSION/model.txt.manifest.json`, and
+    /// `/models/active` (the active version's announcement).
+    Serve {
+        /// The registry directory.
+        dir: PathBuf,
+        /// The address to listen on, e.g. `0.0.0.0:8900` (port 0: any free port; the
+        /// address is printed).
+        #[arg(long, default_value = "127.0.0.1:8900")]
+        listen: String,
+    },
+    /// Mirror the registry into a Blob Storage container (`models/VERSION/…` and
+    /// `state.json`, the `serve` layout): the container's URL can then be the
+    /// announcements' base URL, with a read-only SAS token (`--announce-url-query-env`).
+    Push {
+        /// The registry directory.
+        dir: PathBuf,
+        /// The account's blob endpoint (`https://ACCOUNT.blob.core.windows.net`).
+        #[arg(long)]
+        account_url: String,
+        /// The container (it must exist).
+        #[arg(long)]
+        container: String,
+        /// The storage account's name (with a key).
+        #[arg(long)]
+        account: Option<String>,
+        /// The environment variable holding the account key.
+        #[arg(long, default_value = "AZURE_STORAGE_KEY")]
+        key_env: String,
+        /// The environment variable holding a SAS token (write + list) instead.
+        #[arg(long)]
+        sas_env: Option<String>,
+    },
+}
+
+/// Where `model promote` and `model rollback` announce the newly active model.
+#[derive(Debug, clap::Args)]
+struct AnnounceArgs {
+    /// Publish the announcement, retained, to this broker (`mqtt://host:port`).
+    #[arg(long, requires = "announce_base_url")]
+    announce_broker: Option<String>,
+    /// The announcement's topic.
+    #[arg(long, default_value = "smartgrid/model")]
+    announce_topic: String,
+    /// Where devices fetch models (the `registry serve` URL, `http://host:8900`).
+    #[arg(long)]
+    announce_base_url: Option<String>,
+    /// The environment variable holding a query appended to each model URL (a
+    /// read-only SAS token, when the base URL is a blob container).
+    #[arg(long, value_name = "VAR")]
+    announce_url_query_env: Option<String>,
+    /// Also set the desired property `model` of this IoT Hub device's twin
+    /// (repeatable); the hub's service connection string is read from
+    /// IOTHUB_SERVICE_CONNECTION_STRING.
+    #[arg(
+        long = "twin-device",
+        value_name = "DEVICE_ID",
+        requires = "announce_base_url"
+    )]
+    twin_devices: Vec<String>,
+    /// The IoT Hub service endpoint (default `https://{HostName}`).
+    #[arg(long, value_name = "URL")]
+    twin_endpoint: Option<String>,
+}
+
+impl AnnounceArgs {
+    fn flags(self) -> commands::AnnounceFlags {
+        commands::AnnounceFlags {
+            broker: self.announce_broker,
+            topic: self.announce_topic,
+            base_url: self.announce_base_url,
+            url_query_env: self.announce_url_query_env,
+            twin_devices: self.twin_devices,
+            twin_endpoint: self.twin_endpoint,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
 enum ModelCommand {
+    /// List the registry's versions, oldest first; `*` marks the active one.
+    List {
+        /// The registry directory.
+        #[arg(long)]
+        registry: PathBuf,
+    },
+    /// Make VERSION the active model (the current one can be rolled back to), and
+    /// announce it if told where.
+    Promote {
+        /// The version (as `model list` shows it).
+        version: String,
+        /// The registry directory.
+        #[arg(long)]
+        registry: PathBuf,
+        #[command(flatten)]
+        announce: AnnounceArgs,
+    },
+    /// Make the previously active model active again, and announce it if told where.
+    Rollback {
+        /// The registry directory.
+        #[arg(long)]
+        registry: PathBuf,
+        #[command(flatten)]
+        announce: AnnounceArgs,
+    },
     /// Write MODEL.manifest.json: the model's version, features, trees and sha256,
     /// signed with an ed25519 key (docs/models-signing.md).
     Sign {
@@ -259,6 +382,15 @@ fn model_command(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Predict { model, csv } => model_cmd::predict(&model, &csv),
         ModelCommand::Inspect { file } => model_cmd::inspect(&file),
+        ModelCommand::List { registry } => commands::model_list(&registry),
+        ModelCommand::Promote {
+            version,
+            registry,
+            announce,
+        } => commands::model_activate(&registry, Some(&version), &announce.flags()),
+        ModelCommand::Rollback { registry, announce } => {
+            commands::model_activate(&registry, None, &announce.flags())
+        }
         ModelCommand::Sign {
             key,
             model,
@@ -362,6 +494,36 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Keys {
             command: KeysCommand::Generate { out },
         } => sign_cmd::keys_generate(&out),
+        #[cfg(feature = "train")]
+        Command::Retrain(args) => args.run(),
+        #[cfg(not(feature = "train"))]
+        Command::Retrain { args: _ } => Err(anyhow::anyhow!(
+            "{}",
+            model_cmd::TRAIN_NOT_BUILT.replace("smartgrid model train", "smartgrid retrain")
+        )),
+        Command::Registry {
+            command: RegistryCommand::Serve { dir, listen },
+        } => commands::registry_serve(&dir, &listen),
+        Command::Registry {
+            command:
+                RegistryCommand::Push {
+                    dir,
+                    account_url,
+                    container,
+                    account,
+                    key_env,
+                    sas_env,
+                },
+        } => commands::registry_push(
+            &dir,
+            &commands::BlobFlags {
+                account_url,
+                container,
+                account,
+                key_env,
+                sas_env,
+            },
+        ),
         Command::Simulate {
             broker,
             sensors,

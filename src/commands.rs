@@ -342,3 +342,168 @@ pub fn simulate(
     eprintln!("published {published} readings to {broker}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// Where `model promote` and `model rollback` announce, from their flags.
+pub struct AnnounceFlags {
+    pub broker: Option<String>,
+    pub topic: String,
+    pub base_url: Option<String>,
+    pub url_query_env: Option<String>,
+    pub twin_devices: Vec<String>,
+    pub twin_endpoint: Option<String>,
+}
+
+impl AnnounceFlags {
+    /// The announcement target (its broker empty when only twins are told), and the
+    /// twins; `None` when nothing is to be announced.
+    #[allow(clippy::type_complexity)]
+    fn targets(
+        &self,
+    ) -> anyhow::Result<
+        Option<(
+            crate::registry::announce::Target,
+            Option<crate::registry::twin::TwinTarget>,
+        )>,
+    > {
+        let Some(base_url) = &self.base_url else {
+            return Ok(None);
+        };
+        if self.broker.is_none() && self.twin_devices.is_empty() {
+            bail!("--announce-base-url needs --announce-broker or --twin-device");
+        }
+        let twin = if self.twin_devices.is_empty() {
+            None
+        } else {
+            let var = crate::registry::twin::CONNECTION_STRING_ENV;
+            let text = std::env::var(var).with_context(|| {
+                format!("--twin-device: the environment variable {var} (the service connection string) is not set")
+            })?;
+            Some(crate::registry::twin::TwinTarget {
+                connection: crate::registry::twin::ServiceConnection::parse(&text)?,
+                devices: self.twin_devices.clone(),
+                endpoint: self.twin_endpoint.clone(),
+            })
+        };
+        let url_query = match &self.url_query_env {
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("--announce-url-query-env: the environment variable {var} is not set")
+            })?),
+            None => None,
+        };
+        let target = crate::registry::announce::Target {
+            broker: self.broker.clone().unwrap_or_default(),
+            topic: self.topic.clone(),
+            base_url: base_url.clone(),
+            url_query,
+        };
+        Ok(Some((target, twin)))
+    }
+}
+
+/// `smartgrid model list --registry DIR`: one line per version, oldest first, `*` on
+/// the active one.
+pub fn model_list(dir: &Path) -> anyhow::Result<ExitCode> {
+    let registry = crate::registry::Registry::open(dir)?;
+    for entry in registry.list()? {
+        let m = &entry.manifest;
+        let metrics = m
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "{} {} created {} parent {} rows {} {metrics}",
+            if entry.active { '*' } else { ' ' },
+            m.version,
+            m.created,
+            m.parent.as_deref().unwrap_or("-"),
+            m.training_rows.map_or("-".to_owned(), |n| n.to_string()),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smartgrid model promote VERSION --registry DIR` (and `rollback` with `None`): make
+/// a version active and announce it if told where.
+pub fn model_activate(
+    dir: &Path,
+    version: Option<&str>,
+    announce: &AnnounceFlags,
+) -> anyhow::Result<ExitCode> {
+    let targets = announce.targets()?;
+    let registry = crate::registry::Registry::open(dir)?;
+    let manifest = match version {
+        Some(version) => registry.promote(version)?,
+        None => registry.rollback()?,
+    };
+    println!("active: {}", manifest.version);
+    if let Some((target, twin)) = targets {
+        if announce.broker.is_some() {
+            let sent = crate::registry::announce::publish(&target, &manifest)?;
+            println!(
+                "announced on {} (retained): {}",
+                target.topic,
+                crate::registry::announce::shown_url(&sent.url)
+            );
+        }
+        if let Some(twin) = twin {
+            let announcement = crate::registry::announce::announcement(&target, &manifest);
+            crate::registry::twin::publish(&twin, &announcement)?;
+            println!("announced to the twins of {}", twin.devices.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smartgrid registry serve DIR --listen ADDR`
+pub fn registry_serve(dir: &Path, listen: &str) -> anyhow::Result<ExitCode> {
+    let registry = crate::registry::Registry::open(dir)?;
+    crate::registry::serve::serve(registry, listen)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `registry push` writes, from its flags.
+pub struct BlobFlags {
+    pub account_url: String,
+    pub container: String,
+    pub account: Option<String>,
+    pub key_env: String,
+    pub sas_env: Option<String>,
+}
+
+/// `smartgrid registry push DIR --account-url URL --container NAME`
+pub fn registry_push(dir: &Path, flags: &BlobFlags) -> anyhow::Result<ExitCode> {
+    use crate::registry::blob::{Auth, Container, decode_key};
+    let auth = match &flags.sas_env {
+        Some(var) => Auth::Sas(
+            std::env::var(var)
+                .with_context(|| format!("--sas-env: the environment variable {var} is not set"))?,
+        ),
+        None => {
+            let var = &flags.key_env;
+            let key = std::env::var(var).with_context(|| {
+                format!("the environment variable {var} (the account key) is not set")
+            })?;
+            let account = flags
+                .account
+                .clone()
+                .context("--account: the storage account's name is needed with a key")?;
+            Auth::SharedKey {
+                account,
+                key: decode_key(&key)?,
+            }
+        }
+    };
+    let registry = crate::registry::Registry::open(dir)?;
+    let container = Container::new(&flags.account_url, &flags.container, auth)?;
+    let pushed = crate::registry::push::push(&registry, &container)?;
+    println!(
+        "pushed {} file(s) and the state to {}/{} ({} already there)",
+        pushed.uploaded,
+        flags.account_url.trim_end_matches('/'),
+        flags.container,
+        pushed.already_there
+    );
+    Ok(ExitCode::SUCCESS)
+}

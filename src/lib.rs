@@ -16,6 +16,9 @@ mod commands;
 mod model_cmd;
 mod observe;
 mod pipeline_test;
+mod registry;
+#[cfg(feature = "train")]
+mod retrain;
 mod schema_cmd;
 mod sign_cmd;
 

@@ -92,6 +92,20 @@ pub fn train_lightgbm(
     labels: &[f64],
     feature_names: &[String],
     params: &TrainParams,
+    progress: impl FnMut(usize),
+) -> Result<String, ModelError> {
+    train_lightgbm_weighted(rows, labels, None, feature_names, params, progress)
+}
+
+/// [`train_lightgbm`] with a weight per row (LightGBM's `weight` field): a row of
+/// weight 5 counts as five identical rows in the loss. `smartgrid retrain` uses it to
+/// undo the sampling of good predictions. Weights must be finite and positive.
+pub fn train_lightgbm_weighted(
+    rows: &[Vec<f64>],
+    labels: &[f64],
+    weights: Option<&[f64]>,
+    feature_names: &[String],
+    params: &TrainParams,
     mut progress: impl FnMut(usize),
 ) -> Result<String, ModelError> {
     let parameters = params.to_lightgbm()?;
@@ -130,6 +144,25 @@ pub fn train_lightgbm(
         }
         flat.extend_from_slice(row);
     }
+    let weights: Option<Vec<f32>> = match weights {
+        None => None,
+        Some(w) if w.len() != rows.len() => {
+            return Err(ModelError::Train(format!(
+                "{} rows but {} weights",
+                rows.len(),
+                w.len()
+            )));
+        }
+        Some(w) => {
+            if let Some(i) = w.iter().position(|w| !(w.is_finite() && *w > 0.0)) {
+                return Err(ModelError::Train(format!(
+                    "row {}: the weight is not a finite positive number",
+                    i + 1
+                )));
+            }
+            Some(w.iter().map(|&w| w as f32).collect())
+        }
+    };
     let labels: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
     let nrow = i32::try_from(rows.len()).map_err(|_| ModelError::Train("too many rows".into()))?;
     let ncol =
@@ -154,6 +187,19 @@ pub fn train_lightgbm(
             sys::C_API_DTYPE_FLOAT32 as c_int,
         )
     })?;
+    if let Some(weights) = &weights {
+        let weight_field = c_string("weight")?;
+        // SAFETY: as for the labels: `nrow` f32 values, copied by LightGBM.
+        check(unsafe {
+            sys::LGBM_DatasetSetField(
+                dataset.0,
+                weight_field.as_ptr(),
+                weights.as_ptr().cast::<c_void>(),
+                nrow,
+                sys::C_API_DTYPE_FLOAT32 as c_int,
+            )
+        })?;
+    }
     check(unsafe {
         sys::LGBM_DatasetSetFeatureNames(dataset.0, name_ptrs.as_ptr().cast_mut(), ncol)
     })?;

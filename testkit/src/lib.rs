@@ -21,6 +21,7 @@
 //! println!("connect to {}", broker.url()); // mqtt://127.0.0.1:PORT
 //! ```
 
+mod azurite;
 mod binary;
 pub mod chromium;
 mod http;
@@ -28,6 +29,7 @@ mod port;
 mod server;
 mod servers;
 
+pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, azurite_binary};
 pub use binary::{find_binary, require_binary};
 pub use http::{http, urlencode};
 pub use port::free_port;
