@@ -278,21 +278,63 @@ pub fn sign(
 pub fn verify(model_path: &Path, key: &VerifyingKey) -> Result<Manifest, ManifestError> {
     let path = manifest_path(model_path);
     let manifest = Manifest::read(&path)?;
-    let signature = manifest
-        .signature_bytes()
-        .map_err(|reason| ManifestError::Malformed {
-            path: path.clone(),
-            reason,
-        })?;
-    key.verify_strict(&manifest.signed_bytes(), &signature)
-        .map_err(|_| ManifestError::BadSignature { path: path.clone() })?;
-    // the hash before parsing: a changed model is reported as such, not as whatever
-    // parse error the change may cause
+    verify_signature(&manifest, key, &path)?;
     let bytes = std::fs::read(model_path).map_err(|source| ManifestError::ReadModel {
         path: model_path.to_owned(),
         source,
     })?;
-    let actual = sha256_hex(&bytes);
+    check_bytes(&manifest, &bytes, model_path)?;
+    Ok(manifest)
+}
+
+/// Check model `bytes` received with `manifest` (a model fetched over the network, not
+/// a file beside its manifest): the signature verifies with `key`, the bytes' sha256 is
+/// the manifest's, and the model they hold has the manifest's feature names and tree
+/// count. `source` names where the bytes came from (a URL) in the errors. Returns the
+/// parsed model, so nothing else parses bytes that were not checked.
+pub fn verify_bytes(
+    manifest: &Manifest,
+    bytes: &[u8],
+    key: &VerifyingKey,
+    source: &Path,
+) -> Result<Model, ManifestError> {
+    if manifest.format != FORMAT {
+        return Err(ManifestError::Malformed {
+            path: source.to_owned(),
+            reason: format!("format is {:?}, expected {FORMAT:?}", manifest.format),
+        });
+    }
+    verify_signature(manifest, key, source)?;
+    check_bytes(manifest, bytes, source)
+}
+
+/// The signature check, on the manifest's fields alone (`path` names it in errors).
+fn verify_signature(
+    manifest: &Manifest,
+    key: &VerifyingKey,
+    path: &Path,
+) -> Result<(), ManifestError> {
+    let signature = manifest
+        .signature_bytes()
+        .map_err(|reason| ManifestError::Malformed {
+            path: path.to_owned(),
+            reason,
+        })?;
+    key.verify_strict(&manifest.signed_bytes(), &signature)
+        .map_err(|_| ManifestError::BadSignature {
+            path: path.to_owned(),
+        })
+}
+
+/// The model's bytes against a manifest whose signature was checked.
+fn check_bytes(
+    manifest: &Manifest,
+    bytes: &[u8],
+    model_path: &Path,
+) -> Result<Model, ManifestError> {
+    // the hash before parsing: a changed model is reported as such, not as whatever
+    // parse error the change may cause
+    let actual = sha256_hex(bytes);
     if actual != manifest.model_sha256 {
         return Err(ManifestError::Sha256Mismatch {
             path: model_path.to_owned(),
@@ -300,7 +342,7 @@ pub fn verify(model_path: &Path, key: &VerifyingKey) -> Result<Manifest, Manifes
             actual,
         });
     }
-    let model = Model::parse(&bytes).map_err(|error| ModelError::InFile {
+    let model = Model::parse(bytes).map_err(|error| ModelError::InFile {
         path: model_path.to_owned(),
         error: Box::new(error),
     })?;
@@ -322,7 +364,7 @@ pub fn verify(model_path: &Path, key: &VerifyingKey) -> Result<Manifest, Manifes
             manifest.trees
         )));
     }
-    Ok(manifest)
+    Ok(model)
 }
 
 #[cfg(test)]
