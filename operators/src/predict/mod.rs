@@ -207,7 +207,7 @@ impl Node for PredictNode {
     type Config = PredictConfig;
 
     /// The rollout controller's thread, with `updates:`.
-    type State = Option<std::thread::JoinHandle<()>>;
+    type State = Option<rollout::Running>;
 
     fn plan(config: PredictConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let input = ctx.readings_input()?;
@@ -266,8 +266,8 @@ impl Node for PredictNode {
     }
 
     fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
-        if let Some(thread) = state
-            && thread.join().is_err()
+        if let Some(running) = state
+            && !running.stop()
         {
             return Err(StartError::other("the model rollout thread panicked"));
         }

@@ -95,14 +95,16 @@ impl Controller {
         }
     }
 
-    /// Runs until `stop`: announcements from `subscriber`, decisions every tick.
-    pub fn run(mut self, subscriber: Subscriber, stop: Shutdown) {
-        while !stop.is_triggered() {
+    /// Runs until `stop` or `process` (the run's stop flag): announcements from
+    /// `subscriber`, decisions every tick.
+    pub fn run(mut self, subscriber: Subscriber, stop: Shutdown, process: Shutdown) {
+        let stopping = || stop.is_triggered() || process.is_triggered();
+        while !stopping() {
             match subscriber.recv_timeout(TICK) {
                 Ok(message) => self.announced(&message.payload),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    if !stop.is_triggered() {
+                    if !stopping() {
                         tracing::error!(
                             "{}: the announcement subscription ended; no more model updates",
                             self.node

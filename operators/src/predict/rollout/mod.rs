@@ -34,6 +34,7 @@ use std::thread::JoinHandle;
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use smartgrid_models::signing::keys;
+use smartgrid_runtime::shutdown::Shutdown;
 use smartgrid_runtime::spec::{Duration, OneOrMany, Spanned};
 use smartgrid_runtime::{
     BrokerLink, Claim, Location, PlanContext, Resource, Schema, StartContext, StartError,
@@ -134,6 +135,22 @@ pub struct AnnouncementsConfig {
     /// Password for `username`; write it as `${VAR}`. Never logged.
     #[serde(default)]
     pub password: Option<String>,
+}
+
+/// The controller's thread while the pipeline runs.
+pub struct Running {
+    thread: JoinHandle<()>,
+    /// Raised by [`Running::stop`]: a pipeline that ends by itself does not raise the
+    /// process's stop flag.
+    stop: Shutdown,
+}
+
+impl Running {
+    /// Stop the controller and wait for it; false if it panicked.
+    pub fn stop(self) -> bool {
+        self.stop.trigger();
+        self.thread.join().is_ok()
+    }
 }
 
 /// How decisions are made (the planned `updates:`).
@@ -343,7 +360,7 @@ impl Updates {
         slot: &Arc<ModelSlot>,
         active_version: String,
         ctx: &StartContext<'_>,
-    ) -> Result<Option<JoinHandle<()>>, StartError> {
+    ) -> Result<Option<Running>, StartError> {
         if ctx.process_count > 1 {
             return Err(StartError::other(
                 "`updates:` of a predict node cannot run in a cluster run yet: run it on one process",
@@ -356,7 +373,8 @@ impl Updates {
         let mut options = SubscribeOptions::new([self.topic.clone()]);
         options.qos = Qos::AtLeastOnce;
         options.channel_capacity = 16;
-        let subscriber = spawn_subscriber(&self.subscribe, &options, ctx.shutdown.flag())
+        let stop = Shutdown::new();
+        let subscriber = spawn_subscriber(&self.subscribe, &options, stop.flag())
             .map_err(|e| StartError::other(format!("cannot subscribe to announcements: {e}")))?;
         let status = match &self.status {
             Some((connect, topic)) => Some((
@@ -384,7 +402,7 @@ impl Updates {
             status,
             active_version,
         );
-        let stop = ctx.shutdown.clone();
+        let (own, process) = (stop.clone(), ctx.shutdown.clone());
         tracing::info!(
             "{}: listening for model announcements on {} (topic {})",
             ctx.node,
@@ -393,8 +411,8 @@ impl Updates {
         );
         std::thread::Builder::new()
             .name(format!("{}-rollout", ctx.node))
-            .spawn(move || controller.run(subscriber, stop))
-            .map(Some)
+            .spawn(move || controller.run(subscriber, own, process))
+            .map(|thread| Some(Running { thread, stop }))
             .map_err(|source| StartError::Io {
                 context: "cannot start the model rollout thread".into(),
                 source,
