@@ -208,7 +208,10 @@ nodes:
             {
                 return statuses;
             }
-            assert!(Instant::now() < deadline, "the status subscription never came up");
+            assert!(
+                Instant::now() < deadline,
+                "the status subscription never came up"
+            );
         }
     }
 }
@@ -301,9 +304,7 @@ fn offsets_by_sensor(dir: &Path) -> BTreeMap<String, Vec<i64>> {
         let (sensor, t) = key(p);
         let now = means[&(sensor.clone(), t)];
         let before = means[&(sensor.clone(), t - STEP)];
-        let features = [
-            now[0], now[1], now[2], before[0], before[1], before[2],
-        ];
+        let features = [now[0], now[1], now[2], before[0], before[1], before[2]];
         for (name, want) in NAMES.iter().zip(features) {
             assert_eq!(num(p, name), want, "{name} of {p}");
         }
@@ -314,7 +315,10 @@ fn offsets_by_sensor(dir: &Path) -> BTreeMap<String, Vec<i64>> {
         let version = num(p, "model_version") as u64;
         let known = *offset_of_version.entry(version).or_insert(rounded as i64);
         assert_eq!(known, rounded as i64, "one model version, one model: {p}");
-        by_sensor.entry(sensor).or_default().push((t, rounded as i64));
+        by_sensor
+            .entry(sensor)
+            .or_default()
+            .push((t, rounded as i64));
     }
     by_sensor
         .into_iter()
@@ -409,7 +413,12 @@ fn tampered_foreign_and_mismatched_models_are_refused_and_the_active_model_stays
         text.replacen("leaf_value=0 0", "leaf_value=1 0", 1),
     )
     .expect("tamper");
-    let foreign = world.signed("foreign.txt", &constant_model(0.0, &NAMES), "f-1", "other-keys");
+    let foreign = world.signed(
+        "foreign.txt",
+        &constant_model(0.0, &NAMES),
+        "f-1",
+        "other-keys",
+    );
     let mut wrong_names = NAMES.to_vec();
     wrong_names[5] = "hour_of_day";
     let mismatched = world.signed(
@@ -424,17 +433,29 @@ fn tampered_foreign_and_mismatched_models_are_refused_and_the_active_model_stays
     let run = Run::start(&pipeline, &[]);
 
     let refused = statuses.expect("refused", "t-1");
-    assert!(refused["reason"].as_str().expect("reason").contains("sha256"), "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("sha256"),
+        "{refused}"
+    );
     world.announce("foreign.txt", &foreign);
     let refused = statuses.expect("refused", "f-1");
     assert!(
-        refused["reason"].as_str().expect("reason").contains("does not verify"),
+        refused["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("does not verify"),
         "{refused}"
     );
     world.announce("mismatched.txt", &mismatched);
     let refused = statuses.expect("refused", "m-1");
     assert!(
-        refused["reason"].as_str().expect("reason").contains("hour_of_day"),
+        refused["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("hour_of_day"),
         "{refused}"
     );
     assert_eq!(refused["active"], "initial");
@@ -444,7 +465,11 @@ fn tampered_foreign_and_mismatched_models_are_refused_and_the_active_model_stays
     assert_eq!(counter(&counters, "predictions.model_refused"), Some(3));
     assert_eq!(counter(&counters, "predictions.model_promoted"), Some(0));
     for (sensor, offsets) in offsets_by_sensor(world.dir.path()) {
-        assert_eq!(phases(&offsets), vec![300], "{sensor}: only the active model");
+        assert_eq!(
+            phases(&offsets),
+            vec![300],
+            "{sensor}: only the active model"
+        );
     }
     assert!(
         !world.path("predictions-models").exists()
@@ -459,7 +484,12 @@ fn tampered_foreign_and_mismatched_models_are_refused_and_the_active_model_stays
 #[test]
 fn a_worse_model_is_rejected_after_its_shadow() {
     let world = World::new();
-    let worse = world.signed("worse.txt", &constant_model(1500.0, &NAMES), "worse-1", "keys");
+    let worse = world.signed(
+        "worse.txt",
+        &constant_model(1500.0, &NAMES),
+        "worse-1",
+        "keys",
+    );
     let pipeline = world.pipeline("12h", 0.05, 0.1);
     let statuses = world.statuses();
     world.announce("worse.txt", &worse);
@@ -526,5 +556,8 @@ fn a_promoted_model_that_does_worse_is_rolled_back() {
         );
         switched += usize::from(seen.len() == 3);
     }
-    assert!(switched > 0, "some sensor was predicted by the promoted model");
+    assert!(
+        switched > 0,
+        "some sensor was predicted by the promoted model"
+    );
 }

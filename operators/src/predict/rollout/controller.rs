@@ -15,9 +15,9 @@ use smartgrid_runtime::metrics::Counter;
 use smartgrid_runtime::shutdown::Shutdown;
 
 use super::super::slot::{LoadedModel, ModelSlot};
+use super::Policy;
 use super::evaluation::{Evaluation, Tally};
 use super::fetch::{self, Accepted, Refusal};
-use super::Policy;
 use crate::io::mqtt::{Publisher, Qos, RecvTimeoutError, Subscriber};
 
 /// How often the tallies are looked at when no announcement arrives.
@@ -37,7 +37,7 @@ enum Phase {
     /// Only the active model runs.
     Idle,
     /// `candidate` runs beside the active model; its predictions are compared, not sent.
-    Shadow { candidate: Accepted },
+    Shadow { candidate: Box<Accepted> },
     /// A promotion is watched: `previous` runs beside the promoted model, ready to be
     /// put back.
     Watch {
@@ -67,7 +67,7 @@ pub struct Controller {
     pub active_version: String,
     phase: Phase,
     /// An accepted model that arrived during a shadow or a watch: the latest one waits.
-    waiting: Option<Accepted>,
+    waiting: Option<Box<Accepted>>,
 }
 
 impl Controller {
@@ -79,7 +79,6 @@ impl Controller {
         policy: Policy,
         counters: Counters,
         status: Option<(Publisher, String)>,
-        active_version: String,
     ) -> Self {
         Controller {
             node,
@@ -89,7 +88,7 @@ impl Controller {
             policy,
             counters,
             status,
-            active_version,
+            active_version: String::new(),
             phase: Phase::Idle,
             waiting: None,
         }
@@ -131,10 +130,16 @@ impl Controller {
         let version = announcement.manifest.version.clone();
         let known = version == self.active_version
             || matches!(&self.phase, Phase::Shadow { candidate } if candidate.manifest.version == version)
-            || self.waiting.as_ref().is_some_and(|w| w.manifest.version == version);
+            || self
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.manifest.version == version);
         if known {
             // a retained announcement is delivered again on every reconnect
-            tracing::debug!("{}: model {version} announced again; nothing to do", self.node);
+            tracing::debug!(
+                "{}: model {version} announced again; nothing to do",
+                self.node
+            );
             return;
         }
         tracing::info!(
@@ -143,12 +148,15 @@ impl Controller {
             fetch::shown_url(&announcement.url)
         );
         let row = self.evaluation.last_row();
-        let accepted =
-            match fetch::fetch_and_check(&announcement, &self.key, self.slot.names(), row.as_deref())
-            {
-                Ok(a) => a,
-                Err(refusal) => return self.refuse(&version, &refusal),
-            };
+        let accepted = match fetch::fetch_and_check(
+            &announcement,
+            &self.key,
+            self.slot.names(),
+            row.as_deref(),
+        ) {
+            Ok(a) => a,
+            Err(refusal) => return self.refuse(&version, &refusal),
+        };
         let protect = [accepted.manifest.model_sha256.as_str()];
         if let Err(e) = fetch::store(&self.policy.dir, &accepted, self.policy.keep, &protect) {
             tracing::warn!(
@@ -158,13 +166,13 @@ impl Controller {
             );
         }
         match self.phase {
-            Phase::Idle => self.shadow(accepted),
+            Phase::Idle => self.shadow(Box::new(accepted)),
             _ => {
                 tracing::info!(
                     "{}: model {version} waits until the current evaluation ends",
                     self.node
                 );
-                self.waiting = Some(accepted);
+                self.waiting = Some(Box::new(accepted));
             }
         }
     }
@@ -185,7 +193,7 @@ impl Controller {
         });
     }
 
-    fn shadow(&mut self, candidate: Accepted) {
+    fn shadow(&mut self, candidate: Box<Accepted>) {
         tracing::info!(
             "{}: model {} (version {:08x}) runs in shadow beside {} for {} of event time",
             self.node,
@@ -275,7 +283,11 @@ impl Controller {
                         "live MAE {active:.3} stayed within {bar:.3} (the previous model's {before:.3} plus the {} margin)",
                         policy.rollback_margin
                     );
-                    tracing::info!("{}: model {} kept: {reason}", self.node, self.active_version);
+                    tracing::info!(
+                        "{}: model {} kept: {reason}",
+                        self.node,
+                        self.active_version
+                    );
                     self.evaluation.open(None);
                     let version = self.active_version.clone();
                     self.report(Decision {
@@ -296,7 +308,7 @@ impl Controller {
         }
     }
 
-    fn promote(&mut self, candidate: Accepted, tally: Tally) {
+    fn promote(&mut self, candidate: Box<Accepted>, tally: Tally) {
         self.counters.promoted.inc();
         let (active, challenger) = (tally.active.mae(), tally.challenger.mae());
         let reason = format!(

@@ -78,7 +78,10 @@ pub fn fetch_and_check(
     let loaded = LoadedModel::new(model, names).map_err(|e| Refusal::Features(e.to_string()))?;
     let mut scratch = Vec::new();
     let zeros = vec![0.0; names.len()];
-    let rows = [("zeros", Some(zeros.as_slice())), ("a recent feature row", row)];
+    let rows = [
+        ("zeros", Some(zeros.as_slice())),
+        ("a recent feature row", row),
+    ];
     for (on, row) in rows {
         let Some(row) = row.filter(|r| r.len() == names.len()) else {
             continue;
@@ -135,7 +138,12 @@ fn error_kind(e: &ureq::Error) -> String {
 /// Keeps accepted models as `<dir>/<sha256 prefix>.model` with their manifest beside,
 /// the newest `keep` of them (by modification time); `protect` (the active and the
 /// previous model) are never removed.
-pub fn store(dir: &Path, accepted: &Accepted, keep: usize, protect: &[&str]) -> std::io::Result<PathBuf> {
+pub fn store(
+    dir: &Path,
+    accepted: &Accepted,
+    keep: usize,
+    protect: &[&str],
+) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let stem = &accepted.manifest.model_sha256[..16.min(accepted.manifest.model_sha256.len())];
     let path = dir.join(format!("{stem}.model"));
@@ -159,7 +167,10 @@ fn prune(dir: &Path, keep: usize, protect: &[&str]) -> std::io::Result<()> {
     let excess = models.len().saturating_sub(keep);
     for (_, path) in models.into_iter().take(excess) {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-        if protect.iter().any(|p| p.starts_with(stem) && !stem.is_empty()) {
+        if protect
+            .iter()
+            .any(|p| p.starts_with(stem) && !stem.is_empty())
+        {
             continue;
         }
         std::fs::remove_file(manifest::manifest_path(&path)).ok();

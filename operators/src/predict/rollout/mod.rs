@@ -225,8 +225,11 @@ pub fn plan(
         }
         None if !relative_to.is_empty() => Some(relative_to.to_vec()),
         None => {
-            ctx.error(at, "`updates:` needs `actual:`, the fields a prediction is compared with")
-                .with_hint("e.g. `actual: [p_l1, p_l2, p_l3]` (defaults to `relative_to`)");
+            ctx.error(
+                at,
+                "`updates:` needs `actual:`, the fields a prediction is compared with",
+            )
+            .with_hint("e.g. `actual: [p_l1, p_l2, p_l3]` (defaults to `relative_to`)");
             None
         }
     };
@@ -236,9 +239,19 @@ pub fn plan(
         (&config.rollback_margin, (-1.0, 10.0)),
     ] {
         if !(range.0..=range.1).contains(&margin.value) {
-            let at = if margin.at == Location::default() { at } else { margin.at };
-            ctx.error(at, format!("a margin of {} is outside {}..{}", margin.value, range.0, range.1))
-                .with_hint("a fraction: 0.05 is 5 %");
+            let at = if margin.at == Location::default() {
+                at
+            } else {
+                margin.at
+            };
+            ctx.error(
+                at,
+                format!(
+                    "a margin of {} is outside {}..{}",
+                    margin.value, range.0, range.1
+                ),
+            )
+            .with_hint("a fraction: 0.05 is 5 %");
             margins_ok = false;
         }
     }
@@ -250,15 +263,21 @@ pub fn plan(
         .ok();
     let topic = &config.mqtt.topic.value;
     if topic.is_empty() || !rumqttc::valid_topic(topic) {
-        ctx.error(config.mqtt.topic.at, format!("`{topic}` is not a topic to subscribe to"))
-            .with_hint("a topic without wildcards, e.g. smartgrid/models/household");
+        ctx.error(
+            config.mqtt.topic.at,
+            format!("`{topic}` is not a topic to subscribe to"),
+        )
+        .with_hint("a topic without wildcards, e.g. smartgrid/models/household");
         margins_ok = false;
     }
     if let Some(status) = &config.status_topic
         && (status.value.is_empty() || !rumqttc::valid_topic(&status.value))
     {
-        ctx.error(status.at, format!("`{}` is not a topic to publish to", status.value))
-            .with_hint("a topic without wildcards, e.g. smartgrid/models/household/status");
+        ctx.error(
+            status.at,
+            format!("`{}` is not a topic to publish to", status.value),
+        )
+        .with_hint("a topic without wildcards, e.g. smartgrid/models/household/status");
         margins_ok = false;
     }
     if config.min_comparisons == 0 {
@@ -392,7 +411,7 @@ impl Updates {
             rolled_back: ctx.counter("model_rolled_back"),
             kept: ctx.counter("model_kept"),
         };
-        let controller = controller::Controller::new(
+        let mut controller = controller::Controller::new(
             ctx.node.to_owned(),
             Arc::clone(slot),
             Arc::clone(&self.evaluation),
@@ -400,8 +419,8 @@ impl Updates {
             self.policy.clone(),
             counters,
             status,
-            active_version,
         );
+        controller.active_version = active_version;
         let (own, process) = (stop.clone(), ctx.shutdown.clone());
         tracing::info!(
             "{}: listening for model announcements on {} (topic {})",
