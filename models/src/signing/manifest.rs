@@ -402,4 +402,45 @@ mod tests {
             Some(expected)
         );
     }
+
+    /// One split on `p`: ≤ 500 → 400, else 900.
+    const MODEL: &str = "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
+        max_feature_idx=0\nobjective=regression\nfeature_names=p\nfeature_infos=[0:1000]\n\
+        tree_sizes=1\n\nTree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nsplit_gain=1\n\
+        threshold=500\ndecision_type=2\nleft_child=-1\nright_child=-2\nleaf_value=400 900\n\
+        leaf_weight=1 1\nleaf_count=1 1\ninternal_value=0\ninternal_weight=0\n\
+        internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n";
+
+    /// Bytes received with a manifest pass the same checks as a file beside it: the
+    /// signed bytes verify; one changed byte, another key or a changed manifest do not.
+    #[test]
+    fn verify_bytes_checks_what_verify_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("model.txt");
+        std::fs::write(&path, MODEL).expect("write");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (_, manifest) = sign(&path, &key, SignOptions::default()).expect("sign");
+        let public = key.verifying_key();
+        let source = Path::new("http://127.0.0.1/model.txt");
+        assert_eq!(verify(&path, &public).expect("verify"), manifest);
+        let model = verify_bytes(&manifest, MODEL.as_bytes(), &public, source).expect("verifies");
+        assert_eq!(model.predict(&[600.0]), 900.0);
+
+        let tampered = MODEL.replacen("400 900", "400 901", 1);
+        assert!(matches!(
+            verify_bytes(&manifest, tampered.as_bytes(), &public, source),
+            Err(ManifestError::Sha256Mismatch { .. })
+        ));
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        assert!(matches!(
+            verify_bytes(&manifest, MODEL.as_bytes(), &other, source),
+            Err(ManifestError::BadSignature { .. })
+        ));
+        let mut changed = manifest.clone();
+        changed.version = "forged".into();
+        assert!(matches!(
+            verify_bytes(&changed, MODEL.as_bytes(), &public, source),
+            Err(ManifestError::BadSignature { .. })
+        ));
+    }
 }
