@@ -68,6 +68,9 @@ pub struct Controller {
     phase: Phase,
     /// An accepted model that arrived during a shadow or a watch: the latest one waits.
     waiting: Option<Box<Accepted>>,
+    /// The last refused announcement, as received: the same retained message comes
+    /// again on every reconnect and is not fetched, refused and reported again.
+    last_refused: Option<bytes::Bytes>,
 }
 
 impl Controller {
@@ -91,6 +94,7 @@ impl Controller {
             active_version: String::new(),
             phase: Phase::Idle,
             waiting: None,
+            last_refused: None,
         }
     }
 
@@ -100,7 +104,13 @@ impl Controller {
         let stopping = || stop.is_triggered() || process.is_triggered();
         while !stopping() {
             match subscriber.recv_timeout(TICK) {
-                Ok(message) => self.announced(&message.payload),
+                Ok(message) => {
+                    if self.last_refused.as_ref() == Some(&message.payload) {
+                        tracing::debug!("{}: a refused announcement again; ignored", self.node);
+                    } else if self.announced(&message.payload).is_err() {
+                        self.last_refused = Some(message.payload);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     if !stopping() {
@@ -121,8 +131,8 @@ impl Controller {
         }
     }
 
-    /// One announcement: checked, then shadowed (or kept waiting).
-    fn announced(&mut self, payload: &[u8]) {
+    /// One announcement: checked, then shadowed (or kept waiting); `Err` if refused.
+    fn announced(&mut self, payload: &[u8]) -> Result<(), ()> {
         let announcement = match fetch::parse(payload) {
             Ok(a) => a,
             Err(refusal) => return self.refuse("?", &refusal),
@@ -140,7 +150,7 @@ impl Controller {
                 "{}: model {version} announced again; nothing to do",
                 self.node
             );
-            return;
+            return Ok(());
         }
         tracing::info!(
             "{}: model {version} announced at {}; fetching and checking it",
@@ -175,9 +185,11 @@ impl Controller {
                 self.waiting = Some(Box::new(accepted));
             }
         }
+        Ok(())
     }
 
-    fn refuse(&mut self, version: &str, refusal: &Refusal) {
+    /// Log, count and report a refusal; always `Err`, for `announced` to return.
+    fn refuse(&mut self, version: &str, refusal: &Refusal) -> Result<(), ()> {
         self.counters.refused.inc();
         tracing::warn!(
             "{}: refusing model {version}, keeping {}: {refusal}",
@@ -191,6 +203,7 @@ impl Controller {
             reason: refusal.to_string(),
             tally: None,
         });
+        Err(())
     }
 
     fn shadow(&mut self, candidate: Box<Accepted>) {
