@@ -359,7 +359,8 @@ fn a_better_model_is_shadowed_then_promoted_without_losing_a_reading() {
     let pipeline = world.pipeline("12h", 0.05, 0.1);
     let statuses = world.statuses();
     world.announce("good.txt", &good);
-    let run = Run::start(&pipeline, &[]);
+    // two workers: each tallies its own sensors' errors into one evaluation
+    let run = Run::start(&pipeline, &["--workers", "2"]);
 
     let shadow = statuses.expect("shadowing", "good-1");
     assert_eq!(shadow["active"], "initial");

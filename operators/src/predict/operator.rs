@@ -506,4 +506,79 @@ mod tests {
             "the restored lags give the same predictions"
         );
     }
+
+    /// With a challenger, only the active model's predictions go out, and the tally
+    /// holds both models' absolute errors against the window `horizon` later, computed
+    /// here by hand.
+    #[test]
+    fn a_challenger_is_compared_not_emitted() {
+        let (predictor, slot) = predictor();
+        let challenger = smartgrid_models::Model::parse(
+            MODEL
+                .replace("leaf_value=400 900", "leaf_value=650 650")
+                .as_bytes(),
+        )
+        .expect("a model");
+        let names = slot.names().to_vec();
+        let challenger = LoadedModel::new(challenger, &names).expect("same features");
+        let evaluation = Arc::new(Evaluation::default());
+        evaluation.open(Some(Arc::new(challenger)));
+        let live = LiveErrors {
+            evaluation: Arc::clone(&evaluation),
+            actual: vec![0],
+        };
+        // p over time: crosses 500 both ways, so both leaves of the active model are used
+        let values = [100.0, 700.0, 300.0, 800.0, 450.0, 900.0, 200.0, 600.0];
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::clone(&seen);
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandle::new();
+            worker.dataflow::<u64, _, _>(|scope| {
+                scope
+                    .input_from(&mut input)
+                    .predict_evaluated(
+                        predictor,
+                        slot,
+                        PredictCounters::default(),
+                        "p",
+                        None,
+                        Some(live),
+                    )
+                    .inspect(move |r: &Reading| out.lock().expect("lock").push(r.values.to_vec()));
+            });
+            let sensor = SensorId::new("meter-1").expect("short");
+            for (i, v) in values.iter().enumerate() {
+                let t = i as i64 * 10_000;
+                input.advance_to(t as u64);
+                input.send(Reading {
+                    sensor,
+                    time_ms: t,
+                    values: Row::from_iter([*v]),
+                });
+                worker.step();
+            }
+        });
+        let emitted = seen.lock().expect("lock").clone();
+        // predictions from the third window on (two lags), the active model's only
+        let active = |p: f64| if p <= 500.0 { 400.0 } else { 900.0 };
+        let predicted: Vec<f64> = emitted.iter().map(|r| r[0]).collect();
+        let expected: Vec<f64> = values[2..].iter().map(|&p| active(p)).collect();
+        assert_eq!(predicted, expected);
+        // each prediction at window i meets window i + 1, if it came
+        let (mut active_abs, mut challenger_abs, mut n) = (0.0, 0.0, 0);
+        for i in 2..values.len() - 1 {
+            active_abs += (values[i + 1] - active(values[i])).abs();
+            challenger_abs += (values[i + 1] - 650.0_f64).abs();
+            n += 1;
+        }
+        let tally = evaluation.tally();
+        assert_eq!(tally.active.count, n);
+        assert_eq!(tally.challenger.count, n);
+        assert!((tally.active.abs - active_abs).abs() < 1e-9, "{tally:?}");
+        assert!(
+            (tally.challenger.abs - challenger_abs).abs() < 1e-9,
+            "{tally:?}"
+        );
+        assert_eq!(tally.span_ms(), (n as i64 - 1) * 10_000);
+    }
 }

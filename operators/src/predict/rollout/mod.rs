@@ -234,9 +234,9 @@ pub fn plan(
         }
     };
     let mut margins_ok = true;
-    for (margin, range) in [
-        (&config.promote_margin, (-1.0, 1.0)),
-        (&config.rollback_margin, (-1.0, 10.0)),
+    for (name, margin, range) in [
+        ("promote_margin", &config.promote_margin, (-1.0, 1.0)),
+        ("rollback_margin", &config.rollback_margin, (-1.0, 10.0)),
     ] {
         if !(range.0..=range.1).contains(&margin.value) {
             let at = if margin.at == Location::default() {
@@ -247,7 +247,7 @@ pub fn plan(
             ctx.error(
                 at,
                 format!(
-                    "a margin of {} is outside {}..{}",
+                    "`{name}` is {}, outside {}..={}",
                     margin.value, range.0, range.1
                 ),
             )
