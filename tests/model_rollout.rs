@@ -146,7 +146,7 @@ nodes:
   predictions:
     type: predict
     input: means
-    model: active.txt
+    model: {dir}/active.txt
     horizon: 10s
     relative_to: [p_l1, p_l2, p_l3]
     features:
@@ -154,7 +154,8 @@ nodes:
       lags: {{fields: [p_l1, p_l2, p_l3], count: 1}}
     updates:
       mqtt: {{url: "{url}", topic: {TOPIC}}}
-      public_key: keys/model-signing.pub
+      public_key: {dir}/keys/model-signing.pub
+      dir: {dir}/kept-models
       shadow: 2m
       watch: 2m
       min_comparisons: 20
@@ -172,9 +173,27 @@ nodes:
     path: predictions.jsonl
     format: json
 "#,
-                url = self.broker.url()
+                url = self.broker.url(),
+                dir = self.dir.path().display()
             ),
         )
+    }
+
+    /// Nothing was published on the status topic since the last status read: a probe
+    /// published now is the next message.
+    fn assert_no_status_since(&self, statuses: &Statuses) {
+        let status = self
+            .broker
+            .publisher(STATUS)
+            .args(["-m", "{\"probe\":\"last\"}"])
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success());
+        let line = statuses
+            .rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the probe");
+        assert!(line.contains("last"), "a status was published: {line}");
     }
 
     /// A `mosquitto_sub` on the status topic, subscribed when this returns.
@@ -390,7 +409,7 @@ fn a_better_model_is_shadowed_then_promoted_without_losing_a_reading() {
         );
     }
     // the accepted model is kept on disk, with its manifest
-    let kept_dir = world.path("predictions-models");
+    let kept_dir = world.path("kept-models");
     let stored: Vec<_> = std::fs::read_dir(&kept_dir)
         .expect("model dir")
         .filter_map(Result::ok)
@@ -399,6 +418,14 @@ fn a_better_model_is_shadowed_then_promoted_without_losing_a_reading() {
     assert!(
         stored.iter().any(|n| n.ends_with(".model"))
             && stored.iter().any(|n| n.ends_with(".model.manifest.json")),
+        "{stored:?}"
+    );
+    // and named the active one, by its sha256 (the manifest's, checked by the device)
+    let sha = good["model_sha256"].as_str().expect("sha256");
+    let active = std::fs::read_to_string(kept_dir.join("active")).expect("active file");
+    assert_eq!(active.trim(), &sha[..16]);
+    assert!(
+        stored.contains(&format!("{}.model", &sha[..16])),
         "{stored:?}"
     );
 }
@@ -473,8 +500,8 @@ fn tampered_foreign_and_mismatched_models_are_refused_and_the_active_model_stays
         );
     }
     assert!(
-        !world.path("predictions-models").exists()
-            || std::fs::read_dir(world.path("predictions-models"))
+        !world.path("kept-models").exists()
+            || std::fs::read_dir(world.path("kept-models"))
                 .expect("dir")
                 .next()
                 .is_none(),
@@ -561,4 +588,44 @@ fn a_promoted_model_that_does_worse_is_rolled_back() {
         switched > 0,
         "some sensor was predicted by the promoted model"
     );
+    assert!(
+        !world.path("kept-models/active").exists(),
+        "after the rollback a restart starts from `model:` again"
+    );
+}
+
+/// A promoted model is kept on disk and named the active one: a restarted run (another
+/// directory, the same kept models) resumes with it from its first prediction, checks
+/// it again, and does not shadow the still-retained announcement of it again.
+#[test]
+fn a_restart_resumes_with_the_promoted_model() {
+    let world = World::new();
+    let good = world.signed("good.txt", &constant_model(0.0, &NAMES), "good-1", "keys");
+    let pipeline = world.pipeline("6h", 0.05, 0.1);
+    let statuses = world.statuses();
+    world.announce("good.txt", &good);
+    let run = Run::start(&pipeline, &[]);
+    statuses.expect("shadowing", "good-1");
+    statuses.expect("promoted", "good-1");
+    statuses.expect("kept", "good-1");
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(1));
+
+    let second = world.path("second");
+    std::fs::create_dir_all(&second).expect("second dir");
+    let pipeline = second.join("pipeline.yaml");
+    std::fs::copy(world.path("pipeline.yaml"), &pipeline).expect("copy pipeline");
+    let run = Run::start(&pipeline, &[]);
+    run.wait_for("resuming with model good-1");
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(0));
+    assert_eq!(counter(&counters, "predictions.model_refused"), Some(0));
+    world.assert_no_status_since(&statuses);
+    for (sensor, offsets) in offsets_by_sensor(&second) {
+        assert_eq!(
+            phases(&offsets),
+            vec![0],
+            "{sensor}: the promoted model from the start"
+        );
+    }
 }

@@ -43,6 +43,7 @@ enum Phase {
     Watch {
         previous: Arc<LoadedModel>,
         previous_version: String,
+        previous_sha: Option<String>,
     },
 }
 
@@ -65,6 +66,8 @@ pub struct Controller {
     pub status: Option<(Publisher, String)>,
     /// The active model's version as announced (its manifest's), or the file's.
     pub active_version: String,
+    /// The active model's sha256 if it is a kept (promoted) model.
+    pub active_sha: Option<String>,
     phase: Phase,
     /// An accepted model that arrived during a shadow or a watch: the latest one waits.
     waiting: Option<Box<Accepted>>,
@@ -92,6 +95,7 @@ impl Controller {
             counters,
             status,
             active_version: String::new(),
+            active_sha: None,
             phase: Phase::Idle,
             waiting: None,
             last_refused: None,
@@ -167,7 +171,15 @@ impl Controller {
             Ok(a) => a,
             Err(refusal) => return self.refuse(&version, &refusal),
         };
-        let protect = [accepted.manifest.model_sha256.as_str()];
+        let mut protect = vec![accepted.manifest.model_sha256.as_str()];
+        protect.extend(self.active_sha.as_deref());
+        if let Phase::Watch {
+            previous_sha: Some(sha),
+            ..
+        } = &self.phase
+        {
+            protect.push(sha);
+        }
         if let Err(e) = fetch::store(&self.policy.dir, &accepted, self.policy.keep, &protect) {
             tracing::warn!(
                 "{}: cannot keep model {version} in {}: {e}",
@@ -266,6 +278,7 @@ impl Controller {
             Phase::Watch {
                 previous,
                 previous_version,
+                previous_sha,
             } => {
                 let (active, before) = (tally.active.mae(), tally.challenger.mae());
                 let bar = before * (1.0 + policy.rollback_margin);
@@ -278,6 +291,7 @@ impl Controller {
                     );
                     self.slot.install(Arc::clone(&previous));
                     self.evaluation.open(None);
+                    self.record_active(previous_sha);
                     tracing::warn!(
                         "{}: model {dropped} rolled back to {}: {reason}",
                         self.node,
@@ -314,6 +328,7 @@ impl Controller {
                     self.phase = Phase::Watch {
                         previous,
                         previous_version,
+                        previous_sha,
                     };
                 }
             }
@@ -346,10 +361,26 @@ impl Controller {
             reason,
             tally: Some((tally, "candidate")),
         });
+        let previous_sha = self.active_sha.clone();
+        self.record_active(Some(candidate.manifest.model_sha256.clone()));
         self.phase = Phase::Watch {
             previous,
             previous_version,
+            previous_sha,
         };
+    }
+
+    /// The kept model with `sha256` is active from now on (`None`: the node's own
+    /// `model:`), also for the next run.
+    fn record_active(&mut self, sha256: Option<String>) {
+        if let Err(e) = fetch::record_active(&self.policy.dir, sha256.as_deref()) {
+            tracing::warn!(
+                "{}: cannot record the active model in {}; a restart starts from `model:`: {e}",
+                self.node,
+                self.policy.dir.display()
+            );
+        }
+        self.active_sha = sha256;
     }
 
     fn report(&self, d: Decision<'_>) {

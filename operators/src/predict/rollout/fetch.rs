@@ -145,7 +145,7 @@ pub fn store(
     protect: &[&str],
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let stem = &accepted.manifest.model_sha256[..16.min(accepted.manifest.model_sha256.len())];
+    let stem = stem(&accepted.manifest.model_sha256);
     let path = dir.join(format!("{stem}.model"));
     let tmp = dir.join(format!("{stem}.model.tmp"));
     std::fs::write(&tmp, &accepted.bytes)?;
@@ -177,4 +177,56 @@ fn prune(dir: &Path, keep: usize, protect: &[&str]) -> std::io::Result<()> {
         std::fs::remove_file(&path)?;
     }
     Ok(())
+}
+
+/// The file in the model directory naming the model promoted last (its file stem), so
+/// that a restart resumes with it.
+const ACTIVE_FILE: &str = "active";
+
+/// The file stem of a kept model: the first 16 hex digits of its sha256.
+pub fn stem(sha256: &str) -> &str {
+    &sha256[..16.min(sha256.len())]
+}
+
+/// Record the kept model with `sha256` as the active one; `None`: the node's own
+/// `model:` is (no file).
+pub fn record_active(dir: &Path, sha256: Option<&str>) -> std::io::Result<()> {
+    let path = dir.join(ACTIVE_FILE);
+    match sha256 {
+        Some(sha) => {
+            std::fs::create_dir_all(dir)?;
+            let tmp = dir.join(format!("{ACTIVE_FILE}.tmp"));
+            std::fs::write(&tmp, format!("{}\n", stem(sha)))?;
+            std::fs::rename(&tmp, &path)
+        }
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The model an earlier run promoted, checked again (signature with `key`, sha256,
+/// features): `Ok(None)` if there is none.
+pub fn restore_active(
+    dir: &Path,
+    key: &VerifyingKey,
+    names: &[String],
+) -> Result<Option<(Arc<LoadedModel>, Manifest)>, String> {
+    let stem = match std::fs::read_to_string(dir.join(ACTIVE_FILE)) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{} does not name a kept model",
+            dir.join(ACTIVE_FILE).display()
+        ));
+    }
+    let path = dir.join(format!("{stem}.model"));
+    let manifest = manifest::verify(&path, key).map_err(|e| e.to_string())?;
+    let model = smartgrid_models::Model::from_file(&path).map_err(|e| e.to_string())?;
+    let loaded = LoadedModel::new(model, names).map_err(|e| e.to_string())?;
+    Ok(Some((Arc::new(loaded), manifest)))
 }

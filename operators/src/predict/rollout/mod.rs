@@ -421,6 +421,24 @@ impl Updates {
             status,
         );
         controller.active_version = active_version;
+        match fetch::restore_active(&self.policy.dir, &self.key, slot.names()) {
+            Ok(Some((model, manifest))) => {
+                tracing::info!(
+                    "{}: resuming with model {} (version {:08x}), promoted in an earlier run",
+                    ctx.node,
+                    manifest.version,
+                    model.version()
+                );
+                slot.install(model);
+                controller.active_version = manifest.version;
+                controller.active_sha = Some(manifest.model_sha256);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "{}: starting from `model:`; the model promoted in an earlier run cannot be used: {e}",
+                ctx.node
+            ),
+        }
         let (own, process) = (stop.clone(), ctx.shutdown.clone());
         tracing::info!(
             "{}: listening for model announcements on {} (topic {})",
