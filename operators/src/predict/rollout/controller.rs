@@ -405,8 +405,14 @@ impl Controller {
             status["mae"] = mae.into();
             status["comparisons"] = serde_json::json!(tally.active.count);
         }
-        if let Err(e) = publisher.publish(topic, status.to_string(), Qos::AtLeastOnce) {
-            tracing::warn!("{}: cannot publish the model status: {e}", self.node);
+        // never wait for a broker that is away: decisions go on, and are logged anyway
+        match publisher.try_publish(topic, status.to_string(), Qos::AtLeastOnce) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "{}: the model status queue is full (broker away?); this status is dropped",
+                self.node
+            ),
+            Err(e) => tracing::warn!("{}: cannot publish the model status: {e}", self.node),
         }
     }
 }

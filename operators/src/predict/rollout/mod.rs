@@ -118,7 +118,7 @@ pub struct UpdatesConfig {
 }
 
 /// `updates.mqtt`: the broker and topic of announcements.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnnouncementsConfig {
     /// `mqtt://host:port`, `mqtts://host:port` (system roots) or `embedded`.
@@ -150,6 +150,18 @@ impl Running {
     pub fn stop(self) -> bool {
         self.stop.trigger();
         self.thread.join().is_ok()
+    }
+}
+
+impl std::fmt::Debug for AnnouncementsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnouncementsConfig")
+            .field("url", &self.url.value)
+            .field("topic", &self.topic.value)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -454,5 +466,33 @@ impl Updates {
                 context: "cannot start the model rollout thread".into(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_as_documented_and_the_password_is_never_shown() {
+        let config: UpdatesConfig = serde_json::from_str(
+            r#"{"mqtt": {"url": "mqtt://127.0.0.1:1883", "topic": "m", "username": "u",
+                "password": "hunter2-secret"}, "public_key": "k.pub"}"#,
+        )
+        .expect("valid");
+        assert_eq!(config.shadow.0, std::time::Duration::from_secs(600));
+        assert_eq!(config.watch.0, std::time::Duration::from_secs(1800));
+        assert_eq!(config.promote_margin.value, 0.05);
+        assert_eq!(config.rollback_margin.value, 0.1);
+        assert_eq!(config.min_comparisons, 30);
+        assert_eq!(config.keep, 3);
+        assert!(config.status_topic.is_none() && config.actual.is_none());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let unknown = serde_json::from_str::<UpdatesConfig>(
+            r#"{"mqtt": {"url": "embedded", "topic": "m"}, "public_key": "k", "shadow_for": "1m"}"#,
+        );
+        assert!(unknown.is_err(), "unknown keys are refused");
     }
 }
