@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod fleet;
+pub mod static_files;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

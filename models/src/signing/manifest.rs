@@ -278,21 +278,63 @@ pub fn sign(
 pub fn verify(model_path: &Path, key: &VerifyingKey) -> Result<Manifest, ManifestError> {
     let path = manifest_path(model_path);
     let manifest = Manifest::read(&path)?;
-    let signature = manifest
-        .signature_bytes()
-        .map_err(|reason| ManifestError::Malformed {
-            path: path.clone(),
-            reason,
-        })?;
-    key.verify_strict(&manifest.signed_bytes(), &signature)
-        .map_err(|_| ManifestError::BadSignature { path: path.clone() })?;
-    // the hash before parsing: a changed model is reported as such, not as whatever
-    // parse error the change may cause
+    verify_signature(&manifest, key, &path)?;
     let bytes = std::fs::read(model_path).map_err(|source| ManifestError::ReadModel {
         path: model_path.to_owned(),
         source,
     })?;
-    let actual = sha256_hex(&bytes);
+    check_bytes(&manifest, &bytes, model_path)?;
+    Ok(manifest)
+}
+
+/// Check model `bytes` received with `manifest` (a model fetched over the network, not
+/// a file beside its manifest): the signature verifies with `key`, the bytes' sha256 is
+/// the manifest's, and the model they hold has the manifest's feature names and tree
+/// count. `source` names where the bytes came from (a URL) in the errors. Returns the
+/// parsed model, so nothing else parses bytes that were not checked.
+pub fn verify_bytes(
+    manifest: &Manifest,
+    bytes: &[u8],
+    key: &VerifyingKey,
+    source: &Path,
+) -> Result<Model, ManifestError> {
+    if manifest.format != FORMAT {
+        return Err(ManifestError::Malformed {
+            path: source.to_owned(),
+            reason: format!("format is {:?}, expected {FORMAT:?}", manifest.format),
+        });
+    }
+    verify_signature(manifest, key, source)?;
+    check_bytes(manifest, bytes, source)
+}
+
+/// The signature check, on the manifest's fields alone (`path` names it in errors).
+fn verify_signature(
+    manifest: &Manifest,
+    key: &VerifyingKey,
+    path: &Path,
+) -> Result<(), ManifestError> {
+    let signature = manifest
+        .signature_bytes()
+        .map_err(|reason| ManifestError::Malformed {
+            path: path.to_owned(),
+            reason,
+        })?;
+    key.verify_strict(&manifest.signed_bytes(), &signature)
+        .map_err(|_| ManifestError::BadSignature {
+            path: path.to_owned(),
+        })
+}
+
+/// The model's bytes against a manifest whose signature was checked.
+fn check_bytes(
+    manifest: &Manifest,
+    bytes: &[u8],
+    model_path: &Path,
+) -> Result<Model, ManifestError> {
+    // the hash before parsing: a changed model is reported as such, not as whatever
+    // parse error the change may cause
+    let actual = sha256_hex(bytes);
     if actual != manifest.model_sha256 {
         return Err(ManifestError::Sha256Mismatch {
             path: model_path.to_owned(),
@@ -300,7 +342,7 @@ pub fn verify(model_path: &Path, key: &VerifyingKey) -> Result<Manifest, Manifes
             actual,
         });
     }
-    let model = Model::parse(&bytes).map_err(|error| ModelError::InFile {
+    let model = Model::parse(bytes).map_err(|error| ModelError::InFile {
         path: model_path.to_owned(),
         error: Box::new(error),
     })?;
@@ -322,7 +364,7 @@ pub fn verify(model_path: &Path, key: &VerifyingKey) -> Result<Manifest, Manifes
             manifest.trees
         )));
     }
-    Ok(manifest)
+    Ok(model)
 }
 
 #[cfg(test)]
@@ -359,5 +401,46 @@ mod tests {
             String::from_utf8(manifest.signed_bytes()).ok(),
             Some(expected)
         );
+    }
+
+    /// One split on `p`: ≤ 500 → 400, else 900.
+    const MODEL: &str = "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
+        max_feature_idx=0\nobjective=regression\nfeature_names=p\nfeature_infos=[0:1000]\n\
+        tree_sizes=1\n\nTree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nsplit_gain=1\n\
+        threshold=500\ndecision_type=2\nleft_child=-1\nright_child=-2\nleaf_value=400 900\n\
+        leaf_weight=1 1\nleaf_count=1 1\ninternal_value=0\ninternal_weight=0\n\
+        internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n";
+
+    /// Bytes received with a manifest pass the same checks as a file beside it: the
+    /// signed bytes verify; one changed byte, another key or a changed manifest do not.
+    #[test]
+    fn verify_bytes_checks_what_verify_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("model.txt");
+        std::fs::write(&path, MODEL).expect("write");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (_, manifest) = sign(&path, &key, SignOptions::default()).expect("sign");
+        let public = key.verifying_key();
+        let source = Path::new("http://127.0.0.1/model.txt");
+        assert_eq!(verify(&path, &public).expect("verify"), manifest);
+        let model = verify_bytes(&manifest, MODEL.as_bytes(), &public, source).expect("verifies");
+        assert_eq!(model.predict(&[600.0]), 900.0);
+
+        let tampered = MODEL.replacen("400 900", "400 901", 1);
+        assert!(matches!(
+            verify_bytes(&manifest, tampered.as_bytes(), &public, source),
+            Err(ManifestError::Sha256Mismatch { .. })
+        ));
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        assert!(matches!(
+            verify_bytes(&manifest, MODEL.as_bytes(), &other, source),
+            Err(ManifestError::BadSignature { .. })
+        ));
+        let mut changed = manifest.clone();
+        changed.version = "forged".into();
+        assert!(matches!(
+            verify_bytes(&changed, MODEL.as_bytes(), &public, source),
+            Err(ManifestError::BadSignature { .. })
+        ));
     }
 }

@@ -17,16 +17,19 @@
 //!   missing_lags: skip          # skip (default): no prediction until the history is full;
 //!                               # nan: predict with missing values
 //!   reload: 5s                  # watch the model file and swap a new one in (default: off)
+//!   updates: {…}                # receive, check, shadow, promote and roll back signed
+//!                               # models (see `rollout` and docs/model-rollout.md)
 //! ```
 //! Output: `predicted`, `target_time` (ms since the epoch), `model_version` (32 bits of the
 //! model's content hash) and every feature, at the input window's start time.
 
 mod features;
 mod operator;
+pub mod rollout;
 mod slot;
 
 pub use features::{FeaturePlan, FeaturesConfig, History, LagsConfig, SumConfig, TimeFeature};
-pub use operator::{PredictCounters, PredictExt, Predictor};
+pub use operator::{LiveErrors, PredictCounters, PredictExt, Predictor};
 pub use slot::{LoadedModel, Mismatch, ModelSlot, SwapError, watch as watch_model_file};
 
 use std::path::PathBuf;
@@ -71,6 +74,11 @@ pub struct PredictConfig {
     /// Check the model file this often and swap a changed model in without stopping.
     #[serde(default)]
     pub reload: Option<Duration>,
+    /// Receive new signed models announced over MQTT, run each in shadow beside the
+    /// active model, promote it if its live error is lower, roll it back if it gets
+    /// worse (see docs/model-rollout.md).
+    #[serde(default)]
+    pub updates: Option<rollout::UpdatesConfig>,
 }
 
 /// What to do while a sensor's history is shorter than its lags.
@@ -120,6 +128,10 @@ fn plan_predict(
             );
         })
         .ok();
+    let updates = match config.updates {
+        Some(updates) => Some(rollout::plan(updates, input, &relative_to, ctx)?),
+        None => None,
+    };
     let (features, model) = (features?, model?);
     let output: Vec<&str> = PREDICTION_FIELDS
         .iter()
@@ -156,6 +168,7 @@ fn plan_predict(
         slot: Arc::new(ModelSlot::new(loaded, names)),
         model_path: path,
         reload: config.reload.map(|d| d.0),
+        updates,
     })
 }
 
@@ -166,6 +179,7 @@ pub struct PredictNode {
     slot: Arc<ModelSlot>,
     model_path: PathBuf,
     reload: Option<std::time::Duration>,
+    updates: Option<rollout::Updates>,
 }
 
 impl PredictNode {
@@ -184,11 +198,16 @@ impl Node for PredictNode {
         ("horizon", Limit::millis_to_seconds(1, 31622400)),
         ("step", Limit::millis_to_seconds(1, 31622400)),
         ("reload", Limit::millis_to_seconds(100, 86400)),
+        ("updates.shadow", Limit::millis_to_seconds(1, 31622400)),
+        ("updates.watch", Limit::millis_to_seconds(0, 31622400)),
+        ("updates.min_comparisons", Limit::count(1, 1_000_000_000)),
+        ("updates.keep", Limit::count(1, 1000)),
     ];
 
     type Config = PredictConfig;
 
-    type State = ();
+    /// The rollout controller's thread, with `updates:`.
+    type State = Option<rollout::Running>;
 
     fn plan(config: PredictConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
         let input = ctx.readings_input()?;
@@ -199,7 +218,21 @@ impl Node for PredictNode {
         Some(PortType::Readings(self.output.clone()))
     }
 
-    fn start(&self, ctx: &StartContext<'_>) -> Result<(), StartError> {
+    fn resources(&self) -> Vec<smartgrid_runtime::Claim> {
+        self.updates
+            .as_ref()
+            .map(rollout::Updates::resources)
+            .unwrap_or_default()
+    }
+
+    fn broker_links(&self) -> Vec<smartgrid_runtime::BrokerLink> {
+        self.updates
+            .as_ref()
+            .map(rollout::Updates::broker_links)
+            .unwrap_or_default()
+    }
+
+    fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
         tracing::info!(
             "predicting with {} (version {:08x})",
             self.model_path.display(),
@@ -219,12 +252,31 @@ impl Node for PredictNode {
                 source,
             })?;
         }
+        match &self.updates {
+            Some(updates) => {
+                let version = smartgrid_models::signing::manifest::Manifest::read(
+                    &smartgrid_models::signing::manifest::manifest_path(&self.model_path),
+                )
+                .map(|m| m.version)
+                .unwrap_or_else(|_| format!("{:08x}", self.slot.current().version()));
+                updates.start(&self.slot, version, ctx)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn finish(&self, state: Self::State, _ctx: &StartContext<'_>) -> Result<(), StartError> {
+        if let Some(running) = state
+            && !running.stop()
+        {
+            return Err(StartError::other("the model rollout thread panicked"));
+        }
         Ok(())
     }
 
     fn render<'s>(
         &self,
-        _state: &(),
+        _state: &Self::State,
         ctx: &RenderContext<'s>,
         inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
@@ -234,12 +286,17 @@ impl Node for PredictNode {
             short_history: ctx.counter("short_history"),
             corrections: ctx.counter("corrections"),
         };
-        Some(AnyStream::Readings(input.predict_checkpointed(
+        let live = self.updates.as_ref().map(|u| LiveErrors {
+            evaluation: Arc::clone(&u.evaluation),
+            actual: u.actual.clone(),
+        });
+        Some(AnyStream::Readings(input.predict_evaluated(
             self.predictor.clone(),
             Arc::clone(&self.slot),
             counters,
             ctx.node,
             Some(ctx.state()),
+            live,
         )))
     }
 }

@@ -1,5 +1,6 @@
 //! The timely operator behind `predict`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -12,7 +13,31 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use super::features::{FeaturePlan, History};
+use super::rollout::{Challenger, Evaluation, Tally};
 use super::slot::{LoadedModel, ModelSlot};
+
+/// What a `predict` node with `updates:` adds to its operator: the live error of the
+/// active model and of a challenger, measured against the actual windows.
+#[derive(Clone, Debug)]
+pub struct LiveErrors {
+    /// Shared with the node's rollout controller.
+    pub evaluation: Arc<Evaluation>,
+    /// The input fields whose sum is the actual value a prediction is compared with.
+    pub actual: Vec<usize>,
+}
+
+/// A prediction waiting for its actual window, made while a challenger was evaluated.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    target_ms: i64,
+    active: f64,
+    challenger: f64,
+    epoch: u64,
+}
+
+/// Per sensor, at most this many predictions wait for their window (a horizon of up to
+/// this many steps); older ones are dropped uncompared.
+const MAX_PENDING: usize = 64;
 
 /// What a prediction needs besides the model.
 #[derive(Clone, Debug)]
@@ -120,6 +145,19 @@ pub trait PredictExt<'s> {
         name: &str,
         state: Option<NodeState>,
     ) -> Readings<'s>;
+
+    /// [`predict_checkpointed`](Self::predict_checkpointed), also measuring the live
+    /// error of the active model and of `live`'s challenger, if any (the challenger's
+    /// predictions are compared, never emitted).
+    fn predict_evaluated(
+        self,
+        predictor: Predictor,
+        slot: Arc<ModelSlot>,
+        counters: PredictCounters,
+        name: &str,
+        state: Option<NodeState>,
+        live: Option<LiveErrors>,
+    ) -> Readings<'s>;
 }
 
 impl<'s> PredictExt<'s> for Readings<'s> {
@@ -139,7 +177,19 @@ impl<'s> PredictExt<'s> for Readings<'s> {
         slot: Arc<ModelSlot>,
         counters: PredictCounters,
         name: &str,
+        state: Option<NodeState>,
+    ) -> Readings<'s> {
+        self.predict_evaluated(predictor, slot, counters, name, state, None)
+    }
+
+    fn predict_evaluated(
+        self,
+        predictor: Predictor,
+        slot: Arc<ModelSlot>,
+        counters: PredictCounters,
+        name: &str,
         mut state: Option<NodeState>,
+        live: Option<LiveErrors>,
     ) -> Readings<'s> {
         let fingerprint = format!(
             "predict v1 step={} features={:?}",
@@ -153,12 +203,19 @@ impl<'s> PredictExt<'s> for Readings<'s> {
                 // One model per activation: every prediction of a batch names the version
                 // that made it, and a swap lands between batches.
                 let model = slot.current();
+                let challenger = live.as_ref().and_then(|l| l.evaluation.challenger());
                 let mut run = Run {
                     predictor: &predictor,
                     model: &model,
                     made: 0,
                     short: 0,
                     corrected: 0,
+                    actual: live.as_ref().map(|l| l.actual.as_slice()),
+                    challenger: challenger.as_ref(),
+                    compared: Tally {
+                        epoch: challenger.as_ref().map_or(0, |c| c.epoch),
+                        ..Tally::default()
+                    },
                 };
                 input.for_each(|capability, data| {
                     let Some(&time) = capability.least() else {
@@ -187,6 +244,12 @@ impl<'s> PredictExt<'s> for Readings<'s> {
                         }
                     }
                 }
+                if let Some(live) = &live {
+                    live.evaluation.add(&run.compared);
+                    if run.made > 0 {
+                        live.evaluation.remember_row(&histories.1);
+                    }
+                }
                 counters.predictions.add(run.made);
                 counters.short_history.add(run.short);
                 counters.corrections.add(run.corrected);
@@ -202,6 +265,12 @@ struct Run<'a> {
     made: u64,
     short: u64,
     corrected: u64,
+    /// With `updates:`, the fields summed into the actual value.
+    actual: Option<&'a [usize]>,
+    /// The model evaluated beside the active one in this activation.
+    challenger: Option<&'a Challenger>,
+    /// This activation's comparisons.
+    compared: Tally,
 }
 
 impl Run<'_> {
@@ -227,6 +296,13 @@ impl Run<'_> {
                 self.corrected += 1;
                 continue;
             }
+            if let Some(actual) = self.actual {
+                let value: f64 = actual
+                    .iter()
+                    .map(|&i| reading.values.get(i).copied().unwrap_or(f64::NAN))
+                    .sum();
+                self.compare(histories.3.entry(reading.sensor).or_default(), t, value);
+            }
             let mut features = std::mem::take(&mut histories.1);
             let missing = plan.features(t, &base, history, predictor.step_ms, &mut features);
             history.insert(t, base, t - keep);
@@ -242,6 +318,18 @@ impl Run<'_> {
                 .sum();
             let predicted = self.model.predict(&features, &mut histories.2) + baseline;
             let target = t.saturating_add(predictor.horizon_ms);
+            if let Some(challenger) = self.challenger {
+                let pending = histories.3.entry(reading.sensor).or_default();
+                if pending.len() >= MAX_PENDING {
+                    pending.pop_front();
+                }
+                pending.push_back(Pending {
+                    target_ms: target,
+                    active: predicted,
+                    challenger: challenger.model.predict(&features, &mut histories.2) + baseline,
+                    epoch: challenger.epoch,
+                });
+            }
             let mut values = Row::new();
             values.push(predicted);
             values.push(target as f64);
@@ -260,9 +348,30 @@ impl Run<'_> {
     }
 }
 
-/// Each sensor's recent windows, with the scratch space predictions reuse.
+impl Run<'_> {
+    /// The window at `t` with actual value `actual` meets the predictions made for it;
+    /// those for earlier windows that never came are dropped.
+    fn compare(&mut self, pending: &mut VecDeque<Pending>, t: i64, actual: f64) {
+        while let Some(p) = pending.front().copied().filter(|p| p.target_ms <= t) {
+            pending.pop_front();
+            let current = self.challenger.is_some_and(|c| c.epoch == p.epoch);
+            if p.target_ms == t && current && actual.is_finite() {
+                self.compared
+                    .add(t, actual - p.active, actual - p.challenger);
+            }
+        }
+    }
+}
+
+/// Each sensor's recent windows, with the scratch space predictions reuse, and the
+/// predictions waiting for their actual window while a challenger is evaluated.
 #[derive(Default)]
-struct Histories(FxHashMap<SensorId, History>, Vec<f64>, Vec<f64>);
+struct Histories(
+    FxHashMap<SensorId, History>,
+    Vec<f64>,
+    Vec<f64>,
+    FxHashMap<SensorId, VecDeque<Pending>>,
+);
 
 impl Histories {
     /// The histories the previous run saved, of the sensors this worker owns.
@@ -396,5 +505,80 @@ mod tests {
             both, uninterrupted,
             "the restored lags give the same predictions"
         );
+    }
+
+    /// With a challenger, only the active model's predictions go out, and the tally
+    /// holds both models' absolute errors against the window `horizon` later, computed
+    /// here by hand.
+    #[test]
+    fn a_challenger_is_compared_not_emitted() {
+        let (predictor, slot) = predictor();
+        let challenger = smartgrid_models::Model::parse(
+            MODEL
+                .replace("leaf_value=400 900", "leaf_value=650 650")
+                .as_bytes(),
+        )
+        .expect("a model");
+        let names = slot.names().to_vec();
+        let challenger = LoadedModel::new(challenger, &names).expect("same features");
+        let evaluation = Arc::new(Evaluation::default());
+        evaluation.open(Some(Arc::new(challenger)));
+        let live = LiveErrors {
+            evaluation: Arc::clone(&evaluation),
+            actual: vec![0],
+        };
+        // p over time: crosses 500 both ways, so both leaves of the active model are used
+        let values = [100.0, 700.0, 300.0, 800.0, 450.0, 900.0, 200.0, 600.0];
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::clone(&seen);
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandle::new();
+            worker.dataflow::<u64, _, _>(|scope| {
+                scope
+                    .input_from(&mut input)
+                    .predict_evaluated(
+                        predictor,
+                        slot,
+                        PredictCounters::default(),
+                        "p",
+                        None,
+                        Some(live),
+                    )
+                    .inspect(move |r: &Reading| out.lock().expect("lock").push(r.values.to_vec()));
+            });
+            let sensor = SensorId::new("meter-1").expect("short");
+            for (i, v) in values.iter().enumerate() {
+                let t = i as i64 * 10_000;
+                input.advance_to(t as u64);
+                input.send(Reading {
+                    sensor,
+                    time_ms: t,
+                    values: Row::from_iter([*v]),
+                });
+                worker.step();
+            }
+        });
+        let emitted = seen.lock().expect("lock").clone();
+        // predictions from the third window on (two lags), the active model's only
+        let active = |p: f64| if p <= 500.0 { 400.0 } else { 900.0 };
+        let predicted: Vec<f64> = emitted.iter().map(|r| r[0]).collect();
+        let expected: Vec<f64> = values[2..].iter().map(|&p| active(p)).collect();
+        assert_eq!(predicted, expected);
+        // each prediction at window i meets window i + 1, if it came
+        let (mut active_abs, mut challenger_abs, mut n) = (0.0, 0.0, 0);
+        for i in 2..values.len() - 1 {
+            active_abs += (values[i + 1] - active(values[i])).abs();
+            challenger_abs += (values[i + 1] - 650.0_f64).abs();
+            n += 1;
+        }
+        let tally = evaluation.tally();
+        assert_eq!(tally.active.count, n);
+        assert_eq!(tally.challenger.count, n);
+        assert!((tally.active.abs - active_abs).abs() < 1e-9, "{tally:?}");
+        assert!(
+            (tally.challenger.abs - challenger_abs).abs() < 1e-9,
+            "{tally:?}"
+        );
+        assert_eq!(tally.span_ms(), (n as i64 - 1) * 10_000);
     }
 }

@@ -174,6 +174,31 @@ impl ModelSlot {
     }
 }
 
+impl ModelSlot {
+    /// Put `model` (already checked against this node's features) in place of the
+    /// current one; returns the one it replaces, so it can be put back.
+    pub fn install(&self, model: Arc<LoadedModel>) -> Arc<LoadedModel> {
+        let version = model.version();
+        let previous = std::mem::replace(
+            &mut *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            model,
+        );
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(gauge) = self.gauge.get() {
+            gauge.set(i64::from(version));
+        }
+        previous
+    }
+
+    /// The feature names the node builds, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
 /// Watch `path` and swap in the model it holds whenever the file changes, until
 /// `stop` is raised. A file that fails to load is logged and the running model kept.
 pub fn watch(

@@ -1,0 +1,631 @@
+//! The device side of the learning loop, end to end: `smartgrid run` with a `predict`
+//! node that has `updates:`, a real mosquitto for the announcements and the decisions,
+//! a static HTTP server on loopback for the model bodies, and models signed with
+//! `smartgrid keys generate` / `smartgrid model sign`.
+//!
+//! The models are LightGBM text files written here: constant outputs added to the
+//! window's total (`relative_to`), so each is "persistence plus c". Persistence (c = 0)
+//! is clearly better on simulated households than the active model (c = 300), c = 1500
+//! clearly worse. Every prediction is checked against an oracle computed from the
+//! stored windows: which windows are predicted (every window whose previous window
+//! exists: no reading lost across a swap) and, from the value, which model made it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use support::static_files::StaticFiles;
+use support::{Run, counter, smartgrid, write_pipeline};
+
+const SENSORS: u64 = 4;
+const RATE: u64 = 2;
+const STEP: i64 = 10_000;
+const NAMES: [&str; 6] = ["p_l1", "p_l2", "p_l3", "p_l1-1", "p_l2-1", "p_l3-1"];
+
+/// A LightGBM model of one tree whose two leaves are both `c`, over `names`.
+fn constant_model(c: f64, names: &[&str]) -> String {
+    let infos = vec!["[0:1000]"; names.len()].join(" ");
+    format!(
+        "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
+         max_feature_idx={}\nobjective=regression\nfeature_names={}\nfeature_infos={infos}\n\
+         tree_sizes=1\n\nTree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nsplit_gain=1\n\
+         threshold=500\ndecision_type=2\nleft_child=-1\nright_child=-2\nleaf_value={c} {c}\n\
+         leaf_weight=1 1\nleaf_count=1 1\ninternal_value=0\ninternal_weight=0\n\
+         internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n",
+        names.len() - 1,
+        names.join(" ")
+    )
+}
+
+/// A test's world: a broker, a directory with keys, the served models, the pipeline.
+struct World {
+    dir: tempfile::TempDir,
+    broker: testkit::Mosquitto,
+    http: StaticFiles,
+}
+
+const TOPIC: &str = "models/household";
+const STATUS: &str = "models/household/status";
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for keys in ["keys", "other-keys"] {
+            let out = smartgrid()
+                .args(["keys", "generate", "--out"])
+                .arg(dir.path().join(keys))
+                .output()
+                .expect("keys generate");
+            assert!(out.status.success(), "{out:?}");
+        }
+        std::fs::create_dir_all(dir.path().join("served")).expect("served dir");
+        let http = StaticFiles::serve(dir.path().join("served"));
+        World {
+            dir,
+            broker: testkit::Mosquitto::start(),
+            http,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `text` as `served/NAME`, signs it with `keys` as `version`; returns the
+    /// manifest.
+    fn signed(&self, name: &str, text: &str, version: &str, keys: &str) -> serde_json::Value {
+        let model = self.path("served").join(name);
+        std::fs::write(&model, text).expect("write model");
+        let out = smartgrid()
+            .args(["model", "sign", "--key"])
+            .arg(self.path(keys).join("model-signing.key"))
+            .arg(&model)
+            .args(["--version", version])
+            .output()
+            .expect("model sign");
+        assert!(out.status.success(), "{out:?}");
+        let manifest = std::fs::read(self.path("served").join(format!("{name}.manifest.json")))
+            .expect("manifest");
+        serde_json::from_slice(&manifest).expect("manifest json")
+    }
+
+    /// Publishes `{url, manifest}` retained on the announcement topic.
+    fn announce(&self, name: &str, manifest: &serde_json::Value) {
+        let announcement = serde_json::json!({"url": self.http.url(name), "manifest": manifest});
+        let status = self
+            .broker
+            .publisher(TOPIC)
+            .arg("-r")
+            .arg("-m")
+            .arg(announcement.to_string())
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success());
+    }
+
+    /// The pipeline, with the active model `active.txt` (persistence + 300, signed as
+    /// `initial`) and `updates:` with these margins.
+    fn pipeline(&self, duration: &str, promote_margin: f64, rollback_margin: f64) -> PathBuf {
+        let text = constant_model(300.0, &NAMES);
+        std::fs::write(self.path("active.txt"), &text).expect("active model");
+        let out = smartgrid()
+            .args(["model", "sign", "--key"])
+            .arg(self.path("keys/model-signing.key"))
+            .arg(self.path("active.txt"))
+            .args(["--version", "initial"])
+            .output()
+            .expect("sign");
+        assert!(out.status.success(), "{out:?}");
+        write_pipeline(
+            self.dir.path(),
+            &format!(
+                r#"
+pipeline: rollout-test
+nodes:
+  meters:
+    type: simulate
+    sensors: {SENSORS}
+    rate: {RATE}
+    seed: 11
+    realtime: false
+    start: 2024-06-01T00:00:00Z
+    duration: {duration}
+  readings:
+    type: decode
+    input: meters
+    format: clemap
+  means:
+    type: window_mean
+    input: readings
+    size: 10s
+  predictions:
+    type: predict
+    input: means
+    model: {dir}/active.txt
+    horizon: 10s
+    relative_to: [p_l1, p_l2, p_l3]
+    features:
+      fields: [p_l1, p_l2, p_l3]
+      lags: {{fields: [p_l1, p_l2, p_l3], count: 1}}
+    updates:
+      mqtt: {{url: "{url}", topic: {TOPIC}}}
+      public_key: {dir}/keys/model-signing.pub
+      dir: {dir}/kept-models
+      shadow: 2m
+      watch: 2m
+      min_comparisons: 20
+      promote_margin: {promote_margin}
+      rollback_margin: {rollback_margin}
+      status_topic: {STATUS}
+  out_means:
+    type: file
+    input: means
+    path: means.jsonl
+    format: json
+  out_predictions:
+    type: file
+    input: predictions
+    path: predictions.jsonl
+    format: json
+"#,
+                url = self.broker.url(),
+                dir = self.dir.path().display()
+            ),
+        )
+    }
+
+    /// Nothing was published on the status topic since the last status read: a probe
+    /// published now is the next message.
+    fn assert_no_status_since(&self, statuses: &Statuses) {
+        let status = self
+            .broker
+            .publisher(STATUS)
+            .args(["-m", "{\"probe\":\"last\"}"])
+            .status()
+            .expect("mosquitto_pub");
+        assert!(status.success());
+        let line = statuses
+            .rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the probe");
+        assert!(line.contains("last"), "a status was published: {line}");
+    }
+
+    /// A `mosquitto_sub` on the status topic, subscribed when this returns.
+    fn statuses(&self) -> Statuses {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.broker.port().to_string()])
+            .args(["-q", "1", "-t", STATUS])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let statuses = Statuses { child, rx };
+        // a probe proves the subscription is in place before anything is decided
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self
+                .broker
+                .publisher(STATUS)
+                .args(["-m", "{\"probe\":true}"])
+                .status()
+                .expect("mosquitto_pub");
+            assert!(status.success());
+            if let Ok(line) = statuses.rx.recv_timeout(Duration::from_millis(300))
+                && line.contains("probe")
+            {
+                return statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the status subscription never came up"
+            );
+        }
+    }
+}
+
+struct Statuses {
+    child: Child,
+    rx: Receiver<String>,
+}
+
+impl Statuses {
+    /// The next decision published (probes skipped), within 90 s.
+    fn next(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .rx
+                .recv_timeout(left)
+                .expect("a status message within 90 s");
+            let value: serde_json::Value = serde_json::from_str(&line).expect("status JSON");
+            if value.get("probe").is_none() {
+                return value;
+            }
+        }
+    }
+
+    /// The next decision, which must be `decision` about `version`.
+    fn expect(&self, decision: &str, version: &str) -> serde_json::Value {
+        let status = self.next();
+        assert_eq!(status["decision"], decision, "{status}");
+        assert_eq!(status["version"], version, "{status}");
+        assert_eq!(status["node"], "predictions", "{status}");
+        status
+    }
+}
+
+impl Drop for Statuses {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+type Key = (String, i64);
+
+fn key(v: &serde_json::Value) -> Key {
+    (
+        v["sensor_id"].as_str().expect("sensor").to_string(),
+        v["time_ms"].as_i64().expect("time"),
+    )
+}
+
+/// Checks the predictions against the stored windows and returns, per sensor in time
+/// order, the constant (prediction − window total) of the model that made each one.
+/// Asserts: exactly the windows with a previous window are predicted (none lost, none
+/// twice), each prediction's features are its windows', and each model version always
+/// adds the same constant.
+fn offsets_by_sensor(dir: &Path) -> BTreeMap<String, Vec<i64>> {
+    let means: BTreeMap<Key, [f64; 3]> = lines(&dir.join("means.jsonl"))
+        .iter()
+        .map(|v| (key(v), [num(v, "p_l1"), num(v, "p_l2"), num(v, "p_l3")]))
+        .collect();
+    let expected: BTreeSet<Key> = means
+        .keys()
+        .filter(|(sensor, t)| means.contains_key(&(sensor.clone(), t - STEP)))
+        .cloned()
+        .collect();
+    let predictions = lines(&dir.join("predictions.jsonl"));
+    let got: BTreeSet<Key> = predictions.iter().map(key).collect();
+    assert_eq!(got.len(), predictions.len(), "one prediction per window");
+    assert_eq!(
+        got, expected,
+        "every window with a previous window is predicted, across every swap"
+    );
+    let mut offset_of_version: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut by_sensor: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for p in &predictions {
+        let (sensor, t) = key(p);
+        let now = means[&(sensor.clone(), t)];
+        let before = means[&(sensor.clone(), t - STEP)];
+        let features = [now[0], now[1], now[2], before[0], before[1], before[2]];
+        for (name, want) in NAMES.iter().zip(features) {
+            assert_eq!(num(p, name), want, "{name} of {p}");
+        }
+        let total: f64 = now.iter().sum();
+        let offset = num(p, "predicted") - total;
+        let rounded = offset.round();
+        assert!((offset - rounded).abs() < 1e-6, "{p}: offset {offset}");
+        let version = num(p, "model_version") as u64;
+        let known = *offset_of_version.entry(version).or_insert(rounded as i64);
+        assert_eq!(known, rounded as i64, "one model version, one model: {p}");
+        by_sensor
+            .entry(sensor)
+            .or_default()
+            .push((t, rounded as i64));
+    }
+    by_sensor
+        .into_iter()
+        .map(|(sensor, mut v)| {
+            v.sort();
+            (sensor, v.into_iter().map(|(_, o)| o).collect())
+        })
+        .collect()
+}
+
+/// `offsets` with consecutive repeats removed: the sequence of models a sensor saw.
+fn phases(offsets: &[i64]) -> Vec<i64> {
+    let mut out: Vec<i64> = Vec::new();
+    for &o in offsets {
+        if out.last() != Some(&o) {
+            out.push(o);
+        }
+    }
+    out
+}
+
+/// The simulator's reading count for `hours` of simulated time.
+fn readings_for(hours: u64) -> u64 {
+    SENSORS * RATE * hours * 3600
+}
+
+/// The MAE of the statuses' `mae` object under `name`.
+fn mae(status: &serde_json::Value, name: &str) -> f64 {
+    status["mae"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("mae.{name} in {status}"))
+}
+
+#[test]
+fn a_better_model_is_shadowed_then_promoted_without_losing_a_reading() {
+    let world = World::new();
+    let good = world.signed("good.txt", &constant_model(0.0, &NAMES), "good-1", "keys");
+    let pipeline = world.pipeline("12h", 0.05, 0.1);
+    let statuses = world.statuses();
+    world.announce("good.txt", &good);
+    // two workers: each tallies its own sensors' errors into one evaluation
+    let run = Run::start(&pipeline, &["--workers", "2"]);
+
+    let shadow = statuses.expect("shadowing", "good-1");
+    assert_eq!(shadow["active"], "initial");
+    let promoted = statuses.expect("promoted", "good-1");
+    assert!(
+        mae(&promoted, "candidate") < mae(&promoted, "active") * 0.95,
+        "{promoted}"
+    );
+    assert!(num(&promoted, "comparisons") >= 20.0, "{promoted}");
+    let kept = statuses.expect("kept", "good-1");
+    assert_eq!(kept["active"], "good-1");
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(1));
+    assert_eq!(counter(&counters, "predictions.model_refused"), Some(0));
+    assert_eq!(
+        counter(&counters, "readings.readings"),
+        Some(readings_for(12)),
+        "every simulated reading decoded"
+    );
+    assert_eq!(world.http.served(), 1, "fetched once");
+
+    for (sensor, offsets) in offsets_by_sensor(world.dir.path()) {
+        assert_eq!(
+            phases(&offsets),
+            vec![300, 0],
+            "{sensor}: the active model, then the promoted one, without going back"
+        );
+    }
+    // the accepted model is kept on disk, with its manifest
+    let kept_dir = world.path("kept-models");
+    let stored: Vec<_> = std::fs::read_dir(&kept_dir)
+        .expect("model dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        stored.iter().any(|n| n.ends_with(".model"))
+            && stored.iter().any(|n| n.ends_with(".model.manifest.json")),
+        "{stored:?}"
+    );
+    // and named the active one, by its sha256 (the manifest's, checked by the device)
+    let sha = good["model_sha256"].as_str().expect("sha256");
+    let active = std::fs::read_to_string(kept_dir.join("active")).expect("active file");
+    assert_eq!(active.trim(), &sha[..16]);
+    assert!(
+        stored.contains(&format!("{}.model", &sha[..16])),
+        "{stored:?}"
+    );
+}
+
+#[test]
+fn tampered_foreign_and_mismatched_models_are_refused_and_the_active_model_stays() {
+    let world = World::new();
+    // a byte changed after signing: the sha256 no longer matches
+    let tampered = world.signed("tampered.txt", &constant_model(0.0, &NAMES), "t-1", "keys");
+    let text = std::fs::read_to_string(world.path("served/tampered.txt")).expect("model");
+    std::fs::write(
+        world.path("served/tampered.txt"),
+        text.replacen("leaf_value=0 0", "leaf_value=1 0", 1),
+    )
+    .expect("tamper");
+    let foreign = world.signed(
+        "foreign.txt",
+        &constant_model(0.0, &NAMES),
+        "f-1",
+        "other-keys",
+    );
+    let mut wrong_names = NAMES.to_vec();
+    wrong_names[5] = "hour_of_day";
+    let mismatched = world.signed(
+        "mismatched.txt",
+        &constant_model(0.0, &wrong_names),
+        "m-1",
+        "keys",
+    );
+    let pipeline = world.pipeline("12h", 0.05, 0.1);
+    let statuses = world.statuses();
+    world.announce("tampered.txt", &tampered);
+    let run = Run::start(&pipeline, &[]);
+
+    let refused = statuses.expect("refused", "t-1");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("sha256"),
+        "{refused}"
+    );
+    world.announce("foreign.txt", &foreign);
+    let refused = statuses.expect("refused", "f-1");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("does not verify"),
+        "{refused}"
+    );
+    world.announce("mismatched.txt", &mismatched);
+    let refused = statuses.expect("refused", "m-1");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("hour_of_day"),
+        "{refused}"
+    );
+    assert_eq!(refused["active"], "initial");
+    run.wait_for("refusing model m-1, keeping initial");
+
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_refused"), Some(3));
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(0));
+    for (sensor, offsets) in offsets_by_sensor(world.dir.path()) {
+        assert_eq!(
+            phases(&offsets),
+            vec![300],
+            "{sensor}: only the active model"
+        );
+    }
+    assert!(
+        !world.path("kept-models").exists()
+            || std::fs::read_dir(world.path("kept-models"))
+                .expect("dir")
+                .next()
+                .is_none(),
+        "nothing refused is kept"
+    );
+}
+
+#[test]
+fn a_worse_model_is_rejected_after_its_shadow() {
+    let world = World::new();
+    let worse = world.signed(
+        "worse.txt",
+        &constant_model(1500.0, &NAMES),
+        "worse-1",
+        "keys",
+    );
+    let pipeline = world.pipeline("12h", 0.05, 0.1);
+    let statuses = world.statuses();
+    world.announce("worse.txt", &worse);
+    let run = Run::start(&pipeline, &[]);
+
+    statuses.expect("shadowing", "worse-1");
+    let rejected = statuses.expect("rejected", "worse-1");
+    assert!(
+        mae(&rejected, "candidate") > mae(&rejected, "active"),
+        "{rejected}"
+    );
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_rejected"), Some(1));
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(0));
+    for (sensor, offsets) in offsets_by_sensor(world.dir.path()) {
+        assert_eq!(
+            phases(&offsets),
+            vec![300],
+            "{sensor}: shadow predictions never go downstream"
+        );
+    }
+}
+
+/// Rollback, triggered honestly: the promotion rule is set lenient (`promote_margin:
+/// -1`, a candidate up to twice as bad as the active model is promoted) and the
+/// rollback rule strict (`rollback_margin: 0`). A model somewhat worse than the active
+/// one (persistence + 500 against + 300) is then promoted after its shadow, and the
+/// watch, which keeps running the previous model beside it on later windows, finds it
+/// worse and puts the previous model back by itself.
+#[test]
+fn a_promoted_model_that_does_worse_is_rolled_back() {
+    let world = World::new();
+    let slightly_worse = world.signed("sw.txt", &constant_model(500.0, &NAMES), "sw-1", "keys");
+    let pipeline = world.pipeline("12h", -1.0, 0.0);
+    let statuses = world.statuses();
+    world.announce("sw.txt", &slightly_worse);
+    let run = Run::start(&pipeline, &[]);
+
+    statuses.expect("shadowing", "sw-1");
+    let promoted = statuses.expect("promoted", "sw-1");
+    assert!(
+        mae(&promoted, "candidate") > mae(&promoted, "active"),
+        "worse, yet within the lenient margin: {promoted}"
+    );
+    let rolled_back = statuses.expect("rolled_back", "sw-1");
+    assert_eq!(rolled_back["active"], "initial");
+    assert!(
+        mae(&rolled_back, "active") > mae(&rolled_back, "previous"),
+        "{rolled_back}"
+    );
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(1));
+    assert_eq!(counter(&counters, "predictions.model_rolled_back"), Some(1));
+    assert_eq!(
+        counter(&counters, "readings.readings"),
+        Some(readings_for(12))
+    );
+    let mut switched = 0;
+    for (sensor, offsets) in offsets_by_sensor(world.dir.path()) {
+        let seen = phases(&offsets);
+        assert!(
+            seen == vec![300, 500, 300] || seen == vec![300],
+            "{sensor}: {seen:?}"
+        );
+        switched += usize::from(seen.len() == 3);
+    }
+    assert!(
+        switched > 0,
+        "some sensor was predicted by the promoted model"
+    );
+    assert!(
+        !world.path("kept-models/active").exists(),
+        "after the rollback a restart starts from `model:` again"
+    );
+}
+
+/// A promoted model is kept on disk and named the active one: a restarted run (another
+/// directory, the same kept models) resumes with it from its first prediction, checks
+/// it again, and does not shadow the still-retained announcement of it again.
+#[test]
+fn a_restart_resumes_with_the_promoted_model() {
+    let world = World::new();
+    let good = world.signed("good.txt", &constant_model(0.0, &NAMES), "good-1", "keys");
+    let pipeline = world.pipeline("6h", 0.05, 0.1);
+    let statuses = world.statuses();
+    world.announce("good.txt", &good);
+    let run = Run::start(&pipeline, &[]);
+    statuses.expect("shadowing", "good-1");
+    statuses.expect("promoted", "good-1");
+    statuses.expect("kept", "good-1");
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(1));
+
+    let second = world.path("second");
+    std::fs::create_dir_all(&second).expect("second dir");
+    let pipeline = second.join("pipeline.yaml");
+    std::fs::copy(world.path("pipeline.yaml"), &pipeline).expect("copy pipeline");
+    let run = Run::start(&pipeline, &[]);
+    run.wait_for("resuming with model good-1");
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(0));
+    assert_eq!(counter(&counters, "predictions.model_refused"), Some(0));
+    world.assert_no_status_since(&statuses);
+    for (sensor, offsets) in offsets_by_sensor(&second) {
+        assert_eq!(
+            phases(&offsets),
+            vec![0],
+            "{sensor}: the promoted model from the start"
+        );
+    }
+}
