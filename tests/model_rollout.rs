@@ -13,13 +13,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::static_files::StaticFiles;
+use support::statuses::Statuses;
 use support::{Run, counter, smartgrid, write_pipeline};
 
 const SENSORS: u64 = 4;
@@ -198,79 +196,7 @@ nodes:
 
     /// A `mosquitto_sub` on the status topic, subscribed when this returns.
     fn statuses(&self) -> Statuses {
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.broker.port().to_string()])
-            .args(["-q", "1", "-t", STATUS])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let statuses = Statuses { child, rx };
-        // a probe proves the subscription is in place before anything is decided
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = self
-                .broker
-                .publisher(STATUS)
-                .args(["-m", "{\"probe\":true}"])
-                .status()
-                .expect("mosquitto_pub");
-            assert!(status.success());
-            if let Ok(line) = statuses.rx.recv_timeout(Duration::from_millis(300))
-                && line.contains("probe")
-            {
-                return statuses;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the status subscription never came up"
-            );
-        }
-    }
-}
-
-struct Statuses {
-    child: Child,
-    rx: Receiver<String>,
-}
-
-impl Statuses {
-    /// The next decision published (probes skipped), within 90 s.
-    fn next(&self) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .rx
-                .recv_timeout(left)
-                .expect("a status message within 90 s");
-            let value: serde_json::Value = serde_json::from_str(&line).expect("status JSON");
-            if value.get("probe").is_none() {
-                return value;
-            }
-        }
-    }
-
-    /// The next decision, which must be `decision` about `version`.
-    fn expect(&self, decision: &str, version: &str) -> serde_json::Value {
-        let status = self.next();
-        assert_eq!(status["decision"], decision, "{status}");
-        assert_eq!(status["version"], version, "{status}");
-        assert_eq!(status["node"], "predictions", "{status}");
-        status
-    }
-}
-
-impl Drop for Statuses {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Statuses::subscribe(&self.broker, STATUS)
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod echo;
 pub mod fleet;
 pub mod static_files;
+pub mod statuses;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
