@@ -27,12 +27,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::{Model, ModelError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use crate::{Model, ModelError};
 
 /// The value of `format`: names this layout, so a later one is not misread.
 pub const FORMAT: &str = "smartgrid-model-manifest/1";
