@@ -12,6 +12,7 @@ sensors=${SENSORS:-1000}
 duration=${DURATION:-60s}
 runs=${RUNS:-2}
 wal=${WAL:-}   # WAL='wal: {}' to log every message
+[ -x "$bin" ] || { echo "no smartgrid binary at $bin (cargo build --release, or SMARTGRID_BIN=…)" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_s() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
@@ -67,7 +68,11 @@ EOF
   }
   # The sessions first (persistent, so the broker queues for them), then the backlog.
   start_cluster
-  until subscribed; do sleep 0.2; done
+  local waited=0
+  until subscribed; do
+    sleep 0.2; waited=$((waited + 1))
+    [ "$waited" -lt 300 ] || { echo "not subscribed after 60 s; see $dir/run.*.log" >&2; exit 1; }
+  done
   kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
   "$bin" simulate --broker "mqtt://127.0.0.1:$port" --sensors "$sensors" --duration "$duration" --fast 2> "$dir/simulate.log"
   local total broker_cpu0 first="" last now n
