@@ -666,10 +666,12 @@ mod tests {
     #[test]
     fn a_share_group_must_be_one_topic_level() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = "    url: mqtt://127.0.0.1:1883\n    cluster: { subscribe: shared, group: a/b }\n";
+        let yaml =
+            "    url: mqtt://127.0.0.1:1883\n    cluster: { subscribe: shared, group: a/b }\n";
         let errors = planned(yaml, dir.path()).expect_err("refused");
         assert!(
-            errors.contains("p.yaml:5:") && errors.contains("`a/b` cannot be a shared subscription's group"),
+            errors.contains("p.yaml:5:")
+                && errors.contains("`a/b` cannot be a shared subscription's group"),
             "{errors}"
         );
         let yaml = "    url: mqtt://127.0.0.1:1883\n    cluster: { subscribe: topics }\n";
