@@ -23,6 +23,12 @@ type Windows = BTreeMap<(String, i64), (u64, f64)>;
 
 /// mqtt (QoS 1, a log) → decode → 2 s windows → influx (v1, database `db`).
 fn pipeline(dir: &Path, mqtt: &str, influx: &str, db: &str) -> PathBuf {
+    let subscription = format!("topics: [\"{TOPIC_FILTER}\"]");
+    pipeline_with(dir, mqtt, &subscription, influx, db)
+}
+
+/// [`pipeline`] with the source's `subscription` settings (its topics and `cluster:`).
+fn pipeline_with(dir: &Path, mqtt: &str, subscription: &str, influx: &str, db: &str) -> PathBuf {
     support::write_pipeline(
         dir,
         &format!(
@@ -34,7 +40,7 @@ nodes:
   meters:
     type: mqtt
     url: {mqtt}
-    topics: ["{TOPIC_FILTER}"]
+    {subscription}
     qos: 1
     keep_alive: 2s
     retry: {{ initial_delay: 1s, max_delay: 2s }}
@@ -288,4 +294,40 @@ fn a_process_killed_with_sigkill_and_the_cluster_restarted_loses_nothing() {
         .sum();
     // The restart replayed the logs (the windows hold what they replayed, once).
     assert!(replayed > 0, "nothing was replayed after the crash");
+}
+
+#[test]
+fn without_shared_subscriptions_each_process_takes_its_own_topics() {
+    testkit::require_binary("influxd");
+    let influx = testkit::Influxd::start();
+    influx.query("cluster", "CREATE DATABASE cluster");
+    let mosquitto = broker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One filter per meter: process i takes meters i, i + 3, i + 6, i + 9.
+    let filters: Vec<String> = (0..12).map(|m| format!("\"meters/m{m:02}\"")).collect();
+    let subscription = format!(
+        "topics: [{}]\n    cluster: {{ subscribe: topics }}",
+        filters.join(", ")
+    );
+    let pipeline = pipeline_with(
+        dir.path(),
+        &mosquitto.url(),
+        &subscription,
+        &influx.url(),
+        "cluster",
+    );
+    let runs = start_cluster(&pipeline, dir.path());
+    let start_ms = (support::fleet::now_ms() / 60_000 - 5) * 60_000;
+    let published = replay(mosquitto.port(), start_ms, 12, 10);
+    wait_for_windows(&influx, "cluster", &published);
+    for run in &runs {
+        run.signal("TERM");
+    }
+    let received: Vec<u64> = runs
+        .into_iter()
+        .map(|run| counter(&run.counters(), "meters.messages").expect("a messages counter"))
+        .collect();
+    // Four meters' readings each, every one of them.
+    let per_meter = (published.len() / 12) as u64;
+    assert_eq!(received, vec![4 * per_meter; PROCESSES]);
 }
