@@ -92,6 +92,10 @@ impl PlannedCluster {
                     .cloned()
                     .collect();
                 if subscribe.topics.is_empty() {
+                    tracing::warn!(
+                        "process {index} of {count} has no topic filter of its own (list at \
+                         least as many `topics` as processes): it subscribes to nothing"
+                    );
                     return None;
                 }
             }
