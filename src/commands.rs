@@ -74,6 +74,10 @@ pub struct RunOptions<'a> {
     pub http: Option<&'a str>,
 }
 
+/// How many checkpoints before its latest a cluster process replays from after a crash
+/// (see `smartgrid_runtime::checkpoint`'s margin).
+const CLUSTER_REPLAY_MARGIN: usize = 2;
+
 /// `smartgrid run FILE`
 pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow::Result<ExitCode> {
     let RunOptions {
@@ -131,9 +135,17 @@ pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow:
         .context("the state directory")?;
     // Periodic checkpoints need a source that replays what followed the last one.
     let interval = plan.replayable().then_some(plan.checkpoint_interval);
+    // Each process of a cluster cuts its own checkpoints: after a crash, replaying
+    // from two before the latest covers a process whose latest is a little older.
+    let margin = if processes > 1 {
+        CLUSTER_REPLAY_MARGIN
+    } else {
+        0
+    };
     let checkpoints = Arc::new(
         Checkpoints::new(store, on_stop, interval, shutdown.clone())
-            .context("the state directory")?,
+            .context("the state directory")?
+            .with_replay_margin(margin),
     );
     let metrics = Metrics::default();
     let taps = smartgrid_runtime::tap::Taps::default();

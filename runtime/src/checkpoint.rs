@@ -41,7 +41,9 @@ use crate::shutdown::Shutdown;
 use crate::state::{Checkpoint, StateError, StateStore};
 
 mod held;
+mod margin;
 pub use held::Held;
+use margin::ReplayMargin;
 
 /// The time of a checkpoint taken when the run stops: after every record.
 pub const AT_STOP: Time = Time::MAX;
@@ -89,6 +91,8 @@ struct Inner {
     sources: BTreeMap<String, Arc<AtomicU64>>,
     on_commit: Vec<(String, OnCommit)>,
     written: u64,
+    /// Which positions a periodic checkpoint names (see `checkpoint/margin.rs`).
+    margin: ReplayMargin,
 }
 
 #[derive(Default)]
@@ -144,6 +148,14 @@ impl Checkpoints {
             announced: AtomicU64::new(0),
             inner: Mutex::default(),
         })
+    }
+
+    /// In a cluster run: replay from `checkpoints` checkpoints before the latest after
+    /// a crash, and keep the sources' logs back to there (see `checkpoint/margin.rs`).
+    #[must_use]
+    pub fn with_replay_margin(self, checkpoints: usize) -> Self {
+        self.lock().margin = ReplayMargin::new(checkpoints, &self.restored.positions);
+        self
     }
 
     /// No state directory: nothing is restored or kept (tests, benchmarks).
@@ -277,9 +289,10 @@ impl Checkpoints {
     }
 
     fn write(&self, store: &StateStore, inner: &mut Inner, time: Time) {
-        let Some(pending) = inner.pending.remove(&time) else {
+        let Some(mut pending) = inner.pending.remove(&time) else {
             return;
         };
+        pending.positions = inner.margin.positions(&pending.positions);
         let started = Instant::now();
         match store.write(time, &pending.positions, &pending.parts) {
             Ok(bytes) => {

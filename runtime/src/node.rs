@@ -566,6 +566,12 @@ impl<'s> RenderContext<'s> {
         }
     }
 
+    /// The index of this process's first worker: where a per-process singleton (a
+    /// subscription, a sink's writer) runs, and where records bound for it are sent.
+    pub fn process_first_worker(&self) -> usize {
+        self.process.process_index * self.process.workers
+    }
+
     /// This node's state on this worker: what the previous run saved, and where to
     /// save what should outlive this one (see [`crate::checkpoint`]). Call it once per
     /// operator: each call is a participant every checkpoint waits for.

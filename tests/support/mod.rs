@@ -121,6 +121,11 @@ impl Run {
         let _ = self.child.wait();
     }
 
+    /// Whether the run has not exited yet.
+    pub fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends the signal `name` (`TERM`, `STOP`, `CONT`, …) to the run.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

@@ -32,12 +32,14 @@ pub struct SinkCheckpoint {
 
 impl SinkCheckpoint {
     /// The sink's part in every checkpoint from now on. Called in `Node::start` of the
-    /// process of worker 0 (the only worker that receives records), so that a file can
-    /// be put back to its saved length before the writer writes.
+    /// process that writes (the first, or each one for a sink that writes in every
+    /// process), so that a file can be put back to its saved length before the writer
+    /// writes. The part is the process's first worker's.
     pub fn register(ctx: &StartContext<'_>) -> Self {
         let peers = ctx.workers * ctx.process_count.max(1);
+        let worker = ctx.process_index * ctx.workers;
         SinkCheckpoint {
-            state: Arc::new(Mutex::new(ctx.checkpoints.node(ctx.node, 0, peers))),
+            state: Arc::new(Mutex::new(ctx.checkpoints.node(ctx.node, worker, peers))),
         }
     }
 

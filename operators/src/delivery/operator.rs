@@ -23,13 +23,17 @@ const RETRY_PENDING: Duration = Duration::from_millis(2);
 /// writer that takes its marks within milliseconds never gets near it).
 const HOLD_LIMIT: usize = 1 << 16;
 
-/// A running sink: the hand-off worker 0 takes when it renders, its part in the
-/// checkpoints, and the writer thread. Only the process of worker 0 has them (every
-/// record is routed there).
+/// A running sink: the hand-off its writing worker takes when it renders, its part in
+/// the checkpoints, and the writer thread. Only the process of worker 0 has them (every
+/// record is routed there), unless the sink writes [from every
+/// process](Self::in_every_process).
 pub struct SinkState<C> {
     handoff: Mutex<Option<Handoff<C>>>,
     checkpoint: Option<SinkCheckpoint>,
     thread: Option<JoinHandle<()>>,
+    /// Whether each process writes its own share (through its first worker) instead
+    /// of sending every record to worker 0.
+    every_process: bool,
 }
 
 impl<C: Chunk> SinkState<C> {
@@ -39,7 +43,18 @@ impl<C: Chunk> SinkState<C> {
             handoff: Mutex::new(None),
             checkpoint: None,
             thread: None,
+            every_process: false,
         }
+    }
+
+    /// A sink whose server takes concurrent writers: in a cluster run every process
+    /// starts its writer and writes what its own workers produced, so adding machines
+    /// adds output capacity and no record crosses to process 0. Every process must
+    /// start the sink this way.
+    #[must_use]
+    pub fn in_every_process(mut self) -> Self {
+        self.every_process = true;
+        self
     }
 
     /// Start the writer thread `run` on the inbox of a new hand-off of `queue` chunks
@@ -68,6 +83,7 @@ impl<C: Chunk> SinkState<C> {
             handoff: Mutex::new(Some(handoff)),
             checkpoint,
             thread: Some(thread),
+            every_process: false,
         })
     }
 
@@ -130,7 +146,8 @@ pub fn spool_and_dead_letter_claims(
         .collect()
 }
 
-/// Render a sink: every reading is routed to worker 0, encoded there by `encode` into
+/// Render a sink: every reading is routed to worker 0 (or, for a sink that writes in
+/// every process, to the first worker of the process it was produced in), encoded there by `encode` into
 /// chunks and handed to the writer thread without ever blocking the worker. When the
 /// queue is full the operator keeps the chunks, raises the process's pressure (the
 /// sources pause) and activates itself again until they are handed over; at the end of
@@ -151,7 +168,18 @@ pub fn render_sink<'s, C, E>(
     E: FnMut(&Reading, &mut C) + 'static,
 {
     ctx.process.pressure.watch_on_this_worker();
-    let handoff = if ctx.worker == 0 { state.take() } else { None };
+    // Records stay in the process they were produced in when every process writes:
+    // the route runs on the sending worker, so this names the sender's own writer.
+    let writer = if state.every_process {
+        ctx.process_first_worker()
+    } else {
+        0
+    };
+    let handoff = if ctx.worker == writer {
+        state.take()
+    } else {
+        None
+    };
     // Only the worker that writes takes part: the others see no records.
     let checkpoint = handoff.as_ref().and(state.checkpoint.clone());
     let records = ctx.counter("records");
@@ -162,7 +190,8 @@ pub fn render_sink<'s, C, E>(
     let wake = checkpoint
         .is_some()
         .then(|| scope.worker().sync_activator_for(address.to_vec()));
-    let mut input = builder.new_input(input, Exchange::new(|_: &Reading| 0));
+    let route = writer as u64;
+    let mut input = builder.new_input(input, Exchange::new(move |_: &Reading| route));
     let mut sink = Sink {
         out: handoff,
         encode,
@@ -209,7 +238,7 @@ pub fn render_sink<'s, C, E>(
     });
 }
 
-/// Worker 0's sink operator between activations.
+/// The writing worker's sink operator between activations.
 struct Sink<C, E> {
     /// `None` on other workers, and once the input has ended.
     out: Option<Handoff<C>>,

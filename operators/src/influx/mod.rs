@@ -39,6 +39,7 @@ use smartgrid_runtime::{
 };
 
 use crate::delivery::config::{Retry, Spool as SpoolPlan, default_dead_letter};
+use crate::delivery::record_letters::per_process;
 use crate::delivery::{
     DeadLetters, Lines, SinkCheckpoint, SinkState, render_lines, spool_and_dead_letter_claims,
 };
@@ -166,12 +167,10 @@ impl Node for InfluxSink {
         )
     }
 
-    /// Open the spool and start the writer thread (in the process of worker 0, which
-    /// every reading is sent to).
+    /// Open the spool and start the writer thread, in every process: InfluxDB takes
+    /// concurrent writers, so in a cluster each process writes what its own workers
+    /// produced, with a spool and a dead-letter file of its own.
     fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
-        if ctx.process_index != 0 {
-            return Ok(SinkState::idle());
-        }
         let client = Client::new(
             &self.endpoint,
             &self.api,
@@ -181,7 +180,10 @@ impl Node for InfluxSink {
             self.tls.as_ref(),
         )
         .map_err(StartError::other)?;
-        let dir = self.spool.dir.clone().unwrap_or_default();
+        let dir = per_process(
+            &self.spool.dir.clone().unwrap_or_default(),
+            ctx.process_index,
+        );
         let mut spool = Spool::open(&dir, self.spool.options()).map_err(StartError::other)?;
         spool.report_to(ctx.gauge("spool_bytes"), ctx.gauge("spool_records"));
         let counters = Counters {
@@ -193,7 +195,7 @@ impl Node for InfluxSink {
         };
         let dead_letters = DeadLetters::new(
             ctx.node,
-            self.dead_letter.clone(),
+            per_process(&self.dead_letter, ctx.process_index),
             ctx.counter("dead_letters"),
         );
         let writer = Writer::new(
@@ -206,7 +208,10 @@ impl Node for InfluxSink {
         )
         .with_shutdown(ctx.shutdown.clone());
         let checkpoint = Some(SinkCheckpoint::register(ctx));
-        SinkState::start(ctx, self.queue, checkpoint, move |inbox| writer.run(inbox))
+        Ok(
+            SinkState::start(ctx, self.queue, checkpoint, move |inbox| writer.run(inbox))?
+                .in_every_process(),
+        )
     }
 
     fn render<'s>(

@@ -207,6 +207,44 @@ pub struct MqttConfig {
     /// pipeline had not finished with when it crashed is lost.
     #[serde(default, deserialize_with = "wal_table")]
     pub wal: Option<WalConfig>,
+
+    /// `{ subscribe, group }`: how the processes of a cluster run (`--hosts`) share
+    /// the messages (see [`ClusterConfig`]). A single process ignores it.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// How the processes of a cluster share one `mqtt` source (`cluster.subscribe`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterSubscribe {
+    /// Every process subscribes to `$share/<group>/<filter>` with a client id of its
+    /// own (`<client_id>-p<process>`); the broker hands each message to one of them
+    /// (MQTT 5 and mosquitto ≥ 1.6 with 3.1.1 clients, EMQX, HiveMQ, VerneMQ).
+    #[default]
+    Shared,
+    /// For brokers without shared subscriptions: process `i` of `n` subscribes to
+    /// the filters at positions `i`, `i + n`, … of `topics` (give at least as many
+    /// filters as processes, e.g. one per site or meter group), with its own client id.
+    Topics,
+    /// Only the first process subscribes (what a single machine's broker link needs;
+    /// every message crosses into process 0's network link).
+    First,
+}
+
+/// `cluster:` of the `mqtt` source.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `shared` (default), `topics` or `first`: see [`ClusterSubscribe`]. An
+    /// `embedded` broker lives in the first process, so it is always `first` there.
+    #[serde(default)]
+    pub subscribe: ClusterSubscribe,
+    /// The shared subscription's group name (`shared` only; default
+    /// `smartgrid-<pipeline>-<node>`). Two pipelines that must each see every message
+    /// need different groups.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// Where an `mqtt` source records the messages it refuses.
@@ -218,6 +256,15 @@ pub struct SourceDeadLetter {
 }
 
 impl MqttConfig {
+    /// The shared subscription's group: `cluster.group` if set, else
+    /// `smartgrid-<pipeline>-<node>` (the default client id, which names the same thing).
+    pub fn share_group(&self, pipeline: &str, node: &str) -> String {
+        match &self.cluster.group {
+            Some(group) => group.clone(),
+            None => format!("smartgrid-{pipeline}-{node}"),
+        }
+    }
+
     /// The client id: `client_id` if set, else `smartgrid-<pipeline>-<node>`.
     pub fn client_id(&self, pipeline: &str, node: &str) -> String {
         match &self.client_id {
@@ -244,6 +291,7 @@ impl fmt::Debug for MqttConfig {
             .field("max_message_size", &self.max_message_size)
             .field("dead_letter", &self.dead_letter)
             .field("wal", &self.wal)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

@@ -3,9 +3,13 @@
 //! connection layer, [`crate::io::mqtt`], where the subscriber, the publisher and the
 //! embedded broker live; `wal.rs` is the node's side of its write-ahead log.
 
+mod cluster;
 mod config;
 mod node;
 mod wal;
 
-pub use config::{DEFAULT_TOPIC, DEFAULT_WAL_SIZE, MqttConfig, RetryConfig, WalConfig, WalFsync};
+pub use config::{
+    ClusterConfig, ClusterSubscribe, DEFAULT_TOPIC, DEFAULT_WAL_SIZE, MqttConfig, RetryConfig,
+    WalConfig, WalFsync,
+};
 pub use node::MqttSource;

@@ -1,7 +1,8 @@
 //! The `mqtt` source node: its settings planned once into the connection layer's typed
 //! options (every problem located at its key, TLS files read and checked), one
-//! subscriber per run (in the process of worker 0, started before the workers),
-//! drained into the dataflow without blocking.
+//! subscriber per process that subscribes (the first, or every one of a cluster: see
+//! `cluster.rs`), started before the workers and drained into the dataflow by the
+//! process's first worker without blocking.
 
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use smartgrid_runtime::{
     RenderContext, Resource, StartContext, StartError,
 };
 
+use super::cluster::{self, PlannedCluster};
 use super::config::{DEFAULT_TOPIC, MqttConfig};
 use super::wal::{self, PlannedWal, RunningWal};
 use crate::io::mqtt::{
@@ -26,7 +28,7 @@ use crate::io::mqtt::{
 /// Messages handed to the dataflow per activation, so one source cannot starve a worker.
 const BATCH: usize = 1024;
 
-/// What a running `mqtt` source holds, in the process that runs worker 0.
+/// What a running `mqtt` source holds, in each process that subscribes.
 pub struct Running {
     subscriber: Arc<Subscriber>,
     dead_letters: Option<Arc<Mutex<std::io::BufWriter<std::fs::File>>>>,
@@ -80,6 +82,8 @@ pub struct MqttSource {
     dead_letter: Option<(std::path::PathBuf, Location)>,
     /// The write-ahead log, if `wal:` is set.
     wal: Option<PlannedWal>,
+    /// How the processes of a cluster share the subscription.
+    cluster: PlannedCluster,
 }
 
 impl Node for MqttSource {
@@ -105,7 +109,7 @@ impl Node for MqttSource {
 
     type Config = MqttConfig;
 
-    /// The subscriber, in the process that runs worker 0.
+    /// The subscriber, in each process that subscribes.
     type State = Option<Running>;
 
     fn plan(config: MqttConfig, ctx: &mut PlanContext<'_>) -> Option<Self> {
@@ -116,6 +120,7 @@ impl Node for MqttSource {
         let keep_alive = plan_keep_alive(&config, ctx);
         let retry = plan_retry(&config, ctx);
         let wal = wal::plan(&config, max_message_size(&config), ctx);
+        let cluster = cluster::plan(&config, ctx);
         let tls = match &endpoint {
             Some(endpoint) => plan_tls(&config, endpoint, ctx),
             None => None,
@@ -135,6 +140,7 @@ impl Node for MqttSource {
             client_id_at: ctx.node.key_at("client_id"),
             dead_letter,
             wal: wal?,
+            cluster: cluster?,
         })
     }
 
@@ -183,29 +189,45 @@ impl Node for MqttSource {
     }
 
     fn start(&self, ctx: &StartContext<'_>) -> Result<Self::State, StartError> {
-        // One connection per run: worker 0 (in the first process) subscribes, and the
-        // decoded readings are spread over every worker by sensor.
-        if ctx.process_index != 0 {
+        // One connection per process that subscribes; its first worker drains it and
+        // the decoded readings are spread over every worker of the cluster by sensor.
+        let Some(share) = self.cluster.share(
+            &self.connect,
+            &self.subscribe,
+            ctx.process_index,
+            ctx.process_count,
+        ) else {
             return Ok(None);
-        }
-        if self.connect.endpoint == Endpoint::Embedded {
+        };
+        if share.connect.endpoint == Endpoint::Embedded {
             embedded_broker()
                 .map_err(|e| StartError::other(format!("cannot start the embedded broker: {e}")))?;
         }
         let dead_letters = match &self.dead_letter {
-            Some((path, _)) => Some(Arc::new(Mutex::new(open_output(path, false)?))),
+            Some((path, _)) => {
+                let path =
+                    cluster::per_process(path, usize::from(share.own_files) * ctx.process_index);
+                Some(Arc::new(Mutex::new(open_output(&path, false)?)))
+            }
             None => None,
         };
         let (subscriber, wal) = match &self.wal {
             Some(planned) => {
-                let (journal, wal) = RunningWal::open(planned, ctx)?;
+                // Each process logs what it received, in a log of its own, and replays
+                // its own tail after a crash.
+                let mut planned = planned.clone();
+                if share.own_files {
+                    planned.options.dir =
+                        cluster::per_process(&planned.options.dir, ctx.process_index);
+                }
+                let (journal, wal) = RunningWal::open(&planned, ctx)?;
                 let flag = ctx.shutdown.flag();
                 let subscriber =
-                    spawn_logged_subscriber(&self.connect, &self.subscribe, flag, journal);
+                    spawn_logged_subscriber(&share.connect, &share.subscribe, flag, journal);
                 (subscriber, Some(wal))
             }
             None => (
-                spawn_subscriber(&self.connect, &self.subscribe, ctx.shutdown.flag()),
+                spawn_subscriber(&share.connect, &share.subscribe, ctx.shutdown.flag()),
                 None,
             ),
         };
@@ -227,7 +249,10 @@ impl Node for MqttSource {
         ctx: &RenderContext<'s>,
         _inputs: Vec<AnyStream<'s>>,
     ) -> Option<AnyStream<'s>> {
-        let Some(running) = state.as_ref().filter(|_| ctx.worker == 0) else {
+        let Some(running) = state
+            .as_ref()
+            .filter(|_| ctx.worker == ctx.process_first_worker())
+        else {
             let empty = poll_source(ctx.scope, ctx.node, |_: &mut Vec<Message>| Poll::Done);
             return Some(AnyStream::Messages(empty));
         };
@@ -636,6 +661,23 @@ mod tests {
                 && errors.contains("holds no private key"),
             "{errors}"
         );
+    }
+
+    #[test]
+    fn a_share_group_must_be_one_topic_level() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml =
+            "    url: mqtt://127.0.0.1:1883\n    cluster: { subscribe: shared, group: a/b }\n";
+        let errors = planned(yaml, dir.path()).expect_err("refused");
+        assert!(
+            errors.contains("p.yaml:5:")
+                && errors.contains("`a/b` cannot be a shared subscription's group"),
+            "{errors}"
+        );
+        let yaml = "    url: mqtt://127.0.0.1:1883\n    cluster: { subscribe: topics }\n";
+        planned(yaml, dir.path()).expect("plans");
+        let yaml = "    url: mqtt://127.0.0.1:1883\n    cluster: { subscribe: everyone }\n";
+        assert!(planned(yaml, dir.path()).is_err());
     }
 
     #[test]

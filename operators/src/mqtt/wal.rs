@@ -19,6 +19,7 @@ use super::config::{DEFAULT_WAL_SIZE, MqttConfig, WalFsync};
 use crate::io::mqtt::{Fsync, Journal, JournalCounters, JournalHandle, JournalOptions, Replayed};
 
 /// `wal:`, planned.
+#[derive(Clone)]
 pub(super) struct PlannedWal {
     pub options: JournalOptions,
     /// Where the directory is named (`wal.dir`, else `wal`).
