@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use support::records::{Key, key, lines, num};
 use support::static_files::StaticFiles;
 use support::statuses::Statuses;
 use support::{Run, counter, smartgrid, write_pipeline};
@@ -198,27 +199,6 @@ nodes:
     fn statuses(&self) -> Statuses {
         Statuses::subscribe(&self.broker, STATUS)
     }
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
-fn num(v: &serde_json::Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"))
-}
-
-type Key = (String, i64);
-
-fn key(v: &serde_json::Value) -> Key {
-    (
-        v["sensor_id"].as_str().expect("sensor").to_string(),
-        v["time_ms"].as_i64().expect("time"),
-    )
 }
 
 /// Checks the predictions against the stored windows and returns, per sensor in time

@@ -4,6 +4,10 @@
 //! and lags rebuilt from the stored windows, the model called directly, the join done
 //! by hand with actuals recomputed from the raw readings.
 
+mod support;
+
+use support::records::{Key, key, lines, num};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,27 +83,6 @@ const STEP: i64 = 10_000;
 
 fn seed_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/model_xgboost.json")
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
-fn num(v: &serde_json::Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"))
-}
-
-type Key = (String, i64);
-
-fn key(v: &serde_json::Value) -> Key {
-    (
-        v["sensor_id"].as_str().expect("sensor").to_string(),
-        v["time_ms"].as_i64().expect("time"),
-    )
 }
 
 struct Run {

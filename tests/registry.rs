@@ -80,20 +80,8 @@ fn active_line(registry: &Path) -> String {
 }
 
 fn retained(broker: &testkit::Mosquitto, topic: &str) -> Value {
-    let out = Command::new(testkit::require_binary("mosquitto_sub"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port().to_string(),
-            "-t",
-            topic,
-        ])
-        .args(["-C", "1", "-W", "3", "--retained-only"])
-        .output()
-        .expect("run mosquitto_sub");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("no retained announcement: {}", text(&out)))
+    let text = broker.retained(topic).expect("a retained announcement");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 fn manifest_json(registry: &Path, version: &str) -> Value {

@@ -215,21 +215,9 @@ fn csv_rows(path: &Path) -> Vec<String> {
 
 /// The retained message on `topic`, or `None` if there is none (within 3 s).
 fn retained(broker: &testkit::Mosquitto, topic: &str) -> Option<Value> {
-    let out = Command::new(testkit::require_binary("mosquitto_sub"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port().to_string(),
-            "-t",
-            topic,
-        ])
-        .args(["-C", "1", "-W", "3", "--retained-only"])
-        .output()
-        .expect("run mosquitto_sub");
-    let line = String::from_utf8_lossy(&out.stdout);
-    let line = line.trim();
-    (!line.is_empty()).then(|| serde_json::from_str(line).expect("an announcement is JSON"))
+    broker
+        .retained(topic)
+        .map(|text| serde_json::from_str(&text).expect("an announcement is JSON"))
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod fleet;
+pub mod records;
 pub mod static_files;
 pub mod statuses;
 

@@ -122,6 +122,25 @@ impl Mosquitto {
         command
     }
 
+    /// The message retained on `topic` (as `mosquitto_sub --retained-only` prints it,
+    /// trimmed), or `None` if there is none.
+    pub fn retained(&self, topic: &str) -> Option<String> {
+        let out = std::process::Command::new(crate::require_binary("mosquitto_sub"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port().to_string(),
+                "-t",
+                topic,
+            ])
+            .args(["-C", "1", "-W", "3", "--retained-only"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mosquitto_sub: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    }
+
     /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port())
