@@ -108,7 +108,6 @@ impl Controller {
         key: VerifyingKey,
         policy: Policy,
         counters: Counters,
-        status: Option<(Publisher, String)>,
         source: Source,
     ) -> Self {
         Controller {
@@ -118,7 +117,7 @@ impl Controller {
             key,
             policy,
             counters,
-            status,
+            status: None,
             source,
             active_version: String::new(),
             active_sha: None,

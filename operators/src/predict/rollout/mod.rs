@@ -535,9 +535,9 @@ impl Updates {
             self.key,
             self.policy.clone(),
             counters,
-            status,
             source,
         );
+        controller.status = status;
         controller.active_version = active_version;
         match fetch::restore_active(&self.policy.dir, &self.key, slot.names()) {
             Ok(Some((model, manifest))) => {
