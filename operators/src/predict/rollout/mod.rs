@@ -599,4 +599,27 @@ mod tests {
         );
         assert!(unknown.is_err(), "unknown keys are refused");
     }
+
+    #[test]
+    fn the_twin_takes_the_sinks_connection_keys_and_never_shows_the_key() {
+        let config: UpdatesConfig = serde_json::from_str(
+            r#"{"iothub": {"connection_string": "HostName=h;DeviceId=d;SharedAccessKey=c2VjcmV0",
+                "host": "127.0.0.1", "port": 8884, "tls": {"ca_file": "ca.pem"}},
+                "public_key": "k.pub"}"#,
+        )
+        .expect("valid");
+        assert!(config.mqtt.is_none());
+        let twin = config.iothub.as_ref().expect("iothub");
+        assert_eq!((twin.port, twin.host.as_deref()), (8884, Some("127.0.0.1")));
+        assert_eq!(twin.token_ttl.0, std::time::Duration::from_secs(3600));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("SharedAccessKey"),
+            "{shown}"
+        );
+        let unknown = serde_json::from_str::<UpdatesConfig>(
+            r#"{"iothub": {"connection_string": "x", "topic": "m"}, "public_key": "k"}"#,
+        );
+        assert!(unknown.is_err(), "unknown keys under iothub are refused");
+    }
 }
