@@ -497,3 +497,36 @@ fn one_device_connection_per_pipeline_and_one_announcement_source() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("`mqtt` or `iothub`, not both"), "{text}");
 }
+
+/// A device that connects after the model was set gets it from the twin GET, with no
+/// patch: the announcement is the desired property `model` of the whole twin.
+#[test]
+fn a_device_that_connects_later_gets_the_current_model_from_the_twin() {
+    let world = World::new();
+    let good = world.announcement("good.txt", &constant_model(0.0, &NAMES), "good-1");
+    let pipeline = world.pipeline("");
+    let hub = Hub::start(
+        &world,
+        json!({"desired": {"model": good, "$version": 7}, "reported": {"$version": 3}}),
+        Vec::new(),
+    );
+    let run = world.run(&pipeline);
+
+    assert_eq!(hub.expect("shadowing", "good-1")["active"], "initial");
+    let promoted = hub.expect("promoted", "good-1");
+    assert!(
+        mae(&promoted, "candidate") < mae(&promoted, "active") * 0.95,
+        "{promoted}"
+    );
+    hub.expect("kept", "good-1");
+    let counters = run.counters();
+    assert_eq!(counter(&counters, "predictions.model_promoted"), Some(1));
+    assert_eq!(world.http.served(), 1, "fetched once");
+    for (sensor, phases) in offsets_by_sensor(world.dir.path()) {
+        assert_eq!(
+            phases,
+            vec![300, 0],
+            "{sensor}: initial, then the twin's model"
+        );
+    }
+}
