@@ -10,7 +10,7 @@
 //! `iothub` sink connects as the same device is refused when validated (a claim on the
 //! device, see `crate::iothub::device_claim`).
 
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::RecvTimeoutError;
@@ -26,6 +26,10 @@ use crate::iothub::{
 
 /// The property of the twin (desired and reported) the model travels in.
 const PROPERTY: &str = "model";
+
+/// A twin GET unanswered this long is sent again: twin requests go at QoS 0, so one
+/// made just before the connection dropped may be lost.
+const GET_RETRY: StdDuration = StdDuration::from_secs(30);
 
 /// `updates.iothub`: the device whose twin carries the announcements. The same
 /// connection settings as the `iothub` sink.
@@ -130,8 +134,8 @@ pub struct TwinLink {
     /// Connections seen: each new one asks for the whole twin (patches sent while the
     /// device was away are not sent again).
     connections: u64,
-    /// The request id of the twin GET in flight.
-    pending_get: Option<String>,
+    /// The request id of the twin GET in flight, and when it was asked.
+    pending_get: Option<(String, Instant)>,
     /// The desired properties' `$version` acted on: an older patch is stale.
     desired_version: Option<u64>,
 }
@@ -170,11 +174,18 @@ impl TwinLink {
         let Some(client) = &self.client else {
             return Next::Ended;
         };
-        let connections = client.stats().connections;
-        if connections > self.connections {
+        let stats = client.stats();
+        let connections = stats.connections;
+        // only while connected: a GET asked offline waits in the client's queue anyway
+        let unanswered = stats.subscribed
+            && self
+                .pending_get
+                .as_ref()
+                .is_some_and(|(_, asked)| asked.elapsed() >= GET_RETRY);
+        if connections > self.connections || unanswered {
             // a device that connects, or reconnects, gets the current model
             self.connections = connections;
-            self.pending_get = Some(client.get_twin());
+            self.pending_get = Some((client.get_twin(), Instant::now()));
         }
         let event = match client.events().recv_timeout(timeout) {
             Ok(event) => event,
@@ -183,7 +194,10 @@ impl TwinLink {
         };
         match event {
             CloudEvent::TwinResponse(response)
-                if self.pending_get.as_deref() == Some(response.rid.as_str()) =>
+                if self
+                    .pending_get
+                    .as_ref()
+                    .is_some_and(|(rid, _)| *rid == response.rid) =>
             {
                 self.pending_get = None;
                 if response.status != 200 {
