@@ -2,7 +2,8 @@
 //! announcements, fetches and checks the models they name, opens a shadow evaluation
 //! for an accepted one, and decides, from the live errors the operators tally, to
 //! promote or reject it, then to keep or roll back a promotion. Every decision is
-//! logged, counted and published on the status topic.
+//! logged, counted and published on the status topic (or, with `updates.iothub`,
+//! reported in the device twin: `twin.rs`).
 //!
 //! The operators only read what this thread sets (the slot, the challenger); it never
 //! waits on them, and they never wait on the network.

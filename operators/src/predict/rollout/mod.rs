@@ -1,6 +1,7 @@
 //! `updates:` of a `predict` node: the device side of the learning loop. A new model is
 //! announced (a retained MQTT message holding a signed
-//! [`Announcement`](smartgrid_models::signing::announcement::Announcement)), fetched over
+//! [`Announcement`](smartgrid_models::signing::announcement::Announcement), or the same
+//! JSON in an IoT Hub device twin's desired property `model`: `twin.rs`), fetched over
 //! HTTP(S), checked (signature, sha256, feature names, a finite smoke prediction), run
 //! in shadow beside the active model, promoted if its live error beats the active
 //! model's, and rolled back if it gets worse than the model it replaced. See
