@@ -14,10 +14,10 @@ use super::connection_string::{ConnectionString, Credential};
 use crate::delivery::{RetryConfig, SpoolConfig};
 use crate::io::TlsConfig;
 
-fn default_port() -> u16 {
+pub(crate) fn default_port() -> u16 {
     DEFAULT_PORT
 }
-fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+pub(crate) fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
     let value = u64::deserialize(deserializer)?;
     match u16::try_from(value) {
         Ok(port) if port > 0 => Ok(port),
@@ -28,7 +28,7 @@ fn port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u16, D::Err
     }
 }
 
-fn default_token_ttl() -> Duration {
+pub(crate) fn default_token_ttl() -> Duration {
     Duration(StdDuration::from_secs(3600))
 }
 fn default_max_message_bytes() -> usize {
@@ -37,7 +37,7 @@ fn default_max_message_bytes() -> usize {
 fn default_flush_interval() -> Duration {
     Duration(StdDuration::from_secs(30 * 60))
 }
-fn default_keep_alive() -> Duration {
+pub(crate) fn default_keep_alive() -> Duration {
     Duration(StdDuration::from_secs(60))
 }
 fn default_queue() -> usize {
@@ -156,6 +156,38 @@ const CONNECTION_STRING_HINT: &str = "use the device's connection string from th
      HostName=<hub>.azure-devices.net;DeviceId=<device>;SharedAccessKey=<base64 key>";
 
 impl IotHubConfig {
+    /// The sink's settings with only the connection given and the rest at their
+    /// defaults: another user of a device connection (a predict node's
+    /// `updates.iothub`) is checked by the same [`IotHubConfig::validate`].
+    pub(crate) fn connection_only(
+        connection_string: String,
+        x509: Option<X509Config>,
+        host: Option<String>,
+        port: u16,
+        tls: Option<TlsConfig>,
+        token_ttl: Duration,
+        keep_alive: Duration,
+    ) -> Self {
+        IotHubConfig {
+            connection_string,
+            x509,
+            host,
+            port,
+            tls,
+            token_ttl,
+            max_message_bytes: default_max_message_bytes(),
+            flush_interval: default_flush_interval(),
+            properties: BTreeMap::new(),
+            spool: SpoolConfig::default(),
+            retry: RetryConfig::default(),
+            keep_alive,
+            drain_timeout: crate::delivery::config::default_drain_timeout(),
+            queue: default_queue(),
+            dead_letter: None,
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+
     /// Checks the settings without touching the network or the file system; the parsed
     /// connection string, or `None` after every problem went to `report` (the key at
     /// fault, the message, a hint).

@@ -30,7 +30,9 @@ pub use client::{
     JSON_PROPERTIES, X509Files,
 };
 pub use config::{IotHubConfig, X509Config};
+pub(crate) use config::{default_keep_alive, default_port, default_token_ttl, port as tcp_port};
 pub use connection_string::{ConnectionString, ConnectionStringError, Credential, SharedAccessKey};
 pub use events::{CloudEvent, CloudMessage, DesiredPatch, TwinResponse};
 pub use node::IotHubSink;
+pub(crate) use node::{device_claim, device_files};
 pub use outbox::{MemoryStore, Outbox, OutboxError, OutboxStore};

@@ -63,6 +63,7 @@ pub struct IotHubSink {
     spool_at: Location,
     dead_letter: PathBuf,
     dead_letter_at: Location,
+    connection_at: Location,
 }
 
 impl IotHubSink {
@@ -87,8 +88,31 @@ impl IotHubSink {
     }
 }
 
+/// The device connection `options` opens, as a claimed resource: IoT Hub keeps one
+/// connection per device (a second one knocks the first off), so two nodes connecting
+/// as the same device are refused when the pipeline is validated.
+pub(crate) fn device_claim(options: &DeviceClientOptions, at: Location) -> Claim {
+    let host = options
+        .host
+        .clone()
+        .unwrap_or_else(|| options.connection.connect_host().to_string());
+    Claim {
+        resource: smartgrid_runtime::Resource::MqttClientId {
+            broker: format!(
+                "IoT Hub {host}:{} (one connection per device)",
+                options.port
+            ),
+            client_id: options.connection.client_id(),
+        },
+        at,
+    }
+}
+
 /// Files the plan checks exist: the device's certificate and key.
-fn device_files(config: &IotHubConfig, ctx: &mut PlanContext<'_>) -> Option<Option<X509Files>> {
+pub(crate) fn device_files(
+    config: &IotHubConfig,
+    ctx: &mut PlanContext<'_>,
+) -> Option<Option<X509Files>> {
     let Some(x509) = &config.x509 else {
         return Some(None);
     };
@@ -200,6 +224,7 @@ impl Node for IotHubSink {
             spool_at: ctx.node.key_at("spool"),
             dead_letter,
             dead_letter_at: ctx.node.key_at("dead_letter"),
+            connection_at: ctx.node.key_at("connection_string"),
             config,
         })
     }
@@ -209,12 +234,14 @@ impl Node for IotHubSink {
     }
 
     fn resources(&self) -> Vec<Claim> {
-        spool_and_dead_letter_claims(
+        let mut claims = spool_and_dead_letter_claims(
             self.spool.dir.as_deref(),
             self.spool_at,
             &self.dead_letter,
             self.dead_letter_at,
-        )
+        );
+        claims.push(device_claim(&self.options, self.connection_at));
+        claims
     }
 
     /// Connect (in the process of worker 0, which owns the connection and the outbox,

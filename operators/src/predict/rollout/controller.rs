@@ -2,7 +2,8 @@
 //! announcements, fetches and checks the models they name, opens a shadow evaluation
 //! for an accepted one, and decides, from the live errors the operators tally, to
 //! promote or reject it, then to keep or roll back a promotion. Every decision is
-//! logged, counted and published on the status topic.
+//! logged, counted and published on the status topic (or, with `updates.iothub`,
+//! reported in the device twin: `twin.rs`).
 //!
 //! The operators only read what this thread sets (the slot, the challenger); it never
 //! waits on them, and they never wait on the network.
@@ -18,7 +19,30 @@ use super::super::slot::{LoadedModel, ModelSlot};
 use super::Policy;
 use super::evaluation::{Evaluation, Tally};
 use super::fetch::{self, Accepted, Refusal};
+use super::twin::{Next, TwinLink};
 use crate::io::mqtt::{Publisher, Qos, RecvTimeoutError, Subscriber};
+
+/// Where announcements come from.
+pub enum Source {
+    /// A retained message on the announcement topic.
+    Mqtt(Subscriber),
+    /// The device twin's desired property `model`; decisions go back as its reported
+    /// property `model`.
+    Twin(TwinLink),
+}
+
+impl Source {
+    fn next(&mut self, timeout: Duration) -> Next {
+        match self {
+            Source::Mqtt(subscriber) => match subscriber.recv_timeout(timeout) {
+                Ok(message) => Next::Announced(message.payload),
+                Err(RecvTimeoutError::Timeout) => Next::Idle,
+                Err(RecvTimeoutError::Disconnected) => Next::Ended,
+            },
+            Source::Twin(link) => link.next(timeout),
+        }
+    }
+}
 
 /// How often the tallies are looked at when no announcement arrives.
 const TICK: Duration = Duration::from_millis(100);
@@ -64,6 +88,7 @@ pub struct Controller {
     pub policy: Policy,
     pub counters: Counters,
     pub status: Option<(Publisher, String)>,
+    source: Source,
     /// The active model's version as announced (its manifest's), or the file's.
     pub active_version: String,
     /// The active model's sha256 if it is a kept (promoted) model.
@@ -84,7 +109,7 @@ impl Controller {
         key: VerifyingKey,
         policy: Policy,
         counters: Counters,
-        status: Option<(Publisher, String)>,
+        source: Source,
     ) -> Self {
         Controller {
             node,
@@ -93,7 +118,8 @@ impl Controller {
             key,
             policy,
             counters,
-            status,
+            status: None,
+            source,
             active_version: String::new(),
             active_sha: None,
             phase: Phase::Idle,
@@ -103,20 +129,20 @@ impl Controller {
     }
 
     /// Runs until `stop` or `process` (the run's stop flag): announcements from
-    /// `subscriber`, decisions every tick.
-    pub fn run(mut self, subscriber: Subscriber, stop: Shutdown, process: Shutdown) {
+    /// the source, decisions every tick.
+    pub fn run(mut self, stop: Shutdown, process: Shutdown) {
         let stopping = || stop.is_triggered() || process.is_triggered();
         while !stopping() {
-            match subscriber.recv_timeout(TICK) {
-                Ok(message) => {
-                    if self.last_refused.as_ref() == Some(&message.payload) {
+            match self.source.next(TICK) {
+                Next::Announced(payload) => {
+                    if self.last_refused.as_ref() == Some(&payload) {
                         tracing::debug!("{}: a refused announcement again; ignored", self.node);
-                    } else if self.announced(&message.payload).is_err() {
-                        self.last_refused = Some(message.payload);
+                    } else if self.announced(&payload).is_err() {
+                        self.last_refused = Some(payload);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
+                Next::Idle => {}
+                Next::Ended => {
                     if !stopping() {
                         tracing::error!(
                             "{}: the announcement subscription ended; no more model updates",
@@ -127,6 +153,9 @@ impl Controller {
                 }
             }
             self.tick();
+        }
+        if let Source::Twin(link) = &mut self.source {
+            link.close();
         }
         if let Some((publisher, _)) = self.status.take()
             && let Err(e) = publisher.flush_and_close(Duration::from_secs(2))
@@ -384,9 +413,9 @@ impl Controller {
     }
 
     fn report(&self, d: Decision<'_>) {
-        let Some((publisher, topic)) = &self.status else {
+        if self.status.is_none() && !matches!(self.source, Source::Twin(_)) {
             return;
-        };
+        }
         let mut status = serde_json::json!({
             "node": self.node,
             "decision": d.decision,
@@ -405,6 +434,12 @@ impl Controller {
             status["mae"] = mae.into();
             status["comparisons"] = serde_json::json!(tally.active.count);
         }
+        if let Source::Twin(link) = &self.source {
+            link.report(&status);
+        }
+        let Some((publisher, topic)) = &self.status else {
+            return;
+        };
         // never wait for a broker that is away: decisions go on, and are logged anyway
         match publisher.try_publish(topic, status.to_string(), Qos::AtLeastOnce) {
             Ok(true) => {}

@@ -1,6 +1,7 @@
 //! `updates:` of a `predict` node: the device side of the learning loop. A new model is
 //! announced (a retained MQTT message holding a signed
-//! [`Announcement`](smartgrid_models::signing::announcement::Announcement)), fetched over
+//! [`Announcement`](smartgrid_models::signing::announcement::Announcement), or the same
+//! JSON in an IoT Hub device twin's desired property `model`: `twin.rs`), fetched over
 //! HTTP(S), checked (signature, sha256, feature names, a finite smoke prediction), run
 //! in shadow beside the active model, promoted if its live error beats the active
 //! model's, and rolled back if it gets worse than the model it replaced. See
@@ -22,10 +23,12 @@
 mod controller;
 mod evaluation;
 mod fetch;
+mod twin;
 
 pub use controller::Counters;
 pub use evaluation::{Challenger, ErrorSum, Evaluation, Tally};
 pub use fetch::MAX_MODEL_BYTES;
+pub use twin::TwinConfig;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,8 +79,16 @@ fn default_keep() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct UpdatesConfig {
     /// Where announcements come from: `{url, topic}` of an MQTT broker; the latest
-    /// announcement is expected as a retained message on `topic`.
-    pub mqtt: AnnouncementsConfig,
+    /// announcement is expected as a retained message on `topic`. Give this or
+    /// `iothub`.
+    #[serde(default)]
+    pub mqtt: Option<AnnouncementsConfig>,
+    /// Or: the Azure IoT Hub device whose twin's desired property `model` holds the
+    /// announcement; decisions go to its reported property `model`. The connection
+    /// settings of the `iothub` sink (`connection_string`, `x509`, `host`, `port`,
+    /// `tls`, `token_ttl`, `keep_alive`).
+    #[serde(default)]
+    pub iothub: Option<TwinConfig>,
     /// The public key file (`smartgrid keys generate`) models must be signed with,
     /// relative to the pipeline file; read and checked when the pipeline is validated.
     pub public_key: Spanned<PathBuf>,
@@ -112,7 +123,8 @@ pub struct UpdatesConfig {
     #[serde(default)]
     pub dir: Option<PathBuf>,
     /// An MQTT topic (on the announcements' broker) every decision is published to, as
-    /// JSON. Default: none (decisions are logged and counted only).
+    /// JSON. Default: none (decisions are logged and counted only). Only with `mqtt`:
+    /// with `iothub` decisions are the twin's reported property `model`.
     #[serde(default)]
     pub status_topic: Option<Spanned<String>>,
 }
@@ -183,17 +195,26 @@ pub struct Updates {
     pub key: VerifyingKey,
     pub actual: Vec<usize>,
     pub evaluation: Arc<Evaluation>,
-    subscribe: ConnectOptions,
-    status: Option<(ConnectOptions, String)>,
-    topic: String,
+    channel: Channel,
     client_id_at: Location,
+}
+
+/// Where announcements come from and decisions go.
+enum Channel {
+    /// A retained message on `topic`; decisions on the status topic, if any.
+    Mqtt {
+        subscribe: ConnectOptions,
+        status: Option<(ConnectOptions, String)>,
+        topic: String,
+    },
+    /// The device twin: desired property `model` in, reported property `model` out.
+    Twin(crate::iothub::DeviceClientOptions),
 }
 
 impl std::fmt::Debug for Updates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Updates")
             .field("policy", &self.policy)
-            .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
 }
@@ -267,63 +288,45 @@ pub fn plan(
             margins_ok = false;
         }
     }
-    let endpoint = Endpoint::parse(&config.mqtt.url.value)
-        .map_err(|e| {
-            ctx.error(config.mqtt.url.at, e.to_string())
-                .with_hint("write mqtt://host:port, mqtts://host:port or `embedded`");
-        })
-        .ok();
-    let topic = &config.mqtt.topic.value;
-    if topic.is_empty() || !rumqttc::valid_topic(topic) {
-        ctx.error(
-            config.mqtt.topic.at,
-            format!("`{topic}` is not a topic to subscribe to"),
-        )
-        .with_hint("a topic without wildcards, e.g. smartgrid/models/household");
-        margins_ok = false;
-    }
-    if let Some(status) = &config.status_topic
-        && (status.value.is_empty() || !rumqttc::valid_topic(&status.value))
-    {
-        ctx.error(
-            status.at,
-            format!("`{}` is not a topic to publish to", status.value),
-        )
-        .with_hint("a topic without wildcards, e.g. smartgrid/models/household/status");
-        margins_ok = false;
-    }
+    let channel = match (config.mqtt, config.iothub) {
+        (Some(mqtt), None) => plan_mqtt(mqtt, config.status_topic, ctx),
+        (None, Some(iothub)) => {
+            if let Some(status) = &config.status_topic {
+                ctx.error(
+                    status.at,
+                    "`status_topic` is for `updates.mqtt`; with `updates.iothub` every decision is the twin's reported property `model`",
+                )
+                .with_hint("remove `status_topic`");
+                margins_ok = false;
+            }
+            twin::plan(iothub, at, ctx).map(Channel::Twin)
+        }
+        (Some(_), Some(_)) => {
+            ctx.error(at, "`updates:` takes `mqtt` or `iothub`, not both")
+                .with_hint("announcements come from one place: remove one of them");
+            None
+        }
+        (None, None) => {
+            ctx.error(
+                at,
+                "`updates:` needs `mqtt` or `iothub`: where models are announced",
+            )
+            .with_hint(
+                "e.g. `mqtt: {url: mqtt://127.0.0.1:1883, topic: smartgrid/models/household}` \
+                     or `iothub: {connection_string: ${IOTHUB_CONNECTION_STRING}}`",
+            );
+            None
+        }
+    };
     if config.min_comparisons == 0 {
         ctx.error(at, "`min_comparisons` must be at least 1")
             .with_hint("decisions need live errors to compare");
         margins_ok = false;
     }
-    let (key, actual, endpoint) = (key?, actual?, endpoint?);
+    let (key, actual, channel) = (key?, actual?, channel?);
     if !margins_ok {
         return None;
     }
-    let prefix = config
-        .mqtt
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("smartgrid-{}-{}", ctx.pipeline, ctx.node.name));
-    let identity = |suffix: &str| {
-        let identity = ClientIdentity::new(format!("{prefix}-{suffix}"));
-        match &config.mqtt.username {
-            Some(user) => identity.with_login(
-                user.clone(),
-                config.mqtt.password.clone().map(Password::new),
-            ),
-            None => identity,
-        }
-    };
-    let mut subscribe = ConnectOptions::new(endpoint.clone(), identity("updates"));
-    // the latest announcement is retained: nothing older is worth queueing
-    subscribe.clean_session = true;
-    let status = config.status_topic.map(|topic| {
-        let mut connect = ConnectOptions::new(endpoint, identity("status"));
-        connect.clean_session = true;
-        (connect, topic.value)
-    });
     let dir = config
         .dir
         .unwrap_or_else(|| PathBuf::from(format!("{}-models", ctx.node.name)));
@@ -340,28 +343,94 @@ pub fn plan(
         key,
         actual,
         evaluation: Arc::new(Evaluation::default()),
+        channel,
+        client_id_at: at,
+    })
+}
+
+/// `updates.mqtt` and `status_topic`.
+fn plan_mqtt(
+    mqtt: AnnouncementsConfig,
+    status_topic: Option<Spanned<String>>,
+    ctx: &mut PlanContext<'_>,
+) -> Option<Channel> {
+    let mut ok = true;
+    let endpoint = Endpoint::parse(&mqtt.url.value)
+        .map_err(|e| {
+            ctx.error(mqtt.url.at, e.to_string())
+                .with_hint("write mqtt://host:port, mqtts://host:port or `embedded`");
+        })
+        .ok();
+    let topic = &mqtt.topic.value;
+    if topic.is_empty() || !rumqttc::valid_topic(topic) {
+        ctx.error(
+            mqtt.topic.at,
+            format!("`{topic}` is not a topic to subscribe to"),
+        )
+        .with_hint("a topic without wildcards, e.g. smartgrid/models/household");
+        ok = false;
+    }
+    if let Some(status) = &status_topic
+        && (status.value.is_empty() || !rumqttc::valid_topic(&status.value))
+    {
+        ctx.error(
+            status.at,
+            format!("`{}` is not a topic to publish to", status.value),
+        )
+        .with_hint("a topic without wildcards, e.g. smartgrid/models/household/status");
+        ok = false;
+    }
+    let endpoint = endpoint?;
+    if !ok {
+        return None;
+    }
+    let prefix = mqtt
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("smartgrid-{}-{}", ctx.pipeline, ctx.node.name));
+    let identity = |suffix: &str| {
+        let identity = ClientIdentity::new(format!("{prefix}-{suffix}"));
+        match &mqtt.username {
+            Some(user) => {
+                identity.with_login(user.clone(), mqtt.password.clone().map(Password::new))
+            }
+            None => identity,
+        }
+    };
+    let mut subscribe = ConnectOptions::new(endpoint.clone(), identity("updates"));
+    // the latest announcement is retained: nothing older is worth queueing
+    subscribe.clean_session = true;
+    let status = status_topic.map(|topic| {
+        let mut connect = ConnectOptions::new(endpoint, identity("status"));
+        connect.clean_session = true;
+        (connect, topic.value)
+    });
+    Some(Channel::Mqtt {
         subscribe,
         status,
         topic: topic.clone(),
-        client_id_at: at,
     })
 }
 
 impl Updates {
     /// The broker client ids and the model directory this node uses.
     pub fn resources(&self) -> Vec<Claim> {
-        let mut connections = vec![&self.subscribe];
-        connections.extend(self.status.as_ref().map(|(c, _)| c));
-        let mut claims: Vec<Claim> = connections
-            .into_iter()
-            .map(|c| Claim {
-                resource: Resource::MqttClientId {
-                    broker: c.endpoint.to_string(),
-                    client_id: c.identity.client_id.clone(),
-                },
-                at: self.client_id_at,
-            })
-            .collect();
+        let mut claims: Vec<Claim> = match &self.channel {
+            Channel::Mqtt {
+                subscribe, status, ..
+            } => std::iter::once(subscribe)
+                .chain(status.as_ref().map(|(c, _)| c))
+                .map(|c| Claim {
+                    resource: Resource::MqttClientId {
+                        broker: c.endpoint.to_string(),
+                        client_id: c.identity.client_id.clone(),
+                    },
+                    at: self.client_id_at,
+                })
+                .collect(),
+            // the `iothub` sink claims the same: one connection per device
+            Channel::Twin(options) => vec![crate::iothub::device_claim(options, self.client_id_at)],
+        };
         claims.push(Claim {
             resource: Resource::Directory(self.policy.dir.clone()),
             at: self.client_id_at,
@@ -370,14 +439,23 @@ impl Updates {
     }
 
     /// The announcement and status topics, for `smartgrid graph`.
+    /// (None for the device twin: it is no broker topic of the pipeline.)
     pub fn broker_links(&self) -> Vec<BrokerLink> {
-        let broker = self.subscribe.endpoint.to_string();
+        let Channel::Mqtt {
+            subscribe,
+            status,
+            topic,
+        } = &self.channel
+        else {
+            return Vec::new();
+        };
+        let broker = subscribe.endpoint.to_string();
         let mut links = vec![BrokerLink {
             broker: broker.clone(),
-            topic: self.topic.clone(),
+            topic: topic.clone(),
             publishes: false,
         }];
-        links.extend(self.status.as_ref().map(|(_, topic)| BrokerLink {
+        links.extend(status.as_ref().map(|(_, topic)| BrokerLink {
             broker: broker.clone(),
             topic: topic.clone(),
             publishes: true,
@@ -397,24 +475,52 @@ impl Updates {
                 "`updates:` of a predict node cannot run in a cluster run yet: run it on one process",
             ));
         }
-        if self.subscribe.endpoint == Endpoint::Embedded {
-            embedded_broker()
-                .map_err(|e| StartError::other(format!("cannot start the embedded broker: {e}")))?;
-        }
-        let mut options = SubscribeOptions::new([self.topic.clone()]);
-        options.qos = Qos::AtLeastOnce;
-        options.channel_capacity = 16;
         let stop = Shutdown::new();
-        let subscriber = spawn_subscriber(&self.subscribe, &options, stop.flag())
-            .map_err(|e| StartError::other(format!("cannot subscribe to announcements: {e}")))?;
-        let status = match &self.status {
-            Some((connect, topic)) => Some((
-                Publisher::start(connect, 100).map_err(|e| {
-                    StartError::other(format!("cannot start the model status publisher: {e}"))
-                })?,
-                topic.clone(),
-            )),
-            None => None,
+        let (source, status, listening) = match &self.channel {
+            Channel::Mqtt {
+                subscribe,
+                status,
+                topic,
+            } => {
+                if subscribe.endpoint == Endpoint::Embedded {
+                    embedded_broker().map_err(|e| {
+                        StartError::other(format!("cannot start the embedded broker: {e}"))
+                    })?;
+                }
+                let mut options = SubscribeOptions::new([topic.clone()]);
+                options.qos = Qos::AtLeastOnce;
+                options.channel_capacity = 16;
+                let subscriber =
+                    spawn_subscriber(subscribe, &options, stop.flag()).map_err(|e| {
+                        StartError::other(format!("cannot subscribe to announcements: {e}"))
+                    })?;
+                let status = match status {
+                    Some((connect, topic)) => Some((
+                        Publisher::start(connect, 100).map_err(|e| {
+                            StartError::other(format!(
+                                "cannot start the model status publisher: {e}"
+                            ))
+                        })?,
+                        topic.clone(),
+                    )),
+                    None => None,
+                };
+                let listening = format!("on {} (topic {topic})", subscribe.endpoint);
+                (controller::Source::Mqtt(subscriber), status, listening)
+            }
+            Channel::Twin(options) => {
+                let link = twin::TwinLink::connect(ctx.node, options.clone()).map_err(|e| {
+                    StartError::other(format!(
+                        "cannot connect to IoT Hub for the device twin: {e}"
+                    ))
+                })?;
+                link.wait_connected(std::time::Duration::from_secs(10));
+                let listening = format!(
+                    "in the device twin of {} (desired property `model`)",
+                    options.connection.client_id()
+                );
+                (controller::Source::Twin(link), None, listening)
+            }
         };
         let counters = Counters {
             refused: ctx.counter("model_refused"),
@@ -430,8 +536,9 @@ impl Updates {
             self.key,
             self.policy.clone(),
             counters,
-            status,
+            source,
         );
+        controller.status = status;
         controller.active_version = active_version;
         match fetch::restore_active(&self.policy.dir, &self.key, slot.names()) {
             Ok(Some((model, manifest))) => {
@@ -453,14 +560,12 @@ impl Updates {
         }
         let (own, process) = (stop.clone(), ctx.shutdown.clone());
         tracing::info!(
-            "{}: listening for model announcements on {} (topic {})",
-            ctx.node,
-            self.subscribe.endpoint,
-            self.topic
+            "{}: listening for model announcements {listening}",
+            ctx.node
         );
         std::thread::Builder::new()
             .name(format!("{}-rollout", ctx.node))
-            .spawn(move || controller.run(subscriber, own, process))
+            .spawn(move || controller.run(own, process))
             .map(|thread| Some(Running { thread, stop }))
             .map_err(|source| StartError::Io {
                 context: "cannot start the model rollout thread".into(),
@@ -494,5 +599,28 @@ mod tests {
             r#"{"mqtt": {"url": "embedded", "topic": "m"}, "public_key": "k", "shadow_for": "1m"}"#,
         );
         assert!(unknown.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_twin_takes_the_sinks_connection_keys_and_never_shows_the_key() {
+        let config: UpdatesConfig = serde_json::from_str(
+            r#"{"iothub": {"connection_string": "HostName=h;DeviceId=d;SharedAccessKey=c2VjcmV0",
+                "host": "127.0.0.1", "port": 8884, "tls": {"ca_file": "ca.pem"}},
+                "public_key": "k.pub"}"#,
+        )
+        .expect("valid");
+        assert!(config.mqtt.is_none());
+        let twin = config.iothub.as_ref().expect("iothub");
+        assert_eq!((twin.port, twin.host.as_deref()), (8884, Some("127.0.0.1")));
+        assert_eq!(twin.token_ttl.0, std::time::Duration::from_secs(3600));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("SharedAccessKey"),
+            "{shown}"
+        );
+        let unknown = serde_json::from_str::<UpdatesConfig>(
+            r#"{"iothub": {"connection_string": "x", "topic": "m"}, "public_key": "k"}"#,
+        );
+        assert!(unknown.is_err(), "unknown keys under iothub are refused");
     }
 }
