@@ -12,34 +12,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use support::records::{Key, key, lines, num};
+use support::records::num;
+use support::rollout::{
+    NAMES, RATE, SENSORS, constant_model, mae, offsets_by_sensor, phases, readings_for,
+};
 use support::static_files::StaticFiles;
 use support::statuses::Statuses;
 use support::{Run, counter, smartgrid, write_pipeline};
-
-const SENSORS: u64 = 4;
-const RATE: u64 = 2;
-const STEP: i64 = 10_000;
-const NAMES: [&str; 6] = ["p_l1", "p_l2", "p_l3", "p_l1-1", "p_l2-1", "p_l3-1"];
-
-/// A LightGBM model of one tree whose two leaves are both `c`, over `names`.
-fn constant_model(c: f64, names: &[&str]) -> String {
-    let infos = vec!["[0:1000]"; names.len()].join(" ");
-    format!(
-        "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
-         max_feature_idx={}\nobjective=regression\nfeature_names={}\nfeature_infos={infos}\n\
-         tree_sizes=1\n\nTree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nsplit_gain=1\n\
-         threshold=500\ndecision_type=2\nleft_child=-1\nright_child=-2\nleaf_value={c} {c}\n\
-         leaf_weight=1 1\nleaf_count=1 1\ninternal_value=0\ninternal_weight=0\n\
-         internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n",
-        names.len() - 1,
-        names.join(" ")
-    )
-}
 
 /// A test's world: a broker, a directory with keys, the served models, the pipeline.
 struct World {
@@ -199,82 +181,6 @@ nodes:
     fn statuses(&self) -> Statuses {
         Statuses::subscribe(&self.broker, STATUS)
     }
-}
-
-/// Checks the predictions against the stored windows and returns, per sensor in time
-/// order, the constant (prediction − window total) of the model that made each one.
-/// Asserts: exactly the windows with a previous window are predicted (none lost, none
-/// twice), each prediction's features are its windows', and each model version always
-/// adds the same constant.
-fn offsets_by_sensor(dir: &Path) -> BTreeMap<String, Vec<i64>> {
-    let means: BTreeMap<Key, [f64; 3]> = lines(&dir.join("means.jsonl"))
-        .iter()
-        .map(|v| (key(v), [num(v, "p_l1"), num(v, "p_l2"), num(v, "p_l3")]))
-        .collect();
-    let expected: BTreeSet<Key> = means
-        .keys()
-        .filter(|(sensor, t)| means.contains_key(&(sensor.clone(), t - STEP)))
-        .cloned()
-        .collect();
-    let predictions = lines(&dir.join("predictions.jsonl"));
-    let got: BTreeSet<Key> = predictions.iter().map(key).collect();
-    assert_eq!(got.len(), predictions.len(), "one prediction per window");
-    assert_eq!(
-        got, expected,
-        "every window with a previous window is predicted, across every swap"
-    );
-    let mut offset_of_version: BTreeMap<u64, i64> = BTreeMap::new();
-    let mut by_sensor: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-    for p in &predictions {
-        let (sensor, t) = key(p);
-        let now = means[&(sensor.clone(), t)];
-        let before = means[&(sensor.clone(), t - STEP)];
-        let features = [now[0], now[1], now[2], before[0], before[1], before[2]];
-        for (name, want) in NAMES.iter().zip(features) {
-            assert_eq!(num(p, name), want, "{name} of {p}");
-        }
-        let total: f64 = now.iter().sum();
-        let offset = num(p, "predicted") - total;
-        let rounded = offset.round();
-        assert!((offset - rounded).abs() < 1e-6, "{p}: offset {offset}");
-        let version = num(p, "model_version") as u64;
-        let known = *offset_of_version.entry(version).or_insert(rounded as i64);
-        assert_eq!(known, rounded as i64, "one model version, one model: {p}");
-        by_sensor
-            .entry(sensor)
-            .or_default()
-            .push((t, rounded as i64));
-    }
-    by_sensor
-        .into_iter()
-        .map(|(sensor, mut v)| {
-            v.sort();
-            (sensor, v.into_iter().map(|(_, o)| o).collect())
-        })
-        .collect()
-}
-
-/// `offsets` with consecutive repeats removed: the sequence of models a sensor saw.
-fn phases(offsets: &[i64]) -> Vec<i64> {
-    let mut out: Vec<i64> = Vec::new();
-    for &o in offsets {
-        if out.last() != Some(&o) {
-            out.push(o);
-        }
-    }
-    out
-}
-
-/// The simulator's reading count for `hours` of simulated time.
-fn readings_for(hours: u64) -> u64 {
-    SENSORS * RATE * hours * 3600
-}
-
-/// The MAE of the statuses' `mae` object under `name`.
-fn mae(status: &serde_json::Value, name: &str) -> f64 {
-    status["mae"][name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("mae.{name} in {status}"))
 }
 
 #[test]

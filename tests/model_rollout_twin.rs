@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,52 +16,14 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::records::{Key, key, lines, num};
+use support::rollout::{NAMES, RATE, SENSORS, constant_model, mae, phases_by_sensor};
 use support::static_files::StaticFiles;
+use support::tls::certificates;
 use support::{Run, counter, smartgrid, write_pipeline};
 
-const SENSORS: u64 = 4;
-const RATE: u64 = 2;
-const STEP: i64 = 10_000;
-const NAMES: [&str; 6] = ["p_l1", "p_l2", "p_l3", "p_l1-1", "p_l2-1", "p_l3-1"];
 const DEVICE: &str = "meter-7";
 const CONNECTION_STRING: &str = "HostName=smartgrid-test.azure-devices.net;DeviceId=meter-7;\
      SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-
-/// A LightGBM model of one tree whose two leaves are both `c`, over `names`.
-fn constant_model(c: f64, names: &[&str]) -> String {
-    let infos = vec!["[0:1000]"; names.len()].join(" ");
-    format!(
-        "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
-         max_feature_idx={}\nobjective=regression\nfeature_names={}\nfeature_infos={infos}\n\
-         tree_sizes=1\n\nTree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nsplit_gain=1\n\
-         threshold=500\ndecision_type=2\nleft_child=-1\nright_child=-2\nleaf_value={c} {c}\n\
-         leaf_weight=1 1\nleaf_count=1 1\ninternal_value=0\ninternal_weight=0\n\
-         internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n",
-        names.len() - 1,
-        names.join(" ")
-    )
-}
-
-fn certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "smartgrid test CA");
-    let ca_key = KeyPair::generate().expect("key");
-    let ca = ca_params.self_signed(&ca_key).expect("CA");
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let server_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    let server_key = KeyPair::generate().expect("key");
-    let server = server_params
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
-    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-    std::fs::write(dir.join("server.pem"), server.pem()).expect("write");
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
-}
 
 /// The hub's side of the twin: answers the device's GET with `twin` and then sends
 /// `patches` (desired `$version`, body); collects the reported-property PATCHes.
@@ -292,68 +253,6 @@ nodes:
     }
 }
 
-/// Per sensor in time order, the constant (prediction − window total) of the model
-/// that made each prediction; asserts that exactly the windows with a previous window
-/// are predicted, with their windows' features, and one constant per model version.
-fn offsets_by_sensor(dir: &Path) -> BTreeMap<String, Vec<i64>> {
-    let means: BTreeMap<Key, [f64; 3]> = lines(&dir.join("means.jsonl"))
-        .iter()
-        .map(|v| (key(v), [num(v, "p_l1"), num(v, "p_l2"), num(v, "p_l3")]))
-        .collect();
-    let expected: BTreeSet<Key> = means
-        .keys()
-        .filter(|(sensor, t)| means.contains_key(&(sensor.clone(), t - STEP)))
-        .cloned()
-        .collect();
-    let predictions = lines(&dir.join("predictions.jsonl"));
-    let got: BTreeSet<Key> = predictions.iter().map(key).collect();
-    assert_eq!(got.len(), predictions.len(), "one prediction per window");
-    assert_eq!(
-        got, expected,
-        "every window with a previous window is predicted"
-    );
-    let mut offset_of_version: BTreeMap<u64, i64> = BTreeMap::new();
-    let mut by_sensor: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-    for p in &predictions {
-        let (sensor, t) = key(p);
-        let now = means[&(sensor.clone(), t)];
-        let before = means[&(sensor.clone(), t - STEP)];
-        let features = [now[0], now[1], now[2], before[0], before[1], before[2]];
-        for (name, want) in NAMES.iter().zip(features) {
-            assert_eq!(num(p, name), want, "{name} of {p}");
-        }
-        let offset = num(p, "predicted") - now.iter().sum::<f64>();
-        let rounded = offset.round();
-        assert!((offset - rounded).abs() < 1e-6, "{p}: offset {offset}");
-        let version = num(p, "model_version") as u64;
-        let known = *offset_of_version.entry(version).or_insert(rounded as i64);
-        assert_eq!(known, rounded as i64, "one model version, one model: {p}");
-        by_sensor
-            .entry(sensor)
-            .or_default()
-            .push((t, rounded as i64));
-    }
-    by_sensor
-        .into_iter()
-        .map(|(sensor, mut v)| {
-            v.sort();
-            let mut seen: Vec<i64> = Vec::new();
-            for (_, o) in v {
-                if seen.last() != Some(&o) {
-                    seen.push(o);
-                }
-            }
-            (sensor, seen)
-        })
-        .collect()
-}
-
-fn mae(status: &Value, name: &str) -> f64 {
-    status["mae"][name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("mae.{name} in {status}"))
-}
-
 #[test]
 fn a_better_model_in_a_desired_patch_is_shadowed_promoted_and_reported() {
     let world = World::new();
@@ -390,7 +289,7 @@ fn a_better_model_in_a_desired_patch_is_shadowed_promoted_and_reported() {
         "every simulated reading decoded"
     );
     assert_eq!(world.http.served(), 1, "fetched once");
-    for (sensor, phases) in offsets_by_sensor(world.dir.path()) {
+    for (sensor, phases) in phases_by_sensor(world.dir.path()) {
         assert_eq!(
             phases,
             vec![300, 0],
@@ -447,7 +346,7 @@ fn a_tampered_model_is_refused_and_reported_and_a_stale_patch_ignored() {
         hub.reported.try_recv().is_err(),
         "nothing else reported (the stale patch was ignored)"
     );
-    for (sensor, phases) in offsets_by_sensor(world.dir.path()) {
+    for (sensor, phases) in phases_by_sensor(world.dir.path()) {
         assert_eq!(phases, vec![300], "{sensor}: only the active model");
     }
 }
@@ -522,7 +421,7 @@ fn a_device_that_connects_later_gets_the_current_model_from_the_twin() {
     let counters = run.counters();
     assert_eq!(counter(&counters, "predictions.model_promoted"), Some(1));
     assert_eq!(world.http.served(), 1, "fetched once");
-    for (sensor, phases) in offsets_by_sensor(world.dir.path()) {
+    for (sensor, phases) in phases_by_sensor(world.dir.path()) {
         assert_eq!(
             phases,
             vec![300, 0],

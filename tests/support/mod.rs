@@ -5,8 +5,10 @@
 pub mod echo;
 pub mod fleet;
 pub mod records;
+pub mod rollout;
 pub mod static_files;
 pub mod statuses;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
