@@ -1,9 +1,12 @@
-//! The learning loop end to end, on loopback, without a restart: a device pipeline
+//! The learning loop end to end, on loopback, without a restart. A device pipeline
 //! starts with the seed's XGBoost model (far worse than persistence on simulated
-//! households), its triplets go to an outbox file, `smartgrid retrain` trains on them
-//! and publishes a signed model to its registry, announced retained on mosquitto and
-//! served by `smartgrid registry serve`; the running device fetches it, checks it,
-//! shadows it and promotes it.
+//! households) and sends its triplets through its `iothub` sink to a mosquitto over TLS
+//! standing in for the hub; the test plays the hub's message routing and writes what
+//! came into Azurite in the routing's blob layout. `smartgrid retrain` reads those
+//! blobs, trains, and publishes a signed model to its registry; `smartgrid registry
+//! push` mirrors the registry into an Azurite container and `smartgrid model promote`
+//! announces the model retained on the device's broker, its URL a blob URL with a read
+//! SAS. The running device fetches it from Azurite, checks it, shadows it, promotes it.
 //!
 //! Readings come from two runs of a publishing simulator (one before the retrain, one
 //! after the announcement), so what each model sees does not depend on timing. The
@@ -17,11 +20,14 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::statuses::Statuses;
+use support::tls::certificates;
 use support::{Run, counter, smartgrid, wait_until, write_pipeline};
 
 const SENSORS: u64 = 6;
@@ -34,12 +40,95 @@ const START: &str = "2024-06-01T00:00:00Z";
 const TOPIC: &str = "models/household";
 const STATUS: &str = "models/household/status";
 
-struct Served(Child);
+const DEVICE: &str = "meter-7";
+const CONNECTION_STRING: &str = "HostName=smartgrid-test.azure-devices.net;DeviceId=meter-7;\
+     SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-impl Drop for Served {
+/// The hub's message routing, played by the test: a `mosquitto_sub` on the device's
+/// events topic keeps every message body (a JSON array of triplets).
+struct Routing {
+    watcher: Child,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl Routing {
+    fn start(hub: &testkit::Mosquitto, ca: &Path) -> Routing {
+        let mut watcher = Command::new(testkit::require_binary("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &hub.port().to_string(), "-q", "1"])
+            .arg("--cafile")
+            .arg(ca)
+            .args([
+                "-i",
+                "routing",
+                "-t",
+                &format!("devices/{DEVICE}/messages/events/#"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub");
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        let stdout = watcher.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                kept.lock().expect("lock").push(line);
+            }
+        });
+        wait_until("the routing's subscription", || {
+            hub.log_tail().contains("as routing").then_some(())
+        });
+        Routing { watcher, bodies }
+    }
+
+    /// Triplets received so far.
+    fn triplets(&self) -> usize {
+        let bodies = self.bodies.lock().expect("lock");
+        bodies
+            .iter()
+            .map(|b| {
+                let body: serde_json::Value = serde_json::from_str(b).expect("a JSON body");
+                body.as_array().map_or(1, Vec::len)
+            })
+            .sum()
+    }
+
+    /// Writes every message so far into `container` as IoT Hub routing does (JSON
+    /// encoding): blobs `{hub}/{partition}/{YYYY}/{MM}/{DD}/{HH}/{mm}` of one envelope
+    /// a line, the body as JSON, 50 messages a blob.
+    fn write_blobs(&self, azurite: &testkit::Azurite, container: &str) {
+        let bodies = self.bodies.lock().expect("lock");
+        for (n, chunk) in bodies.chunks(50).enumerate() {
+            let mut blob = String::new();
+            for body in chunk {
+                let envelope = serde_json::json!({
+                    "EnqueuedTimeUtc": "2024-06-02T00:00:00.0000000Z",
+                    "Properties": {},
+                    "SystemProperties": {
+                        "connectionDeviceId": DEVICE,
+                        "contentType": "application/json",
+                        "contentEncoding": "utf-8",
+                    },
+                    "Body": serde_json::from_str::<serde_json::Value>(body).expect("JSON"),
+                });
+                blob.push_str(&envelope.to_string());
+                blob.push('\n');
+            }
+            let name = format!(
+                "smartgrid-hub/{}/2024/06/02/{:02}/{:02}",
+                n % 4,
+                n / 60,
+                n % 60
+            );
+            azurite.put_blob(container, &name, blob.as_bytes());
+        }
+    }
+}
+
+impl Drop for Routing {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.watcher.kill();
+        let _ = self.watcher.wait();
     }
 }
 
@@ -129,19 +218,18 @@ fn triplets_retrain_a_signed_model_that_the_running_device_shadows_and_promotes(
     )
     .expect("the seed model");
 
-    // The registry's own server, for the model bodies.
+    // The hub, its routing into blob storage, and the registry's container.
+    certificates(dir);
+    let hub = testkit::Mosquitto::start_with(&format!(
+        "cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n\
+         max_queued_messages 100000\n",
+        dir.display()
+    ));
+    let routing = Routing::start(&hub, &path(dir, "ca.pem"));
+    let azurite = testkit::Azurite::start();
+    azurite.create_container("triplets");
+    azurite.create_container("models");
     let registry = path(dir, "registry");
-    std::fs::create_dir_all(&registry).expect("registry dir");
-    let port = testkit::free_port();
-    let _served = Served(
-        smartgrid()
-            .args(["registry", "serve"])
-            .arg(&registry)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("registry serve"),
-    );
 
     let device = write_pipeline(
         dir,
@@ -188,6 +276,15 @@ nodes:
     threshold: {{absolute: 100, relative: 0.1}}
     sample_good: 0.05
   outbox:
+    type: iothub
+    input: drift
+    connection_string: ${{IOTHUB_CONNECTION_STRING}}
+    host: 127.0.0.1
+    port: {hub_port}
+    tls: {{ca_file: {dir}/ca.pem}}
+    flush_interval: 1s
+    spool: {{dir: {dir}/outbox}}
+  triplets:
     type: file
     input: drift
     path: {dir}/triplets.jsonl
@@ -201,16 +298,25 @@ nodes:
             url = broker.url(),
             seed = seed.display(),
             dir = dir.display(),
+            hub_port = hub.port(),
         ),
     );
     let statuses = Statuses::subscribe(&broker, STATUS);
-    let run = Run::start(&device, &[]);
+    let run = Run::start_with_env(
+        &device,
+        &[],
+        &[("IOTHUB_CONNECTION_STRING", CONNECTION_STRING)],
+    );
     run.wait_for("subscribed node=meters");
 
     // The seed model's hours: its triplets are the training data.
     publish_readings(dir, &broker, "first", START, HOURS[0]);
     let triplets = path(dir, "triplets.jsonl");
     let first_triplets = settled(&triplets, 1_000);
+    wait_until("every triplet through the hub", || {
+        (routing.triplets() == first_triplets).then_some(())
+    });
+    routing.write_blobs(&azurite, "triplets");
     let seed_version = by_version(&triplets)
         .into_keys()
         .next()
@@ -221,7 +327,13 @@ nodes:
         &config,
         format!(
             r#"
-sources: {{files: [{triplets}]}}
+sources:
+  blob:
+    account_url: {account_url}
+    container: triplets
+    prefix: smartgrid-hub/
+    account: {account}
+    key_env: TEST_AZURITE_KEY
 sample_good: 0.05
 relative_to: []
 holdout: 0.2
@@ -230,13 +342,12 @@ training: {{trees: 200, seed: 42, params: [objective=regression_l1]}}
 registry: {registry}
 signing_key: {dir}/keys/model-signing.key
 active_model: {{path: {seed}, relative_to: []}}
-announce: {{broker: "{url}", topic: {TOPIC}, base_url: "http://127.0.0.1:{port}"}}
 "#,
-            triplets = triplets.display(),
+            account_url = azurite.account_url(),
+            account = testkit::AZURITE_ACCOUNT,
             registry = registry.display(),
             dir = dir.display(),
             seed = seed.display(),
-            url = broker.url(),
         ),
     )
     .expect("retrain config");
@@ -244,6 +355,7 @@ announce: {{broker: "{url}", topic: {TOPIC}, base_url: "http://127.0.0.1:{port}"
     let out = smartgrid()
         .args(["retrain", "--config"])
         .arg(&config)
+        .env("TEST_AZURITE_KEY", testkit::AZURITE_KEY)
         .output()
         .expect("retrain");
     assert!(out.status.success(), "{out:?}");
@@ -254,8 +366,63 @@ announce: {{broker: "{url}", topic: {TOPIC}, base_url: "http://127.0.0.1:{port}"
         .as_str()
         .unwrap_or_else(|| panic!("published: {report}"))
         .to_string();
+    assert_eq!(
+        report["triplets"].as_u64(),
+        Some(first_triplets as u64),
+        "every routed triplet read back from the blobs: {report}"
+    );
 
-    // Announced: the device checks the model and starts its shadow.
+    // Into the blob container, then announced with a blob URL and a read SAS.
+    let key_env = [("TEST_AZURITE_KEY", testkit::AZURITE_KEY)];
+    let out = smartgrid()
+        .args(["registry", "push"])
+        .arg(&registry)
+        .args([
+            "--account-url",
+            &azurite.account_url(),
+            "--container",
+            "models",
+        ])
+        .args([
+            "--account",
+            testkit::AZURITE_ACCOUNT,
+            "--key-env",
+            "TEST_AZURITE_KEY",
+        ])
+        .envs(key_env)
+        .output()
+        .expect("registry push");
+    assert!(out.status.success(), "{out:?}");
+    let out = smartgrid()
+        .args(["model", "promote", &version, "--registry"])
+        .arg(&registry)
+        .args([
+            "--announce-broker",
+            &broker.url(),
+            "--announce-topic",
+            TOPIC,
+        ])
+        .args([
+            "--announce-base-url",
+            &format!("{}/models", azurite.account_url()),
+        ])
+        .args(["--announce-url-query-env", "MODEL_SAS"])
+        .env("MODEL_SAS", azurite.read_sas("models"))
+        .output()
+        .expect("model promote");
+    assert!(out.status.success(), "{out:?}");
+    let announced: serde_json::Value =
+        serde_json::from_str(&broker.retained(TOPIC).expect("the announcement")).expect("JSON");
+    let url = announced["url"].as_str().expect("a URL");
+    assert!(
+        url.starts_with(&format!(
+            "{}/models/models/{version}/",
+            azurite.account_url()
+        )) && url.contains("&sig="),
+        "a blob URL with a SAS: {url}"
+    );
+
+    // Announced: the device fetches the model from Azurite, checks it, starts its shadow.
     let shadow = statuses.expect("shadowing", &version);
     assert!(shadow["active"].is_string(), "{shadow}");
 

@@ -111,6 +111,42 @@ impl Azurite {
         Some(body.as_bytes().to_vec())
     }
 
+    /// A service SAS (query string, without `?`) that lets its holder read the blobs of
+    /// `container` for an hour: what a device is given to fetch a model.
+    pub fn read_sas(&self, container: &str) -> String {
+        let expiry =
+            humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3600))
+                .to_string();
+        let version = "2021-08-06";
+        // Service SAS, version 2020-12-06 and later: sp, st, se, canonicalized resource,
+        // si, sip, spr, sv, sr, snapshot time, encryption scope, rscc, rscd, rsce, rscl,
+        // rsct, one a line.
+        let to_sign = format!(
+            "r\n\n{expiry}\n/blob/{AZURITE_ACCOUNT}/{container}\n\n\n\n{version}\nc\n\n\n\n\n\n\n"
+        );
+        let key = BASE64
+            .decode(AZURITE_KEY)
+            .expect("the well-known key is base64");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+        mac.update(to_sign.as_bytes());
+        let signature = BASE64.encode(mac.finalize().into_bytes());
+        let encode = |text: &str| {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        format!(
+            "sv={version}&sr=c&sp=r&se={}&sig={}",
+            encode(&expiry),
+            encode(&signature)
+        )
+    }
+
     /// A SharedKey-signed request to the emulator (`path` below the account).
     fn request(
         &self,
