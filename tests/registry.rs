@@ -165,6 +165,44 @@ impl Drop for Serve {
     }
 }
 
+/// A promotion waits while another command holds the registry (a `retrain` service
+/// publishing), so neither's update of the active version is lost.
+#[test]
+fn a_promotion_waits_for_the_registry_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = registry(dir.path());
+    assert!(
+        run(&["model", "promote", "v1", "--registry", arg(&registry)])
+            .status
+            .success()
+    );
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(registry.join(".lock"))
+        .expect("the lock file");
+    held.lock().expect("lock");
+    let mut promote = smartgrid()
+        .args(["model", "promote", "v2", "--registry", arg(&registry)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        promote.try_wait().expect("try_wait").is_none(),
+        "promote went on while the registry was locked"
+    );
+    assert!(
+        active_line(&registry).starts_with("* v1 "),
+        "unchanged while locked"
+    );
+    drop(held);
+    assert!(promote.wait().expect("wait").success());
+    assert!(active_line(&registry).starts_with("* v2 "));
+}
+
 #[test]
 fn registry_serve_returns_the_exact_bytes_read_only() {
     let dir = tempfile::tempdir().expect("a temp dir");

@@ -74,6 +74,23 @@ impl Registry {
         })
     }
 
+    /// An exclusive lock on the registry, held until the file is dropped: a `retrain`
+    /// service publishing and someone promoting by hand take turns, so neither's state
+    /// update is lost. (An advisory lock on `.lock`: on one machine, or on a network
+    /// file system that implements `flock`.)
+    fn lock(&self) -> anyhow::Result<std::fs::File> {
+        let path = self.dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    }
+
     fn version_dir(&self, version: &str) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(
             valid_version(version),
@@ -164,6 +181,7 @@ impl Registry {
         key: &ed25519_dalek::SigningKey,
         mut options: SignOptions,
     ) -> anyhow::Result<Manifest> {
+        let _lock = self.lock()?;
         let state = self.state()?;
         let version = match options.version.clone() {
             Some(v) => v,
@@ -189,12 +207,18 @@ impl Registry {
         options.parent = state.active.clone();
         let (_, manifest) = manifest::sign(&model, key, options)?;
         std::fs::rename(&staging, &dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.promote(&version)?;
+        self.make_active(&version)?;
         Ok(manifest)
     }
 
     /// Make `version` active; the active one goes on the rollback stack.
     pub fn promote(&self, version: &str) -> anyhow::Result<Manifest> {
+        let _lock = self.lock()?;
+        self.make_active(version)
+    }
+
+    /// [`promote`](Self::promote), the lock already held.
+    fn make_active(&self, version: &str) -> anyhow::Result<Manifest> {
         let manifest = self.manifest(version)?;
         let mut state = self.state()?;
         if state.active.as_deref() == Some(version) {
@@ -210,6 +234,7 @@ impl Registry {
 
     /// Make the previously active version active again.
     pub fn rollback(&self) -> anyhow::Result<Manifest> {
+        let _lock = self.lock()?;
         let mut state = self.state()?;
         let previous = state
             .previous
