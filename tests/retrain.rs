@@ -588,6 +588,27 @@ fn the_service_trains_when_enough_new_triplets_arrive() {
     let active: Value =
         serde_json::from_slice(&std::fs::read(&state).expect("state")).expect("JSON");
     assert_eq!(active["active"], json!(version));
+    // SIGTERM ends the service cleanly between polls
+    let pid = service.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = service.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 /// The weights reach LightGBM: on rows that only differ in their label, a squared-error

@@ -96,6 +96,11 @@ pub fn retrain(args: RetrainArgs) -> anyhow::Result<ExitCode> {
     let every: Option<Duration> = config.trigger.every.map(Into::into);
     let mut last = Instant::now();
     let mut pending = 0u64;
+    // SIGINT/SIGTERM end the service between steps: a training cycle under way is
+    // finished and published first (a second signal exits at once).
+    let stop = smartgrid_runtime::shutdown::Shutdown::new();
+    stop.on_signals()
+        .context("cannot watch for SIGINT/SIGTERM")?;
     eprintln!(
         "retrain service: polling every {poll:?}; training after {} new triplets{}",
         config.trigger.new_triplets,
@@ -119,7 +124,14 @@ pub fn retrain(args: RetrainArgs) -> anyhow::Result<ExitCode> {
             pending = 0;
             last = Instant::now();
         }
-        std::thread::sleep(poll);
+        let next = Instant::now() + poll;
+        while Instant::now() < next {
+            if stop.is_triggered() {
+                eprintln!("retrain service: stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::thread::sleep(Duration::from_millis(50).min(poll));
+        }
     }
 }
 
