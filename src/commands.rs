@@ -117,6 +117,9 @@ pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow:
                 cluster.addresses.len()
             );
         }
+        if cluster.addresses.len() > 1 {
+            crate::lost_peer::exit_when_a_peer_is_lost();
+        }
     }
     let shutdown = Shutdown::new();
     shutdown

@@ -13,6 +13,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod lost_peer;
 mod model_cmd;
 mod observe;
 mod pipeline_test;

@@ -268,7 +268,8 @@ fn a_process_killed_with_sigkill_and_the_cluster_restarted_loses_nothing() {
     }
     std::thread::sleep(Duration::from_secs(2));
     runs.remove(1).kill();
-    // The others cannot go on without it (timely's model): they stop by themselves.
+    // The others cannot go on without it (timely's model): they stop by themselves,
+    // saying why, with exit code 1 and no panic.
     for mut run in runs {
         let deadline = Instant::now() + Duration::from_secs(30);
         while run.still_running() {
@@ -278,6 +279,13 @@ fn a_process_killed_with_sigkill_and_the_cluster_restarted_loses_nothing() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let log = run.log().join("\n");
+        assert!(
+            log.contains("error: lost the connection to process 1"),
+            "no clear error: {log}"
+        );
+        assert!(!log.contains("panicked"), "a panic: {log}");
+        assert_eq!(run.exit_code(), Some(1));
     }
 
     let restarted = start_cluster(&pipeline, dir.path());

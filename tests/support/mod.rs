@@ -129,6 +129,11 @@ impl Run {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit code of a run that has ended (`None` if killed by a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.wait().expect("wait").code()
+    }
+
     /// Sends the signal `name` (`TERM`, `STOP`, `CONT`, …) to the run.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
