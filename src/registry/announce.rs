@@ -2,12 +2,12 @@
 //! [`Announcement::to_json`] — the signed manifest and the URL of the model's bytes.
 //! Retained, so a device that connects later still gets the current model.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 use smartgrid_models::signing::announcement::Announcement;
 use smartgrid_models::signing::manifest::Manifest;
+use smartgrid_operators::io::mqtt::{Publisher, PublisherOptions, Qos};
 
 use super::MODEL_FILE;
 
@@ -49,55 +49,22 @@ pub fn announcement(target: &Target, manifest: &Manifest) -> Announcement {
 /// acknowledgement.
 pub fn publish(target: &Target, manifest: &Manifest) -> anyhow::Result<Announcement> {
     let announcement = announcement(target, manifest);
-    let url = url::Url::parse(&target.broker)
-        .with_context(|| format!("announce.broker {:?} is not a URL", target.broker))?;
-    anyhow::ensure!(
-        url.scheme() == "mqtt",
-        "announce.broker: only mqtt:// is supported here, not {}://",
-        url.scheme()
-    );
-    let host = url.host_str().context("announce.broker: no host")?;
-    let port = url.port().unwrap_or(1883);
-    let mut options = MqttOptions::new(
+    let publisher = Publisher::connect(
+        &target.broker,
         format!("smartgrid-announce-{}", std::process::id()),
-        host,
-        port,
-    );
-    options.set_keep_alive(Duration::from_secs(10));
-    options.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut connection) = Client::new(options, 10);
-    client
-        .publish(
+        PublisherOptions::default(),
+    )
+    .with_context(|| format!("announce.broker {:?}", target.broker))?;
+    publisher
+        .publish_retained(
             &target.topic,
-            QoS::AtLeastOnce,
-            true,
             announcement.to_json().into_bytes(),
+            Qos::AtLeastOnce,
         )
-        .context("queueing the announcement")?;
-    let deadline = Instant::now() + TIMEOUT;
-    let mut acknowledged = false;
-    while Instant::now() < deadline {
-        match connection.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
-                acknowledged = true;
-                let _ = client.disconnect();
-            }
-            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) if acknowledged => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                if acknowledged {
-                    break;
-                }
-                anyhow::bail!("announcing on {}: {e}", target.broker)
-            }
-            Err(_) => break,
-        }
-    }
-    anyhow::ensure!(
-        acknowledged,
-        "announcing on {}: no acknowledgement within {TIMEOUT:?}",
-        target.broker
-    );
+        .with_context(|| format!("announcing on {}", target.broker))?;
+    publisher
+        .flush_and_close(TIMEOUT)
+        .with_context(|| format!("announcing on {}: not acknowledged", target.broker))?;
     Ok(announcement)
 }
 

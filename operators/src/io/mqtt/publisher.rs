@@ -171,11 +171,25 @@ impl Publisher {
         payload: impl Into<Vec<u8>>,
         qos: Qos,
     ) -> Result<(), MqttError> {
-        let payload = payload.into();
+        self.send(topic, payload.into(), qos, false)
+    }
+
+    /// Queues a message the broker keeps as the topic's retained message (what a
+    /// client subscribing later gets first), blocking while the queue is full.
+    pub fn publish_retained(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        qos: Qos,
+    ) -> Result<(), MqttError> {
+        self.send(topic, payload.into(), qos, true)
+    }
+
+    fn send(&self, topic: &str, payload: Vec<u8>, qos: Qos, retain: bool) -> Result<(), MqttError> {
         check_topic(topic)?;
         check_size(topic, &payload)?;
         self.client
-            .publish(topic, qos.to_rumqttc(), false, payload)
+            .publish(topic, qos.to_rumqttc(), retain, payload)
             .map_err(|_| MqttError::Closed)?;
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
