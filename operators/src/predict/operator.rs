@@ -135,19 +135,9 @@ pub trait PredictExt<'s> {
     ) -> Readings<'s>;
 
     /// [`predict`](Self::predict), keeping the histories in the checkpoints of `state`
-    /// (see `smartgrid_runtime::checkpoint`): restored at start, so predictions go on
-    /// across a restart without waiting for new lags.
-    fn predict_checkpointed(
-        self,
-        predictor: Predictor,
-        slot: Arc<ModelSlot>,
-        counters: PredictCounters,
-        name: &str,
-        state: Option<NodeState>,
-    ) -> Readings<'s>;
-
-    /// [`predict_checkpointed`](Self::predict_checkpointed), also measuring the live
-    /// error of the active model and of `live`'s challenger, if any (the challenger's
+    /// (see `smartgrid_runtime::checkpoint`: restored at start, so predictions go on
+    /// across a restart without waiting for new lags), and measuring the live error of
+    /// the active model and of `live`'s challenger, if any (the challenger's
     /// predictions are compared, never emitted).
     fn predict_evaluated(
         self,
@@ -168,18 +158,7 @@ impl<'s> PredictExt<'s> for Readings<'s> {
         counters: PredictCounters,
         name: &str,
     ) -> Readings<'s> {
-        self.predict_checkpointed(predictor, slot, counters, name, None)
-    }
-
-    fn predict_checkpointed(
-        self,
-        predictor: Predictor,
-        slot: Arc<ModelSlot>,
-        counters: PredictCounters,
-        name: &str,
-        state: Option<NodeState>,
-    ) -> Readings<'s> {
-        self.predict_evaluated(predictor, slot, counters, name, state, None)
+        self.predict_evaluated(predictor, slot, counters, name, None, None)
     }
 
     fn predict_evaluated(
@@ -455,7 +434,14 @@ mod tests {
             worker.dataflow::<u64, _, _>(|scope| {
                 scope
                     .input_from(&mut input)
-                    .predict_checkpointed(predictor, slot, PredictCounters::default(), "p", state)
+                    .predict_evaluated(
+                        predictor,
+                        slot,
+                        PredictCounters::default(),
+                        "p",
+                        state,
+                        None,
+                    )
                     .inspect(move |r: &Reading| out.lock().expect("lock").push(r.values.to_vec()));
             });
             let sensor = SensorId::new("meter-1").expect("short");
