@@ -459,7 +459,7 @@ pub fn model_activate(
             println!(
                 "announced on {} (retained): {}",
                 target.topic,
-                crate::registry::announce::shown_url(&sent.url)
+                smartgrid_operators::io::redact_url(&sent.url)
             );
         }
         if let Some(twin) = twin {

@@ -29,6 +29,7 @@
 //! crash later does not apply it a second time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -91,6 +92,11 @@ struct Inner {
     sources: BTreeMap<String, Arc<AtomicU64>>,
     on_commit: Vec<(String, OnCommit)>,
     written: u64,
+    /// The parts of the stop's checkpoint, each on disk already (`StateStore::
+    /// write_stop_part`), with their bytes, or why one could not be written.
+    at_stop: Vec<Key>,
+    at_stop_bytes: usize,
+    at_stop_failed: Option<StateError>,
     /// Which positions a periodic checkpoint names (see `checkpoint/margin.rs`).
     margin: ReplayMargin,
 }
@@ -240,29 +246,69 @@ impl Checkpoints {
         };
         let stopping = self.on_stop == OnStop::Checkpoint && self.stop.is_triggered();
         let mut inner = self.lock();
-        let mut pending = inner.pending.remove(&AT_STOP).unwrap_or_default();
+        let pending = inner.pending.remove(&AT_STOP).unwrap_or_default();
+        let parts = std::mem::take(&mut inner.at_stop);
+        if let Some(e) = inner.at_stop_failed.take() {
+            store.discard_stop();
+            return Err(e);
+        }
         // Everything the sources emitted has been through the dataflow now.
         let positions: BTreeMap<String, u64> = inner
             .sources
             .iter()
             .map(|(source, at)| (source.clone(), at.load(Ordering::Acquire)))
             .collect();
-        if !stopping {
+        drop(pending);
+        if !stopping || parts.is_empty() {
             // Drained: no state to keep, but a log must not replay what was flushed.
-            pending.parts.clear();
-        }
-        if pending.parts.is_empty() && positions.is_empty() {
-            drop(inner);
-            store.clear()?;
+            store.discard_stop();
+            if positions.is_empty() {
+                drop(inner);
+                store.clear()?;
+                return Ok(0);
+            }
+            store.write(AT_STOP, &positions, &BTreeMap::new())?;
             return Ok(0);
         }
-        let bytes = store.write(AT_STOP, &positions, &pending.parts)?;
+        store.finish_stop(AT_STOP, &positions, parts)?;
+        let bytes = std::mem::take(&mut inner.at_stop_bytes);
         inner.written += bytes as u64;
         Ok(bytes)
     }
 
-    /// Records `part` of `key` for the checkpoint at `time`; writes the checkpoint
-    /// when it was the last one missing.
+    /// Writes `key`'s part of the stop's checkpoint to disk now (`header`, then what
+    /// `body` writes), so it does not wait in memory until every node has saved.
+    fn take_at_stop(
+        &self,
+        key: Key,
+        header: &[u8],
+        body: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+        positions: BTreeMap<String, u64>,
+    ) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let written = store.write_stop_part(&key.0, key.1, header, body);
+        let mut inner = self.lock();
+        let pending = inner.pending.entry(AT_STOP).or_default();
+        for (source, at) in positions {
+            let kept = pending.positions.entry(source).or_insert(at);
+            *kept = (*kept).min(at);
+        }
+        match written {
+            Ok(bytes) => {
+                inner.at_stop_bytes += bytes;
+                inner.at_stop.push(key);
+            }
+            Err(e) => {
+                tracing::warn!(node = %key.0, "cannot save the state for the next run: {e}");
+                inner.at_stop_failed.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Records `part` of `key` for the periodic checkpoint at `time`; writes the
+    /// checkpoint when it was the last one missing.
     fn take(&self, key: Key, time: Time, part: Vec<u8>, positions: BTreeMap<String, u64>) {
         let Some(store) = &self.store else {
             return;
@@ -275,9 +321,6 @@ impl Checkpoints {
             // earlier position, which loses nothing.
             let kept = pending.positions.entry(source).or_insert(at);
             *kept = (*kept).min(at);
-        }
-        if time == AT_STOP {
-            return;
         }
         let complete = inner
             .participants
@@ -473,15 +516,46 @@ impl NodeState {
         body: &[u8],
         source: Option<&str>,
     ) {
-        let mut part = Vec::with_capacity(4 + fingerprint.len() + body.len());
-        part.extend_from_slice(&(fingerprint.len() as u32).to_le_bytes());
-        part.extend_from_slice(fingerprint.as_bytes());
-        part.extend_from_slice(body);
+        self.take_part(time, fingerprint, source, |out| out.write_all(body));
+    }
+
+    /// [`take`](Self::take), the body written by `body`: at a stop straight into the
+    /// checkpoint's file, so a large state is never copied whole into memory.
+    pub fn take_streamed(
+        &mut self,
+        time: Time,
+        fingerprint: &str,
+        body: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) {
+        self.take_part(time, fingerprint, None, body);
+    }
+
+    fn take_part(
+        &mut self,
+        time: Time,
+        fingerprint: &str,
+        source: Option<&str>,
+        body: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) {
+        let mut header = Vec::with_capacity(4 + fingerprint.len());
+        header.extend_from_slice(&(fingerprint.len() as u32).to_le_bytes());
+        header.extend_from_slice(fingerprint.as_bytes());
         let positions = source
             .and_then(|s| Some((s.to_string(), self.checkpoints.position(s)?)))
             .into_iter()
             .collect();
         self.taken = self.taken.max(time);
+        if time == AT_STOP {
+            self.checkpoints
+                .take_at_stop(self.key(), &header, body, positions);
+            return;
+        }
+        let mut part = header;
+        if let Err(e) = body(&mut part) {
+            // Writing into a `Vec` fails only if the state's own serializer does.
+            tracing::warn!(node = %self.node, "cannot save the state: {e}");
+            return;
+        }
         self.checkpoints.take(self.key(), time, part, positions);
     }
 

@@ -8,13 +8,15 @@
 //! ```
 //!
 //! A checkpoint is written aside (`checkpoint.tmp/`), every file synced, then renamed
-//! into place: a crash while writing one leaves the previous checkpoint whole.
+//! into place: a crash while writing one leaves the previous checkpoint whole. The one a
+//! stop writes goes aside into `checkpoint.stop/` part by part, as each node saves
+//! ([`StateStore::write_stop_part`]), so no node's bytes wait in memory for the others.
 //!
 //! What goes into a checkpoint, and when, is [`crate::checkpoint`]'s business.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +114,9 @@ impl StateStore {
             Err(TryLockError::WouldBlock) => return Err(StateError::Locked { dir }),
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
         }
+        // A stop that did not finish its checkpoint (a crash while writing it) left
+        // parts that no manifest names.
+        let _ = fs::remove_dir_all(dir.join(STOP_DIR));
         Ok(StateStore {
             dir,
             pipeline: pipeline.to_string(),
@@ -178,6 +183,54 @@ impl StateStore {
         }))
     }
 
+    /// Writes one part of the checkpoint a stop takes into `checkpoint.stop/` (made
+    /// empty by [`open`](Self::open)): `header`, then what `body` writes. Returns the
+    /// part's size in bytes.
+    pub fn write_stop_part(
+        &self,
+        node: &str,
+        worker: usize,
+        header: &[u8],
+        body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<usize, StateError> {
+        let dir = self.dir.join(STOP_DIR);
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let path = dir.join(format!("{node}.{worker}"));
+        let file = File::create(&path).map_err(io_err("create", &path))?;
+        let mut out = Counted {
+            inner: BufWriter::new(file),
+            bytes: 0,
+        };
+        out.write_all(header)
+            .and_then(|()| body(&mut out))
+            .and_then(|()| out.inner.flush())
+            .map_err(io_err("write", &path))?;
+        let file = out
+            .inner
+            .into_inner()
+            .map_err(|e| io_err("write", &path)(e.into_error()))?;
+        file.sync_all().map_err(io_err("sync", &path))?;
+        Ok(out.bytes)
+    }
+
+    /// Puts the checkpoint whose `parts` [`write_stop_part`](Self::write_stop_part)
+    /// wrote in place of the previous one.
+    pub fn finish_stop(
+        &self,
+        time: Time,
+        positions: &BTreeMap<String, u64>,
+        parts: Vec<(String, usize)>,
+    ) -> Result<(), StateError> {
+        let dir = self.dir.join(STOP_DIR);
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        self.put_in_place(&dir, time, positions, parts)
+    }
+
+    /// Forgets the parts a stop wrote (the run drained instead).
+    pub fn discard_stop(&self) {
+        let _ = fs::remove_dir_all(self.dir.join(STOP_DIR));
+    }
+
     /// Writes a checkpoint in place of the previous one; returns its size in bytes.
     pub fn write(
         &self,
@@ -193,31 +246,44 @@ impl StateStore {
             write_synced(&tmp.join(format!("{node}.{worker}")), part)?;
             bytes += part.len();
         }
+        self.put_in_place(&tmp, time, positions, parts.keys().cloned().collect())?;
+        Ok(bytes)
+    }
+
+    /// Writes the manifest into `aside`, whose parts are written and synced, and renames
+    /// it into place.
+    fn put_in_place(
+        &self,
+        aside: &Path,
+        time: Time,
+        positions: &BTreeMap<String, u64>,
+        parts: Vec<(String, usize)>,
+    ) -> Result<(), StateError> {
         let manifest = Manifest {
             pipeline: self.pipeline.clone(),
             processes: self.processes,
             time,
             positions: positions.clone(),
-            parts: parts.keys().cloned().collect(),
+            parts,
         };
         let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
-        write_synced(&tmp.join("manifest.json"), text.as_bytes())?;
-        sync_dir(&tmp);
+        write_synced(&aside.join("manifest.json"), text.as_bytes())?;
+        sync_dir(aside);
         let current = self.dir.join("checkpoint");
         let old = self.dir.join("checkpoint.old");
         let _ = fs::remove_dir_all(&old);
         if current.exists() {
             fs::rename(&current, &old).map_err(io_err("move aside", &current))?;
         }
-        fs::rename(&tmp, &current).map_err(io_err("rename into place", &tmp))?;
+        fs::rename(aside, &current).map_err(io_err("rename into place", aside))?;
         sync_dir(&self.dir);
         let _ = fs::remove_dir_all(&old);
-        Ok(bytes)
+        Ok(())
     }
 
     /// Removes the checkpoint (a drained run leaves nothing to restore).
     pub fn clear(&self) -> Result<(), StateError> {
-        for name in ["checkpoint", "checkpoint.old", "checkpoint.tmp"] {
+        for name in ["checkpoint", "checkpoint.old", "checkpoint.tmp", STOP_DIR] {
             let dir = self.dir.join(name);
             if dir.exists() {
                 fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
@@ -225,6 +291,27 @@ impl StateStore {
         }
         sync_dir(&self.dir);
         Ok(())
+    }
+}
+
+/// Where a stop's checkpoint is written aside.
+const STOP_DIR: &str = "checkpoint.stop";
+
+/// A writer that counts what goes through it.
+struct Counted<W> {
+    inner: W,
+    bytes: usize,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

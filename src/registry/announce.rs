@@ -67,8 +67,3 @@ pub fn publish(target: &Target, manifest: &Manifest) -> anyhow::Result<Announcem
         .with_context(|| format!("announcing on {}: not acknowledged", target.broker))?;
     Ok(announcement)
 }
-
-/// `url` without its query (what is printed: a SAS token stays out of logs).
-pub fn shown_url(url: &str) -> &str {
-    url.split_once('?').map_or(url, |(path, _)| path)
-}

@@ -281,7 +281,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                         if state.keeps_on_stop() {
                             // Saved, not flushed: the next run emits these windows once,
                             // with every reading. Their capabilities go with the sums.
-                            state.take(AT_STOP, &fingerprint, &sums.export_bytes());
+                            state.take_streamed(AT_STOP, &fingerprint, |out| sums.export_into(out));
                             sums = WindowSums::new(windows.iter().map(|w| &w.window));
                             saved_at_stop = true;
                             step.report(&windows, &mut log);

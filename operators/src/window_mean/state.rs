@@ -401,6 +401,9 @@ mod tests {
                 // What the operator writes, and the plain-data copy it stands for.
                 let bytes = sums.export_bytes();
                 assert_eq!(bytes, sums.export().to_bytes());
+                let mut streamed = Vec::new();
+                sums.export_into(&mut streamed).expect("writes into memory");
+                assert_eq!(streamed, bytes, "a stop streams the same bytes");
                 let state = WindowSumsState::from_bytes(&bytes).expect("decodes");
                 assert_eq!(state, sums.export());
                 let mut fresh = super::super::sums::WindowSums::new(&[

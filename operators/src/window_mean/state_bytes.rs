@@ -20,6 +20,20 @@ use super::time_list::TimeList;
 impl<C> WindowSums<C> {
     /// The bytes of [`export`](Self::export)`().to_bytes()`, without the copy.
     pub(super) fn export_bytes(&self) -> Vec<u8> {
+        bincode::serialize(&self.view()).expect("plain numbers and strings serialize")
+    }
+
+    /// [`export_bytes`](Self::export_bytes) written to `out` as they are made: a stop
+    /// writes its checkpoint so, and never holds the state twice (BENCHMARKS.md,
+    /// memory).
+    pub(super) fn export_into(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        bincode::serialize_into(out, &self.view()).map_err(|e| match *e {
+            bincode::ErrorKind::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })
+    }
+
+    fn view(&self) -> StateView<'_, C> {
         // Slots in the order of their sensors' ids: every list in the state is sorted so.
         let mut by_id: Vec<usize> = (0..self.slots.sensors.len()).collect();
         by_id.sort_unstable_by(|&a, &b| {
@@ -27,8 +41,7 @@ impl<C> WindowSums<C> {
                 .as_str()
                 .cmp(self.slots.sensors[b].as_str())
         });
-        let view = StateView { sums: self, by_id };
-        bincode::serialize(&view).expect("plain numbers and strings serialize")
+        StateView { sums: self, by_id }
     }
 }
 

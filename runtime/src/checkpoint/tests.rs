@@ -106,6 +106,61 @@ fn a_stop_keeps_state_and_the_next_run_restores_it_once() {
 }
 
 #[test]
+fn a_stop_writes_each_part_as_it_is_taken_and_a_crash_before_the_commit_keeps_the_previous() {
+    // Periodic (no checkpoint is consumed when restored), but none is announced.
+    const HOUR: Option<Duration> = Some(Duration::from_secs(3600));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = Shutdown::new();
+    {
+        let checkpoints = open(dir.path(), HOUR, &stop);
+        let mut means = checkpoints.node("means", 0, 1);
+        stop.trigger();
+        means.take(AT_STOP, "f", b"first run");
+        checkpoints.commit_at_stop().expect("commit");
+    }
+    let stop = Shutdown::new();
+    let checkpoints = open(dir.path(), HOUR, &stop);
+    let (mut means, lags) = (
+        checkpoints.node("means", 0, 1),
+        checkpoints.node("lags", 0, 1),
+    );
+    stop.trigger();
+    means.take_streamed(AT_STOP, "f", |out| out.write_all(b"second run"));
+    // On disk before the other node has saved: nothing of it waits in memory.
+    let part = dir.path().join("p0/checkpoint.stop/means.0");
+    let written = std::fs::read(&part).expect("the part is written at once");
+    assert!(written.ends_with(b"second run"), "{written:?}");
+    // The process dies before every node has saved: the next run gets the previous
+    // checkpoint, whole, and not the half-written one.
+    drop((means, lags, checkpoints));
+    let checkpoints = open(dir.path(), HOUR, &Shutdown::new());
+    assert!(!part.exists(), "the unfinished stop's parts are removed");
+    let restored = checkpoints.node("means", 0, 1);
+    assert_eq!(restored.restored("f"), vec![b"first run".to_vec()]);
+    drop((restored, checkpoints));
+    // A stop that finishes puts every streamed part in place.
+    let stop = Shutdown::new();
+    let checkpoints = open(dir.path(), HOUR, &stop);
+    let mut means = checkpoints.node("means", 0, 1);
+    let mut lags = checkpoints.node("lags", 0, 1);
+    stop.trigger();
+    means.take_streamed(AT_STOP, "f", |out| out.write_all(b"third run"));
+    lags.take(AT_STOP, "g", b"lags");
+    let bytes = checkpoints.commit_at_stop().expect("commit");
+    assert_eq!(bytes, 2 * 5 + "third run".len() + "lags".len());
+    drop((means, lags, checkpoints));
+    let checkpoints = open(dir.path(), HOUR, &Shutdown::new());
+    assert_eq!(
+        checkpoints.node("means", 0, 1).restored("f"),
+        vec![b"third run".to_vec()]
+    );
+    assert_eq!(
+        checkpoints.node("lags", 0, 1).restored("g"),
+        vec![b"lags".to_vec()]
+    );
+}
+
+#[test]
 fn a_drain_keeps_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stop = Shutdown::new();

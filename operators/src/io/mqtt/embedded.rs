@@ -7,19 +7,21 @@
 //!
 //! Memory is bounded per subscription filter: rumqttd keeps the messages matching a
 //! filter in an in-memory log of at most `MAX_SEGMENT_COUNT` + 1 segments of
-//! `MAX_SEGMENT_SIZE` bytes (about 2.25 MiB of topics and payloads). A subscriber that
+//! `MAX_SEGMENT_SIZE` bytes (about 1.5 MiB of topics and payloads). A subscriber that
 //! falls further behind than that is moved forward and misses the oldest messages, even
 //! with QoS 1 (rumqttd behaves like a log with retention, not like mosquitto's
 //! per-client queue). At 1000 sensors × 12 Hz × ~120 bytes (a type-16 payload and its
-//! topic) that is about 1.5 s of lag, on top of the subscriber's own hand-off channel
-//! (10 000 messages, another 0.8 s). Messages on topics that no filter matches are
-//! dropped, not stored.
+//! topic) that is about 1 s of lag. It is the last of three buffers: the broker writes
+//! to the subscriber's socket as long as the socket takes it (on loopback the kernel
+//! buffers up to a few MiB), and the subscriber hands messages to the pipeline through
+//! its own channel (10 000 messages, another 0.8 s); the log is read from only when
+//! both are full. Messages on topics that no filter matches are dropped, not stored.
 //!
 //! The log is the broker's largest allocation and it stays full once filled: each
 //! message also costs rumqttd a ~250-byte index entry, and it keeps the read buffer
 //! the message was cut from alive, so a log costs about 2.5× its byte size in
 //! resident memory (with 4 × 1 MiB segments the embedded default used 33 MB; with
-//! 8 × 256 KiB, 27 MB; see BENCHMARKS.md).
+//! 8 × 256 KiB, 27 MB; with 5 × 256 KiB, about 2 MB less again: see BENCHMARKS.md).
 //!
 //! rumqttd logs through `tracing` at info level for every connection. To keep it
 //! quiet, the application's tracing filter should include `rumqttd=warn` (or `off`).
@@ -41,11 +43,12 @@ pub const MAX_PAYLOAD_SIZE: usize = 1024 * 1024;
 pub const MAX_CONNECTIONS: usize = 1000;
 
 /// Each subscription filter's in-memory log keeps at most this many segments …
-const MAX_SEGMENT_COUNT: usize = 8;
+const MAX_SEGMENT_COUNT: usize = 5;
 
-/// … of at most this many bytes each (topic + payload + 4 per message): 2 MiB per
-/// filter, about 1.5 s of 1000 sensors at 12 Hz. Many small segments rather than a few
-/// large ones: a subscriber that falls behind loses one segment at a time.
+/// … of at most this many bytes each (topic + payload + 4 per message): 1.25 MiB per
+/// filter besides the segment being filled, about 1 s of 1000 sensors at 12 Hz. Many
+/// small segments rather than a few large ones: a subscriber that falls behind loses
+/// one segment at a time.
 const MAX_SEGMENT_SIZE: usize = 256 * 1024;
 
 /// How long to wait for the listener to accept connections.

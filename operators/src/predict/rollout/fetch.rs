@@ -45,12 +45,6 @@ pub enum Refusal {
     Smoke { on: &'static str, value: f64 },
 }
 
-/// `url` without its query and fragment, for logs.
-pub fn shown_url(url: &str) -> String {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
-    url[..end].to_owned()
-}
-
 /// Parse an announcement.
 pub fn parse(payload: &[u8]) -> Result<Announcement, Refusal> {
     Announcement::from_json(payload).map_err(|e| Refusal::Announcement(e.to_string()))
@@ -65,7 +59,7 @@ pub fn fetch_and_check(
     names: &[String],
     row: Option<&[f64]>,
 ) -> Result<Accepted, Refusal> {
-    let shown = shown_url(&announcement.url);
+    let shown = crate::io::redact_url(&announcement.url);
     let bytes = fetch(&announcement.url).map_err(|reason| Refusal::Fetch {
         url: shown.clone(),
         reason,
