@@ -1,0 +1,147 @@
+//! The checkpoints of a cluster run: common cuts, and the cut every process restores.
+//!
+//! Each process writes its own checkpoints, but readings cross processes after
+//! `decode` (the exchange by sensor), so a cut is consistent only if every process
+//! cuts at the same timely time. In a cluster, cuts are therefore not announced by a
+//! process's decoder but are the multiples of `checkpoint_interval` in timely time
+//! (the decode watermark, in ms): every participant of every process computes them
+//! alike ([`next_cut_after`]).
+//!
+//! A participant takes part in the cuts from the first one after it has seen time
+//! move ([`super::NodeState`]: a decoder from its first watermark, any other from its
+//! first input frontier past 0, and after every record it has applied): timely time
+//! starts at 0 and jumps to the watermark (~1.7e12 ms), and no part is owed for the
+//! cuts in between. From there on it holds input at or after its next cut until its
+//! frontier has passed it, so its part holds exactly the records before the cut, from
+//! whatever process they came. A cut some participant of a process took no part in is
+//! never written by that process; that only makes it unusable for restoring.
+//!
+//! Each process keeps its last [`KEPT`] checkpoints (and its write-ahead logs back to
+//! the oldest one's positions). At start the processes send each other the times they
+//! hold ([`exchange`], over timely's own connections, before the pipeline starts) and
+//! each restores the newest time all hold ([`newest_common`]); the ones after it are
+//! discarded.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use timely::dataflow::operators::vec::input::Handle;
+use timely::dataflow::operators::vec::{Broadcast, Input};
+use timely::dataflow::operators::{Inspect, Probe};
+
+use crate::operator::Time;
+use crate::render::Cluster;
+
+/// How many checkpoints a cluster process keeps.
+pub const KEPT: usize = 3;
+
+/// The first cut strictly after `time`, cuts being every `every` ms of timely time
+/// (`None`: none left before the end of time).
+pub fn next_cut_after(time: Time, every: u64) -> Option<Time> {
+    let every = every.max(1);
+    (time / every).checked_add(1)?.checked_mul(every)
+}
+
+/// The newest checkpoint time every process holds, given each process's list (`None`:
+/// none in common, or no process). A stop's checkpoint ([`super::AT_STOP`]) is the
+/// newest of all, so it is chosen when every process wrote one.
+pub fn newest_common(held: &[Vec<Time>]) -> Option<Time> {
+    let (first, rest) = held.split_first()?;
+    let mut common: BTreeSet<Time> = first.iter().copied().collect();
+    for times in rest {
+        let times: BTreeSet<Time> = times.iter().copied().collect();
+        common.retain(|t| times.contains(t));
+    }
+    common.last().copied()
+}
+
+/// Why the processes could not agree.
+#[derive(Debug, thiserror::Error)]
+#[error("the processes could not tell each other their checkpoints: {0}")]
+pub struct AgreementError(String);
+
+/// Sends the checkpoint times this process holds to every process of `cluster`, and
+/// returns every process's, in process order. It runs a dataflow of its own over
+/// timely's cluster connections and returns when every process has sent its list, so
+/// every process starts its pipeline from the same answer.
+pub fn exchange(cluster: &Cluster, held: Vec<Time>) -> Result<Vec<Vec<Time>>, AgreementError> {
+    let workers = cluster.workers.max(1);
+    let guards = timely::execute(cluster.timely_config(), move |worker| {
+        let received: Rc<RefCell<Vec<(usize, Vec<Time>)>>> = Rc::default();
+        let mut input: Handle<u64, (usize, Vec<Time>)> = Handle::new();
+        let sink = Rc::clone(&received);
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .broadcast()
+                .inspect(move |x| sink.borrow_mut().push(x.clone()))
+                .probe()
+                .0
+        });
+        // One worker per process speaks for it.
+        if worker.index() % workers == 0 {
+            input.send((worker.index() / workers, held.clone()));
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+        let mut lists = received.take();
+        lists.sort();
+        lists.dedup_by_key(|(process, _)| *process);
+        lists.into_iter().map(|(_, times)| times).collect::<Vec<_>>()
+    })
+    .map_err(AgreementError)?;
+    guards
+        .join()
+        .into_iter()
+        .next()
+        .ok_or_else(|| AgreementError("no worker ran".into()))?
+        .map_err(AgreementError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::AT_STOP;
+
+    #[test]
+    fn the_newest_time_every_process_holds_is_restored() {
+        let held = vec![vec![3_000, 2_000, 1_000], vec![4_000, 3_000, 2_000], vec![
+            3_000, 2_000,
+        ]];
+        assert_eq!(newest_common(&held), Some(3_000));
+        // One process's latest write was cut short: the one before it is common.
+        let held = vec![vec![5_000, 4_000, 3_000], vec![4_000, 3_000, 2_000]];
+        assert_eq!(newest_common(&held), Some(4_000));
+    }
+
+    #[test]
+    fn nothing_in_common_restores_nothing() {
+        assert_eq!(newest_common(&[vec![1_000], vec![2_000]]), None);
+        assert_eq!(newest_common(&[vec![1_000], vec![]]), None);
+        assert_eq!(newest_common(&[]), None);
+    }
+
+    #[test]
+    fn a_stop_checkpoint_is_restored_only_when_every_process_wrote_one() {
+        let all = vec![vec![AT_STOP, 2_000], vec![AT_STOP, 2_000, 1_000]];
+        assert_eq!(newest_common(&all), Some(AT_STOP));
+        // Process 1 was killed: the newest periodic cut both hold.
+        let one = vec![vec![AT_STOP, 2_000, 1_000], vec![3_000, 2_000, 1_000]];
+        assert_eq!(newest_common(&one), Some(2_000));
+    }
+
+    #[test]
+    fn cuts_are_the_multiples_of_the_interval() {
+        assert_eq!(next_cut_after(0, 1_000), Some(1_000));
+        assert_eq!(next_cut_after(999, 1_000), Some(1_000));
+        assert_eq!(next_cut_after(1_000, 1_000), Some(2_000));
+        assert_eq!(
+            next_cut_after(1_733_000_000_123, 1_000),
+            Some(1_733_000_001_000)
+        );
+        assert_eq!(next_cut_after(AT_STOP, 1_000), None);
+    }
+}
