@@ -135,7 +135,9 @@ impl Checkpoints {
             .then(|| (restored.time, restored.positions.clone()))
             .into_iter()
             .collect();
-        Self::restoring(store, on_stop, interval, stop, restored, loading, kept, None)
+        Self::restoring(
+            store, on_stop, interval, stop, restored, loading, kept, None,
+        )
     }
 
     /// A cluster process's checkpoints: `held` is every process's list of the
@@ -160,9 +162,7 @@ impl Checkpoints {
             );
         }
         store.discard_after(common)?;
-        let restored = common
-            .and_then(|t| store.load_at(t))
-            .unwrap_or_default();
+        let restored = common.and_then(|t| store.load_at(t)).unwrap_or_default();
         if let Some(time) = common {
             tracing::info!(
                 time,
@@ -177,7 +177,9 @@ impl Checkpoints {
             .collect();
         kept.reverse();
         let every = interval.map(|i| u64::try_from(i.as_millis()).unwrap_or(u64::MAX).max(1));
-        Self::restoring(store, on_stop, interval, stop, restored, loading, kept, every)
+        Self::restoring(
+            store, on_stop, interval, stop, restored, loading, kept, every,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -692,5 +694,7 @@ fn split_fingerprint(part: &[u8]) -> Option<(&str, &[u8])> {
     Some((fingerprint, &part[4 + len..]))
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -90,7 +90,10 @@ pub fn exchange(cluster: &Cluster, held: Vec<Time>) -> Result<Vec<Vec<Time>>, Ag
         let mut lists = received.take();
         lists.sort();
         lists.dedup_by_key(|(process, _)| *process);
-        lists.into_iter().map(|(_, times)| times).collect::<Vec<_>>()
+        lists
+            .into_iter()
+            .map(|(_, times)| times)
+            .collect::<Vec<_>>()
     })
     .map_err(AgreementError)?;
     guards
@@ -108,9 +111,11 @@ mod tests {
 
     #[test]
     fn the_newest_time_every_process_holds_is_restored() {
-        let held = vec![vec![3_000, 2_000, 1_000], vec![4_000, 3_000, 2_000], vec![
-            3_000, 2_000,
-        ]];
+        let held = vec![
+            vec![3_000, 2_000, 1_000],
+            vec![4_000, 3_000, 2_000],
+            vec![3_000, 2_000],
+        ];
         assert_eq!(newest_common(&held), Some(3_000));
         // One process's latest write was cut short: the one before it is common.
         let held = vec![vec![5_000, 4_000, 3_000], vec![4_000, 3_000, 2_000]];
