@@ -31,7 +31,6 @@
 //! replay what came after one), and the checkpoint a run starts from is consumed: a
 //! crash later does not apply it a second time.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -276,7 +275,7 @@ impl Checkpoints {
             taken: self.lock().committed.unwrap_or(0),
             every: self.every,
             first: None,
-            seen: Cell::new(0),
+            seen: Seen::default(),
         }
     }
 
@@ -454,7 +453,28 @@ pub struct NodeState {
     /// The first cluster cut this participant takes part in, once it knows it.
     first: Option<Time>,
     /// Before that: the latest time of a batch it applied.
-    seen: Cell<Time>,
+    seen: Seen,
+}
+
+/// The latest time a participant applied before it took part in cuts. Set through
+/// `&self` ([`NodeState::holds`]); atomic only so that a `NodeState` stays `Sync`.
+#[derive(Debug, Default)]
+struct Seen(AtomicU64);
+
+impl Seen {
+    fn get(&self) -> Time {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn raise(&self, time: Time) {
+        self.0.fetch_max(time, Ordering::Relaxed);
+    }
+}
+
+impl Clone for Seen {
+    fn clone(&self) -> Self {
+        Seen(AtomicU64::new(self.get()))
+    }
 }
 
 impl std::fmt::Debug for NodeState {
@@ -548,7 +568,7 @@ impl NodeState {
         if self.every.is_some() && self.first.is_none() {
             // Applied before this participant takes part in cuts: its first cut must
             // come after it.
-            self.seen.set(self.seen.get().max(time));
+            self.seen.raise(time);
             return false;
         }
         self.barrier().is_some_and(|t| time >= t)
