@@ -383,11 +383,20 @@ nodes:
     )
 }
 
-/// Kills process `victim` while meters publish in real time, restarts the cluster,
+/// How the cluster is stopped before its restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL of this process; the others stop on their own.
+    Kill(usize),
+    /// SIGTERM to every process: each writes a stop checkpoint.
+    Term,
+}
+
+/// Stops the cluster as `stop` says while meters publish in real time, restarts it,
 /// and checks that process 0's file holds every window once, as computed from what was
-/// published: a consistent cut restores every process's windows and the file at the
+/// published: one consistent cut restores every process's windows and the file at the
 /// same point, so no window is written twice and none is lost.
-fn a_killed_cluster_writes_each_window_to_a_file_once(victim: usize) {
+fn a_restarted_cluster_writes_each_window_to_a_file_once(stop: Stop) {
     let mosquitto = broker();
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = file_pipeline(dir.path(), &mosquitto.url());
@@ -399,25 +408,49 @@ fn a_killed_cluster_writes_each_window_to_a_file_once(victim: usize) {
     for run in &runs {
         run.wait_for("checkpoint written");
     }
-    // Some windows in the file first, then the kill between two cuts.
+    // Some windows in the file first, then the stop between two cuts.
     std::thread::sleep(Duration::from_millis(3_500));
     assert!(
         !stored_windows(&out).is_empty(),
-        "no window written before the kill"
+        "no window written before the stop"
     );
-    runs.remove(victim).kill();
-    for mut run in runs {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while run.still_running() {
-            assert!(
-                Instant::now() < deadline,
-                "a peer outlived the killed process"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+    match stop {
+        Stop::Kill(victim) => {
+            runs.remove(victim).kill();
+            for mut run in runs {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while run.still_running() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "a peer outlived the killed process"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Stop::Term => {
+            for run in &runs {
+                run.signal("TERM");
+            }
+            for run in runs {
+                run.counters();
+            }
         }
     }
 
     let restarted = start_cluster(&pipeline, dir.path());
+    for run in &restarted {
+        let log = run.log().join("\n");
+        let agreed = log
+            .lines()
+            .find(|l| l.contains("restore the newest checkpoint they all hold"))
+            .unwrap_or_else(|| panic!("no checkpoint agreed on:\n{log}"));
+        assert_eq!(
+            agreed.contains("at_stop=true"),
+            stop == Stop::Term,
+            "{agreed}"
+        );
+    }
     fleet.wait_published();
     fleet.pause_until_acknowledged();
     let published = fleet.stop(Duration::from_millis(100));
@@ -465,10 +498,15 @@ fn a_killed_cluster_writes_each_window_to_a_file_once(victim: usize) {
 
 #[test]
 fn after_a_sigkill_the_file_holds_every_window_once() {
-    a_killed_cluster_writes_each_window_to_a_file_once(1);
+    a_restarted_cluster_writes_each_window_to_a_file_once(Stop::Kill(1));
 }
 
 #[test]
 fn after_a_sigkill_of_the_writing_process_the_file_holds_every_window_once() {
-    a_killed_cluster_writes_each_window_to_a_file_once(0);
+    a_restarted_cluster_writes_each_window_to_a_file_once(Stop::Kill(0));
+}
+
+#[test]
+fn after_a_graceful_stop_every_process_restores_its_stop_checkpoint() {
+    a_restarted_cluster_writes_each_window_to_a_file_once(Stop::Term);
 }

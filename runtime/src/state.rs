@@ -167,7 +167,7 @@ impl StateStore {
                 }
             })
             .collect();
-        kept.sort_by(|a, b| b.time.cmp(&a.time));
+        kept.sort_by_key(|k| std::cmp::Reverse(k.time));
         kept.dedup_by_key(|k| k.time);
         kept
     }

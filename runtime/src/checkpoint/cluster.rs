@@ -56,6 +56,9 @@ pub fn newest_common(held: &[Vec<Time>]) -> Option<Time> {
     common.last().copied()
 }
 
+/// A process's index and the checkpoint times it holds.
+type Held = (usize, Vec<Time>);
+
 /// Why the processes could not agree.
 #[derive(Debug, thiserror::Error)]
 #[error("the processes could not tell each other their checkpoints: {0}")]
@@ -68,8 +71,8 @@ pub struct AgreementError(String);
 pub fn exchange(cluster: &Cluster, held: Vec<Time>) -> Result<Vec<Vec<Time>>, AgreementError> {
     let workers = cluster.workers.max(1);
     let guards = timely::execute(cluster.timely_config(), move |worker| {
-        let received: Rc<RefCell<Vec<(usize, Vec<Time>)>>> = Rc::default();
-        let mut input: Handle<u64, (usize, Vec<Time>)> = Handle::new();
+        let received: Rc<RefCell<Vec<Held>>> = Rc::default();
+        let mut input: Handle<u64, Held> = Handle::new();
         let sink = Rc::clone(&received);
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             scope
