@@ -142,6 +142,32 @@ mod tests {
     }
 
     #[test]
+    fn two_processes_of_two_workers_exchange_what_they_hold() {
+        let port = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").port()
+        };
+        let addresses: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", port())).collect();
+        let held = [vec![3_000, 2_000], vec![2_000, 1_000]];
+        let processes: Vec<_> = (0..2)
+            .map(|process| {
+                let cluster = Cluster {
+                    workers: 2,
+                    process,
+                    addresses: addresses.clone(),
+                };
+                let own = held[process].clone();
+                std::thread::spawn(move || exchange(&cluster, own).expect("exchange"))
+            })
+            .collect();
+        for process in processes {
+            let all = process.join().expect("a process");
+            assert_eq!(all, held.to_vec());
+            assert_eq!(newest_common(&all), Some(2_000));
+        }
+    }
+
+    #[test]
     fn cuts_are_the_multiples_of_the_interval() {
         assert_eq!(next_cut_after(0, 1_000), Some(1_000));
         assert_eq!(next_cut_after(999, 1_000), Some(1_000));
