@@ -390,6 +390,18 @@ enum Stop {
     Kill(usize),
     /// SIGTERM to every process: each writes a stop checkpoint.
     Term,
+    /// SIGKILL of this process as if while it wrote its latest checkpoint: its newest
+    /// is then left aside as a torn `checkpoint.tmp`, so the others' newest is not one
+    /// it holds.
+    KillWhileWriting(usize),
+}
+
+/// The time in the manifest of `<state>/p<process>/checkpoint`.
+fn newest_checkpoint(dir: &Path, process: usize) -> u64 {
+    let path = dir.join(format!("state/p{process}/checkpoint/manifest.json"));
+    let text = std::fs::read_to_string(&path).expect("a checkpoint");
+    let manifest: serde_json::Value = serde_json::from_str(&text).expect("json");
+    manifest["time"].as_u64().expect("time")
 }
 
 /// Stops the cluster as `stop` says while meters publish in real time, restarts it,
@@ -415,7 +427,7 @@ fn a_restarted_cluster_writes_each_window_to_a_file_once(stop: Stop) {
         "no window written before the stop"
     );
     match stop {
-        Stop::Kill(victim) => {
+        Stop::Kill(victim) | Stop::KillWhileWriting(victim) => {
             runs.remove(victim).kill();
             for mut run in runs {
                 let deadline = Instant::now() + Duration::from_secs(30);
@@ -438,6 +450,14 @@ fn a_restarted_cluster_writes_each_window_to_a_file_once(stop: Stop) {
         }
     }
 
+    let mut newest_elsewhere = None;
+    if let Stop::KillWhileWriting(victim) = stop {
+        let state = dir.path().join(format!("state/p{victim}"));
+        std::fs::rename(state.join("checkpoint"), state.join("checkpoint.tmp"))
+            .expect("tear the victim's newest checkpoint");
+        newest_elsewhere = Some(newest_checkpoint(dir.path(), (victim + 1) % PROCESSES));
+    }
+
     let restarted = start_cluster(&pipeline, dir.path());
     for run in &restarted {
         let log = run.log().join("\n");
@@ -450,6 +470,18 @@ fn a_restarted_cluster_writes_each_window_to_a_file_once(stop: Stop) {
             stop == Stop::Term,
             "{agreed}"
         );
+        if let Some(newest) = newest_elsewhere {
+            let time: u64 = agreed
+                .split("time=")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("no time in {agreed}"));
+            assert!(
+                time < newest,
+                "{agreed}: not before the others' newest {newest}"
+            );
+        }
     }
     fleet.wait_published();
     fleet.pause_until_acknowledged();
@@ -504,6 +536,11 @@ fn after_a_sigkill_the_file_holds_every_window_once() {
 #[test]
 fn after_a_sigkill_of_the_writing_process_the_file_holds_every_window_once() {
     a_restarted_cluster_writes_each_window_to_a_file_once(Stop::Kill(0));
+}
+
+#[test]
+fn a_process_killed_while_writing_its_checkpoint_restores_the_one_before_everywhere() {
+    a_restarted_cluster_writes_each_window_to_a_file_once(Stop::KillWhileWriting(2));
 }
 
 #[test]
