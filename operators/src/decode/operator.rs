@@ -69,7 +69,8 @@ pub trait DecodeExt<'s> {
 }
 
 /// A decode node's part in the checkpoints (see `smartgrid_runtime::checkpoint`):
-/// decode is where event time starts, so it announces them.
+/// decode is where event time starts, so it announces them (in a cluster, where cuts
+/// are common, it saves its position as its watermark passes each).
 #[derive(Debug)]
 pub struct DecodeCheckpoint {
     /// This node's handle.
