@@ -16,6 +16,18 @@
 //! whatever process they came. A cut some participant of a process took no part in is
 //! never written by that process; that only makes it unusable for restoring.
 //!
+//! Why a part at cut `T` holds exactly the records before `T`: (a) before it starts,
+//! a participant remembers the latest time of every batch it applied (`holds` is asked
+//! before each one is applied), and its first cut is after that time and after its
+//! frontier then; so nothing at or after its first cut was applied before it started.
+//! (b) From then on `holds` keeps back every batch at or after the next cut, and the
+//! next cut moves on only when the part for it is taken; so nothing at or after a cut
+//! is applied before its part. (c) The part is taken once the frontier has passed `T`,
+//! so every record before `T` has arrived, from every process. A decoder's part at `T`
+//! is taken as its capability moves from before `T` to at or after it: everything it
+//! decoded before went out before `T`, everything after at `T` or later, so its log
+//! position splits the messages exactly as the other parts split the readings.
+//!
 //! Each process keeps its last [`KEPT`] checkpoints (and its write-ahead logs back to
 //! the oldest one's positions). At start the processes send each other the times they
 //! hold ([`exchange`], over timely's own connections, before the pipeline starts) and
