@@ -74,10 +74,6 @@ pub struct RunOptions<'a> {
     pub http: Option<&'a str>,
 }
 
-/// How many checkpoints before its latest a cluster process replays from after a crash
-/// (see `smartgrid_runtime::checkpoint`'s margin).
-const CLUSTER_REPLAY_MARGIN: usize = 2;
-
 /// `smartgrid run FILE`
 pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow::Result<ExitCode> {
     let RunOptions {
@@ -138,18 +134,17 @@ pub fn run(registry: &Registry, file: &Path, options: RunOptions<'_>) -> anyhow:
         .context("the state directory")?;
     // Periodic checkpoints need a source that replays what followed the last one.
     let interval = plan.replayable().then_some(plan.checkpoint_interval);
-    // Each process of a cluster cuts its own checkpoints: after a crash, replaying
-    // from two before the latest covers a process whose latest is a little older.
-    let margin = if processes > 1 {
-        CLUSTER_REPLAY_MARGIN
+    let checkpoints = if processes > 1 {
+        // The processes restore the newest cut they all hold: they tell each other
+        // which they hold before anything starts (the sinks and logs restore in
+        // `start`).
+        let held = store.kept().iter().map(|k| k.time).collect();
+        let held = smartgrid_runtime::checkpoint::cluster::exchange(&cluster, held)?;
+        Checkpoints::agreed(store, on_stop, interval, shutdown.clone(), &held)
     } else {
-        0
-    };
-    let checkpoints = Arc::new(
         Checkpoints::new(store, on_stop, interval, shutdown.clone())
-            .context("the state directory")?
-            .with_replay_margin(margin),
-    );
+    };
+    let checkpoints = Arc::new(checkpoints.context("the state directory")?);
     let metrics = Metrics::default();
     let taps = smartgrid_runtime::tap::Taps::default();
     let pressure = smartgrid_runtime::pressure::Pressure::new();

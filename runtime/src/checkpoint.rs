@@ -24,12 +24,14 @@
 //! ([`NodeState::keeps_on_stop`]), at [`AT_STOP`], instead of flushing it: a window
 //! that spans the restart is emitted once, by the next run, with all its readings.
 //!
+//! In a cluster run the cuts are common to every process instead of announced, and
+//! the processes agree at start on the cut they all restore: see `checkpoint/cluster.rs`.
+//!
 //! Without a replayable source there are no periodic checkpoints (nothing could
 //! replay what came after one), and the checkpoint a run starts from is consumed: a
 //! crash later does not apply it a second time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -41,10 +43,9 @@ use crate::record::SensorId;
 use crate::shutdown::Shutdown;
 use crate::state::{Checkpoint, StateError, StateStore};
 
+pub mod cluster;
 mod held;
-mod margin;
 pub use held::Held;
-use margin::ReplayMargin;
 
 /// The time of a checkpoint taken when the run stops: after every record.
 pub const AT_STOP: Time = Time::MAX;
@@ -79,6 +80,9 @@ pub struct Checkpoints {
     stop: Shutdown,
     /// The latest announced time (0: none yet), read without the lock.
     announced: AtomicU64,
+    /// In a cluster run with periodic checkpoints: cuts are the multiples of this (ms
+    /// of timely time), not announced (see `checkpoint/cluster.rs`).
+    every: Option<u64>,
     inner: Mutex<Inner>,
 }
 
@@ -97,8 +101,11 @@ struct Inner {
     at_stop: Vec<Key>,
     at_stop_bytes: usize,
     at_stop_failed: Option<StateError>,
-    /// Which positions a periodic checkpoint names (see `checkpoint/margin.rs`).
-    margin: ReplayMargin,
+    /// The kept checkpoints' times and positions, oldest first: a source's log is
+    /// truncated before the oldest one's position only.
+    kept: Vec<(Time, BTreeMap<String, u64>)>,
+    /// How many checkpoints the store keeps.
+    keep: usize,
 }
 
 #[derive(Default)]
@@ -127,7 +134,70 @@ impl Checkpoints {
         stop: Shutdown,
     ) -> Result<Self, StateError> {
         let loading = Instant::now();
-        let mut restored = store.load().unwrap_or_default();
+        let restored = store.load().unwrap_or_default();
+        let kept = (!restored.positions.is_empty())
+            .then(|| (restored.time, restored.positions.clone()))
+            .into_iter()
+            .collect();
+        Self::restoring(
+            store, on_stop, interval, stop, restored, loading, kept, None,
+        )
+    }
+
+    /// A cluster process's checkpoints: `held` is every process's list of the
+    /// checkpoint times it holds (see [`cluster::exchange`]); the newest all hold is
+    /// restored, and the ones after it discarded. Cuts are common to every process,
+    /// every `interval` of timely time.
+    pub fn agreed(
+        store: StateStore,
+        on_stop: OnStop,
+        interval: Option<Duration>,
+        stop: Shutdown,
+        held: &[Vec<Time>],
+    ) -> Result<Self, StateError> {
+        let loading = Instant::now();
+        let store = store.keeping(cluster::KEPT);
+        let common = cluster::newest_common(held);
+        if common.is_none() && held.iter().any(|h| !h.is_empty()) {
+            tracing::warn!(
+                held = ?held,
+                "the processes hold no checkpoint in common: none is restored, and each \
+                 process's are discarded"
+            );
+        }
+        store.discard_after(common)?;
+        let restored = common.and_then(|t| store.load_at(t)).unwrap_or_default();
+        if let Some(time) = common {
+            tracing::info!(
+                time,
+                at_stop = time == AT_STOP,
+                "the processes restore the newest checkpoint they all hold"
+            );
+        }
+        let mut kept: Vec<_> = store
+            .kept()
+            .into_iter()
+            .map(|k| (k.time, k.positions))
+            .collect();
+        kept.reverse();
+        let every = interval.map(|i| u64::try_from(i.as_millis()).unwrap_or(u64::MAX).max(1));
+        Self::restoring(
+            store, on_stop, interval, stop, restored, loading, kept, every,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn restoring(
+        store: StateStore,
+        on_stop: OnStop,
+        interval: Option<Duration>,
+        stop: Shutdown,
+        mut restored: Checkpoint,
+        loading: Instant,
+        kept: Vec<(Time, BTreeMap<String, u64>)>,
+        every: Option<u64>,
+    ) -> Result<Self, StateError> {
+        let keep = if every.is_some() { cluster::KEPT } else { 1 };
         if !restored.parts.is_empty() {
             let bytes: usize = restored.parts.values().flatten().map(Vec::len).sum();
             tracing::info!(
@@ -152,16 +222,13 @@ impl Checkpoints {
             built: AtomicUsize::new(0),
             stop,
             announced: AtomicU64::new(0),
-            inner: Mutex::default(),
+            every: every.filter(|_| interval.is_some()),
+            inner: Mutex::new(Inner {
+                kept,
+                keep,
+                ..Inner::default()
+            }),
         })
-    }
-
-    /// In a cluster run: replay from `checkpoints` checkpoints before the latest after
-    /// a crash, and keep the sources' logs back to there (see `checkpoint/margin.rs`).
-    #[must_use]
-    pub fn with_replay_margin(self, checkpoints: usize) -> Self {
-        self.lock().margin = ReplayMargin::new(checkpoints, &self.restored.positions);
-        self
     }
 
     /// No state directory: nothing is restored or kept (tests, benchmarks).
@@ -176,6 +243,7 @@ impl Checkpoints {
             built: AtomicUsize::new(0),
             stop: Shutdown::new(),
             announced: AtomicU64::new(0),
+            every: None,
             inner: Mutex::default(),
         }
     }
@@ -210,6 +278,9 @@ impl Checkpoints {
             worker,
             peers,
             taken: self.lock().committed.unwrap_or(0),
+            every: self.every,
+            first: None,
+            seen: Seen::default(),
         }
     }
 
@@ -332,16 +403,20 @@ impl Checkpoints {
     }
 
     fn write(&self, store: &StateStore, inner: &mut Inner, time: Time) {
-        let Some(mut pending) = inner.pending.remove(&time) else {
+        let Some(pending) = inner.pending.remove(&time) else {
             return;
         };
-        pending.positions = inner.margin.positions(&pending.positions);
         let started = Instant::now();
         match store.write(time, &pending.positions, &pending.parts) {
             Ok(bytes) => {
                 inner.written += bytes as u64;
                 inner.committed = Some(time);
                 inner.pending.retain(|&t, _| t > time);
+                // As the store does: a kept one at or after it is superseded.
+                inner.kept.retain(|(t, _)| *t < time);
+                inner.kept.push((time, pending.positions.clone()));
+                let excess = inner.kept.len().saturating_sub(inner.keep.max(1));
+                inner.kept.drain(..excess);
                 tracing::debug!(
                     time,
                     bytes,
@@ -349,7 +424,12 @@ impl Checkpoints {
                     "checkpoint written"
                 );
                 for (source, on_commit) in &inner.on_commit {
-                    if let Some(&at) = pending.positions.get(source) {
+                    let oldest = inner
+                        .kept
+                        .iter()
+                        .filter_map(|(_, positions)| positions.get(source).copied())
+                        .min();
+                    if let Some(at) = oldest {
                         on_commit(at);
                     }
                 }
@@ -410,6 +490,33 @@ pub struct NodeState {
     worker: usize,
     peers: usize,
     taken: Time,
+    /// Cluster cuts: their spacing (`None`: announced cuts, a single process).
+    every: Option<u64>,
+    /// The first cluster cut this participant takes part in, once it knows it.
+    first: Option<Time>,
+    /// Before that: the latest time of a batch it applied.
+    seen: Seen,
+}
+
+/// The latest time a participant applied before it took part in cuts. Set through
+/// `&self` ([`NodeState::holds`]); atomic only so that a `NodeState` stays `Sync`.
+#[derive(Debug, Default)]
+struct Seen(AtomicU64);
+
+impl Seen {
+    fn get(&self) -> Time {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn raise(&self, time: Time) {
+        self.0.fetch_max(time, Ordering::Relaxed);
+    }
+}
+
+impl Clone for Seen {
+    fn clone(&self) -> Self {
+        Seen(AtomicU64::new(self.get()))
+    }
 }
 
 impl std::fmt::Debug for NodeState {
@@ -484,21 +591,64 @@ impl NodeState {
             && self.checkpoints.stop.is_triggered()
     }
 
-    /// The next checkpoint this participant has to take, if one was announced.
+    /// The next checkpoint this participant has to take, if one was announced (in a
+    /// cluster: the next common cut, once it takes part in them).
     pub fn barrier(&self) -> Option<Time> {
-        self.checkpoints.next_after(self.taken)
+        match self.every {
+            None => self.checkpoints.next_after(self.taken),
+            Some(every) => {
+                let first = self.first?;
+                Some(first.max(cluster::next_cut_after(self.taken, every)?))
+            }
+        }
     }
 
-    /// Whether input at `time` must wait: it is at or after the next checkpoint.
+    /// Whether input at `time` must wait: it is at or after the next checkpoint. The
+    /// caller applies the batch now if not.
     #[inline]
     pub fn holds(&self, time: Time) -> bool {
+        if self.every.is_some() && self.first.is_none() {
+            // Applied before this participant takes part in cuts: its first cut must
+            // come after it.
+            self.seen.raise(time);
+            return false;
+        }
         self.barrier().is_some_and(|t| time >= t)
     }
 
     /// The checkpoint to take now: the next one, once `frontier` has passed it (every
     /// record before it is in).
-    pub fn due(&self, frontier: AntichainRef<'_, Time>) -> Option<Time> {
-        self.barrier().filter(|t| !frontier.less_than(t))
+    pub fn due(&mut self, frontier: AntichainRef<'_, Time>) -> Option<Time> {
+        self.due_all(&[frontier])
+    }
+
+    /// [`due`](Self::due) for a node with several inputs: once every frontier has
+    /// passed it.
+    pub fn due_all(&mut self, frontiers: &[AntichainRef<'_, Time>]) -> Option<Time> {
+        if self.every.is_some() {
+            if self.first.is_none() {
+                // Time has moved off its start (0) once the lowest frontier has.
+                let lowest = frontiers.iter().flat_map(|f| f.iter()).min().copied();
+                if let Some(lowest) = lowest.filter(|&t| t > 0) {
+                    self.cuts_after(lowest);
+                }
+            }
+            if frontiers.iter().all(|f| f.is_empty()) {
+                // The input has ended: every later cut would be "passed"; none is owed.
+                return None;
+            }
+        }
+        self.barrier()
+            .filter(|t| frontiers.iter().all(|f| !f.less_than(t)))
+    }
+
+    /// In a cluster: take part in the common cuts from the first one after `time` (no
+    /// record at or after it has been applied yet). Called by `decode` as it first
+    /// moves its watermark; other participants start in [`due`](Self::due).
+    pub fn cuts_after(&mut self, time: Time) {
+        if let Some(every) = self.every.filter(|_| self.first.is_none()) {
+            self.first = cluster::next_cut_after(time.max(self.seen.get()), every);
+        }
     }
 
     /// Save this participant's part of the checkpoint at `time` ([`AT_STOP`] at a
@@ -567,6 +717,10 @@ impl NodeState {
         let Some(interval) = checkpoints.interval.filter(|_| checkpoints.store.is_some()) else {
             return false;
         };
+        if checkpoints.every.is_some() {
+            // Cluster cuts are common, not announced.
+            return false;
+        }
         let mut inner = checkpoints.lock();
         if inner
             .last_announced
@@ -633,5 +787,7 @@ fn split_fingerprint(part: &[u8]) -> Option<(&str, &[u8])> {
     Some((fingerprint, &part[4 + len..]))
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -33,7 +33,7 @@ impl Cluster {
         }
     }
 
-    fn timely_config(&self) -> timely::Config {
+    pub(crate) fn timely_config(&self) -> timely::Config {
         let communication = if self.addresses.len() > 1 {
             CommunicationConfig::Cluster {
                 threads: self.workers,

@@ -5,7 +5,12 @@
 //!     LOCK                         flock held while running: one run per directory
 //!     checkpoint/manifest.json     pipeline, processes, time, source positions, parts
 //!     checkpoint/<node>.<worker>   one part: the node's fingerprint, then its bytes
+//!     checkpoint.<time>/           (cluster runs) an earlier checkpoint still kept
 //! ```
+//!
+//! A single process keeps its latest checkpoint only. A process of a cluster keeps its
+//! last few ([`StateStore::keeping`]): after a crash the processes restore the newest
+//! one they all hold, which need not be each one's latest.
 //!
 //! A checkpoint is written aside (`checkpoint.tmp/`), every file synced, then renamed
 //! into place: a crash while writing one leaves the previous checkpoint whole. The one a
@@ -89,7 +94,19 @@ pub struct StateStore {
     dir: PathBuf,
     pipeline: String,
     processes: usize,
+    /// How many checkpoints are kept (1: the latest only).
+    keep: usize,
     _lock: File,
+}
+
+/// A checkpoint kept in the state directory, without its parts.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// Its time.
+    pub time: Time,
+    /// Per replayable source, the log position to replay from.
+    pub positions: BTreeMap<String, u64>,
+    dir: PathBuf,
 }
 
 impl StateStore {
@@ -121,8 +138,93 @@ impl StateStore {
             dir,
             pipeline: pipeline.to_string(),
             processes,
+            keep: 1,
             _lock: lock,
         })
+    }
+
+    /// Keep the last `checkpoints` checkpoints (by time), not the latest only.
+    #[must_use]
+    pub fn keeping(mut self, checkpoints: usize) -> Self {
+        self.keep = checkpoints.max(1);
+        self
+    }
+
+    /// Every checkpoint kept that this pipeline wrote with as many processes, newest
+    /// first.
+    pub fn kept(&self) -> Vec<Kept> {
+        let mut kept: Vec<Kept> = self
+            .checkpoint_dirs()
+            .into_iter()
+            .filter_map(|dir| match self.manifest(&dir) {
+                Ok(Some(m)) => Some(Kept {
+                    time: m.time,
+                    positions: m.positions,
+                    dir,
+                }),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(
+                        "the checkpoint in {} is unreadable and is ignored: {e}",
+                        dir.display()
+                    );
+                    None
+                }
+            })
+            .collect();
+        kept.sort_by_key(|k| std::cmp::Reverse(k.time));
+        kept.dedup_by_key(|k| k.time);
+        kept
+    }
+
+    /// The kept checkpoint at `time`, with its parts.
+    pub fn load_at(&self, time: Time) -> Option<Checkpoint> {
+        let kept = self.kept().into_iter().find(|k| k.time == time)?;
+        match self.read(&kept.dir) {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                tracing::warn!(
+                    "the checkpoint in {} is unreadable and is ignored: {e}",
+                    kept.dir.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Removes every kept checkpoint after `time` (`None`: every one): a run that
+    /// restores an earlier cut makes them stale.
+    pub fn discard_after(&self, time: Option<Time>) -> Result<(), StateError> {
+        for kept in self.kept() {
+            if time.is_none_or(|t| kept.time > t) {
+                fs::remove_dir_all(&kept.dir).map_err(io_err("remove", &kept.dir))?;
+            }
+        }
+        sync_dir(&self.dir);
+        Ok(())
+    }
+
+    /// `checkpoint`, `checkpoint.old` and every `checkpoint.<time>` that exist.
+    fn checkpoint_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return dirs;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let numbered = name
+                .strip_prefix("checkpoint.")
+                .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+            if (name == "checkpoint" || name == "checkpoint.old" || numbered)
+                && entry.path().join("manifest.json").exists()
+            {
+                dirs.push(entry.path());
+            }
+        }
+        dirs
     }
 
     /// The directory of this process.
@@ -152,6 +254,27 @@ impl StateStore {
     }
 
     fn read(&self, dir: &Path) -> Result<Option<Checkpoint>, StateError> {
+        let Some(manifest) = self.manifest(dir)? else {
+            return Ok(None);
+        };
+        let mut parts: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for (node, worker) in manifest.parts {
+            let path = dir.join(format!("{node}.{worker}"));
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err("read", &path))?;
+            parts.entry(node).or_default().push(bytes);
+        }
+        Ok(Some(Checkpoint {
+            time: manifest.time,
+            positions: manifest.positions,
+            parts,
+        }))
+    }
+
+    /// The manifest in `dir`, if this pipeline wrote it with as many processes.
+    fn manifest(&self, dir: &Path) -> Result<Option<Manifest>, StateError> {
         let path = dir.join("manifest.json");
         let text = fs::read_to_string(&path).map_err(io_err("read", &path))?;
         let manifest: Manifest = serde_json::from_str(&text)
@@ -167,20 +290,7 @@ impl StateStore {
             );
             return Ok(None);
         }
-        let mut parts: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for (node, worker) in manifest.parts {
-            let path = dir.join(format!("{node}.{worker}"));
-            let mut bytes = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(io_err("read", &path))?;
-            parts.entry(node).or_default().push(bytes);
-        }
-        Ok(Some(Checkpoint {
-            time: manifest.time,
-            positions: manifest.positions,
-            parts,
-        }))
+        Ok(Some(manifest))
     }
 
     /// Writes one part of the checkpoint a stop takes into `checkpoint.stop/` (made
@@ -270,6 +380,13 @@ impl StateStore {
         write_synced(&aside.join("manifest.json"), text.as_bytes())?;
         sync_dir(aside);
         let current = self.dir.join("checkpoint");
+        if self.keep > 1 {
+            self.keep_aside(time, &current)?;
+            fs::rename(aside, &current).map_err(io_err("rename into place", aside))?;
+            sync_dir(&self.dir);
+            self.prune();
+            return Ok(());
+        }
         let old = self.dir.join("checkpoint.old");
         let _ = fs::remove_dir_all(&old);
         if current.exists() {
@@ -281,10 +398,41 @@ impl StateStore {
         Ok(())
     }
 
+    /// Before the checkpoint at `time` goes into place: the current one becomes
+    /// `checkpoint.<its time>`, and any kept at or after `time` (a stop's, restored
+    /// and now superseded) is removed.
+    fn keep_aside(&self, time: Time, current: &Path) -> Result<(), StateError> {
+        for kept in self.kept() {
+            if kept.time >= time {
+                fs::remove_dir_all(&kept.dir).map_err(io_err("remove", &kept.dir))?;
+            }
+        }
+        if current.join("manifest.json").exists() {
+            let Ok(Some(manifest)) = self.manifest(current) else {
+                return fs::remove_dir_all(current).map_err(io_err("remove", current));
+            };
+            let aside = self.dir.join(format!("checkpoint.{}", manifest.time));
+            let _ = fs::remove_dir_all(&aside);
+            fs::rename(current, &aside).map_err(io_err("move aside", current))?;
+        } else if current.exists() {
+            fs::remove_dir_all(current).map_err(io_err("remove", current))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the kept checkpoints beyond the newest `keep`.
+    fn prune(&self) {
+        for kept in self.kept().into_iter().skip(self.keep) {
+            let _ = fs::remove_dir_all(&kept.dir);
+        }
+    }
+
     /// Removes the checkpoint (a drained run leaves nothing to restore).
     pub fn clear(&self) -> Result<(), StateError> {
-        for name in ["checkpoint", "checkpoint.old", "checkpoint.tmp", STOP_DIR] {
-            let dir = self.dir.join(name);
+        let kept = self.checkpoint_dirs();
+        let named =
+            ["checkpoint", "checkpoint.old", "checkpoint.tmp", STOP_DIR].map(|n| self.dir.join(n));
+        for dir in kept.into_iter().chain(named) {
             if dir.exists() {
                 fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
             }

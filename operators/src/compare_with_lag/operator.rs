@@ -173,10 +173,7 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
                     if let Some(state) = state.as_mut() {
                         let frontiers =
                             [prediction_frontier.frontier(), actual_frontier.frontier()];
-                        while let Some(time) = state
-                            .barrier()
-                            .filter(|t| frontiers.iter().all(|f| !f.less_than(t)))
-                        {
+                        while let Some(time) = state.due_all(&frontiers) {
                             state.take(time, FINGERPRINT, &join.save());
                             let held = [
                                 (Side::Prediction, &mut held_predictions),

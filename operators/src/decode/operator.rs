@@ -69,7 +69,8 @@ pub trait DecodeExt<'s> {
 }
 
 /// A decode node's part in the checkpoints (see `smartgrid_runtime::checkpoint`):
-/// decode is where event time starts, so it announces them.
+/// decode is where event time starts, so it announces them (in a cluster, where cuts
+/// are common, it saves its position as its watermark passes each).
 #[derive(Debug)]
 pub struct DecodeCheckpoint {
     /// This node's handle.
@@ -198,8 +199,11 @@ impl<'s> DecodeExt<'s> for Messages<'s> {
 /// After moving the capability to `mark` (nothing was sent at `mark` yet): announce a
 /// checkpoint there if one is due, and take every announced one `mark` has passed.
 /// Everything decoded so far went out before them, with the source's position now.
+/// In a cluster, cuts are common and not announced: the first one this decoder takes
+/// is the first after its first watermark (what it sent before went out earlier).
 fn checkpoint_at(c: &mut DecodeCheckpoint, mark: u64, now: Instant) {
     c.state.announce(mark, now);
+    c.state.cuts_after(mark);
     while let Some(time) = c.state.barrier().filter(|&t| t <= mark) {
         let body = mark.to_le_bytes();
         c.state

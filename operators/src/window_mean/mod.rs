@@ -43,6 +43,8 @@
 //! `correction: 0s` keeps no emitted window: every reading after its window's emission is
 //! late, and only the open windows' times are kept for de-duplication.
 
+#[cfg(test)]
+mod cut_tests;
 mod letters;
 mod operator;
 mod seen;

@@ -264,6 +264,11 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                 let frontier = &frontiers[0];
                 if let Some(state) = state.as_mut() {
                     while let Some(time) = state.due(frontier.frontier()) {
+                        // A window that closes before the cut goes out before it (at its
+                        // close): emitted in the cut, not saved open, or the next run
+                        // would emit it a second time.
+                        let before = |close: &Time| *close < time;
+                        emit_closed(&mut sums, &windows, &mut outputs, &mut step.means, before);
                         state.take(time, &fingerprint, &sums.export_bytes());
                         for (now, caps, data) in held.release(state) {
                             let open = |output: usize, close| caps[output].delayed(&close);
@@ -291,19 +296,8 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                     }
                 }
                 step.report(&windows, &mut log);
-                // Emit every window the frontier has passed, oldest first; dropping its
-                // capability lets time move on downstream.
                 let passed = |time: &Time| !frontier.less_equal(time);
-                for (k, (output, window)) in outputs.iter_mut().zip(&windows).enumerate() {
-                    let mut output = output.activate();
-                    while let Some(capability) = sums.close_oldest(k, passed, &mut step.means) {
-                        window.emitted.add(step.means.len() as u64);
-                        output
-                            .session(&capability)
-                            .give_iterator(step.means.drain(..));
-                    }
-                }
-                sums.expire(passed);
+                emit_closed(&mut sums, &windows, &mut outputs, &mut step.means, passed);
                 for (gauge, size) in open_windows.iter_mut().zip(&sums.sizes) {
                     gauge.set(i64::try_from(size.open.len()).unwrap_or(i64::MAX));
                 }
@@ -370,6 +364,25 @@ impl Step {
             self.refused.clear();
         }
     }
+}
+
+/// Emit every window `passed` says has closed, oldest first (dropping its capability
+/// lets time move on downstream), and forget the emitted ones past their horizon.
+fn emit_closed(
+    sums: &mut WindowSums<Capability<Time>>,
+    windows: &[CountedWindow],
+    outputs: &mut [MeansOutput],
+    means: &mut Vec<Reading>,
+    passed: impl Fn(&Time) -> bool,
+) {
+    for (k, (output, window)) in outputs.iter_mut().zip(windows).enumerate() {
+        let mut output = output.activate();
+        while let Some(capability) = sums.close_oldest(k, &passed, means) {
+            window.emitted.add(means.len() as u64);
+            output.session(&capability).give_iterator(means.drain(..));
+        }
+    }
+    sums.expire(&passed);
 }
 
 /// What the saved windows mean: their sizes and the fields they average.
