@@ -642,6 +642,35 @@ impl NodeState {
             .filter(|t| frontiers.iter().all(|f| !f.less_than(t)))
     }
 
+    /// [`due_all`](Self::due_all) for a participant whose part costs something to take
+    /// (a copy of its state): in a cluster, when its frontiers have passed several
+    /// cuts and nothing it holds comes before the last of them (`held_from`, the
+    /// earliest batch it holds), its part would be the same at each of them, so only
+    /// the last is due. A watermark that jumps an hour ahead then costs one part, not
+    /// 360; cuts with records between them are each taken. A process does not write a
+    /// cut one of its participants passed over: it is not one the cluster can restore
+    /// to, as if it had not been cut.
+    pub fn due_latest(
+        &mut self,
+        frontiers: &[AntichainRef<'_, Time>],
+        held_from: Option<Time>,
+    ) -> Option<Time> {
+        let due = self.due_all(frontiers)?;
+        let Some(every) = self.every else {
+            return Some(due);
+        };
+        let mut cut = due;
+        while let Some(next) = cluster::next_cut_after(cut, every)
+            .filter(|&next| frontiers.iter().all(|f| !f.less_than(&next)))
+            .filter(|&next| held_from.is_none_or(|held| held >= next))
+        {
+            cut = next;
+        }
+        // The cut before `cut` counts as taken: `barrier` is `cut` from now on.
+        self.taken = self.taken.max(cut - every);
+        Some(cut)
+    }
+
     /// In a cluster: take part in the common cuts from the first one after `time` (no
     /// record at or after it has been applied yet). Called by `decode` as it first
     /// moves its watermark; other participants start in [`due`](Self::due).

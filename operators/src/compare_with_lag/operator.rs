@@ -173,7 +173,14 @@ impl<'s> CompareWithLagExt<'s> for Readings<'s> {
                     if let Some(state) = state.as_mut() {
                         let frontiers =
                             [prediction_frontier.frontier(), actual_frontier.frontier()];
-                        while let Some(time) = state.due_all(&frontiers) {
+                        loop {
+                            let held_from = [&held_predictions, &held_actuals]
+                                .iter()
+                                .filter_map(|h| h.earliest())
+                                .min();
+                            let Some(time) = state.due_latest(&frontiers, held_from) else {
+                                break;
+                            };
                             state.take(time, FINGERPRINT, &join.save());
                             let held = [
                                 (Side::Prediction, &mut held_predictions),

@@ -208,7 +208,8 @@ impl<'s> PredictExt<'s> for Readings<'s> {
                     run.batch(&mut histories, data.drain(..), |r| session.give(r));
                 });
                 if let Some(state) = state.as_mut() {
-                    while let Some(time) = state.due(frontier.frontier()) {
+                    while let Some(time) = state.due_latest(&[frontier.frontier()], held.earliest())
+                    {
                         state.take(time, &fingerprint, &histories.save());
                         for (_, cap, data) in held.release(state) {
                             let mut session = output.session(&cap);

@@ -263,7 +263,8 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                 });
                 let frontier = &frontiers[0];
                 if let Some(state) = state.as_mut() {
-                    while let Some(time) = state.due(frontier.frontier()) {
+                    while let Some(time) = state.due_latest(&[frontier.frontier()], held.earliest())
+                    {
                         // A window that closes before the cut goes out before it (at its
                         // close): emitted in the cut, not saved open, or the next run
                         // would emit it a second time.

@@ -117,6 +117,46 @@ fn several_cuts_passed_at_once_are_each_taken_and_written() {
     );
 }
 
+#[test]
+fn a_jump_over_many_cuts_costs_one_part_of_a_costly_state_and_one_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoints = agreed(dir.path(), &Shutdown::new(), &[vec![], vec![]]);
+    let mut decode = checkpoints.node("readings", 0, 1);
+    let mut means = checkpoints.node("means", 0, 1);
+    decode.cuts_after(NOW + 100);
+    assert_eq!(means.due(at(NOW + 100).borrow()), None);
+    // The watermark jumps an hour (3 600 cuts), nothing held: the windows' part is
+    // taken once, at the last cut passed, and that is the one checkpoint written.
+    let hour = NOW + 3_600_500;
+    while let Some(cut) = decode.barrier().filter(|&t| t <= hour) {
+        decode.take_with_position(cut, "w", b"", None);
+    }
+    let mut taken = Vec::new();
+    while let Some(cut) = means.due_latest(&[at(hour).borrow()], None) {
+        means.take(cut, "m", cut.to_le_bytes().as_slice());
+        taken.push(cut);
+    }
+    assert_eq!(taken, vec![NOW + 3_600_000]);
+    assert_eq!(means.barrier(), Some(NOW + 3_601_000));
+    assert_eq!(checkpoints.written(), (4 + 1 + 8) + (4 + 1) as u64);
+    // A batch held between two passed cuts stops the skipping before it: its part
+    // must be in the later cut, and it is applied only after the earlier is taken.
+    let held_at = NOW + 3_603_500;
+    assert!(means.holds(held_at));
+    let frontier = NOW + 3_605_200;
+    let mut taken = Vec::new();
+    while let Some(cut) = means.due_latest(&[at(frontier).borrow()], Some(held_at)) {
+        means.take(cut, "m", b"");
+        taken.push(cut);
+        if cut > held_at {
+            break;
+        }
+    }
+    assert_eq!(taken[0], NOW + 3_603_000, "not past the held batch");
+    drop((decode, means, checkpoints));
+    assert_eq!(kept(dir.path()).first(), Some(&(NOW + 3_600_000)));
+}
+
 /// Writes periodic checkpoints at `times` (position = time / 1000), as process 0.
 fn write(dir: &std::path::Path, times: &[Time]) {
     let store = store(dir).keeping(cluster::KEPT);

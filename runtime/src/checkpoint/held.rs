@@ -65,6 +65,11 @@ impl<K, D> Held<K, D> {
         self.batches.is_empty()
     }
 
+    /// The time of the earliest batch held (`None`: nothing is).
+    pub fn earliest(&self) -> Option<Time> {
+        self.batches.iter().map(|(t, _, _)| *t).min()
+    }
+
     /// The held batches the next barrier of `state` no longer holds (all of them when
     /// none is pending), in arrival order.
     pub fn release(&mut self, state: &NodeState) -> impl Iterator<Item = (Time, K, Vec<D>)> {
