@@ -454,7 +454,7 @@ pub fn model_activate(
             println!(
                 "announced on {} (retained): {}",
                 target.topic,
-                smartgrid_operators::io::redact_url(&sent.url)
+                smartgrid_operators::io::shown_url(&sent.url)
             );
         }
         if let Some(twin) = twin {

@@ -31,6 +31,20 @@ fn pipeline(dir: &Path, mqtt: &str, influx: &str, db: &str) -> PathBuf {
 
 /// [`pipeline`] with the source's `subscription` settings (its topics and `cluster:`).
 fn pipeline_with(dir: &Path, mqtt: &str, subscription: &str, influx: &str, db: &str) -> PathBuf {
+    let store = format!(
+        r#"type: influx
+    input: means
+    url: {influx}
+    api: v1
+    db: {db}
+    precision: ms
+    flush_interval: 200ms"#
+    );
+    pipeline_to(dir, mqtt, subscription, &store)
+}
+
+/// mqtt (QoS 1, a log) with `subscription` → decode → 2 s windows → the node `store`.
+fn pipeline_to(dir: &Path, mqtt: &str, subscription: &str, store: &str) -> PathBuf {
     support::write_pipeline(
         dir,
         &format!(
@@ -58,13 +72,7 @@ nodes:
     input: readings
     size: 2s
   store:
-    type: influx
-    input: means
-    url: {influx}
-    api: v1
-    db: {db}
-    precision: ms
-    flush_interval: 200ms
+    {store}
 "#
         ),
     )
@@ -352,40 +360,9 @@ fn without_shared_subscriptions_each_process_takes_its_own_topics() {
 
 /// mqtt (QoS 1, a log) → decode → 2 s windows → a `file` sink (written by process 0).
 fn file_pipeline(dir: &Path, mqtt: &str) -> PathBuf {
-    support::write_pipeline(
-        dir,
-        &format!(
-            r#"
-pipeline: cluster
-state_dir: state
-checkpoint_interval: 1s
-nodes:
-  meters:
-    type: mqtt
-    url: {mqtt}
-    topics: ["{TOPIC_FILTER}"]
-    qos: 1
-    keep_alive: 2s
-    retry: {{ initial_delay: 1s, max_delay: 2s }}
-    wal: {{ max_size: 8MiB }}
-  readings:
-    type: decode
-    input: meters
-    {DECODE}
-    watermark_delay: 500ms
-    idle_timeout: 2s
-  means:
-    type: window_mean
-    input: readings
-    size: 2s
-  store:
-    type: file
-    input: means
-    path: means.jsonl
-    format: json
-"#
-        ),
-    )
+    let subscription = format!("topics: [\"{TOPIC_FILTER}\"]");
+    let store = "type: file\n    input: means\n    path: means.jsonl\n    format: json";
+    pipeline_to(dir, mqtt, &subscription, store)
 }
 
 /// How the cluster is stopped before its restart.

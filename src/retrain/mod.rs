@@ -360,8 +360,7 @@ fn cycle(
             },
         };
         let announcement = announce::announcement(&target, &manifest);
-        report["announced"] =
-            json!({"url": smartgrid_operators::io::redact_url(&announcement.url)});
+        report["announced"] = json!({"url": smartgrid_operators::io::shown_url(&announcement.url)});
         if wanted.broker.is_some() {
             announce::publish(&target, &manifest)?;
             report["announced"]["topic"] = json!(target.topic);

@@ -9,6 +9,6 @@ mod throttle;
 mod tls;
 
 pub use backoff::Backoff;
-pub use redact::redact_url;
+pub use redact::{redact_url, shown_url};
 pub use throttle::ThrottledLog;
 pub use tls::{TlsConfig, nested_key_at, plan_tls};

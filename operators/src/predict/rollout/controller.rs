@@ -188,7 +188,7 @@ impl Controller {
         tracing::info!(
             "{}: model {version} announced at {}; fetching and checking it",
             self.node,
-            crate::io::redact_url(&announcement.url)
+            crate::io::shown_url(&announcement.url)
         );
         let row = self.evaluation.last_row();
         let accepted = match fetch::fetch_and_check(

@@ -59,7 +59,7 @@ pub fn fetch_and_check(
     names: &[String],
     row: Option<&[f64]>,
 ) -> Result<Accepted, Refusal> {
-    let shown = crate::io::redact_url(&announcement.url);
+    let shown = crate::io::shown_url(&announcement.url);
     let bytes = fetch(&announcement.url).map_err(|reason| Refusal::Fetch {
         url: shown.clone(),
         reason,
