@@ -3,6 +3,7 @@ use std::sync::Mutex as StdMutex;
 use timely::progress::Antichain;
 
 use super::*;
+use crate::record::SensorId;
 
 fn open(dir: &std::path::Path, interval: Option<Duration>, stop: &Shutdown) -> Arc<Checkpoints> {
     let store = StateStore::open(dir, "p", 0, 1).expect("open");
