@@ -426,10 +426,21 @@ mod tests {
     /// Feeds 10 s windows of p at `times` to a predict operator with `state`; returns
     /// the predictions' rows.
     fn run(times: &[i64], state: Option<NodeState>, stop: Option<Shutdown>) -> Vec<Vec<f64>> {
+        let windows = times.iter().map(|&t| (t, 100.0 + t as f64 / 1000.0));
+        feed(windows.collect(), state, None, stop)
+    }
+
+    /// Feeds `windows` of (start, p) of one sensor to a predict operator with `state` and
+    /// `live` evaluation, then triggers `stop`; returns the predictions' rows.
+    fn feed(
+        windows: Vec<(i64, f64)>,
+        state: Option<NodeState>,
+        live: Option<LiveErrors>,
+        stop: Option<Shutdown>,
+    ) -> Vec<Vec<f64>> {
         let (predictor, slot) = predictor();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let out = Arc::clone(&seen);
-        let times = times.to_vec();
         timely::execute_directly(move |worker| {
             let mut input = InputHandle::new();
             worker.dataflow::<u64, _, _>(|scope| {
@@ -441,18 +452,19 @@ mod tests {
                         PredictCounters::default(),
                         "p",
                         state,
-                        None,
+                        live,
                     )
                     .inspect(move |r: &Reading| out.lock().expect("lock").push(r.values.to_vec()));
             });
             let sensor = SensorId::new("meter-1").expect("short");
-            for t in times {
+            for (t, p) in windows {
                 input.advance_to(t as u64);
                 input.send(Reading {
                     sensor,
                     time_ms: t,
-                    values: Row::from_iter([100.0 + t as f64 / 1000.0]),
+                    values: Row::from_iter([p]),
                 });
+                worker.step();
             }
             if let Some(stop) = stop {
                 stop.trigger();
@@ -499,7 +511,7 @@ mod tests {
     /// here by hand.
     #[test]
     fn a_challenger_is_compared_not_emitted() {
-        let (predictor, slot) = predictor();
+        let (_, slot) = predictor();
         let challenger = smartgrid_models::Model::parse(
             MODEL
                 .replace("leaf_value=400 900", "leaf_value=650 650")
@@ -516,36 +528,11 @@ mod tests {
         };
         // p over time: crosses 500 both ways, so both leaves of the active model are used
         let values = [100.0, 700.0, 300.0, 800.0, 450.0, 900.0, 200.0, 600.0];
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let out = Arc::clone(&seen);
-        timely::execute_directly(move |worker| {
-            let mut input = InputHandle::new();
-            worker.dataflow::<u64, _, _>(|scope| {
-                scope
-                    .input_from(&mut input)
-                    .predict_evaluated(
-                        predictor,
-                        slot,
-                        PredictCounters::default(),
-                        "p",
-                        None,
-                        Some(live),
-                    )
-                    .inspect(move |r: &Reading| out.lock().expect("lock").push(r.values.to_vec()));
-            });
-            let sensor = SensorId::new("meter-1").expect("short");
-            for (i, v) in values.iter().enumerate() {
-                let t = i as i64 * 10_000;
-                input.advance_to(t as u64);
-                input.send(Reading {
-                    sensor,
-                    time_ms: t,
-                    values: Row::from_iter([*v]),
-                });
-                worker.step();
-            }
-        });
-        let emitted = seen.lock().expect("lock").clone();
+        let windows = values
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (i as i64 * 10_000, p));
+        let emitted = feed(windows.collect(), None, Some(live), None);
         // predictions from the third window on (two lags), the active model's only
         let active = |p: f64| if p <= 500.0 { 400.0 } else { 900.0 };
         let predicted: Vec<f64> = emitted.iter().map(|r| r[0]).collect();
