@@ -5,8 +5,11 @@
 //! implementations (Python's `cryptography`, the `openssl` CLI) over the canonical
 //! bytes as docs/models-signing.md describes them, built in Python from the JSON file.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::cli::{arg, text};
 
 fn smartgrid(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_smartgrid"))
@@ -14,19 +17,6 @@ fn smartgrid(args: &[&str]) -> Output {
         .env("SMARTGRID_LOG", "off")
         .output()
         .expect("run smartgrid")
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A scratch directory with a copy of the default model and a key pair in `keys/`.

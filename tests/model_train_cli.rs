@@ -3,22 +3,14 @@
 //! LightGBM's own (through `lightgbm3`) on rows with missing values.
 #![cfg(feature = "train")]
 
+mod support;
+
 use std::process::Command;
+
+use support::cli::Noise;
 
 use smartgrid_models::Model;
 use smartgrid_models::train::lightgbm_predict;
-
-/// A seeded xorshift in [0, 1).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// Rows of (a, b, c) with about one cell in ten missing.
 fn rows(seed: u64, n: usize) -> Vec<Vec<f64>> {

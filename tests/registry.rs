@@ -4,35 +4,15 @@
 //! registry. The registry is built as `smartgrid retrain` lays it out
 //! (`versions/VERSION/model.txt` + its signed manifest), with `model sign`.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
+use support::cli::{arg, run, smartgrid, text};
 
 use serde_json::{Value, json};
-
-fn smartgrid() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_smartgrid"));
-    command.env("SMARTGRID_LOG", "warn");
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    smartgrid().args(args).output().expect("run smartgrid")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
 
 /// A registry with versions `v1` (the default model) and `v2` (the seed XGBoost model
 /// is not LightGBM text, so v2 is the default model with one more line: other bytes,

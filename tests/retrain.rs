@@ -15,45 +15,17 @@
 //! * the service trains once enough new triplets have arrived.
 #![cfg(feature = "train")]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+use support::cli::{Noise, arg, smartgrid, text};
 
 use base64::Engine;
 use serde_json::{Value, json};
 
 const SAMPLE_GOOD: f64 = 0.25;
-
-fn smartgrid() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_smartgrid"));
-    command.env("SMARTGRID_LOG", "warn");
-    command
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-/// A seeded xorshift in [0, 1).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 fn feature_names() -> Vec<String> {
     let mut names = Vec::new();

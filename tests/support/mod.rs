@@ -2,6 +2,7 @@
 //! reading a broker's log, running a two-process cluster.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod cli;
 pub mod echo;
 pub mod fleet;
 pub mod records;
