@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use support::records::num;
 use support::rollout::{
-    NAMES, RATE, SENSORS, constant_model, mae, offsets_by_sensor, phases, readings_for,
+    NAMES, constant_model, mae, offsets_by_sensor, phases, readings_for, rollout_pipeline,
 };
 use support::static_files::StaticFiles;
 use support::statuses::Statuses;
-use support::{Run, counter, smartgrid, write_pipeline};
+use support::{Run, counter, smartgrid};
 
 /// A test's world: a broker, a directory with keys, the served models, the pipeline.
 struct World {
@@ -92,72 +92,13 @@ impl World {
     /// The pipeline, with the active model `active.txt` (persistence + 300, signed as
     /// `initial`) and `updates:` with these margins.
     fn pipeline(&self, duration: &str, promote_margin: f64, rollback_margin: f64) -> PathBuf {
-        let text = constant_model(300.0, &NAMES);
-        std::fs::write(self.path("active.txt"), &text).expect("active model");
-        let out = smartgrid()
-            .args(["model", "sign", "--key"])
-            .arg(self.path("keys/model-signing.key"))
-            .arg(self.path("active.txt"))
-            .args(["--version", "initial"])
-            .output()
-            .expect("sign");
-        assert!(out.status.success(), "{out:?}");
-        write_pipeline(
-            self.dir.path(),
-            &format!(
-                r#"
-pipeline: rollout-test
-nodes:
-  meters:
-    type: simulate
-    sensors: {SENSORS}
-    rate: {RATE}
-    seed: 11
-    realtime: false
-    start: 2024-06-01T00:00:00Z
-    duration: {duration}
-  readings:
-    type: decode
-    input: meters
-    format: clemap
-  means:
-    type: window_mean
-    input: readings
-    size: 10s
-  predictions:
-    type: predict
-    input: means
-    model: {dir}/active.txt
-    horizon: 10s
-    relative_to: [p_l1, p_l2, p_l3]
-    features:
-      fields: [p_l1, p_l2, p_l3]
-      lags: {{fields: [p_l1, p_l2, p_l3], count: 1}}
-    updates:
-      mqtt: {{url: "{url}", topic: {TOPIC}}}
-      public_key: {dir}/keys/model-signing.pub
-      dir: {dir}/kept-models
-      shadow: 2m
-      watch: 2m
-      min_comparisons: 20
-      promote_margin: {promote_margin}
-      rollback_margin: {rollback_margin}
-      status_topic: {STATUS}
-  out_means:
-    type: file
-    input: means
-    path: means.jsonl
-    format: json
-  out_predictions:
-    type: file
-    input: predictions
-    path: predictions.jsonl
-    format: json
-"#,
-                url = self.broker.url(),
-                dir = self.dir.path().display()
-            ),
-        )
+        let source = format!(
+            "      mqtt: {{url: \"{url}\", topic: {TOPIC}}}\n      \
+             promote_margin: {promote_margin}\n      rollback_margin: {rollback_margin}\n      \
+             status_topic: {STATUS}",
+            url = self.broker.url()
+        );
+        rollout_pipeline(self.dir.path(), "rollout-test", duration, &source, "")
     }
 
     /// Nothing was published on the status topic since the last status read: a probe

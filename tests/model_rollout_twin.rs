@@ -16,10 +16,12 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::rollout::{NAMES, RATE, SENSORS, constant_model, mae, phases_by_sensor};
+use support::rollout::{
+    NAMES, RATE, SENSORS, constant_model, mae, phases_by_sensor, rollout_pipeline,
+};
 use support::static_files::StaticFiles;
 use support::tls::certificates;
-use support::{Run, counter, smartgrid, write_pipeline};
+use support::{Run, counter, smartgrid};
 
 const DEVICE: &str = "meter-7";
 const CONNECTION_STRING: &str = "HostName=smartgrid-test.azure-devices.net;DeviceId=meter-7;\
@@ -176,72 +178,13 @@ impl World {
     /// `updates.iothub` connects to the broker as device `meter-7`. `extra` is added
     /// to the nodes.
     fn pipeline(&self, extra: &str) -> PathBuf {
-        std::fs::write(self.path("active.txt"), constant_model(300.0, &NAMES)).expect("model");
-        let out = smartgrid()
-            .args(["model", "sign", "--key"])
-            .arg(self.path("keys/model-signing.key"))
-            .arg(self.path("active.txt"))
-            .args(["--version", "initial"])
-            .output()
-            .expect("sign");
-        assert!(out.status.success(), "{out:?}");
-        write_pipeline(
-            self.dir.path(),
-            &format!(
-                r#"
-pipeline: twin-test
-nodes:
-  meters:
-    type: simulate
-    sensors: {SENSORS}
-    rate: {RATE}
-    seed: 11
-    realtime: false
-    start: 2024-06-01T00:00:00Z
-    duration: 24h
-  readings:
-    type: decode
-    input: meters
-    format: clemap
-  means:
-    type: window_mean
-    input: readings
-    size: 10s
-  predictions:
-    type: predict
-    input: means
-    model: {dir}/active.txt
-    horizon: 10s
-    relative_to: [p_l1, p_l2, p_l3]
-    features:
-      fields: [p_l1, p_l2, p_l3]
-      lags: {{fields: [p_l1, p_l2, p_l3], count: 1}}
-    updates:
-      iothub:
-        connection_string: ${{IOTHUB_CONNECTION_STRING}}
-        host: 127.0.0.1
-        port: {port}
-        tls: {{ca_file: {dir}/ca.pem}}
-      public_key: {dir}/keys/model-signing.pub
-      dir: {dir}/kept-models
-      shadow: 2m
-      watch: 2m
-      min_comparisons: 20
-  out_means:
-    type: file
-    input: means
-    path: means.jsonl
-    format: json
-  out_predictions:
-    type: file
-    input: predictions
-    path: predictions.jsonl
-    format: json
-{extra}"#,
-                port = self.broker.port(),
-                dir = self.dir.path().display()
-            ),
-        )
+        let source = format!(
+            "      iothub:\n        connection_string: ${{IOTHUB_CONNECTION_STRING}}\n        \
+             host: 127.0.0.1\n        port: {port}\n        tls: {{ca_file: {dir}/ca.pem}}",
+            port = self.broker.port(),
+            dir = self.dir.path().display()
+        );
+        rollout_pipeline(self.dir.path(), "twin-test", "24h", &source, extra)
     }
 
     fn run(&self, pipeline: &Path) -> Run {

@@ -3,9 +3,10 @@
 //! which model made it and whether any window was lost.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::records::{Key, key, lines, num};
+use super::{smartgrid, write_pipeline};
 
 /// The simulated households.
 pub const SENSORS: u64 = 4;
@@ -28,6 +29,82 @@ pub fn constant_model(c: f64, names: &[&str]) -> String {
          internal_count=2\nis_linear=0\nshrinkage=1\n\n\nend of trees\n",
         names.len() - 1,
         names.join(" ")
+    )
+}
+
+/// Writes the rollout tests' pipeline `name` into `dir` and returns its path: `SENSORS`
+/// simulated households for `duration`, 10 s windows, `predict` with the active model
+/// `dir/active.txt` (persistence + 300, written and signed as `initial` with the key
+/// in `dir/keys/`) and `updates:` whose announcements come from `source` (YAML lines at
+/// the indentation of `updates:`'s keys), means and predictions to `means.jsonl` and
+/// `predictions.jsonl`, then the nodes in `extra`.
+pub fn rollout_pipeline(
+    dir: &Path,
+    name: &str,
+    duration: &str,
+    source: &str,
+    extra: &str,
+) -> PathBuf {
+    std::fs::write(dir.join("active.txt"), constant_model(300.0, &NAMES)).expect("model");
+    let out = smartgrid()
+        .args(["model", "sign", "--key"])
+        .arg(dir.join("keys/model-signing.key"))
+        .arg(dir.join("active.txt"))
+        .args(["--version", "initial"])
+        .output()
+        .expect("sign");
+    assert!(out.status.success(), "{out:?}");
+    let shown = dir.display();
+    write_pipeline(
+        dir,
+        &format!(
+            r#"
+pipeline: {name}
+nodes:
+  meters:
+    type: simulate
+    sensors: {SENSORS}
+    rate: {RATE}
+    seed: 11
+    realtime: false
+    start: 2024-06-01T00:00:00Z
+    duration: {duration}
+  readings:
+    type: decode
+    input: meters
+    format: clemap
+  means:
+    type: window_mean
+    input: readings
+    size: 10s
+  predictions:
+    type: predict
+    input: means
+    model: {shown}/active.txt
+    horizon: 10s
+    relative_to: [p_l1, p_l2, p_l3]
+    features:
+      fields: [p_l1, p_l2, p_l3]
+      lags: {{fields: [p_l1, p_l2, p_l3], count: 1}}
+    updates:
+{source}
+      public_key: {shown}/keys/model-signing.pub
+      dir: {shown}/kept-models
+      shadow: 2m
+      watch: 2m
+      min_comparisons: 20
+  out_means:
+    type: file
+    input: means
+    path: means.jsonl
+    format: json
+  out_predictions:
+    type: file
+    input: predictions
+    path: predictions.jsonl
+    format: json
+{extra}"#
+        ),
     )
 }
 
