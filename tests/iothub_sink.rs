@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::tls::certificates;
+use support::tls::tls_broker;
 
 use serde_json::Value;
 
@@ -41,13 +41,7 @@ fn setup() -> Setup {
     testkit::require_binary("mosquitto");
     testkit::require_binary("mosquitto_sub");
     let dir = tempfile::tempdir().expect("tempdir");
-    certificates(dir.path());
-    let broker = testkit::Mosquitto::start_with(&format!(
-        "cafile {}\ncertfile {}\nkeyfile {}\nmax_queued_messages 100000\n",
-        dir.path().join("ca.pem").display(),
-        dir.path().join("server.pem").display(),
-        dir.path().join("server.key").display(),
-    ));
+    let broker = tls_broker(dir.path(), "max_queued_messages 100000\n");
     let (watcher, received) = watch(&broker, dir.path());
     Setup {
         broker,

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::statuses::Statuses;
-use support::tls::certificates;
+use support::tls::tls_broker;
 use support::{Run, counter, smartgrid, wait_until, write_pipeline};
 
 const SENSORS: u64 = 6;
@@ -219,12 +219,7 @@ fn triplets_retrain_a_signed_model_that_the_running_device_shadows_and_promotes(
     .expect("the seed model");
 
     // The hub, its routing into blob storage, and the registry's container.
-    certificates(dir);
-    let hub = testkit::Mosquitto::start_with(&format!(
-        "cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n\
-         max_queued_messages 100000\n",
-        dir.display()
-    ));
+    let hub = tls_broker(dir, "max_queued_messages 100000\n");
     let routing = Routing::start(&hub, &path(dir, "ca.pem"));
     let azurite = testkit::Azurite::start();
     azurite.create_container("triplets");

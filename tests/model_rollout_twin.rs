@@ -20,7 +20,7 @@ use support::rollout::{
     NAMES, RATE, SENSORS, constant_model, mae, phases_by_sensor, rollout_pipeline,
 };
 use support::static_files::StaticFiles;
-use support::tls::certificates;
+use support::tls::tls_broker;
 use support::{Run, counter, smartgrid};
 
 const DEVICE: &str = "meter-7";
@@ -133,13 +133,7 @@ impl World {
         testkit::require_binary("mosquitto");
         testkit::require_binary("mosquitto_sub");
         let dir = tempfile::tempdir().expect("tempdir");
-        certificates(dir.path());
-        let broker = testkit::Mosquitto::start_with(&format!(
-            "cafile {}\ncertfile {}\nkeyfile {}\n",
-            dir.path().join("ca.pem").display(),
-            dir.path().join("server.pem").display(),
-            dir.path().join("server.key").display(),
-        ));
+        let broker = tls_broker(dir.path(), "");
         let out = smartgrid()
             .args(["keys", "generate", "--out"])
             .arg(dir.path().join("keys"))

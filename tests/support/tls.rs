@@ -22,3 +22,13 @@ pub fn certificates(dir: &Path) {
     std::fs::write(dir.join("server.pem"), server.pem()).expect("write");
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
 }
+
+/// mosquitto over TLS only, with the certificates [`certificates`] writes into `dir`
+/// (clients trust `dir/ca.pem`), and `extra` configuration lines: the tests' IoT Hub.
+pub fn tls_broker(dir: &Path, extra: &str) -> testkit::Mosquitto {
+    certificates(dir);
+    testkit::Mosquitto::start_with(&format!(
+        "cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n{extra}",
+        dir.display()
+    ))
+}
