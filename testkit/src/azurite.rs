@@ -124,26 +124,10 @@ impl Azurite {
         let to_sign = format!(
             "r\n\n{expiry}\n/blob/{AZURITE_ACCOUNT}/{container}\n\n\n\n{version}\nc\n\n\n\n\n\n\n"
         );
-        let key = BASE64
-            .decode(AZURITE_KEY)
-            .expect("the well-known key is base64");
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
-        mac.update(to_sign.as_bytes());
-        let signature = BASE64.encode(mac.finalize().into_bytes());
-        let encode = |text: &str| {
-            text.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        };
         format!(
             "sv={version}&sr=c&sp=r&se={}&sig={}",
-            encode(&expiry),
-            encode(&signature)
+            crate::urlencode(&expiry),
+            crate::urlencode(&sign(&to_sign))
         )
     }
 
@@ -184,12 +168,7 @@ impl Azurite {
         for (k, v) in &sorted_query {
             to_sign.push_str(&format!("\n{k}:{v}"));
         }
-        let key = BASE64
-            .decode(AZURITE_KEY)
-            .expect("the well-known key is base64");
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
-        mac.update(to_sign.as_bytes());
-        let signature = BASE64.encode(mac.finalize().into_bytes());
+        let signature = sign(&to_sign);
 
         let query_text = sorted_query
             .iter()
@@ -235,4 +214,15 @@ impl Azurite {
     pub fn server(&mut self) -> &mut Server {
         &mut self.server
     }
+}
+
+/// `to_sign` signed with the emulator's well-known account key (HMAC-SHA256, base64),
+/// as SharedKey and SAS signatures are.
+fn sign(to_sign: &str) -> String {
+    let key = BASE64
+        .decode(AZURITE_KEY)
+        .expect("the well-known key is base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(to_sign.as_bytes());
+    BASE64.encode(mac.finalize().into_bytes())
 }
