@@ -63,16 +63,7 @@ fn run(checkpoints: &Arc<Checkpoints>, batches: Vec<(u64, Vec<Reading>)>) -> Vec
                 .probe()
                 .0
         });
-        for (time, readings) in batches {
-            input.advance_to(time);
-            for r in readings {
-                input.send(r);
-            }
-            input.advance_to(time + 1);
-            while probe.less_than(input.time()) {
-                worker.step();
-            }
-        }
+        super::feed::feed(worker, &mut input, &probe, batches);
     });
     seen.lock().map(|emitted| emitted.clone()).expect("lock")
 }

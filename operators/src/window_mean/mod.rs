@@ -45,6 +45,8 @@
 
 #[cfg(test)]
 mod cut_tests;
+#[cfg(test)]
+mod feed;
 mod letters;
 mod operator;
 mod seen;

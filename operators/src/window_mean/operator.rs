@@ -500,16 +500,7 @@ mod tests {
                     .probe()
                     .0
             });
-            for (time, readings) in batches {
-                input.advance_to(time);
-                for r in readings {
-                    input.send(r);
-                }
-                input.advance_to(time + 1);
-                while probe.less_than(input.time()) {
-                    worker.step();
-                }
-            }
+            crate::window_mean::feed::feed(worker, &mut input, &probe, batches);
         });
         let out = seen.lock().expect("lock").clone();
         Driven { out, window }
