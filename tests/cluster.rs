@@ -287,14 +287,7 @@ fn a_process_killed_with_sigkill_and_the_cluster_restarted_loses_nothing() {
     // first to notice names the killed one.
     let mut named_the_killed = false;
     for mut run in runs {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while run.still_running() {
-            assert!(
-                Instant::now() < deadline,
-                "a peer outlived the killed process"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        outlives_no_peer(&mut run);
         let log = run.log().join("\n");
         assert!(
             log.contains("error: lost the connection to process "),
@@ -365,6 +358,19 @@ fn file_pipeline(dir: &Path, mqtt: &str) -> PathBuf {
     pipeline_to(dir, mqtt, &subscription, store)
 }
 
+/// Waits for `run`, a survivor of a killed peer, to stop by itself (timely's model: a
+/// cluster cannot go on without one of its processes); fails after 30 s.
+fn outlives_no_peer(run: &mut Run) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.still_running() {
+        assert!(
+            Instant::now() < deadline,
+            "a peer outlived the killed process"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// How the cluster is stopped before its restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stop {
@@ -412,14 +418,7 @@ fn a_restarted_cluster_writes_each_window_to_a_file_once(stop: Stop) {
         Stop::Kill(victim) | Stop::KillWhileWriting(victim) => {
             runs.remove(victim).kill();
             for mut run in runs {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while run.still_running() {
-                    assert!(
-                        Instant::now() < deadline,
-                        "a peer outlived the killed process"
-                    );
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                outlives_no_peer(&mut run);
             }
         }
         Stop::Term => {
