@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use support::records::num;
 use support::rollout::{
-    NAMES, constant_model, mae, offsets_by_sensor, phases, readings_for, rollout_pipeline,
+    NAMES, constant_model, generate_keys, mae, offsets_by_sensor, phases, readings_for,
+    rollout_pipeline, signed_manifest,
 };
 use support::static_files::StaticFiles;
 use support::statuses::Statuses;
-use support::{Run, counter, smartgrid};
+use support::{Run, counter};
 
 /// A test's world: a broker, a directory with keys, the served models, the pipeline.
 struct World {
@@ -37,12 +38,7 @@ impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         for keys in ["keys", "other-keys"] {
-            let out = smartgrid()
-                .args(["keys", "generate", "--out"])
-                .arg(dir.path().join(keys))
-                .output()
-                .expect("keys generate");
-            assert!(out.status.success(), "{out:?}");
+            generate_keys(&dir.path().join(keys));
         }
         std::fs::create_dir_all(dir.path().join("served")).expect("served dir");
         let http = StaticFiles::serve(dir.path().join("served"));
@@ -60,19 +56,8 @@ impl World {
     /// Writes `text` as `served/NAME`, signs it with `keys` as `version`; returns the
     /// manifest.
     fn signed(&self, name: &str, text: &str, version: &str, keys: &str) -> serde_json::Value {
-        let model = self.path("served").join(name);
-        std::fs::write(&model, text).expect("write model");
-        let out = smartgrid()
-            .args(["model", "sign", "--key"])
-            .arg(self.path(keys).join("model-signing.key"))
-            .arg(&model)
-            .args(["--version", version])
-            .output()
-            .expect("model sign");
-        assert!(out.status.success(), "{out:?}");
-        let manifest = std::fs::read(self.path("served").join(format!("{name}.manifest.json")))
-            .expect("manifest");
-        serde_json::from_slice(&manifest).expect("manifest json")
+        let key = self.path(keys).join("model-signing.key");
+        signed_manifest(&self.path("served"), name, text, version, &key)
     }
 
     /// Publishes `{url, manifest}` retained on the announcement topic.

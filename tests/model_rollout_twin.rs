@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::rollout::{
-    NAMES, RATE, SENSORS, constant_model, mae, phases_by_sensor, rollout_pipeline,
+    NAMES, RATE, SENSORS, constant_model, generate_keys, mae, phases_by_sensor, rollout_pipeline,
+    signed_manifest,
 };
 use support::static_files::StaticFiles;
 use support::tls::tls_broker;
@@ -134,12 +135,7 @@ impl World {
         testkit::require_binary("mosquitto_sub");
         let dir = tempfile::tempdir().expect("tempdir");
         let broker = tls_broker(dir.path(), "");
-        let out = smartgrid()
-            .args(["keys", "generate", "--out"])
-            .arg(dir.path().join("keys"))
-            .output()
-            .expect("keys generate");
-        assert!(out.status.success(), "{out:?}");
+        generate_keys(&dir.path().join("keys"));
         std::fs::create_dir_all(dir.path().join("served")).expect("served dir");
         let http = StaticFiles::serve(dir.path().join("served"));
         World { dir, broker, http }
@@ -152,19 +148,8 @@ impl World {
     /// Writes `text` as `served/NAME`, signs it as `version`; the announcement
     /// `{url, manifest}`.
     fn announcement(&self, name: &str, text: &str, version: &str) -> Value {
-        let model = self.path("served").join(name);
-        std::fs::write(&model, text).expect("write model");
-        let out = smartgrid()
-            .args(["model", "sign", "--key"])
-            .arg(self.path("keys/model-signing.key"))
-            .arg(&model)
-            .args(["--version", version])
-            .output()
-            .expect("model sign");
-        assert!(out.status.success(), "{out:?}");
-        let manifest = std::fs::read(self.path("served").join(format!("{name}.manifest.json")))
-            .expect("manifest");
-        let manifest: Value = serde_json::from_slice(&manifest).expect("manifest json");
+        let key = self.path("keys/model-signing.key");
+        let manifest = signed_manifest(&self.path("served"), name, text, version, &key);
         json!({"url": self.http.url(name), "manifest": manifest})
     }
 

@@ -32,6 +32,44 @@ pub fn constant_model(c: f64, names: &[&str]) -> String {
     )
 }
 
+/// `smartgrid keys generate --out DIR`.
+pub fn generate_keys(dir: &Path) {
+    let out = smartgrid()
+        .args(["keys", "generate", "--out"])
+        .arg(dir)
+        .output()
+        .expect("keys generate");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `smartgrid model sign` of `model` with `key` as `version` (its manifest goes beside it).
+pub fn sign(model: &Path, key: &Path, version: &str) {
+    let out = smartgrid()
+        .args(["model", "sign", "--key"])
+        .arg(key)
+        .arg(model)
+        .args(["--version", version])
+        .output()
+        .expect("model sign");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Writes `text` as `served/NAME` and signs it with `key` as `version`; returns its
+/// manifest.
+pub fn signed_manifest(
+    served: &Path,
+    name: &str,
+    text: &str,
+    version: &str,
+    key: &Path,
+) -> serde_json::Value {
+    let model = served.join(name);
+    std::fs::write(&model, text).expect("write model");
+    sign(&model, key, version);
+    let manifest = std::fs::read(served.join(format!("{name}.manifest.json"))).expect("manifest");
+    serde_json::from_slice(&manifest).expect("manifest json")
+}
+
 /// Writes the rollout tests' pipeline `name` into `dir` and returns its path: `SENSORS`
 /// simulated households for `duration`, 10 s windows, `predict` with the active model
 /// `dir/active.txt` (persistence + 300, written and signed as `initial` with the key
@@ -46,14 +84,11 @@ pub fn rollout_pipeline(
     extra: &str,
 ) -> PathBuf {
     std::fs::write(dir.join("active.txt"), constant_model(300.0, &NAMES)).expect("model");
-    let out = smartgrid()
-        .args(["model", "sign", "--key"])
-        .arg(dir.join("keys/model-signing.key"))
-        .arg(dir.join("active.txt"))
-        .args(["--version", "initial"])
-        .output()
-        .expect("sign");
-    assert!(out.status.success(), "{out:?}");
+    sign(
+        &dir.join("active.txt"),
+        &dir.join("keys/model-signing.key"),
+        "initial",
+    );
     let shown = dir.display();
     write_pipeline(
         dir,
