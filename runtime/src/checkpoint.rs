@@ -308,7 +308,6 @@ impl Checkpoints {
         };
         let stopping = self.on_stop == OnStop::Checkpoint && self.stop.is_triggered();
         let mut inner = self.lock();
-        let pending = inner.pending.remove(&AT_STOP).unwrap_or_default();
         let parts = std::mem::take(&mut inner.at_stop);
         if let Some(e) = inner.at_stop_failed.take() {
             store.discard_stop();
@@ -320,7 +319,6 @@ impl Checkpoints {
             .iter()
             .map(|(source, at)| (source.clone(), at.load(Ordering::Acquire)))
             .collect();
-        drop(pending);
         if !stopping || parts.is_empty() {
             // Drained: no state to keep, but a log must not replay what was flushed.
             store.discard_stop();
@@ -345,18 +343,13 @@ impl Checkpoints {
         key: Key,
         header: &[u8],
         body: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-        positions: BTreeMap<String, u64>,
     ) {
         let Some(store) = &self.store else {
             return;
         };
+        // No positions: a stop's are where the sources ended (`commit_at_stop`).
         let written = store.write_stop_part(&key.0, key.1, header, body);
         let mut inner = self.lock();
-        let pending = inner.pending.entry(AT_STOP).or_default();
-        for (source, at) in positions {
-            let kept = pending.positions.entry(source).or_insert(at);
-            *kept = (*kept).min(at);
-        }
         match written {
             Ok(bytes) => {
                 inner.at_stop_bytes += bytes;

@@ -267,14 +267,9 @@ impl NodeState {
         let mut header = Vec::with_capacity(4 + fingerprint.len());
         header.extend_from_slice(&(fingerprint.len() as u32).to_le_bytes());
         header.extend_from_slice(fingerprint.as_bytes());
-        let positions = source
-            .and_then(|s| Some((s.to_string(), self.checkpoints.position(s)?)))
-            .into_iter()
-            .collect();
         self.taken = self.taken.max(time);
         if time == AT_STOP {
-            self.checkpoints
-                .take_at_stop(self.key(), &header, body, positions);
+            self.checkpoints.take_at_stop(self.key(), &header, body);
             return;
         }
         let mut part = header;
@@ -283,6 +278,10 @@ impl NodeState {
             tracing::warn!(node = %self.node, "cannot save the state: {e}");
             return;
         }
+        let positions = source
+            .and_then(|s| Some((s.to_string(), self.checkpoints.position(s)?)))
+            .into_iter()
+            .collect();
         self.checkpoints.take(self.key(), time, part, positions);
     }
 
