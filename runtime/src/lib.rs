@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config_schema;
 pub mod context;
+pub mod dense_map;
 pub mod diagnostic;
 mod erased;
 pub mod graph;

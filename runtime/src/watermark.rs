@@ -15,8 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-
+use crate::dense_map::DenseMap;
 use crate::record::SensorId;
 
 /// One sensor's clock as seen by the watermark.
@@ -33,10 +32,10 @@ pub struct Watermark {
     idle: Duration,
     max_skew_ms: u64,
     /// By the sensor's stable 64-bit hash, not its id: this is one lookup per reading
-    /// on the hottest path, and a u64 key is hashed with one multiply and compared in
-    /// one instruction. Two ids with one hash (a 2^-64 chance per pair) would share a
-    /// clock: the faster of the two would then not hold the watermark back.
-    sensors: FxHashMap<u64, SensorClock>,
+    /// on the hottest path, and a u64 key is compared in one instruction. Two ids with
+    /// one hash (a 2^-64 chance per pair) would share a clock: the faster of the two
+    /// would then not hold the watermark back.
+    sensors: DenseMap<u64, SensorClock>,
     /// The largest event time of any sensor, as of the last look.
     max_event_ms: Option<u64>,
     /// When the current quiet spell began: the last reading, or the last moment a
@@ -46,7 +45,16 @@ pub struct Watermark {
     /// The previous call to [`at`](Self::at): a long gap means this thread was stalled.
     last_look: Option<Instant>,
     scratch: Vec<u64>,
+    /// Readings observed since the clocks were last brought up to date, as (sensor
+    /// hash, event time), all heard at `heard_at`. Folded in by [`at`](Self::at) (or
+    /// when this fills) in one tight pass, where the clock lookups of consecutive
+    /// readings overlap instead of each waiting between two payloads' decoding.
+    heard: Vec<(u64, u64)>,
+    heard_at: Option<Instant>,
 }
+
+/// Readings held in `heard` at most (64 KiB).
+const HEARD: usize = 4096;
 
 impl Watermark {
     /// A watermark that trails the slowest sensor by `delay`, waits for no sensor
@@ -57,12 +65,14 @@ impl Watermark {
             delay_ms: millis(delay),
             idle,
             max_skew_ms: millis(max_skew),
-            sensors: FxHashMap::default(),
+            sensors: DenseMap::new(),
             max_event_ms: None,
             quiet_from: None,
             current: 0,
             last_look: None,
             scratch: Vec::new(),
+            heard: Vec::new(),
+            heard_at: None,
         }
     }
 
@@ -81,23 +91,35 @@ impl Watermark {
     /// count as 0), arriving at `now`.
     #[inline]
     pub fn observe(&mut self, sensor: SensorId, event_ms: i64, now: Instant) {
+        if self.heard_at != Some(now) || self.heard.len() >= HEARD {
+            self.fold();
+            self.heard_at = Some(now);
+        }
         let event = u64::try_from(event_ms).unwrap_or(0);
-        let clock = self
-            .sensors
-            .entry(sensor.route_hash())
-            .or_insert(SensorClock {
+        self.heard.push((sensor.route_hash(), event));
+        // The largest event time and the end of the quiet spell are folded in from the
+        // clocks by `at`, once per look rather than once per reading.
+    }
+
+    /// Bring the sensors' clocks up to date with the readings in `heard`.
+    fn fold(&mut self) {
+        let Some(now) = self.heard_at else {
+            return;
+        };
+        for (sensor, event) in self.heard.drain(..) {
+            let clock = self.sensors.get_or_insert_with(sensor, || SensorClock {
                 max_event_ms: event,
                 heard_at: now,
             });
-        clock.max_event_ms = clock.max_event_ms.max(event);
-        clock.heard_at = now;
-        // The largest event time and the end of the quiet spell are folded in from the
-        // clocks by `at`, once per look rather than once per reading.
+            clock.max_event_ms = clock.max_event_ms.max(event);
+            clock.heard_at = now;
+        }
     }
 
     /// The watermark at `now`, given since when every source has been live (`None`
     /// while one is not). It never goes backwards; zero until the first reading.
     pub fn at(&mut self, now: Instant, live_since: Option<Instant>) -> u64 {
+        self.fold();
         // What the readings since the last look said; sensors quiet for longer than
         // `idle` no longer hold the watermark (a sensor that comes back starts afresh).
         let idle = self.idle;
@@ -149,7 +171,7 @@ impl Watermark {
     fn slowest(&mut self) -> Option<u64> {
         self.scratch.clear();
         self.scratch
-            .extend(self.sensors.values().map(|c| c.max_event_ms));
+            .extend(self.sensors.values().iter().map(|c| c.max_event_ms));
         if self.scratch.is_empty() {
             return None;
         }

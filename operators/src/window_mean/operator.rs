@@ -259,7 +259,7 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                         return;
                     }
                     let open = |output, close| capability.delayed(&close, output);
-                    step.add(&mut sums, &windows, &mut outputs, data.drain(..), now, open);
+                    step.add(&mut sums, &windows, &mut outputs, data, now, open);
                 });
                 let frontier = &frontiers[0];
                 if let Some(state) = state.as_mut() {
@@ -271,16 +271,9 @@ impl<'s> WindowMeanExt<'s> for Readings<'s> {
                         let before = |close: &Time| *close < time;
                         emit_closed(&mut sums, &windows, &mut outputs, &mut step.means, before);
                         state.take(time, &fingerprint, &sums.export_bytes());
-                        for (now, caps, data) in held.release(state) {
+                        for (now, caps, mut data) in held.release(state) {
                             let open = |output: usize, close| caps[output].delayed(&close);
-                            step.add(
-                                &mut sums,
-                                &windows,
-                                &mut outputs,
-                                data.into_iter(),
-                                now,
-                                open,
-                            );
+                            step.add(&mut sums, &windows, &mut outputs, &mut data, now, open);
                         }
                     }
                     if frontier.is_empty() {
@@ -324,13 +317,12 @@ impl Step {
         sums: &mut WindowSums<Capability<Time>>,
         windows: &[CountedWindow],
         outputs: &mut [MeansOutput],
-        readings: impl Iterator<Item = Reading>,
+        readings: &mut Vec<Reading>,
         now: Time,
         open: impl Fn(usize, Time) -> Capability<Time>,
     ) {
-        for reading in readings {
-            sums.add(&reading, now, &open, &mut self.batch);
-        }
+        sums.add_all(readings, now, &open, &mut self.batch);
+        readings.clear();
         if self.batch.has_corrections() {
             // At the batch's own time: the earliest this operator may still emit at,
             // and the windows' start as the records' timestamp.

@@ -129,7 +129,7 @@ impl<C> WindowSums<C> {
                         .enumerate()
                         .filter(|(_, run)| run[0] > 0.0)
                         .map(|(slot, run)| SensorState {
-                            sensor: self.slots.sensors[slot].as_str().to_string(),
+                            sensor: self.slots.sensors()[slot].as_str().to_string(),
                             count: run[0] as u64,
                             sums: run[1..].to_vec(),
                         })
@@ -160,12 +160,12 @@ impl<C> WindowSums<C> {
                 }
             })
             .collect();
-        let mut counted: Vec<CountedTimes> = (0..self.slots.sensors.len())
+        let mut counted: Vec<CountedTimes> = (0..self.slots.sensors().len())
             .filter_map(|slot| {
                 let (mut times, mut last) = (TimeList::default(), None);
                 self.slots.seen.each(slot, |t| times.push(t, &mut last));
                 (!times.is_empty()).then(|| CountedTimes {
-                    sensor: self.slots.sensors[slot].as_str().to_string(),
+                    sensor: self.slots.sensors()[slot].as_str().to_string(),
                     times,
                 })
             })
@@ -350,9 +350,7 @@ mod tests {
     /// A batch stamped `now`; returns the corrections it made, per size.
     fn feed(sums: &mut WindowSums<Time>, now: Time, readings: &[Reading]) -> Vec<Vec<Reading>> {
         let mut batch = Batch::new(2);
-        for r in readings {
-            sums.add(r, now, |_, close| close, &mut batch);
-        }
+        sums.add_all(readings, now, |_, close| close, &mut batch);
         let mut out = vec![Vec::new(), Vec::new()];
         sums.corrections(&mut batch, &mut out);
         out

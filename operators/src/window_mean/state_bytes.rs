@@ -35,11 +35,11 @@ impl<C> WindowSums<C> {
 
     fn view(&self) -> StateView<'_, C> {
         // Slots in the order of their sensors' ids: every list in the state is sorted so.
-        let mut by_id: Vec<usize> = (0..self.slots.sensors.len()).collect();
+        let mut by_id: Vec<usize> = (0..self.slots.sensors().len()).collect();
         by_id.sort_unstable_by(|&a, &b| {
-            self.slots.sensors[a]
+            self.slots.sensors()[a]
                 .as_str()
-                .cmp(self.slots.sensors[b].as_str())
+                .cmp(self.slots.sensors()[b].as_str())
         });
         StateView { sums: self, by_id }
     }
@@ -74,7 +74,7 @@ impl<C> Serialize for StateView<'_, C> {
         let sizes = Seq(sums.sizes.len(), || {
             sums.sizes.iter().map(|windows| SizeView {
                 windows,
-                sensors: &sums.slots.sensors,
+                sensors: sums.slots.sensors(),
                 by_id,
             })
         });
@@ -84,7 +84,7 @@ impl<C> Serialize for StateView<'_, C> {
             with_times.clone().map(|&slot| {
                 let (mut times, mut last) = (TimeList::default(), None);
                 seen.each(slot, |t| times.push(t, &mut last));
-                (sums.slots.sensors[slot].as_str(), times)
+                (sums.slots.sensors()[slot].as_str(), times)
             })
         });
         let mut state = s.serialize_struct("WindowSumsState", 2)?;

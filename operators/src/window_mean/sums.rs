@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use smartgrid_runtime::dense_map::DenseMap;
 use smartgrid_runtime::operator::Time;
 use smartgrid_runtime::{Reading, Row, SensorId};
 
@@ -26,25 +26,23 @@ use super::seen::Seen;
 /// Sensors of the kept windows, numbered densely, with the times each was counted at.
 #[derive(Default)]
 pub(super) struct Slots {
-    index: FxHashMap<SensorId, u32>,
-    pub(super) sensors: Vec<SensorId>,
+    /// A sensor's slot is its position here.
+    index: DenseMap<SensorId, ()>,
     pub(super) seen: Seen,
 }
 
 impl Slots {
     #[inline]
     pub(super) fn slot(&mut self, sensor: SensorId) -> usize {
-        if let Some(&slot) = self.index.get(&sensor) {
-            return slot as usize;
-        }
-        let slot = self.sensors.len();
-        self.sensors.push(sensor);
-        self.seen.add_slot();
-        // Slots are u32: four billion sensors in the windows of one worker would not fit
-        // in memory long before this saturates.
+        let seen = &mut self.seen;
         self.index
-            .insert(sensor, u32::try_from(slot).unwrap_or(u32::MAX));
-        slot
+            .position_or_insert_with(sensor, || seen.add_slot())
+    }
+
+    /// The sensor of each slot.
+    #[inline]
+    pub(super) fn sensors(&self) -> &[SensorId] {
+        self.index.keys()
     }
 }
 
@@ -329,6 +327,8 @@ pub(super) struct Batch {
     pub(super) duplicates: u64,
     /// (size, window start, slot) of every emitted window a reading changed.
     corrected: Vec<(usize, i64, u32)>,
+    /// The slots of the readings being added (kept for its allocation).
+    slots: Vec<usize>,
 }
 
 impl Batch {
@@ -361,18 +361,38 @@ impl<C> WindowSums<C> {
         }
     }
 
-    /// Add `reading`, which came in a batch stamped `now`, to its window of every size,
-    /// opening one with `open(size, close)` where needed; a reading of a sensor and
-    /// event time already counted is dropped. What else happened goes into `batch`.
-    #[inline]
-    pub(super) fn add(
+    /// Add `readings`, which came in a batch stamped `now`, each to its window of every
+    /// size, opening one with `open(size, close)` where needed; a reading of a sensor
+    /// and event time already counted is dropped. What else happened goes into `batch`.
+    ///
+    /// The readings' slots are looked up first, in one pass: lookups with nothing
+    /// between them overlap in the memory system, where one per reading, between its
+    /// window adds, would each wait alone (BENCHMARKS.md, "Closing the gap").
+    pub(super) fn add_all(
         &mut self,
+        readings: &[Reading],
+        now: Time,
+        mut open: impl FnMut(usize, Time) -> C,
+        batch: &mut Batch,
+    ) {
+        let mut slots = std::mem::take(&mut batch.slots);
+        slots.clear();
+        slots.extend(readings.iter().map(|r| self.slots.slot(r.sensor)));
+        for (reading, &slot) in readings.iter().zip(&slots) {
+            self.add_at(slot, reading, now, &mut open, batch);
+        }
+        batch.slots = slots;
+    }
+
+    #[inline(always)]
+    fn add_at(
+        &mut self,
+        slot: usize,
         reading: &Reading,
         now: Time,
         mut open: impl FnMut(usize, Time) -> C,
         batch: &mut Batch,
     ) {
-        let slot = self.slots.slot(reading.sensor);
         let Some(vacancy) = self.slots.seen.find(slot, reading.time_ms) else {
             batch.duplicates += 1;
             return;
@@ -424,7 +444,7 @@ impl<C> WindowSums<C> {
             };
             if let Some(values) = windows.layout.means(&window.sums, slot) {
                 out[k].push(Reading {
-                    sensor: self.slots.sensors[slot],
+                    sensor: self.slots.sensors()[slot],
                     time_ms: start_ms,
                     values,
                 });
@@ -451,7 +471,7 @@ impl<C> WindowSums<C> {
         for slot in 0..window.sums.len() / windows.layout.stride {
             if let Some(values) = windows.layout.means(&window.sums, slot) {
                 out.push(Reading {
-                    sensor: self.slots.sensors[slot],
+                    sensor: self.slots.sensors()[slot],
                     time_ms: window.start_ms,
                     values,
                 });
@@ -471,7 +491,7 @@ impl<C> WindowSums<C> {
                 sums: window.sums,
             },
         );
-        if self.slots.sensors.len() > 64 && touched * 2 < self.slots.sensors.len() {
+        if self.slots.sensors().len() > 64 && touched * 2 < self.slots.sensors().len() {
             self.forget_idle_sensors();
         }
         Some(window.token)
@@ -505,22 +525,19 @@ impl<C> WindowSums<C> {
     /// of sensors does not grow the arrays without bound. A sensor no kept window holds
     /// has no counted time that matters.
     fn forget_idle_sensors(&mut self) {
-        let keep: Vec<usize> = (0..self.slots.sensors.len())
-            .filter(|&slot| self.sizes.iter().any(|w| w.holds(slot)))
+        let keep: Vec<bool> = (0..self.slots.sensors().len())
+            .map(|slot| self.sizes.iter().any(|w| w.holds(slot)))
             .collect();
+        let kept: Vec<usize> = (0..keep.len()).filter(|&slot| keep[slot]).collect();
         for windows in &mut self.sizes {
-            windows.renumber(&keep);
+            windows.renumber(&kept);
         }
-        let mut old = std::mem::take(&mut self.slots);
-        old.seen.renumber(&keep);
-        for (new, &slot) in keep.iter().enumerate() {
-            let sensor = old.sensors[slot];
-            self.slots.sensors.push(sensor);
-            self.slots
-                .index
-                .insert(sensor, u32::try_from(new).unwrap_or(u32::MAX));
-        }
-        self.slots.seen = old.seen;
+        self.slots.seen.renumber(&kept);
+        let mut slot = 0;
+        self.slots.index.retain(|_, ()| {
+            slot += 1;
+            keep[slot - 1]
+        });
     }
 
     /// Whether no window is kept.

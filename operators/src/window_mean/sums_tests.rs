@@ -21,7 +21,7 @@ fn spec(size_ms: u64, lateness_ms: u64, correction_ms: u64, fields: &[usize]) ->
 /// Adds `r` in a batch stamped `now` to windows whose token is their close time.
 fn add_batch(sums: &mut WindowSums<Time>, r: &Reading, now: Time) -> Batch {
     let mut batch = Batch::new(sums.sizes.len());
-    sums.add(r, now, |_, close| close, &mut batch);
+    sums.add_all(std::slice::from_ref(r), now, |_, close| close, &mut batch);
     batch
 }
 
@@ -199,13 +199,12 @@ fn a_late_reading_within_the_horizon_changes_the_emitted_mean() {
     assert_eq!(first[0].values.to_vec(), [2.0, 2.0]);
     // Two late readings of `a` and one of `b` in one batch: one correction each.
     let mut batch = Batch::new(2);
-    for r in [
+    let readings = [
         reading("a", 5_000, &[2.0]),
         reading("b", 9_000, &[20.0]),
         reading("a", 6_000, &[6.0]),
-    ] {
-        sums.add(&r, 20_000, |_, close| close, &mut batch);
-    }
+    ];
+    sums.add_all(&readings, 20_000, |_, close| close, &mut batch);
     assert_eq!(batch.late, [0, 0]);
     let out = corrections(&sums, batch);
     let got: Vec<_> = out[0]
@@ -283,9 +282,9 @@ fn sensors_that_went_quiet_are_forgotten() {
         sums.expire(passed);
     }
     assert!(
-        sums.slots.sensors.len() <= 64,
+        sums.slots.sensors().len() <= 64,
         "{}",
-        sums.slots.sensors.len()
+        sums.slots.sensors().len()
     );
     // What is left is still right after the renumbering, duplicates included.
     assert_eq!(
