@@ -4,10 +4,21 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// A minimal HTTP/1.1 client for talking to test servers on loopback: `(status, body)`.
-/// (Tests must not depend on the client code they test.)
+/// Panics if the exchange fails. (Tests must not depend on the client code they test.)
 pub fn http(method: &str, addr: SocketAddr, path_and_query: &str, body: &[u8]) -> (u16, String) {
+    try_http(method, addr, path_and_query, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http`], or what went wrong: for waiting on a server that may still be starting
+/// (it can accept a connection and then reset it).
+pub fn try_http(
+    method: &str,
+    addr: SocketAddr,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let head = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
@@ -16,29 +27,29 @@ pub fn http(method: &str, addr: SocketAddr, path_and_query: &str, body: &[u8]) -
     stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(body))
-        .unwrap_or_else(|e| panic!("cannot send to {addr}: {e}"));
+        .map_err(|e| format!("cannot send to {addr}: {e}"))?;
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
-        .unwrap_or_else(|e| panic!("cannot read the answer of {addr}: {e}"));
+        .map_err(|e| format!("cannot read the answer of {addr}: {e}"))?;
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer from {addr}: {head}"));
+        .ok_or_else(|| format!("not an HTTP answer from {addr}: {head}"))?;
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    (
+    Ok((
         status,
         if chunked {
             dechunk(body)
         } else {
             body.to_string()
         },
-    )
+    ))
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -31,7 +31,7 @@ mod servers;
 
 pub use azurite::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite, azurite_binary};
 pub use binary::{find_binary, require_binary};
-pub use http::{http, urlencode};
+pub use http::{http, try_http, urlencode};
 pub use port::free_port;
 pub use server::{READY_TIMEOUT, Server, ServerCommand};
 pub use servers::{Influxd, Mosquitto, Prometheus, VictoriaMetrics};

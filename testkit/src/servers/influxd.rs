@@ -1,9 +1,8 @@
 use std::fs;
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Server, ServerCommand, free_port, http, urlencode};
+use crate::{Server, ServerCommand, free_port, http, try_http, urlencode};
 
 /// InfluxDB 1.x (`influxd`) on a free loopback port: every listener on loopback, data in
 /// a temporary directory, reporting disabled, auth off. Stopped on drop.
@@ -66,11 +65,9 @@ bind-address = "127.0.0.1:{rpc}"
     fn wait_ping(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if TcpStream::connect(self.server.addr()).is_ok() {
-                let (status, _) = http("GET", self.server.addr(), "/ping", b"");
-                if status == 204 {
-                    return;
-                }
+            // A starting influxd can accept a connection and then reset it: try again.
+            if let Ok((204, _)) = try_http("GET", self.server.addr(), "/ping", b"") {
+                return;
             }
             assert!(
                 Instant::now() < deadline,

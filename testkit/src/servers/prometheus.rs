@@ -2,7 +2,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::{Server, ServerCommand, free_port, http, urlencode};
+use crate::{Server, ServerCommand, free_port, http, try_http, urlencode};
 
 /// Prometheus on a free loopback port, scraping `targets` every second, its data in a
 /// temporary directory. The Debian package's system service (port 9090) is not used.
@@ -41,13 +41,14 @@ impl Prometheus {
         // The port opens before the storage is: queries answer 503 until `/-/ready`.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, body) = http("GET", server.addr(), "/-/ready", b"");
-            if status == 200 {
+            // A starting server can also accept a connection and then reset it.
+            let answer = try_http("GET", server.addr(), "/-/ready", b"");
+            if matches!(answer, Ok((200, _))) {
                 break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "Prometheus is not ready: {status} {body}"
+                "Prometheus is not ready: {answer:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
