@@ -81,11 +81,6 @@ impl<K: DenseKey, V> DenseMap<K, V> {
         &self.values
     }
 
-    /// The values, in the keys' order.
-    pub fn values_mut(&mut self) -> &mut [V] {
-        &mut self.values
-    }
-
     /// Where `key`'s probe starts: the top bits of its mixed hash.
     #[inline]
     fn home(&self, key: &K) -> usize {

@@ -249,6 +249,28 @@ mod tests {
         assert_eq!(w.at(t0, live), 10_000_000);
     }
 
+    /// More readings in one look than `heard` holds, arriving at two instants: what the
+    /// clocks say is what each sensor's largest time says, computed here directly.
+    #[test]
+    fn readings_past_the_heard_list_and_across_instants_all_count() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(10);
+        let mut w = Watermark::new(Duration::ZERO, Duration::from_secs(10), SKEW);
+        let names = ["a", "b", "c"];
+        let mut largest = [0_i64; 3];
+        for i in 0..3 * HEARD as i64 {
+            let k = (i % 3) as usize;
+            // Each sensor's times fall (out of order), so its largest came first: in the
+            // first fill of `heard`, at the first instant.
+            let time = 1_000_000 + 100_000 * k as i64 - i * 37 % 5_000 - i;
+            largest[k] = largest[k].max(time);
+            let now = if i < HEARD as i64 { t0 } else { t1 };
+            w.observe(sensor(names[k]), time, now);
+        }
+        let slowest = *largest.iter().min().expect("three sensors");
+        assert_eq!(w.at(t1, Some(t0)), slowest as u64);
+    }
+
     #[test]
     fn a_quiet_sensor_stops_holding_it_back() {
         let t0 = Instant::now();

@@ -533,11 +533,11 @@ impl<C> WindowSums<C> {
             windows.renumber(&kept);
         }
         self.slots.seen.renumber(&kept);
-        let mut slot = 0;
-        self.slots.index.retain(|_, ()| {
-            slot += 1;
-            keep[slot - 1]
-        });
+        // `retain` visits the slots in order.
+        let mut keep = keep.into_iter();
+        self.slots
+            .index
+            .retain(|_, ()| keep.next().unwrap_or(false));
     }
 
     /// Whether no window is kept.
